@@ -1,0 +1,80 @@
+# tdrl: `make` builds ./tdrl and build/libtdrl.a; `make test` runs every test.
+# Sources are picked up by wildcard: a new ops/*.c, vm/*.c or tests/c/test_*.c needs no edit here.
+CC      ?= cc
+PREFIX  ?= /usr/local
+BUILD   ?= build
+OPT     ?= -O3 -march=native
+WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
+DEPS    := lua5.4 openblas jansson
+PKGCFLAGS := $(shell pkg-config --cflags $(DEPS) 2>/dev/null)
+PKGLIBS   := $(shell pkg-config --libs $(DEPS) 2>/dev/null)
+CFLAGS  += -std=gnu11 $(OPT) $(WARN) -fopenmp -g $(PKGCFLAGS) -I/usr/include/stb $(EXTRA_CFLAGS)
+LDLIBS  += $(PKGLIBS) -lreadline -lutil -lm -fopenmp $(EXTRA_LDFLAGS)
+
+OPS_SRC := $(wildcard ops/*.c)
+VM_SRC  := $(wildcard vm/*.c)
+OPS_OBJ := $(OPS_SRC:%.c=$(BUILD)/%.o)
+VM_OBJ  := $(VM_SRC:%.c=$(BUILD)/%.o)
+CTESTS  := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/test_*.c))
+FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+LIB     := $(BUILD)/libtdrl.a
+BIN     ?= tdrl
+
+.PHONY: all setup test asan bench fuzz install clean reproduce quick
+all: $(BIN) $(LIB)
+
+setup:
+	@./scripts/setup.sh
+
+$(BUILD)/%.o: %.c $(wildcard ops/*.h vm/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(OPS_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(VM_OBJ) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(VM_OBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(LIB) $(BIN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+test: setup
+	@$(MAKE) --no-print-directory all ctests
+	@BUILD=$(BUILD) BIN=./$(BIN) ./tests/run.sh
+
+ctests: $(CTESTS)
+
+# The whole suite under AddressSanitizer + UBSan, in its own build folder and binary.
+asan: setup
+	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/tdrl OPT="-O1 -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" all ctests
+	@ASAN_OPTIONS=detect_leaks=0 BUILD=build-asan BIN=build-asan/tdrl ./tests/run.sh
+
+# libFuzzer targets for the file readers; FUZZ_TIME seconds each.
+FUZZ_TIME ?= 60
+fuzz: setup
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz BIN=build-fuzz/tdrl OPT="-O1 -g" \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined" EXTRA_LDFLAGS="-fsanitize=address,undefined" build-fuzz/libtdrl.a
+	@for f in $(wildcard tests/fuzz/fuzz_*.c); do \
+	  n=$$(basename $$f .c); mkdir -p build-fuzz/fuzz build-fuzz/corpus/$$n; \
+	  clang $(PKGCFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined -o build-fuzz/fuzz/$$n $$f build-fuzz/libtdrl.a $(PKGLIBS) -lm -fopenmp || exit 1; \
+	  cp tests/fuzz/seeds/$$n/* build-fuzz/corpus/$$n/ 2>/dev/null; \
+	  echo "fuzzing $$n for $(FUZZ_TIME) s"; \
+	  build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_TIME) -rss_limit_mb=2048 build-fuzz/corpus/$$n || exit 1; \
+	done
+
+bench: setup all
+	@./$(BIN) bench/run.lua
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/tdrl/lua/tdrl $(DESTDIR)$(PREFIX)/lib
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/tdrl
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libtdrl.a
+	cd lua && find tdrl -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(PREFIX)/share/tdrl/lua/{} \;
+
+clean:
+	rm -rf build build-asan build-fuzz $(BIN)

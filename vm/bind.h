@@ -1,0 +1,33 @@
+/* Shared helpers of the Lua bindings (vm/lua_*.c). Each binding file exports one
+ * tdl_register_<family>(lua_State *L) that adds its functions to the module table on the
+ * stack top; luaopen_tdrl_core (lua_tensor.c) calls them all. */
+#ifndef TDRL_BIND_H
+#define TDRL_BIND_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "../ops/tensor.h"
+
+#define TDL_TENSOR_MT "tdrl.Tensor"
+#define TDL_GENERATOR_MT "tdrl.Generator"
+
+/* The tensor userdata holds one reference. */
+td_tensor *tdl_check_tensor(lua_State *L, int idx);
+td_tensor *tdl_opt_tensor(lua_State *L, int idx); /* NULL if not a tensor */
+/* Pushes t, taking over the caller's reference; if t is NULL raises the core's error. */
+int tdl_push_tensor(lua_State *L, td_tensor *t);
+/* Raises a Lua error with td_last_error(). */
+int tdl_error(lua_State *L);
+/* A tensor or a number (turned into a 0-d tensor: new reference in *owned). */
+td_tensor *tdl_check_tensor_or_number(lua_State *L, int idx, td_tensor **owned);
+td_generator *tdl_opt_generator(lua_State *L, int idx); /* default generator when absent */
+/* Reads a shape from varargs (3, 4) or a table {3, 4} starting at idx; returns ndim. */
+int tdl_check_shape(lua_State *L, int idx, int64_t *shape, int *next_idx);
+
+void tdl_register_tensor(lua_State *L);
+void tdl_register_io(lua_State *L);
+
+int luaopen_tdrl_core(lua_State *L);
+
+#endif
