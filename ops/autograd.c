@@ -1,0 +1,220 @@
+/* Define-by-run tape: each result that needs gradients holds a node (backward function, saved
+ * tensors, inputs). backward() orders the nodes reachable from the root topologically, runs
+ * them in reverse, accumulates leaf gradients into .grad and then frees the graph. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor.h"
+
+td_tensor *td_alias(const td_tensor *t, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset);
+
+static _Thread_local bool grad_enabled = true;
+
+bool td_grad_enabled(void) { return grad_enabled; }
+
+bool td_set_grad_enabled(bool on) {
+    bool prev = grad_enabled;
+    grad_enabled = on;
+    return prev;
+}
+
+bool td_needs_grad(const td_tensor *t) { return t && t->requires_grad && t->dtype == TD_F32; }
+
+static void node_clear(td_node *n) {
+    for (int i = 0; i < TD_NODE_MAX_IN; i++) {
+        td_release(n->in[i]);
+        n->in[i] = NULL;
+    }
+    for (int i = 0; i < TD_NODE_MAX_SAVED; i++) {
+        td_release(n->saved[i]);
+        n->saved[i] = NULL;
+    }
+    td_release(n->gout);
+    n->gout = NULL;
+}
+
+void td_node_release(td_node *n) {
+    if (!n || --n->refcount > 0) return;
+    node_clear(n);
+    free(n);
+}
+
+td_node *td_record(td_tensor *out, const char *name, td_backward_fn bw, int n_in, td_tensor **ins) {
+    if (!grad_enabled) return NULL;
+    bool any = false;
+    for (int i = 0; i < n_in; i++) any |= td_needs_grad(ins[i]);
+    if (!any) return NULL;
+    td_node *n = calloc(1, sizeof *n);
+    if (!n) return NULL; /* out of memory: the result simply carries no graph */
+    n->refcount = 1;
+    n->name = name;
+    n->backward = bw;
+    n->n_in = n_in;
+    for (int i = 0; i < n_in; i++) {
+        if (td_needs_grad(ins[i])) {
+            n->in[i] = ins[i];
+            td_retain(ins[i]);
+        }
+    }
+    n->out_ndim = out->ndim;
+    memcpy(n->out_shape, out->shape, sizeof out->shape);
+    out->node = n;
+    out->requires_grad = true;
+    return n;
+}
+
+void td_node_save(td_node *n, int slot, td_tensor *t) {
+    if (!n) return;
+    td_release(n->saved[slot]);
+    n->saved[slot] = t ? td_alias(t, t->ndim, t->shape, t->stride, t->offset) : NULL;
+}
+
+/* dst (grad holder, may be NULL) += g; returns the holder. g is borrowed. */
+static td_tensor *accumulate(td_tensor *dst, td_tensor *g, int ndim, const int64_t *shape) {
+    if (!dst) {
+        td_tensor *s = td_sum_to(g, ndim, shape);
+        if (!s) return NULL;
+        /* own a fresh contiguous buffer so later += never writes into a shared view */
+        if (s == g || !td_is_contiguous(s) || s->storage->refcount > 1) {
+            td_tensor *c = td_clone(s);
+            td_release(s);
+            s = c;
+        }
+        return s;
+    }
+    td_tensor *s = td_sum_to(g, ndim, shape);
+    if (s) {
+        td_add_(dst, s, 1.0);
+        td_release(s);
+    }
+    return dst;
+}
+
+void td_node_accum(td_node *n, int k, td_tensor *g) {
+    td_tensor *in = n->in[k];
+    if (!in || !g) return;
+    if (in->node) {
+        in->node->gout = accumulate(in->node->gout, g, in->ndim, in->shape);
+    } else if (in->requires_grad) {
+        in->grad = accumulate(in->grad, g, in->ndim, in->shape);
+    }
+}
+
+typedef struct {
+    td_node **v;
+    size_t n, cap;
+} node_vec;
+
+static int push(node_vec *s, td_node *x) {
+    if (s->n == s->cap) {
+        size_t c = s->cap ? s->cap * 2 : 64;
+        td_node **p = realloc(s->v, c * sizeof *p);
+        if (!p) return -1;
+        s->v = p;
+        s->cap = c;
+    }
+    s->v[s->n++] = x;
+    return 0;
+}
+
+static int mark_gen = 0;
+
+/* Iterative post-order DFS: `order` ends with the root; reverse is a valid backward order. */
+static int topo_sort(td_node *root, node_vec *order) {
+    node_vec stack = {0};
+    int gen = ++mark_gen * 2; /* gen: on stack, gen+1: done */
+    if (push(&stack, root)) return -1;
+    root->topo_mark = gen;
+    while (stack.n) {
+        td_node *n = stack.v[stack.n - 1];
+        bool pushed = false;
+        for (int i = 0; i < n->n_in; i++) {
+            td_tensor *in = n->in[i];
+            if (in && in->node && in->node->topo_mark != gen && in->node->topo_mark != gen + 1) {
+                in->node->topo_mark = gen;
+                if (push(&stack, in->node)) goto oom;
+                pushed = true;
+                break;
+            }
+        }
+        if (!pushed) {
+            n->topo_mark = gen + 1;
+            stack.n--;
+            if (push(order, n)) goto oom;
+        }
+    }
+    free(stack.v);
+    return 0;
+oom:
+    free(stack.v);
+    return -1;
+}
+
+int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph) {
+    char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF];
+    if (!root->requires_grad)
+        return td_fail_int("backward: the tensor does not require grad (no input of its graph has requires_grad)");
+    if (grad) {
+        if (grad->ndim != root->ndim || memcmp(grad->shape, root->shape, sizeof(int64_t) * root->ndim))
+            return td_fail_int("backward: gradient of shape %s for a tensor of shape %s",
+                               td_shape_str(grad, b1, sizeof b1), td_shape_str(root, b2, sizeof b2));
+    } else if (td_numel(root) != 1) {
+        return td_fail_int("backward: a gradient argument is needed for a non-scalar tensor of shape %s",
+                           td_shape_str(root, b1, sizeof b1));
+    }
+    td_node *rn = root->node;
+    if (!rn) { /* a leaf: its own gradient */
+        td_tensor *g = grad ? grad : td_full(TD_F32, root->ndim, root->shape, 1.0);
+        if (!g) return -1;
+        root->grad = accumulate(root->grad, g, root->ndim, root->shape);
+        if (!grad) td_release(g);
+        return 0;
+    }
+    if (rn->freed)
+        return td_fail_int("backward: the graph was already freed by an earlier backward (pass retain_graph = true)");
+    node_vec order = {0};
+    if (topo_sort(rn, &order)) {
+        free(order.v);
+        return td_fail_int("backward: out of memory");
+    }
+    for (size_t i = 0; i < order.n; i++)
+        if (order.v[i]->freed) {
+            free(order.v);
+            return td_fail_int("backward: part of the graph (%s) was already freed by an earlier backward", order.v[i]->name);
+        }
+    bool prev = td_set_grad_enabled(false);
+    td_tensor *g0 = grad ? td_contiguous(grad) : td_full(TD_F32, root->ndim, root->shape, 1.0);
+    td_release(rn->gout);
+    rn->gout = g0;
+    for (size_t i = order.n; i-- > 0;) {
+        td_node *n = order.v[i];
+        td_tensor *g = n->gout;
+        n->gout = NULL;
+        if (g) {
+            n->backward(n, g);
+            td_release(g);
+        }
+    }
+    if (!retain_graph) {
+        for (size_t i = 0; i < order.n; i++) {
+            node_clear(order.v[i]);
+            order.v[i]->freed = true;
+        }
+    }
+    td_set_grad_enabled(prev);
+    free(order.v);
+    return 0;
+}
+
+int td_set_requires_grad(td_tensor *t, bool on) {
+    if (t->node && !on)
+        return td_fail_int("requires_grad_: cannot turn off gradients of a non-leaf tensor (use detach())");
+    if (on && t->dtype != TD_F32) return td_fail_int("requires_grad_: only float32 tensors can require gradients");
+    if (!t->node) t->requires_grad = on;
+    return 0;
+}
+
+void td_zero_grad(td_tensor *t) {
+    td_release(t->grad);
+    t->grad = NULL;
+}

@@ -1,0 +1,378 @@
+/* Tensors: storage, reference counts, creation, errors, memory accounting, threads. */
+#include "tensor.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- errors ------------------------------------------------------------------------------ */
+static _Thread_local char err_buf[1024];
+
+const char *td_last_error(void) { return err_buf[0] ? err_buf : "unknown error"; }
+
+void *td_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    va_end(ap);
+    return NULL;
+}
+
+int td_fail_int(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+char *td_dims_str(int ndim, const int64_t *shape, char *buf, size_t n) {
+    size_t k = 0;
+    buf[0] = 0;
+    if (ndim == 0) {
+        snprintf(buf, n, "scalar");
+        return buf;
+    }
+    for (int i = 0; i < ndim && k < n; i++)
+        k += snprintf(buf + k, n - k, i ? "x%lld" : "%lld", (long long)shape[i]);
+    return buf;
+}
+
+char *td_shape_str(const td_tensor *t, char *buf, size_t n) { return td_dims_str(t->ndim, t->shape, buf, n); }
+
+/* ---- interrupts and threads ---------------------------------------------------------------- */
+volatile int td_interrupt_flag = 0;
+static int n_threads = 1;
+extern void openblas_set_num_threads(int);
+
+void td_set_num_threads(int n) {
+    if (n < 1) n = 1;
+    n_threads = n;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int td_get_num_threads(void) { return n_threads; }
+
+void td_threads_init(void) {
+    const char *s = getenv("TDRL_NUM_THREADS");
+    long n = s ? strtol(s, NULL, 10) : 0;
+    if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
+    td_set_num_threads((int)n);
+}
+
+/* ---- memory accounting --------------------------------------------------------------------- */
+static atomic_size_t bytes_live, bytes_total;
+static atomic_uint_fast64_t n_allocs;
+size_t td_bytes_live(void) { return atomic_load(&bytes_live); }
+size_t td_bytes_allocated(void) { return atomic_load(&bytes_total); }
+uint64_t td_alloc_count(void) { return atomic_load(&n_allocs); }
+
+size_t td_dtype_size(td_dtype dt) { return dt == TD_F32 ? 4 : 8; }
+const char *td_dtype_name(td_dtype dt) { return dt == TD_F32 ? "float32" : "int64"; }
+
+static td_storage *storage_new(size_t nbytes) {
+    td_storage *s = malloc(sizeof *s);
+    if (!s) return td_fail("out of memory allocating a storage");
+    /* 64-byte alignment for vector loads; never a zero-size request */
+    size_t sz = (nbytes + 63) & ~(size_t)63;
+    s->data = aligned_alloc(64, sz ? sz : 64);
+    if (!s->data) {
+        free(s);
+        return td_fail("out of memory allocating %zu bytes", nbytes);
+    }
+    s->nbytes = nbytes;
+    s->refcount = 1;
+    s->external = false;
+    atomic_fetch_add(&bytes_live, nbytes);
+    atomic_fetch_add(&bytes_total, nbytes);
+    atomic_fetch_add(&n_allocs, 1);
+    return s;
+}
+
+static void storage_release(td_storage *s) {
+    if (!s || --s->refcount > 0) return;
+    if (!s->external) {
+        atomic_fetch_sub(&bytes_live, s->nbytes);
+        free(s->data);
+    }
+    free(s);
+}
+
+/* ---- lifetime -------------------------------------------------------------------------------- */
+void td_retain(td_tensor *t) {
+    if (t) t->refcount++;
+}
+
+void td_node_release(td_node *n); /* autograd.c */
+
+void td_release(td_tensor *t) {
+    if (!t || --t->refcount > 0) return;
+    storage_release(t->storage);
+    td_release(t->grad);
+    if (t->node) td_node_release(t->node);
+    free(t);
+}
+
+/* ---- creation -------------------------------------------------------------------------------- */
+int64_t td_numel(const td_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+static int check_shape(int ndim, const int64_t *shape, int64_t *numel) {
+    if (ndim < 0 || ndim > TD_MAX_DIMS) return td_fail_int("tensor: %d dimensions (at most %d)", ndim, TD_MAX_DIMS);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return td_fail_int("tensor: negative size %lld in dimension %d", (long long)shape[i], i + 1);
+        if (shape[i] && n > ((int64_t)1 << 40) / shape[i]) return td_fail_int("tensor: size too large");
+        n *= shape[i];
+    }
+    *numel = n;
+    return 0;
+}
+
+static td_tensor *tensor_struct(td_dtype dt, int ndim, const int64_t *shape) {
+    td_tensor *t = calloc(1, sizeof *t);
+    if (!t) return td_fail("out of memory");
+    t->refcount = 1;
+    t->dtype = dt;
+    t->ndim = ndim;
+    int64_t st = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        t->shape[i] = shape[i];
+        t->stride[i] = st;
+        st *= shape[i] ? shape[i] : 1;
+    }
+    return t;
+}
+
+td_tensor *td_empty(td_dtype dt, int ndim, const int64_t *shape) {
+    int64_t n = 0;
+    if (check_shape(ndim, shape, &n)) return NULL;
+    td_tensor *t = tensor_struct(dt, ndim, shape);
+    if (!t) return NULL;
+    t->storage = storage_new((size_t)n * td_dtype_size(dt));
+    if (!t->storage) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+td_tensor *td_zeros(td_dtype dt, int ndim, const int64_t *shape) {
+    td_tensor *t = td_empty(dt, ndim, shape);
+    if (t) memset(t->storage->data, 0, t->storage->nbytes);
+    return t;
+}
+
+td_tensor *td_full(td_dtype dt, int ndim, const int64_t *shape, double value) {
+    td_tensor *t = td_empty(dt, ndim, shape);
+    if (!t) return NULL;
+    int64_t n = td_numel(t);
+    if (dt == TD_F32) {
+        float *p = td_f32(t), v = (float)value;
+        for (int64_t i = 0; i < n; i++) p[i] = v;
+    } else {
+        int64_t *p = td_i64(t), v = (int64_t)value;
+        for (int64_t i = 0; i < n; i++) p[i] = v;
+    }
+    return t;
+}
+
+td_tensor *td_scalar(float v) { return td_full(TD_F32, 0, NULL, v); }
+
+td_tensor *td_from_data(td_dtype dt, int ndim, const int64_t *shape, const void *data) {
+    td_tensor *t = td_empty(dt, ndim, shape);
+    if (t && t->storage->nbytes) memcpy(t->storage->data, data, t->storage->nbytes);
+    return t;
+}
+
+td_tensor *td_arange(double start, double end, double step, td_dtype dt) {
+    if (step == 0 || !isfinite(start) || !isfinite(end) || !isfinite(step))
+        return td_fail("arange: invalid range (start %g, end %g, step %g)", start, end, step);
+    double nd = ceil((end - start) / step);
+    int64_t n = nd > 0 ? (int64_t)nd : 0;
+    td_tensor *t = td_empty(dt, 1, &n);
+    if (!t) return NULL;
+    for (int64_t i = 0; i < n; i++) {
+        double v = start + (double)i * step;
+        if (dt == TD_F32) td_f32(t)[i] = (float)v;
+        else td_i64(t)[i] = (int64_t)v;
+    }
+    return t;
+}
+
+td_tensor *td_linspace(double start, double end, int64_t n) {
+    if (n < 0) return td_fail("linspace: negative count %lld", (long long)n);
+    td_tensor *t = td_empty(TD_F32, 1, &n);
+    if (!t) return NULL;
+    for (int64_t i = 0; i < n; i++)
+        td_f32(t)[i] = (float)(n == 1 ? start : start + (end - start) * (double)i / (double)(n - 1));
+    return t;
+}
+
+td_tensor *td_eye(int64_t n, int64_t m) {
+    int64_t shape[2] = {n, m};
+    td_tensor *t = td_zeros(TD_F32, 2, shape);
+    if (!t) return NULL;
+    for (int64_t i = 0; i < n && i < m; i++) td_f32(t)[i * m + i] = 1;
+    return t;
+}
+
+bool td_is_contiguous(const td_tensor *t) {
+    int64_t st = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->stride[i] != st) return false;
+        st *= t->shape[i];
+    }
+    return true;
+}
+
+int td_norm_dim(const td_tensor *t, int dim, const char *op) {
+    int nd = t->ndim;
+    int d = dim < 0 ? dim + nd : dim;
+    if (d < 0 || d >= (nd ? nd : 1)) {
+        char b[TD_SHAPE_BUF];
+        return td_fail_int("%s: dimension %d out of range for a tensor of shape %s", op,
+                           dim < 0 ? dim : dim + 1, td_shape_str(t, b, sizeof b));
+    }
+    return d;
+}
+
+static int64_t offset_of(const td_tensor *t, const int64_t *idx) {
+    int64_t o = t->offset;
+    for (int i = 0; i < t->ndim; i++) o += idx[i] * t->stride[i];
+    return o;
+}
+
+double td_get(const td_tensor *t, const int64_t *idx) {
+    int64_t o = offset_of(t, idx);
+    return t->dtype == TD_F32 ? ((float *)t->storage->data)[o] : (double)((int64_t *)t->storage->data)[o];
+}
+
+void td_set(td_tensor *t, const int64_t *idx, double v) {
+    int64_t o = offset_of(t, idx);
+    if (t->dtype == TD_F32) ((float *)t->storage->data)[o] = (float)v;
+    else ((int64_t *)t->storage->data)[o] = (int64_t)v;
+}
+
+double td_get_flat(const td_tensor *t, int64_t i) {
+    int64_t idx[TD_MAX_DIMS];
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        idx[d] = t->shape[d] ? i % t->shape[d] : 0;
+        i = t->shape[d] ? i / t->shape[d] : 0;
+    }
+    return td_get(t, idx);
+}
+
+/* ---- strided copy (the one gather-to-contiguous loop every op reuses) ------------------- */
+/* Copies the logical contents of src into the contiguous buffer dst (same dtype). */
+void td_copy_to_contiguous(const td_tensor *src, void *dst) {
+    int64_t n = td_numel(src);
+    if (n == 0) return;
+    size_t es = td_dtype_size(src->dtype);
+    if (td_is_contiguous(src)) {
+        memcpy(dst, (char *)src->storage->data + src->offset * es, (size_t)n * es);
+        return;
+    }
+    int nd = src->ndim;
+    int64_t inner = src->shape[nd - 1], is = src->stride[nd - 1];
+    int64_t rows = n / inner;
+    #pragma omp parallel for if (n > 65536) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t rem = r, o = src->offset;
+        for (int d = nd - 2; d >= 0; d--) {
+            o += (rem % src->shape[d]) * src->stride[d];
+            rem /= src->shape[d];
+        }
+        if (src->dtype == TD_F32) {
+            const float *s = (const float *)src->storage->data + o;
+            float *q = (float *)dst + r * inner;
+            for (int64_t i = 0; i < inner; i++) q[i] = s[i * is];
+        } else {
+            const int64_t *s = (const int64_t *)src->storage->data + o;
+            int64_t *q = (int64_t *)dst + r * inner;
+            for (int64_t i = 0; i < inner; i++) q[i] = s[i * is];
+        }
+    }
+}
+
+/* ---- views ------------------------------------------------------------------------------- */
+/* A new tensor struct aliasing t's storage with the given geometry (no graph). */
+td_tensor *td_alias(const td_tensor *t, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset) {
+    td_tensor *v = calloc(1, sizeof *v);
+    if (!v) return td_fail("out of memory");
+    v->refcount = 1;
+    v->dtype = t->dtype;
+    v->ndim = ndim;
+    for (int i = 0; i < ndim; i++) {
+        v->shape[i] = shape[i];
+        v->stride[i] = stride[i];
+    }
+    v->offset = offset;
+    v->storage = t->storage;
+    t->storage->refcount++;
+    return v;
+}
+
+td_tensor *td_detach(td_tensor *t) { return td_alias(t, t->ndim, t->shape, t->stride, t->offset); }
+
+td_tensor *td_to_dtype(td_tensor *t, td_dtype dt) {
+    if (t->dtype == dt) {
+        td_retain(t);
+        return t;
+    }
+    td_tensor *c = td_contiguous(t);
+    if (!c) return NULL;
+    td_tensor *o = td_empty(dt, t->ndim, t->shape);
+    if (o) {
+        int64_t n = td_numel(t);
+        if (dt == TD_F32)
+            for (int64_t i = 0; i < n; i++) td_f32(o)[i] = (float)td_i64(c)[i];
+        else
+            for (int64_t i = 0; i < n; i++) {
+                float v = td_f32(c)[i];
+                td_i64(o)[i] = isfinite(v) ? (int64_t)v : 0;
+            }
+    }
+    td_release(c);
+    return o;
+}
+
+/* ---- in-place ---------------------------------------------------------------------------- */
+int td_check_inplace(const td_tensor *t, const char *op) {
+    if (td_grad_enabled() && (t->requires_grad || t->node))
+        return td_fail_int("%s: in-place change of a tensor that requires grad (use tdrl.no_grad or detach)", op);
+    return 0;
+}
+
+int td_fill_(td_tensor *t, double v) {
+    if (td_check_inplace(t, "fill_")) return -1;
+    int64_t n = td_numel(t);
+    if (td_is_contiguous(t)) {
+        if (t->dtype == TD_F32) {
+            float *p = td_f32(t), f = (float)v;
+            for (int64_t i = 0; i < n; i++) p[i] = f;
+        } else {
+            int64_t *p = td_i64(t), f = (int64_t)v;
+            for (int64_t i = 0; i < n; i++) p[i] = f;
+        }
+        return 0;
+    }
+    int64_t idx[TD_MAX_DIMS] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        td_set(t, idx, v);
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < t->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return 0;
+}
