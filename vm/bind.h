@@ -27,6 +27,11 @@ int tdl_check_shape(lua_State *L, int idx, int64_t *shape, int *next_idx);
 
 void tdl_register_tensor(lua_State *L);
 void tdl_register_io(lua_State *L);
+/* Families in their own files; weak so that a family can land without editing this file. */
+void tdl_register_nn(lua_State *L) __attribute__((weak));    /* vm/lua_nn.c: layers' kernels */
+void tdl_register_optim(lua_State *L) __attribute__((weak)); /* vm/lua_optim.c */
+void tdl_register_data(lua_State *L) __attribute__((weak));  /* vm/lua_data.c: readers, images */
+void tdl_register_extra(lua_State *L) __attribute__((weak)); /* spare slot */
 
 int luaopen_tdrl_core(lua_State *L);
 
