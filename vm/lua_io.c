@@ -19,13 +19,16 @@ typedef struct {
     int nkv;
 } io_holder;
 
-static int holder_gc(lua_State *L) {
-    io_holder *h = luaL_checkudata(L, 1, TDL_IO_HOLDER_MT);
+static void holder_clear(io_holder *h) {
     td_named_free(h->ts, h->n);
     td_kv_free(h->kv, h->nkv);
     h->ts = NULL;
     h->kv = NULL;
     h->n = h->nkv = 0;
+}
+
+static int holder_gc(lua_State *L) {
+    holder_clear(luaL_checkudata(L, 1, TDL_IO_HOLDER_MT));
     return 0;
 }
 
@@ -119,7 +122,6 @@ static int l_load(lua_State *L) {
     io_holder *h = lua_newuserdatauv(L, sizeof *h, 0);
     memset(h, 0, sizeof *h);
     luaL_setmetatable(L, TDL_IO_HOLDER_MT);
-    int holder = lua_gettop(L);
     if (td_safetensors_load(path, &h->ts, &h->n, &h->kv, &h->nkv) != 0) return tdl_error(L);
     lua_createtable(L, 0, h->n);
     for (int i = 0; i < h->n; i++) {
@@ -133,9 +135,7 @@ static int l_load(lua_State *L) {
         lua_pushstring(L, h->kv[i].value);
         lua_setfield(L, -2, h->kv[i].key);
     }
-    lua_pushvalue(L, holder);
-    holder_gc(L); /* frees the names and metadata strings now */
-    lua_pop(L, 1);
+    holder_clear(h); /* frees the names and metadata strings now */
     return 2;
 }
 
