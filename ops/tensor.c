@@ -111,12 +111,37 @@ void td_retain(td_tensor *t) {
 
 void td_node_release(td_node *n); /* autograd.c */
 
-void td_release(td_tensor *t) {
-    if (!t || --t->refcount > 0) return;
+/* Releasing the last reference to a result frees its graph, which releases its inputs, and so
+ * on: iterate over a pending list instead of recursing, so that a long chain of ops (a loop
+ * of 10^6 additions) cannot overflow the C stack. */
+static _Thread_local td_tensor **pending;
+static _Thread_local size_t n_pending, cap_pending;
+static _Thread_local int releasing;
+
+static void tensor_free(td_tensor *t) {
     storage_release(t->storage);
     td_release(t->grad);
     if (t->node) td_node_release(t->node);
     free(t);
+}
+
+void td_release(td_tensor *t) {
+    if (!t || --t->refcount > 0) return;
+    if (n_pending == cap_pending) {
+        size_t c = cap_pending ? cap_pending * 2 : 256;
+        td_tensor **p = realloc(pending, c * sizeof *p);
+        if (!p) { /* out of memory: fall back to recursion */
+            tensor_free(t);
+            return;
+        }
+        pending = p;
+        cap_pending = c;
+    }
+    pending[n_pending++] = t;
+    if (releasing) return;
+    releasing = 1;
+    while (n_pending) tensor_free(pending[--n_pending]);
+    releasing = 0;
 }
 
 /* ---- creation -------------------------------------------------------------------------------- */

@@ -102,7 +102,10 @@ static int gen_set_state(lua_State *L) {
     if (t->dtype != TD_I64 || t->ndim != 1 || t->shape[0] != 7)
         return luaL_error(L, "Generator:set_state: expected an int64 tensor of 7 values (from get_state)");
     int64_t v[7];
-    for (int i = 0; i < 7; i++) v[i] = (int64_t)td_get_flat(t, i);
+    td_tensor *c = td_contiguous(t);
+    if (!c) return tdl_error(L);
+    memcpy(v, td_i64(c), sizeof v);
+    td_release(c);
     memcpy(g->s, v, sizeof g->s);
     g->seed = (uint64_t)v[4];
     g->has_spare = (int)v[5];
@@ -517,7 +520,6 @@ static int m_index(lua_State *L) {
         if (!strcmp(k, "requires_grad")) return lua_pushboolean(L, t->requires_grad), 1;
         if (!strcmp(k, "is_leaf")) return lua_pushboolean(L, t->node == NULL), 1;
         if (!strcmp(k, "grad_fn")) return t->node ? (lua_pushstring(L, t->node->name), 1) : (lua_pushnil(L), 1);
-        if (!strcmp(k, "dtype")) return lua_pushstring(L, td_dtype_name(t->dtype)), 1;
         return lua_pushnil(L), 1;
     }
     case LUA_TNUMBER: {
@@ -1004,7 +1006,7 @@ static int l_raw_sgemm(lua_State *L) {
 /* ---- registration --------------------------------------------------------------------------- */
 /* Functions that take a tensor first: both methods (x:exp()) and module functions (T.exp(x)). */
 static const luaL_Reg tensor_methods[] = {
-    {"size", m_size}, {"stride", m_stride}, {"dim", m_dim}, {"numel", m_numel}, {"type", m_dtype},
+    {"size", m_size}, {"stride", m_stride}, {"dim", m_dim}, {"numel", m_numel}, {"type", m_dtype}, {"dtype", m_dtype},
     {"is_contiguous", m_is_contiguous}, {"item", m_item}, {"get", m_get}, {"set", m_set}, {"totable", m_totable},
     {"tolist", m_totable}, {"view", m_view}, {"reshape", m_reshape}, {"expand", m_expand}, {"expand_as", m_expand_as},
     {"transpose", m_transpose}, {"t", m_transpose}, {"permute", m_permute}, {"narrow", m_narrow}, {"slice", m_slice},
@@ -1022,7 +1024,7 @@ static const luaL_Reg tensor_methods[] = {
     {"round", m_round}, {"clamp", m_clamp}, {"sum", m_sum}, {"mean", m_mean}, {"var", m_var}, {"std", m_std},
     {"logsumexp", m_logsumexp}, {"norm", m_norm}, {"max", m_max}, {"min", m_min}, {"argmax", m_argmax},
     {"argmin", m_argmin}, {"softmax", m_softmax}, {"log_softmax", m_log_softmax}, {"matmul", m_matmul},
-    {"mm", m_matmul}, {"requires_grad_", m_requires_grad_}, {"backward", m_backward}, {"zero_grad", m_zero_grad},
+    {"requires_grad_", m_requires_grad_}, {"backward", m_backward}, {"zero_grad", m_zero_grad},
     {"close", tensor_close}, {NULL, NULL}};
 
 static const luaL_Reg module_functions[] = {
