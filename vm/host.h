@@ -1,0 +1,53 @@
+/* The `tdrl` host: command line (main.c), REPL (repl.c) and tab completion (complete.c).
+ * Shared state and the pieces of lua.c's machinery that both batch mode and the REPL use. */
+#ifndef TDRL_HOST_H
+#define TDRL_HOST_H
+
+#include <lua.h>
+#include <signal.h>
+#include <stdbool.h>
+
+#ifndef TDRL_VERSION
+#define TDRL_VERSION "0.1.0"
+#endif
+
+#define TDRL_PROGNAME "tdrl"
+
+/* Exit status of a batch run stopped by Ctrl-C (128 + SIGINT, as a shell reports it). */
+#define TDRL_EXIT_INTERRUPTED 130
+
+/* Set by the SIGINT handler when it interrupted running Lua code (cleared by the caller). */
+extern volatile sig_atomic_t host_interrupted;
+/* Set by the SIGINT handler when no Lua code runs (the REPL waits for input). */
+extern volatile sig_atomic_t host_prompt_sigint;
+
+/* The signals the host handles on the main thread: SIGINT (Ctrl-C), SIGWINCH (terminal
+ * resized) and SIGCONT (resumed after Ctrl-Z; the REPL puts the terminal back in shape). They
+ * are blocked on the main thread except while Lua code runs or the REPL waits for a key. */
+void host_signal_set(sigset_t *set);
+
+/* Installs the process-wide SIGINT handler and blocks SIGINT in the calling (main) thread;
+ * call once, before any thread is created (td_threads_init, OpenMP). Worker threads inherit
+ * the blocked mask; a SIGINT delivered to any other thread anyway is forwarded to main. */
+void host_signals_init(void);
+
+/* Calls the function below `narg` arguments on the stack like lua.c's docall: with a traceback
+ * message handler, SIGINT unblocked and turned into an "interrupted!" error (plus
+ * td_interrupt_flag = 1 for C kernels). Afterwards SIGINT is blocked again, the flag and the
+ * interrupt hook are cleared. Returns the lua_pcall status. */
+int host_docall(lua_State *L, int narg, int nres);
+
+/* Prints the error message on the stack top to stderr (prefixed "tdrl: " when progname) and
+ * pops it. Returns status. */
+int host_report(lua_State *L, int status, bool progname);
+
+/* One line: "tdrl <version> (Lua 5.4.x, OpenBLAS ...)". */
+void host_version_string(char *buf, size_t n);
+
+/* REPL (repl.c). Runs until EOF (Ctrl-D) or os.exit. Preloads T, nn, optim, data, plot. */
+void host_repl(lua_State *L);
+
+/* Tab completion (complete.c): hooks itself into readline. */
+void host_completion_init(lua_State *L);
+
+#endif

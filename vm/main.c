@@ -1,0 +1,512 @@
+/* tdrl: the host binary. Command line handling follows lua.c (Lua 5.4): options -e -l -i -v -E
+ * -W, a script with its `arg` table, stdin as a script when it is not a terminal; with no
+ * script on a terminal, the REPL (repl.c).
+ *
+ * Signals: SIGINT is blocked in the main thread except while Lua code runs (host_docall) or the
+ * REPL waits for a key (repl.c), so that its handler always runs on the main thread and can set
+ * the interrupt hook on the running state. Threads created later (OpenMP) inherit the blocked
+ * mask; threads created before main (OpenBLAS's pool) forward a SIGINT they receive.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "../ops/tensor.h"
+#include "bind.h"
+#include "host.h"
+
+extern char *openblas_get_config(void);
+extern char *openblas_get_corename(void);
+
+volatile sig_atomic_t host_interrupted = 0;
+volatile sig_atomic_t host_prompt_sigint = 0; /* repl.c: Ctrl-C while waiting for input */
+
+static const char *progname = TDRL_PROGNAME;
+static pthread_t main_thread;
+static lua_State *volatile running_L = NULL; /* non-NULL while host_docall runs Lua code */
+static volatile sig_atomic_t sigint_count = 0;
+static struct timespec first_sigint;
+
+/* ---- signals ------------------------------------------------------------------------------ */
+
+/* Hook installed by the SIGINT handler: stops the running Lua code with an error. */
+static void lstop(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "interrupted!");
+}
+
+static void on_sigint(int sig) {
+    int saved_errno = errno;
+    if (!pthread_equal(pthread_self(), main_thread)) { /* a pool thread got it: hand it on */
+        pthread_kill(main_thread, sig);
+        errno = saved_errno;
+        return;
+    }
+    lua_State *L = running_L;
+    if (L != NULL) {
+        td_interrupt_flag = 1; /* C kernels poll this */
+        host_interrupted = 1;
+        lua_sethook(L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+        /* Escape hatch for code that never returns to Lua nor polls the flag: the third
+         * Ctrl-C, at least a second after the first, kills the process. */
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (sigint_count++ == 0) {
+            first_sigint = now;
+        } else if (sigint_count >= 3 && now.tv_sec - first_sigint.tv_sec >= 2) {
+            signal(sig, SIG_DFL);
+            raise(sig); /* delivered when this handler returns */
+        }
+    } else {
+        host_prompt_sigint = 1;
+    }
+    errno = saved_errno;
+}
+
+void host_signal_set(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGWINCH);
+    sigaddset(set, SIGCONT);
+}
+
+void host_signals_init(void) {
+    main_thread = pthread_self();
+    sigset_t set;
+    host_signal_set(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: a blocking read in Lua code returns on Ctrl-C */
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* ---- calling Lua -------------------------------------------------------------------------- */
+
+/* lua.c's message handler: appends a traceback; turns non-string errors into a message. */
+static int msghandler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int host_docall(lua_State *L, int narg, int nres) {
+    int base = lua_gettop(L) - narg;
+    lua_pushcfunction(L, msghandler);
+    lua_insert(L, base);
+    sigset_t set; /* unblocked while Lua runs; also what programs it starts inherit */
+    host_signal_set(&set);
+    host_interrupted = 0;
+    sigint_count = 0;
+    td_interrupt_flag = 0;
+    running_L = L;
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    int status = lua_pcall(L, narg, nres, base);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    running_L = NULL;
+    td_interrupt_flag = 0;
+    if (lua_gethook(L) == lstop) /* the interrupt came too late to fire: drop it */
+        lua_sethook(L, NULL, 0, 0);
+    lua_remove(L, base);
+    return status;
+}
+
+int host_report(lua_State *L, int status, bool with_progname) {
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        if (msg == NULL) msg = "(error object is not a string)";
+        fflush(stdout);
+        if (with_progname) fprintf(stderr, "%s: ", progname);
+        fprintf(stderr, "%s\n", msg);
+        fflush(stderr);
+        lua_pop(L, 1);
+    }
+    return status;
+}
+
+void host_version_string(char *buf, size_t n) {
+    /* "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ...": keep name and version, add the core */
+    const char *config = openblas_get_config(), *core = openblas_get_corename();
+    int vlen = 0;
+    if (config) {
+        const char *sp = strchr(config, ' ');
+        vlen = sp ? (int)(strcspn(sp + 1, " ") + (size_t)(sp + 1 - config)) : (int)strlen(config);
+    }
+    int threads = td_get_num_threads();
+    snprintf(buf, n, "tdrl %s (%s, %.*s %s, %d thread%s)", TDRL_VERSION, LUA_RELEASE, vlen,
+             config ? config : "", core ? core : "", threads, threads == 1 ? "" : "s");
+}
+
+/* Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) does not recognise some recent Xeons (a virtual
+ * machine's "Intel Xeon Processor") and falls back to its Prescott kernels: sgemm runs 3-5x
+ * slower than it could. It picks its kernels from OPENBLAS_CORETYPE in the library's
+ * constructor, before main; so when it fell back on a CPU with AVX2/AVX-512, set the variable
+ * and exec ourselves once more. A user's own OPENBLAS_CORETYPE is left alone. */
+static void blas_core_check(char **argv) {
+    if (getenv("OPENBLAS_CORETYPE") != NULL) return;
+    const char *core = openblas_get_corename();
+    if (core == NULL || strcasecmp(core, "Prescott") != 0) return;
+    __builtin_cpu_init();
+    const char *want = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        want = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        want = "Haswell";
+    if (want == NULL) return;
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    execv("/proc/self/exe", argv); /* returns only on failure: go on with the slow kernels */
+}
+
+/* ---- library path ------------------------------------------------------------------------- */
+
+/* Appends the search templates for directory `dir` (no trailing '/') to b. */
+static void add_dir_templates(luaL_Buffer *b, const char *dir, size_t len) {
+    luaL_addlstring(b, dir, len);
+    luaL_addstring(b, "/?.lua;");
+    luaL_addlstring(b, dir, len);
+    luaL_addstring(b, "/?/init.lua;");
+}
+
+/* package.path = TDRL_PATH entries; <exedir>/lua; <exedir>/../share/tdrl/lua; <exedir>/../lua
+ * (a binary in a build folder of the source tree); then Lua's own path.
+ * A TDRL_PATH entry with a '?' is a template as in LUA_PATH; any other is a directory. */
+static void setup_path(lua_State *L, const char *argv0, bool noenv) {
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+    } else if (argv0 && strchr(argv0, '/') && realpath(argv0, exe)) {
+        n = (ssize_t)strlen(exe);
+    } else {
+        exe[0] = '\0';
+    }
+    lua_getglobal(L, "package");
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    const char *env = noenv ? NULL : getenv("TDRL_PATH");
+    if (env && *env) {
+        const char *p = env;
+        while (*p) {
+            size_t len = strcspn(p, ";");
+            const char *q = memchr(p, '?', len);
+            if (q) {
+                luaL_addlstring(&b, p, len);
+                luaL_addchar(&b, ';');
+            } else {
+                /* a directory list may also use ':' */
+                const char *s = p, *end = p + len;
+                while (s < end) {
+                    const char *c = memchr(s, ':', (size_t)(end - s));
+                    size_t l = c ? (size_t)(c - s) : (size_t)(end - s);
+                    while (l > 1 && s[l - 1] == '/') l--;
+                    if (l > 0) add_dir_templates(&b, s, l);
+                    s += l;
+                    while (s < end && (*s == ':' || *s == '/')) s++;
+                    if (c && s <= c) s = c + 1;
+                }
+            }
+            p += len;
+            if (*p == ';') p++;
+        }
+    }
+    char *slash = exe[0] ? strrchr(exe, '/') : NULL;
+    if (slash) {
+        *slash = '\0'; /* exe is now the directory of the executable */
+        char dir[PATH_MAX + 64], parent[PATH_MAX + 8];
+        snprintf(dir, sizeof dir, "%s/lua", exe); /* ./tdrl in the source tree */
+        add_dir_templates(&b, dir, strlen(dir));
+        snprintf(parent, sizeof parent, "%s", exe);
+        char *up = strrchr(parent, '/');
+        if (up)
+            *up = '\0'; /* PREFIX when installed as PREFIX/bin/tdrl */
+        else
+            snprintf(parent, sizeof parent, "%s/..", exe);
+        snprintf(dir, sizeof dir, "%s/share/tdrl/lua", parent); /* make install */
+        add_dir_templates(&b, dir, strlen(dir));
+        snprintf(dir, sizeof dir, "%s/lua", parent); /* build-asan/tdrl, build-fuzz/tdrl */
+        add_dir_templates(&b, dir, strlen(dir));
+    }
+    lua_getfield(L, -2, "path");
+    luaL_addvalue(&b);
+    luaL_pushresult(&b);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+}
+
+/* ---- command line (lua.c) ----------------------------------------------------------------- */
+
+static void print_usage(FILE *f, const char *badoption) {
+    if (badoption) {
+        if (badoption[1] == 'e' || badoption[1] == 'l')
+            fprintf(f, "%s: '%s' needs argument\n", progname, badoption);
+        else
+            fprintf(f, "%s: unrecognized option '%s'\n", progname, badoption);
+    }
+    fprintf(f,
+            "usage: %s [options] [script [args]]\n"
+            "Available options are:\n"
+            "  -e stmt   execute string 'stmt'\n"
+            "  -i        enter the REPL after executing 'script'\n"
+            "  -l mod    require library 'mod' into global 'mod' (its last dotted part)\n"
+            "  -l g=mod  require library 'mod' into global 'g'\n"
+            "  -v        show version information\n"
+            "  -E        ignore environment variables (TDRL_PATH, LUA_PATH, LUA_CPATH)\n"
+            "  -W        turn warnings on\n"
+            "  -h        show this help\n"
+            "  --        stop handling options\n"
+            "  -         stop handling options and execute stdin\n"
+            "With no script: the REPL when stdin is a terminal, else stdin runs as a script.\n"
+            "Exit status: 0, 1 on an error, 130 when stopped by Ctrl-C.\n",
+            progname);
+    fflush(f);
+}
+
+#define HAS_ERROR 1
+#define HAS_I 2
+#define HAS_V 4
+#define HAS_E 8
+#define HAS_BIG_E 16
+#define HAS_H 32
+
+/* Returns the option flags; *first = index of the script (0 if none; the bad option on error). */
+static int collectargs(char **argv, int *first) {
+    int args = 0;
+    int i;
+    for (i = 1; argv[i] != NULL; i++) {
+        *first = i;
+        if (argv[i][0] != '-') return args; /* the script */
+        switch (argv[i][1]) {
+        case '-':
+            if (argv[i][2] != '\0') return HAS_ERROR;
+            *first = i + 1;
+            return args;
+        case '\0':
+            return args; /* script "-": stdin */
+        case 'E':
+            if (argv[i][2] != '\0') return HAS_ERROR;
+            args |= HAS_BIG_E;
+            break;
+        case 'W':
+            if (argv[i][2] != '\0') return HAS_ERROR;
+            break;
+        case 'h':
+            if (argv[i][2] != '\0') return HAS_ERROR;
+            args |= HAS_H;
+            break;
+        case 'i':
+            if (argv[i][2] != '\0') return HAS_ERROR;
+            args |= HAS_I;
+            break;
+        case 'v':
+            if (argv[i][2] != '\0') return HAS_ERROR;
+            args |= HAS_V;
+            break;
+        case 'e':
+            args |= HAS_E;
+            /* fallthrough */
+        case 'l':
+            if (argv[i][2] == '\0') {
+                i++;
+                if (argv[i] == NULL || argv[i][0] == '-') return HAS_ERROR;
+            }
+            break;
+        default:
+            return HAS_ERROR;
+        }
+    }
+    *first = 0;
+    return args;
+}
+
+static void createargtable(lua_State *L, char **argv, int argc, int script) {
+    if (script == argc) script = 0;
+    int narg = argc - (script + 1);
+    lua_createtable(L, narg > 0 ? narg : 0, script + 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script);
+    }
+    lua_setglobal(L, "arg");
+}
+
+static int dochunk(lua_State *L, int status) {
+    if (status == LUA_OK) status = host_docall(L, 0, 0);
+    return host_report(L, status, true);
+}
+
+static int dostring(lua_State *L, const char *s, const char *name) {
+    return dochunk(L, luaL_loadbuffer(L, s, strlen(s), name));
+}
+
+/* -l mod, -l g=mod: global = require(mod). Without '=', the global is the last dotted part of
+ * the module name (tdrl.nn -> nn). */
+static int dolibrary(lua_State *L, const char *spec) {
+    const char *eq = strchr(spec, '=');
+    const char *modname;
+    if (eq) {
+        lua_pushlstring(L, spec, (size_t)(eq - spec));
+        modname = eq + 1;
+    } else {
+        const char *dot = strrchr(spec, '.');
+        lua_pushstring(L, dot ? dot + 1 : spec);
+        modname = spec;
+    }
+    lua_getglobal(L, "require");
+    lua_pushstring(L, modname);
+    int status = host_docall(L, 1, 1);
+    if (status == LUA_OK) {
+        lua_setglobal(L, lua_tostring(L, -2));
+        lua_pop(L, 1);
+        return LUA_OK;
+    }
+    lua_remove(L, -2);
+    return host_report(L, status, true);
+}
+
+static int runargs(lua_State *L, char **argv, int n) {
+    for (int i = 1; i < n; i++) {
+        int option = argv[i][1];
+        switch (option) {
+        case 'e':
+        case 'l': {
+            const char *extra = argv[i] + 2;
+            if (*extra == '\0') extra = argv[++i];
+            int status = option == 'e' ? dostring(L, extra, "=(command line)") : dolibrary(L, extra);
+            if (status != LUA_OK) return 0;
+            break;
+        }
+        case 'W':
+            lua_warning(L, "@on", 0);
+            break;
+        }
+    }
+    return 1;
+}
+
+static int pushargs(lua_State *L) {
+    if (lua_getglobal(L, "arg") != LUA_TTABLE) luaL_error(L, "'arg' is not a table");
+    int n = (int)luaL_len(L, -1);
+    luaL_checkstack(L, n + 3, "too many arguments to script");
+    int i;
+    for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+    lua_remove(L, -i);
+    return n;
+}
+
+static int handle_script(lua_State *L, char **argv) {
+    const char *fname = argv[0];
+    if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0) fname = NULL; /* stdin */
+    int status = luaL_loadfile(L, fname);
+    if (status == LUA_OK) {
+        int n = pushargs(L);
+        status = host_docall(L, n, LUA_MULTRET);
+    }
+    return host_report(L, status, true);
+}
+
+struct run_result {
+    int exit_status;
+};
+
+static int pmain(lua_State *L) {
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = (char **)lua_touserdata(L, 2);
+    struct run_result *res = (struct run_result *)lua_touserdata(L, 3);
+    int script = 0;
+    int args = collectargs(argv, &script);
+    int optlim = script > 0 ? script : argc;
+    luaL_checkversion(L);
+    res->exit_status = 1;
+    if (args == HAS_ERROR) {
+        print_usage(stderr, argv[script]);
+        return 0;
+    }
+    if (args & HAS_H) {
+        print_usage(stdout, NULL);
+        res->exit_status = 0;
+        return 0;
+    }
+    if (args & HAS_V) {
+        char v[512];
+        host_version_string(v, sizeof v);
+        printf("%s\n", v);
+        fflush(stdout);
+    }
+    if (args & HAS_BIG_E) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+    }
+    luaL_openlibs(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_tdrl_core);
+    lua_setfield(L, -2, "tdrl.core");
+    lua_pop(L, 1);
+    setup_path(L, argv[0], (args & HAS_BIG_E) != 0);
+    createargtable(L, argv, argc, script);
+    int interrupted = 0;
+    if (!runargs(L, argv, optlim)) {
+        interrupted = host_interrupted;
+        goto failed;
+    }
+    if (script > 0 && handle_script(L, argv + script) != LUA_OK) {
+        interrupted = host_interrupted;
+        goto failed;
+    }
+    if (args & HAS_I) {
+        host_repl(L);
+    } else if (script < 1 && !(args & (HAS_E | HAS_V))) {
+        if (isatty(STDIN_FILENO)) {
+            host_repl(L);
+        } else if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) {
+            interrupted = host_interrupted;
+            goto failed;
+        }
+    }
+    res->exit_status = 0;
+    return 0;
+failed:
+    res->exit_status = interrupted ? TDRL_EXIT_INTERRUPTED : 1;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    blas_core_check(argv);
+    host_signals_init(); /* before any thread exists */
+    td_threads_init();
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        fprintf(stderr, "%s: cannot create state: not enough memory\n", progname);
+        return 1;
+    }
+    struct run_result res = {1};
+    lua_pushcfunction(L, pmain);
+    lua_pushinteger(L, argc);
+    lua_pushlightuserdata(L, argv);
+    lua_pushlightuserdata(L, &res);
+    int status = lua_pcall(L, 3, 0, 0);
+    host_report(L, status, true);
+    if (status != LUA_OK) res.exit_status = 1;
+    lua_close(L);
+    fflush(stdout);
+    return res.exit_status;
+}
