@@ -59,13 +59,15 @@ static void on_sigint(int sig) {
         td_interrupt_flag = 1; /* C kernels poll this */
         host_interrupted = 1;
         lua_sethook(L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
-        /* Escape hatch for code that never returns to Lua nor polls the flag: the third
-         * Ctrl-C, at least a second after the first, kills the process. */
+        /* Escape hatch for code that never returns to Lua nor polls the flag: a third
+         * Ctrl-C, two seconds or more after the first, kills the process. */
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
+        long long ms = (long long)(now.tv_sec - first_sigint.tv_sec) * 1000 +
+                       (now.tv_nsec - first_sigint.tv_nsec) / 1000000;
         if (sigint_count++ == 0) {
             first_sigint = now;
-        } else if (sigint_count >= 3 && now.tv_sec - first_sigint.tv_sec >= 2) {
+        } else if (sigint_count >= 3 && ms >= 2000) {
             signal(sig, SIG_DFL);
             raise(sig); /* delivered when this handler returns */
         }

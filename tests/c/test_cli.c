@@ -201,6 +201,9 @@ int main(void) {
     RUN(&r, "", "-v");
     CHECK(r.status == 0 && strncmp(r.out, "tdrl ", 5) == 0 && strstr(r.out, "Lua 5.4") && strstr(r.out, "OpenBLAS"),
           "-v prints tdrl <version> (Lua 5.4.x, OpenBLAS ...): %.*s", (int)strcspn(r.out, "\n"), r.out);
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2"))
+        CHECK(!strstr(r.out, "Prescott"), "OpenBLAS does not run its slow Prescott kernels on an AVX2 CPU");
     RUN(&r, "", "-h");
     CHECK(r.status == 0 && strstr(r.out, "usage: tdrl") && strstr(r.out, "-e stmt") && strstr(r.out, "-l mod"),
           "-h prints the usage and exits 0");
