@@ -28,18 +28,22 @@ setup:
 
 $(BUILD)/%.o: %.c $(wildcard ops/*.h vm/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@echo "  CC $<"
+	@$(CC) $(CFLAGS) -c $< -o $@
 
 $(LIB): $(OPS_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	@echo "  AR $@"
+	@ar rcs $@ $^
 
 $(BIN): $(VM_OBJ) $(LIB)
-	$(CC) $(CFLAGS) -o $@ $(VM_OBJ) $(LIB) $(LDLIBS)
+	@echo "  LD $@"
+	@$(CC) $(CFLAGS) -o $@ $(VM_OBJ) $(LIB) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(LIB) $(BIN)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+	@echo "  CC $<"
+	@$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 test: setup
 	@$(MAKE) --no-print-directory all ctests

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fastmath.h"
 #include "tensor.h"
 
 #define PAR_MIN 32768 /* below this many elements a parallel region costs more than it saves */
@@ -283,7 +284,7 @@ td_tensor *td_binary_scalar(td_binary_op op, td_tensor *a, double s, bool scalar
 
 /* ---- unary ------------------------------------------------------------------------------- */
 static inline float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
-static inline float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float sigmoid_f(float x) { return td_sigmoidf(x); }
 
 static void unary_kernel(td_unary_op op, float *restrict o, const float *restrict x, int64_t n, float alpha) {
 #define U(EXPR)                                                                  \
@@ -291,14 +292,14 @@ static void unary_kernel(td_unary_op op, float *restrict o, const float *restric
     for (int64_t i = 0; i < n; i++) { float v = x[i]; o[i] = (EXPR); }
     switch (op) {
     case TD_NEG: U(-v) break;
-    case TD_EXP: U(expf(v)) break;
+    case TD_EXP: U(td_expf(v)) break;
     case TD_LOG: U(logf(v)) break;
     case TD_SQRT: U(sqrtf(v)) break;
     case TD_RSQRT: U(1.0f / sqrtf(v)) break;
     case TD_ABS: U(fabsf(v)) break;
     case TD_SIN: U(sinf(v)) break;
     case TD_COS: U(cosf(v)) break;
-    case TD_TANH: U(tanhf(v)) break;
+    case TD_TANH: U(td_tanhf(v)) break;
     case TD_SIGMOID: U(sigmoid_f(v)) break;
     case TD_RELU: U(v > 0 ? v : 0) break;
     case TD_SILU: U(v * sigmoid_f(v)) break;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fastmath.h"
 #include "tensor.h"
 
 #define PAR_MIN 32768
@@ -52,6 +53,16 @@ static void sum_backward(td_node *n, td_tensor *g) {
 
 /* out[a, b] = sum_r x[a, r, b] for contiguous x viewed as (A, R, B). Double accumulators. */
 static void sum_arb(float *out, const float *x, int64_t A, int64_t R, int64_t B) {
+    if (B == 1 && A < 8 && R > PAR_MIN) { /* few long rows: split each row across threads */
+        for (int64_t a = 0; a < A; a++) {
+            const float *p = x + a * R;
+            double s = 0;
+            #pragma omp parallel for reduction(+ : s) schedule(static)
+            for (int64_t r = 0; r < R; r++) s += p[r];
+            out[a] = (float)s;
+        }
+        return;
+    }
     if (B == 1) {
         #pragma omp parallel for if (A * R > PAR_MIN) schedule(static)
         for (int64_t a = 0; a < A; a++) {
@@ -388,7 +399,7 @@ static void softmax_rows(float *y, const float *x, int64_t rows, int64_t L, bool
         if (m == -INFINITY) m = 0; /* a fully masked row: uniform would be wrong; give nan-free zeros */
         double s = 0;
         for (int64_t i = 0; i < L; i++) {
-            float e = expf(p[i] - m);
+            float e = td_expf(p[i] - m);
             if (!logsm) q[i] = e;
             s += e;
         }
@@ -411,7 +422,7 @@ static void softmax_rows_grad(float *dx, const float *g, const float *y, int64_t
         double s = 0;
         if (logsm) {
             for (int64_t i = 0; i < L; i++) s += gp[i];
-            for (int64_t i = 0; i < L; i++) d[i] = gp[i] - expf(yp[i]) * (float)s;
+            for (int64_t i = 0; i < L; i++) d[i] = gp[i] - td_expf(yp[i]) * (float)s;
         } else {
             for (int64_t i = 0; i < L; i++) s += (double)gp[i] * yp[i];
             for (int64_t i = 0; i < L; i++) d[i] = yp[i] * (gp[i] - (float)s);

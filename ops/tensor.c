@@ -48,6 +48,7 @@ char *td_shape_str(const td_tensor *t, char *buf, size_t n) { return td_dims_str
 /* ---- interrupts and threads ---------------------------------------------------------------- */
 volatile int td_interrupt_flag = 0;
 static int n_threads = 1;
+void td_set_cache_limit(size_t bytes);
 extern void openblas_set_num_threads(int);
 
 void td_set_num_threads(int n) {
@@ -64,14 +65,98 @@ void td_threads_init(void) {
     long n = s ? strtol(s, NULL, 10) : 0;
     if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
     td_set_num_threads((int)n);
+    const char *c = getenv("TDRL_CACHE_MB");
+    if (c) td_set_cache_limit((size_t)strtoull(c, NULL, 10) << 20);
 }
 
-/* ---- memory accounting --------------------------------------------------------------------- */
+/* ---- memory: accounting and a cache of freed blocks ------------------------------------------
+ * Training loops allocate the same sizes every step. Freed blocks are kept in per-size free
+ * lists and handed out again, so the steady state makes no malloc calls and touches no fresh
+ * pages (PyTorch's CPU allocator returns them to the OS each step and pays in page faults).
+ * The cache is bounded (TDRL_CACHE_MB, default 2048) and emptied by td_empty_cache(). */
+#include <pthread.h>
+
 static atomic_size_t bytes_live, bytes_total;
-static atomic_uint_fast64_t n_allocs;
+static atomic_uint_fast64_t n_allocs, n_requests;
+static size_t bytes_cached, cache_limit = (size_t)2048 << 20;
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+typedef struct cblock {
+    struct cblock *next;
+    void *data;
+    size_t cap;
+} cblock;
+#define CACHE_BUCKETS 1024
+static cblock *cache[CACHE_BUCKETS];
+
 size_t td_bytes_live(void) { return atomic_load(&bytes_live); }
 size_t td_bytes_allocated(void) { return atomic_load(&bytes_total); }
 uint64_t td_alloc_count(void) { return atomic_load(&n_allocs); }
+uint64_t td_alloc_requests(void) { return atomic_load(&n_requests); }
+size_t td_bytes_cached(void) { return bytes_cached; }
+
+/* Capacity class of a request: 64-byte steps up to 4 KB, then 4 KB pages, then 1/16 steps of
+ * the power of two (at most ~6% slack), so that near sizes share blocks. */
+static size_t round_cap(size_t n) {
+    if (n <= 4096) return n ? (n + 63) & ~(size_t)63 : 64;
+    if (n <= (1u << 20)) return (n + 4095) & ~(size_t)4095;
+    size_t p = (size_t)1 << (63 - __builtin_clzll(n)), step = p / 16;
+    return (n + step - 1) / step * step;
+}
+
+static size_t bucket_of(size_t cap) { return (cap * 0x9E3779B97F4A7C15ull >> 40) % CACHE_BUCKETS; }
+
+static void *cache_take(size_t cap) {
+    void *p = NULL;
+    pthread_mutex_lock(&cache_lock);
+    for (cblock **b = &cache[bucket_of(cap)]; *b; b = &(*b)->next)
+        if ((*b)->cap == cap) {
+            cblock *hit = *b;
+            *b = hit->next;
+            p = hit->data;
+            bytes_cached -= cap;
+            free(hit);
+            break;
+        }
+    pthread_mutex_unlock(&cache_lock);
+    return p;
+}
+
+static bool cache_put(void *data, size_t cap) {
+    bool kept = false;
+    pthread_mutex_lock(&cache_lock);
+    if (bytes_cached + cap <= cache_limit) {
+        cblock *b = malloc(sizeof *b);
+        if (b) {
+            b->data = data;
+            b->cap = cap;
+            b->next = cache[bucket_of(cap)];
+            cache[bucket_of(cap)] = b;
+            bytes_cached += cap;
+            kept = true;
+        }
+    }
+    pthread_mutex_unlock(&cache_lock);
+    return kept;
+}
+
+void td_set_cache_limit(size_t bytes) {
+    cache_limit = bytes;
+    if (bytes_cached > bytes) td_empty_cache();
+}
+
+void td_empty_cache(void) {
+    pthread_mutex_lock(&cache_lock);
+    for (int i = 0; i < CACHE_BUCKETS; i++)
+        while (cache[i]) {
+            cblock *b = cache[i];
+            cache[i] = b->next;
+            free(b->data);
+            free(b);
+        }
+    bytes_cached = 0;
+    pthread_mutex_unlock(&cache_lock);
+}
 
 size_t td_dtype_size(td_dtype dt) { return dt == TD_F32 ? 4 : 8; }
 const char *td_dtype_name(td_dtype dt) { return dt == TD_F32 ? "float32" : "int64"; }
@@ -79,19 +164,26 @@ const char *td_dtype_name(td_dtype dt) { return dt == TD_F32 ? "float32" : "int6
 static td_storage *storage_new(size_t nbytes) {
     td_storage *s = malloc(sizeof *s);
     if (!s) return td_fail("out of memory allocating a storage");
-    /* 64-byte alignment for vector loads; never a zero-size request */
-    size_t sz = (nbytes + 63) & ~(size_t)63;
-    s->data = aligned_alloc(64, sz ? sz : 64);
+    size_t cap = round_cap(nbytes);
+    s->data = cache_take(cap);
     if (!s->data) {
-        free(s);
-        return td_fail("out of memory allocating %zu bytes", nbytes);
+        s->data = aligned_alloc(64, cap); /* 64-byte alignment for vector loads */
+        if (!s->data) {
+            td_empty_cache();
+            s->data = aligned_alloc(64, cap);
+        }
+        if (!s->data) {
+            free(s);
+            return td_fail("out of memory allocating %zu bytes", nbytes);
+        }
+        atomic_fetch_add(&n_allocs, 1);
     }
+    atomic_fetch_add(&n_requests, 1);
     s->nbytes = nbytes;
     s->refcount = 1;
     s->external = false;
     atomic_fetch_add(&bytes_live, nbytes);
     atomic_fetch_add(&bytes_total, nbytes);
-    atomic_fetch_add(&n_allocs, 1);
     return s;
 }
 
@@ -99,7 +191,8 @@ static void storage_release(td_storage *s) {
     if (!s || --s->refcount > 0) return;
     if (!s->external) {
         atomic_fetch_sub(&bytes_live, s->nbytes);
-        free(s->data);
+        size_t cap = round_cap(s->nbytes);
+        if (!cache_put(s->data, cap)) free(s->data);
     }
     free(s);
 }

@@ -68,7 +68,11 @@ void td_threads_init(void); /* reads TDRL_NUM_THREADS (default: all cores) */
 /* ---- memory accounting ------------------------------------------------------------------- */
 size_t td_bytes_live(void);     /* bytes held by storages now */
 size_t td_bytes_allocated(void); /* total ever allocated (for growth checks in tests) */
-uint64_t td_alloc_count(void);  /* number of storage allocations so far */
+uint64_t td_alloc_count(void);  /* malloc calls made for storages so far (cache misses) */
+uint64_t td_alloc_requests(void); /* storages created so far (cache hits included) */
+size_t td_bytes_cached(void);   /* freed blocks kept for reuse */
+void td_empty_cache(void);      /* returns the cached blocks to the system */
+void td_set_cache_limit(size_t bytes); /* TDRL_CACHE_MB sets it at start-up */
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
 void td_retain(td_tensor *t);

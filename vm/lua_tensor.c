@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bind.h"
 
@@ -979,14 +980,25 @@ static int l_get_num_threads(lua_State *L) {
     lua_pushinteger(L, td_get_num_threads());
     return 1;
 }
+static int l_empty_cache(lua_State *L) {
+    td_empty_cache();
+    return 0;
+}
+
+/* T.memory(): live_bytes (held by tensors), cached_bytes (freed, kept for reuse),
+ * allocations (malloc calls), requests (storages created), allocated_bytes (in all) */
 static int l_memory(lua_State *L) {
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 5);
     lua_pushinteger(L, (lua_Integer)td_bytes_live());
     lua_setfield(L, -2, "live_bytes");
     lua_pushinteger(L, (lua_Integer)td_bytes_allocated());
     lua_setfield(L, -2, "allocated_bytes");
     lua_pushinteger(L, (lua_Integer)td_alloc_count());
     lua_setfield(L, -2, "allocations");
+    lua_pushinteger(L, (lua_Integer)td_alloc_requests());
+    lua_setfield(L, -2, "requests");
+    lua_pushinteger(L, (lua_Integer)td_bytes_cached());
+    lua_setfield(L, -2, "cached_bytes");
     return 1;
 }
 
@@ -1001,6 +1013,14 @@ static int l_raw_sgemm(lua_State *L) {
     int M = (int)a->shape[0], K = (int)a->shape[1], N = (int)b->shape[1];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, td_f32(a), K, td_f32(b), N, 0.0f, td_f32(c), N);
     return 0;
+}
+
+/* T.clock(): monotonic wall-clock seconds (os.clock is CPU time, wrong with threads) */
+static int l_clock(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec);
+    return 1;
 }
 
 /* ---- registration --------------------------------------------------------------------------- */
@@ -1033,7 +1053,7 @@ static const luaL_Reg module_functions[] = {
     {"linspace", l_linspace}, {"eye", l_eye}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
     {"manual_seed", manual_seed}, {"Generator", gen_new}, {"set_grad_enabled", l_set_grad_enabled},
     {"is_grad_enabled", l_is_grad_enabled}, {"no_grad", l_no_grad}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"_sgemm", l_raw_sgemm}, {NULL, NULL}};
+    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"_sgemm", l_raw_sgemm}, {NULL, NULL}};
 
 static const luaL_Reg generator_methods[] = {
     {"seed", gen_seed}, {"get_state", gen_get_state}, {"set_state", gen_set_state}, {NULL, NULL}};
