@@ -71,6 +71,10 @@ fuzz: setup
 	  build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_TIME) -rss_limit_mb=2048 build-fuzz/corpus/$$n || exit 1; \
 	done
 
+# The main job: the paper's pipeline on the built-in Synthetic data (ARGS="--quick", "--full", ...).
+reproduce: setup all
+	@./$(BIN) examples/reproduce.lua $(ARGS)
+
 bench: setup all
 	@./$(BIN) bench/run.lua
 
