@@ -3,7 +3,7 @@
 CC      ?= cc
 PREFIX  ?= /usr/local
 BUILD   ?= build
-OPT     ?= -O3 -march=native
+OPT     ?= -O3 -march=native -fno-math-errno -fno-trapping-math
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
 DEPS    := lua5.4 openblas jansson
 PKGCFLAGS := $(shell pkg-config --cflags $(DEPS) 2>/dev/null)

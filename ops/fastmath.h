@@ -1,14 +1,14 @@
-/* Vectorisable float maths: exp within ~2 ulp over the whole float range, written so that GCC
- * turns loops over it into AVX2 code (glibc's expf is a scalar call per element). */
+/* Vectorisable float maths: exp within ~1 ulp over the normal float range, written so that GCC
+ * turns loops over it into SIMD code (glibc's expf is a scalar call per element). Needs
+ * -fno-trapping-math (floor may then use vroundps), which the Makefile sets. */
 #ifndef TDRL_FASTMATH_H
 #define TDRL_FASTMATH_H
 #include <stdint.h>
-#include <string.h>
 
 static inline float td_expf(float x) {
     /* exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] */
     x = x < -104.0f ? -104.0f : (x > 88.7f ? 88.7f : x);
-    float n = __builtin_roundevenf(x * 1.44269504088896341f);
+    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
     float r = x - n * 0.693145751953125f; /* ln 2 split in two for an exact product */
     r = r - n * 1.42860682030941723212e-6f;
     /* minimax polynomial for exp on the reduced range (Cephes expf) */
@@ -21,12 +21,9 @@ static inline float td_expf(float x) {
     p = p * r * r + r + 1.0f;
     /* scale by 2^n in two steps so that n down to -150 gives denormals, not garbage */
     int32_t ni = (int32_t)n;
-    int32_t n1 = ni / 2, n2 = ni - n1;
-    uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, 4);
-    memcpy(&s2, &b2, 4);
-    return p * s1 * s2;
+    int32_t n1 = ni >> 1, n2 = ni - n1;
+    union { uint32_t u; float f; } s1 = {.u = (uint32_t)(n1 + 127) << 23}, s2 = {.u = (uint32_t)(n2 + 127) << 23};
+    return p * s1.f * s2.f;
 }
 
 static inline float td_sigmoidf(float x) { return 1.0f / (1.0f + td_expf(-x)); }
