@@ -1,5 +1,5 @@
 -- Core benchmark: matmul GFLOP/s through the binding next to raw cblas_sgemm from the same
--- binary, on one and on all threads, and elementwise throughput. Prints a table; returns rows.
+-- binary, on one and on all threads, and elementwise throughput. Prints JSON lines.
 local T = require 'tdrl'
 
 local M = {}
@@ -37,8 +37,8 @@ function M.run()
       local t_mm = time(function() local r = a:matmul(b) end)
       rows[#rows + 1] = {
         name = string.format("matmul %d^3, %d thread%s", n, threads, threads > 1 and "s" or ""),
-        value = flop / t_mm / 1e9, unit = "GFLOP/s", ceiling = flop / t_raw / 1e9,
-        overhead = t_mm / t_raw - 1,
+        value = flop / t_mm / 1e9, unit = "GFLOP/s", higher = true, gflops = flop / t_mm / 1e9,
+        ceiling = flop / t_raw / 1e9, note = string.format("binding overhead %+.1f%%", 100 * (t_mm / t_raw - 1)),
       }
     end
   end
@@ -53,19 +53,14 @@ function M.run()
     {"sum, 4M floats", function() local r = x:sum() end, 1},
   }) do
     local t = time(case[2])
-    rows[#rows + 1] = {name = case[1], value = case[3] * 4 * n / t / 1e9, unit = "GB/s"}
+    rows[#rows + 1] = {name = case[1], value = case[3] * 4 * n / t / 1e9, unit = "GB/s", higher = true}
   end
   return rows
 end
 
-function M.print(rows)
-  print(string.format("%-34s %10s %-8s %12s %10s", "workload", "value", "unit", "sgemm GF/s", "overhead"))
-  for _, r in ipairs(rows) do
-    print(string.format("%-34s %10.2f %-8s %12s %10s", r.name, r.value, r.unit,
-      r.ceiling and string.format("%.1f", r.ceiling) or "-",
-      r.overhead and string.format("%+.1f%%", 100 * r.overhead) or "-"))
-  end
+-- One JSON line per row: what bench/run.lua collects.
+if not pcall(debug.getlocal, 4, 1) then
+  local json = require 'tdrl.json'
+  for _, r in ipairs(M.run()) do print(json.encode(r)) end
 end
-
-if not pcall(debug.getlocal, 4, 1) then M.print(M.run()) end
 return M

@@ -1,0 +1,89 @@
+-- `make bench`: every workload for tdrl and, where Debian's python3-torch is installed, for
+-- PyTorch on the same CPU, run back to back; one table with the ratio (> 1: tdrl is faster)
+-- and, for GEMM-shaped work, the fraction of the sgemm ceiling measured in the same run.
+-- Writes the table as JSON with the machine's description under bench/results/.
+-- Each suite is a pair of scripts printing one JSON line per workload:
+--   {"name":, "value":, "unit":, "higher": true if larger is better, "gflops":, "ceiling":}
+local T = require 'tdrl'
+local json = require 'tdrl.json'
+
+local suites = {
+  {"core", "bench/core.lua", "bench/core_torch.py"},
+  {"ops", "bench/ops_tdrl.lua", "bench/ops_torch.py"},
+  {"data", "bench/data_tdrl.lua", nil},
+  {"models", "bench/models_tdrl.lua", "bench/models_torch.py"},
+}
+local only = arg[1] -- a suite name to run alone
+
+local function exists(p) local f = io.open(p) if f then f:close() end return f ~= nil end
+
+local function collect(cmd)
+  local rows, p = {}, io.popen(cmd .. " 2>&1")
+  for line in p:lines() do
+    if line:sub(1, 1) == "{" then
+      local ok, r = pcall(json.decode, line)
+      if ok and type(r) == "table" and r.name then rows[#rows + 1] = r end
+    elseif line ~= "" then
+      io.stderr:write("  | " .. line .. "\n")
+    end
+  end
+  p:close()
+  return rows
+end
+
+local python = "/usr/bin/python3"
+local have_torch = os.execute(python .. " -c 'import torch' >/dev/null 2>&1") == true
+local exe = arg[-1] or "./tdrl"
+local ceiling -- sgemm GFLOP/s on all threads, from the core suite
+local table_rows = {}
+for _, s in ipairs(suites) do
+  local name, ours, theirs = s[1], s[2], s[3]
+  if (not only or only == name) and exists(ours) then
+    io.stderr:write(string.format("bench: %s ...\n", name))
+    local mine = collect(exe .. " " .. ours)
+    local peer = {}
+    if theirs and have_torch and exists(theirs) then
+      for _, r in ipairs(collect(python .. " " .. theirs)) do peer[r.name] = r end
+    end
+    for _, r in ipairs(mine) do
+      if r.ceiling and r.name:find("1024") and r.name:find("threads") then ceiling = r.ceiling end
+      local p = peer[r.name]
+      local ratio
+      if p and p.value and p.value > 0 and r.value and r.value > 0 then
+        ratio = r.higher and r.value / p.value or p.value / r.value
+      end
+      table_rows[#table_rows + 1] = {suite = name, name = r.name, unit = r.unit, tdrl = r.value,
+        torch = p and p.value, ratio = ratio, gflops = r.gflops, note = r.note,
+        tdrl_peak_mb = r.peak_mb, torch_peak_mb = p and p.peak_mb}
+    end
+  end
+end
+
+print(string.format("%-46s %12s %12s %-9s %7s %8s  %s", "workload", "tdrl", "PyTorch", "unit", "ratio",
+  "%sgemm", "note"))
+for _, r in ipairs(table_rows) do
+  local frac = (r.gflops and ceiling) and string.format("%.0f%%", 100 * r.gflops / ceiling) or ""
+  print(string.format("%-46s %12.4g %12s %-9s %7s %8s  %s", r.name, r.tdrl,
+    r.torch and string.format("%.4g", r.torch) or "-", r.unit,
+    r.ratio and string.format("%.2fx", r.ratio) or "-", frac, r.note or ""))
+end
+if not have_torch then print("(PyTorch not installed: apt-get install python3-torch for the side-by-side figures)") end
+
+local cpu = "unknown CPU"
+local f = io.open("/proc/cpuinfo")
+if f then
+  for line in f:lines() do
+    local m = line:match("^model name%s*:%s*(.+)")
+    if m then cpu = m break end
+  end
+  f:close()
+end
+os.execute("mkdir -p bench/results")
+local stamp = os.date("!%Y%m%dT%H%M%SZ")
+local out = {machine = {cpu = cpu, threads = T.get_num_threads(), date = stamp}, sgemm_ceiling_gflops = ceiling,
+  rows = table_rows}
+local path = "bench/results/" .. stamp .. ".json"
+local fh = assert(io.open(path, "w"))
+fh:write(json.encode(out, "  "), "\n")
+fh:close()
+print("results written to " .. path)
