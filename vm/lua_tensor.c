@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bind.h"
 
@@ -1023,6 +1024,12 @@ static int l_clock(lua_State *L) {
     return 1;
 }
 
+/* T.isatty(fd = 1): whether stdout (or fd) is a terminal, for progress bars */
+static int l_isatty(lua_State *L) {
+    lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
+    return 1;
+}
+
 /* ---- registration --------------------------------------------------------------------------- */
 /* Functions that take a tensor first: both methods (x:exp()) and module functions (T.exp(x)). */
 static const luaL_Reg tensor_methods[] = {
@@ -1053,7 +1060,7 @@ static const luaL_Reg module_functions[] = {
     {"linspace", l_linspace}, {"eye", l_eye}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
     {"manual_seed", manual_seed}, {"Generator", gen_new}, {"set_grad_enabled", l_set_grad_enabled},
     {"is_grad_enabled", l_is_grad_enabled}, {"no_grad", l_no_grad}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"_sgemm", l_raw_sgemm}, {NULL, NULL}};
+    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"_sgemm", l_raw_sgemm}, {NULL, NULL}};
 
 static const luaL_Reg generator_methods[] = {
     {"seed", gen_seed}, {"get_state", gen_get_state}, {"set_state", gen_set_state}, {NULL, NULL}};

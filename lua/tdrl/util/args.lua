@@ -1,0 +1,58 @@
+-- Command-line options for example scripts: `--key=value`, `--flag`, `--no-flag`, positional
+-- words. Values become numbers or booleans when they look like them; lists are comma-separated
+-- ("--lrs=1e-3,5e-4"). parse(arg, defaults) checks every key against the defaults so that a
+-- typo is an error naming the option and the known ones.
+local M = {}
+
+local function convert(v)
+  if v == "true" then return true end
+  if v == "false" then return false end
+  local n = tonumber(v)
+  if n then return math.tointeger(n) or n end
+  if v:find(",", 1, true) then
+    local t = {}
+    for part in v:gmatch("[^,]+") do t[#t + 1] = convert(part) end
+    return t
+  end
+  return v
+end
+M.convert = convert
+
+--- parse(argv, defaults [, opts]) -> options table (defaults overridden), positional list
+--- opts.strict (default true): unknown keys are errors
+function M.parse(argv, defaults, opts)
+  opts = opts or {}
+  local out, pos = {}, {}
+  for k, v in pairs(defaults or {}) do out[k] = v end
+  for _, a in ipairs(argv or {}) do
+    local k, v = a:match("^%-%-([%w_%-]+)=(.*)$")
+    if not k then
+      k = a:match("^%-%-([%w_%-]+)$")
+      if k then
+        if k:sub(1, 3) == "no-" and defaults and defaults[k:sub(4):gsub("%-", "_")] ~= nil then
+          k, v = k:sub(4), "false"
+        else
+          v = "true"
+        end
+      end
+    end
+    if k then
+      k = k:gsub("%-", "_")
+      if defaults and opts.strict ~= false and defaults[k] == nil and not (opts.allow or {})[k] then
+        local known = {}
+        for name in pairs(defaults) do known[#known + 1] = "--" .. name end
+        table.sort(known)
+        error(string.format("unknown option --%s (known: %s)", k, table.concat(known, " ")), 0)
+      end
+      local val = convert(v)
+      if defaults and type(defaults[k]) == "table" and type(val) ~= "table" then val = {val} end
+      if defaults and type(defaults[k]) == "string" and type(val) ~= "string" then val = v end
+      out[k] = val
+    else
+      pos[#pos + 1] = a
+    end
+  end
+  return out, pos
+end
+
+return M
