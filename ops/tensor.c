@@ -47,6 +47,7 @@ char *td_shape_str(const td_tensor *t, char *buf, size_t n) { return td_dims_str
 
 /* ---- interrupts and threads ---------------------------------------------------------------- */
 volatile int td_interrupt_flag = 0;
+volatile int td_interrupt_defer = 0, td_interrupt_pending = 0;
 static int n_threads = 1;
 void td_set_cache_limit(size_t bytes);
 extern void openblas_set_num_threads(int);

@@ -60,6 +60,9 @@ char *td_dims_str(int ndim, const int64_t *shape, char *buf, size_t n);
 /* ---- interrupts and threads ------------------------------------------------------------ */
 /* Set from a signal handler; long kernels poll it and fail with "interrupted". */
 extern volatile int td_interrupt_flag;
+/* A long job (a training loop) may ask that the first Ctrl-C only be recorded (pending) so it
+ * can stop at a step boundary and save a consistent checkpoint; a second Ctrl-C interrupts. */
+extern volatile int td_interrupt_defer, td_interrupt_pending;
 static inline bool td_interrupted(void) { return td_interrupt_flag != 0; }
 void td_set_num_threads(int n); /* drives OpenMP and OpenBLAS together */
 int td_get_num_threads(void);

@@ -1024,6 +1024,19 @@ static int l_clock(lua_State *L) {
     return 1;
 }
 
+/* T.defer_interrupts(on) -> previous: while on, a first Ctrl-C only sets a pending flag that
+ * the job polls with T.interrupt_pending() at a safe point (a second one interrupts as usual) */
+static int l_defer_interrupts(lua_State *L) {
+    lua_pushboolean(L, td_interrupt_defer);
+    td_interrupt_defer = lua_toboolean(L, 1);
+    if (!td_interrupt_defer) td_interrupt_pending = 0;
+    return 1;
+}
+static int l_interrupt_pending(lua_State *L) {
+    lua_pushboolean(L, td_interrupt_pending);
+    return 1;
+}
+
 /* T.isatty(fd = 1): whether stdout (or fd) is a terminal, for progress bars */
 static int l_isatty(lua_State *L) {
     lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
@@ -1060,7 +1073,7 @@ static const luaL_Reg module_functions[] = {
     {"linspace", l_linspace}, {"eye", l_eye}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
     {"manual_seed", manual_seed}, {"Generator", gen_new}, {"set_grad_enabled", l_set_grad_enabled},
     {"is_grad_enabled", l_is_grad_enabled}, {"no_grad", l_no_grad}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"_sgemm", l_raw_sgemm}, {NULL, NULL}};
+    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"_sgemm", l_raw_sgemm}, {NULL, NULL}};
 
 static const luaL_Reg generator_methods[] = {
     {"seed", gen_seed}, {"get_state", gen_get_state}, {"set_state", gen_set_state}, {NULL, NULL}};

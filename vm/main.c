@@ -55,6 +55,11 @@ static void on_sigint(int sig) {
         return;
     }
     lua_State *L = running_L;
+    if (L != NULL && td_interrupt_defer && !td_interrupt_pending) {
+        td_interrupt_pending = 1; /* the job stops at its next step boundary */
+        errno = saved_errno;
+        return;
+    }
     if (L != NULL) {
         td_interrupt_flag = 1; /* C kernels poll this */
         host_interrupted = 1;
@@ -120,6 +125,7 @@ int host_docall(lua_State *L, int narg, int nres) {
     host_interrupted = 0;
     sigint_count = 0;
     td_interrupt_flag = 0;
+    td_interrupt_defer = td_interrupt_pending = 0;
     running_L = L;
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     int status = lua_pcall(L, narg, nres, base);
