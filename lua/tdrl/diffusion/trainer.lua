@@ -1,0 +1,152 @@
+-- The diffusion trainer: Adam with linear warm-up, global gradient clipping, an EMA of the
+-- weights (used for the evaluation loss), a held-out evaluation every N steps, atomic
+-- checkpoints every N steps and on Ctrl-C, exact resume, a progress bar and a metrics log.
+--
+--   local trainer = require 'tdrl.diffusion.trainer'
+--   local model, summary = trainer.run(cfg, {train = X (N,C,H,W), eval = Xe}, {out = "runs/a"})
+--
+-- A run folder holds config.json, metrics.jsonl and metrics.csv (one row per logged step),
+-- checkpoint.safetensors (model, Adam state, EMA, generator state, step, config) and
+-- samples/ when cfg.sample_every > 0. Running again with the same folder resumes from the
+-- checkpoint; the loss curve after a resume equals the uninterrupted run's at the same
+-- thread count, because every random draw (batch indices, t, noise, dropout) comes from one
+-- generator whose state is in the checkpoint.
+local T = require 'tdrl'
+local optim = require 'tdrl.optim'
+local checkpoint = require 'tdrl.checkpoint'
+local json = require 'tdrl.json'
+local progress = require 'tdrl.util.progress'
+local fs = require 'tdrl.util.fs'
+local D = require 'tdrl.diffusion'
+
+local M = {}
+
+local CSV_FIELDS = {"step", "loss", "dsm", "reg", "lr", "grad_norm", "eval_loss", "seconds"}
+
+--- a random batch of B images (sampling with replacement, from the run's generator)
+local function batch_of(X, B, gen)
+  local idx = T.randint(0, X:size(1), {B}, gen)
+  return X:index_select(1, idx)
+end
+
+--- mean DSM loss of the model (in eval mode, EMA weights if given) on fixed held-out batches:
+--- the same times and noise every call, so successive evaluations are comparable
+function M.evaluate(model, X, cfg, ema)
+  if ema then ema:store(); ema:copy_to() end
+  local was_training = model.training
+  model:eval()
+  local gen = T.Generator(cfg.seed + 7919)
+  local n = math.min(cfg.eval_batches or 4, math.max(1, X:size(1) // cfg.batch))
+  local total = 0
+  T.no_grad(function()
+    for i = 1, n do
+      local b = math.min(cfg.batch, X:size(1))
+      local x0 = X:narrow(1, ((i - 1) * b) % math.max(1, X:size(1) - b + 1) + 1, b)
+      local loss = D.loss.dsm(model, x0, {lambda_z = cfg.lambda_z, regulariser = cfg.regulariser, generator = gen})
+      total = total + loss:item()
+    end
+  end)
+  model:train(was_training)
+  if ema then ema:restore() end
+  return total / n
+end
+
+local function write_csv_row(path, row)
+  local new = not fs.exists(path)
+  local f = assert(io.open(path, "a"))
+  if new then f:write(table.concat(CSV_FIELDS, ","), "\n") end
+  local vals = {}
+  for i, k in ipairs(CSV_FIELDS) do
+    local v = row[k]
+    vals[i] = v == nil and "" or (type(v) == "number" and string.format("%.9g", v) or tostring(v))
+  end
+  f:write(table.concat(vals, ","), "\n")
+  f:close()
+end
+
+--- builds the model, optimiser, schedule and EMA for cfg (all from one seeded generator)
+function M.setup(cfg)
+  local gen = T.Generator(cfg.seed)
+  local model = D.build(cfg, gen)
+  local opt = optim.Adam(model:parameters(), {lr = cfg.lr, betas = {cfg.beta1, cfg.beta2}, eps = cfg.adam_eps})
+  local sched = cfg.warmup > 0 and optim.LinearWarmup(opt, {warmup = cfg.warmup}) or nil
+  local ema = optim.EMA(model, {decay = cfg.ema})
+  return {model = model, opt = opt, sched = sched, ema = ema, gen = gen, step = 0}
+end
+
+--- run(cfg, data = {train = (N,C,H,W), eval = (M,C,H,W) or nil}, opts = {out = folder,
+--- resume = true, quiet = false, on_step = fn(step, row)}) -> model, summary
+function M.run(cfg, data, opts)
+  opts = opts or {}
+  local out = opts.out
+  if out then fs.mkdir(out) end
+  local ckpt_path = out and (out .. "/checkpoint.safetensors")
+  local s = M.setup(cfg)
+  local model, opt, sched, ema, gen = s.model, s.opt, s.sched, s.ema, s.gen
+  local step = 0
+  if ckpt_path and opts.resume ~= false and fs.exists(ckpt_path) then
+    local ck = checkpoint.load(ckpt_path, {model = model, optimizer = opt, ema = ema, schedule = sched,
+      generators = {run = gen}})
+    step = ck.step
+    if not opts.quiet then print(string.format("resuming %s from step %d", ckpt_path, step)) end
+  end
+  if out then fs.write(out .. "/config.json", json.encode(cfg, "  ") .. "\n") end
+  local function save()
+    if ckpt_path then
+      checkpoint.save(ckpt_path, {model = model, optimizer = opt, ema = ema, schedule = sched,
+        generators = {run = gen}, step = step, config = cfg})
+    end
+  end
+  model:train()
+  local X, Xe = data.train, data.eval or data.train
+  local bar = progress.new(cfg.iters, {label = opts.label or ("train " .. (cfg.encoder or "")), first = step,
+    out = opts.quiet and io.open("/dev/null", "w") or io.stdout})
+  local t_start = T.clock()
+  local last = {}
+  local prev_defer = T.defer_interrupts(true)
+  local ok, err = xpcall(function()
+    while step < cfg.iters do
+      if T.interrupt_pending() then error("interrupted", 0) end
+      local x0 = batch_of(X, cfg.batch, gen)
+      opt:zero_grad()
+      local loss, parts = D.loss.dsm(model, x0, {lambda_z = cfg.lambda_z, regulariser = cfg.regulariser, generator = gen})
+      loss:backward()
+      local gnorm = cfg.grad_clip > 0 and optim.clip_grad_norm_(model, cfg.grad_clip) or nil
+      if sched then sched:step() end
+      opt:step()
+      ema:update()
+      step = step + 1
+      local row = {step = step, loss = loss:item(), dsm = parts.dsm, reg = parts.reg,
+        lr = sched and sched:get_lr() or cfg.lr, grad_norm = gnorm, seconds = T.clock() - t_start}
+      if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.iters) then
+        row.eval_loss = M.evaluate(model, Xe, cfg, ema)
+        last.eval_loss = row.eval_loss
+      end
+      if out and (step % cfg.log_every == 0 or row.eval_loss or step == cfg.iters) then
+        fs.append(out .. "/metrics.jsonl", json.encode(row) .. "\n")
+        write_csv_row(out .. "/metrics.csv", row)
+      end
+      if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 then save() end
+      if cfg.sample_every and cfg.sample_every > 0 and out and step % cfg.sample_every == 0 then
+        require('tdrl.diffusion.sampler').grid(model, Xe, cfg, out .. string.format("/samples/step%07d.png", step))
+      end
+      last.loss = row.loss
+      bar:update(step, {loss = row.loss, eval = last.eval_loss})
+      if opts.on_step then opts.on_step(step, row) end
+    end
+  end, debug.traceback)
+  T.defer_interrupts(prev_defer)
+  if not ok then
+    -- a consistent state: the last completed step (Ctrl-C is deferred to step boundaries)
+    if tostring(err):find("interrupted", 1, true) then
+      save()
+      if not opts.quiet then print(string.format("\ninterrupted at step %d: checkpoint saved to %s", step, tostring(ckpt_path))) end
+    end
+    error(err, 0)
+  end
+  save()
+  local secs = bar:finish({loss = last.loss, eval = last.eval_loss})
+  return model, {steps = step, loss = last.loss, eval_loss = last.eval_loss, seconds = secs, ema = ema}
+end
+
+return M

@@ -1,0 +1,99 @@
+-- The diffusion model at a tiny size: shapes, the whole model's gradient against central
+-- differences, a loss that falls in a short training, and exact resume from a checkpoint.
+local T = require 'tdrl'
+local D = require 'tdrl.diffusion'
+local trainer = require 'tdrl.diffusion.trainer'
+local gc = require 'tdrl.gradcheck'
+
+local function micro(over)
+  local cfg = D.presets.resolve({preset = "tiny", image_size = 8, nf = 4, ch_mult = {1, 2}, enc_depth = 10,
+    enc_widen = 1, latent = 3, batch = 6, iters = 6, warmup = 2, eval_every = 3, ckpt_every = 3, log_every = 1,
+    eval_batches = 1, lr = 2e-3})
+  for k, v in pairs(over or {}) do cfg[k] = v end
+  return cfg
+end
+
+local function images(n, seed)
+  -- smooth random images in [0, 1]: a blob whose position varies, so that there is structure
+  local g = T.Generator(seed)
+  local X = T.zeros(n, 3, 8, 8)
+  for i = 1, n do
+    local cx, cy = math.floor(T.rand(1, g)[1] * 6) + 1, math.floor(T.rand(1, g)[1] * 6) + 1
+    X[{i, {}, {cy, cy + 2}, {cx, cx + 2}}] = 1
+  end
+  return X
+end
+
+describe("diffusion model", function()
+  it("VE SDE: sigma(0) = sigma_min, sigma(1) = sigma_max, g(t) as the reference", function()
+    local sde = D.SDE.new({})
+    spec.near(sde:sigma(T.tensor({0}))[1], 0.01, 1e-5)
+    spec.near(sde:sigma(T.tensor({1}))[1], 50, 1e-5)
+    spec.near(sde:g(0.5), 0.01 * 5000 ^ 0.5 * math.sqrt(2 * math.log(5000)), 1e-5)
+    local t = sde:sample_t(1000, T.Generator(1))
+    spec.truthy(t:min():item() >= 1e-5 and t:max():item() <= 1)
+  end)
+
+  it("score and code shapes for latent 2, VDRL and DRL and the baseline", function()
+    for _, enc in ipairs({"vdrl", "drl", "none"}) do
+      local cfg = micro({encoder = enc, latent = 2})
+      local m = D.build(cfg, T.Generator(0))
+      local x = T.rand(5, 3, 8, 8)
+      local out = m(x, T.rand(5), {x0 = x})
+      spec.eq(table.concat(out.output:size(), "x"), "5x3x8x8")
+      if enc ~= "none" then spec.eq(table.concat(out.z:size(), "x"), "5x2") end
+      if enc == "vdrl" then spec.eq(out.logvar:size(2), 2) end
+    end
+  end)
+
+  it("an untrained score net outputs ~0, so the DSM loss starts at 0.5 * pixels", function()
+    local cfg = micro()
+    local m = D.build(cfg, T.Generator(0))
+    local loss = D.loss.dsm(m, images(64, 3), {generator = T.Generator(2)})
+    spec.near(loss:item(), 0.5 * 3 * 8 * 8, 0.15)
+  end)
+
+  it("whole score + encoder model: gradients of a few parameters equal central differences", function()
+    local cfg = micro({encoder = "drl", dropout = 0})
+    local m = D.build(cfg, T.Generator(0))
+    m:eval()
+    local x0 = images(4, 5)
+    local params = {}
+    for name, p in m:named_parameters() do
+      if name == "encoder.head.bias" or name == "up.conv_out.bias" or name == "temb.fc1.bias"
+        or name == "encoder.blocks.2.dense.bias" or name == "latent_to_temb.bias" then
+        params[#params + 1] = p
+      end
+    end
+    spec.eq(#params, 5, "parameters found")
+    local function f()
+      return (D.loss.dsm(m, x0, {generator = T.Generator(9), lambda_z = 1e-2}))
+    end
+    local err, where = gc.check(f, params, {eps = 1e-2})
+    print(string.format("#   whole-model gradient check: max error %.2e", err))
+    spec.truthy(err < 5e-2, string.format("error %.3g at %s", err, where))
+  end)
+
+  it("the loss falls over a short training", function()
+    local cfg = micro({iters = 40, eval_every = 0, ckpt_every = 0, batch = 16})
+    local losses = {}
+    trainer.run(cfg, {train = images(200, 1)}, {quiet = true, on_step = function(s, row) losses[s] = row.loss end})
+    local first, last = 0, 0
+    for i = 1, 5 do first = first + losses[i] / 5; last = last + losses[35 + i] / 5 end
+    print(string.format("#   mean loss, steps 1-5: %.2f, steps 36-40: %.2f", first, last))
+    spec.truthy(last < 0.8 * first, string.format("loss went from %.2f to %.2f", first, last))
+  end)
+
+  it("resumes exactly: the loss curve after a resume equals the uninterrupted run's", function()
+    local X = images(100, 2)
+    local dir = os.tmpname(); os.remove(dir)
+    local full, resumed = {}, {}
+    trainer.run(micro(), {train = X}, {quiet = true, on_step = function(s, r) full[s] = r.loss end})
+    trainer.run(micro({iters = 3}), {train = X}, {out = dir, quiet = true,
+      on_step = function(s, r) resumed[s] = r.loss end})
+    trainer.run(micro(), {train = X}, {out = dir, quiet = true, on_step = function(s, r) resumed[s] = r.loss end})
+    for s = 1, 6 do spec.eq(resumed[s], full[s], "loss at step " .. s) end
+    local f = io.open(dir .. "/metrics.csv"); spec.truthy(f, "metrics.csv written"); f:close()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
