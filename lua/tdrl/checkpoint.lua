@@ -1,0 +1,373 @@
+-- Checkpoints: model, optimiser, EMA, schedule, random generators, step and config in ONE
+-- safetensors file (written atomically by T.save: temporary file, fsync, rename), readable from
+-- Python (`safetensors.torch.load_file`; the metadata values are JSON text).
+--
+--   checkpoint.save(path, {model = m, optimizer = opt, ema = ema, schedule = sched,
+--                          generators = {data = g1, dropout = g2}, step = 1000, config = cfg,
+--                          extra = {name = tensor}, meta = {key = "string"}})
+--   local ck = checkpoint.load(path)                  -- read only
+--   local ck = checkpoint.load(path, {model = m, optimizer = opt, ema = ema, schedule = sched,
+--                                     generators = {data = g1, dropout = g2}})  -- and restore
+--   ck.step, ck.config, ck.model (name -> tensor), ck.optimizer, ck.ema, ck.schedule, ck.extra
+--
+-- Layout: tensors "model.<param name>", "optimizer.state.<i>.exp_avg", "ema.shadow.<name>",
+-- "rng.<generator name>" (int64 state), "extra.<name>"; metadata "format" = "tdrl.checkpoint",
+-- "version", "step", and JSON for "config", "optimizer", "ema", "schedule" (tensors inside those
+-- appear as {"$tensor": "<name>"}). The config is parsed back by a JSON reader, never by load().
+local T = require 'tdrl'
+
+local M = {}
+M.FORMAT = "tdrl.checkpoint"
+M.VERSION = 1
+
+-- ---- JSON -----------------------------------------------------------------------------------------
+local escapes = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r',
+                 ['\t'] = '\\t'}
+
+local function encode_string(s)
+  return '"' .. s:gsub('[%c"\\]', function(c) return escapes[c] or string.format("\\u%04x", c:byte()) end) .. '"'
+end
+
+local function encode_number(v)
+  if math.type(v) == "integer" then return string.format("%d", v) end
+  if v ~= v then return "NaN" end
+  if v == math.huge then return "Infinity" end
+  if v == -math.huge then return "-Infinity" end
+  local s = string.format("%.17g", v)
+  if not s:find("[%.eEn]") then s = s .. ".0" end
+  return s
+end
+
+local function is_array(t)
+  local n = #t
+  local count = 0
+  for _ in pairs(t) do count = count + 1 end
+  return count == n, n
+end
+
+local function encode(v, path, out, seen)
+  local ty = type(v)
+  if v == nil then out[#out + 1] = "null"
+  elseif ty == "boolean" then out[#out + 1] = tostring(v)
+  elseif ty == "number" then out[#out + 1] = encode_number(v)
+  elseif ty == "string" then out[#out + 1] = encode_string(v)
+  elseif ty == "table" then
+    if seen[v] then error("json: a table contains itself at " .. path, 0) end
+    seen[v] = true
+    local arr, n = is_array(v)
+    if arr and n > 0 then
+      out[#out + 1] = "["
+      for i = 1, n do
+        if i > 1 then out[#out + 1] = "," end
+        encode(v[i], path .. "[" .. i .. "]", out, seen)
+      end
+      out[#out + 1] = "]"
+    else
+      local keys = {}
+      for k in pairs(v) do
+        local kt = type(k)
+        if kt ~= "string" and kt ~= "number" then
+          error("json: a key of type " .. kt .. " at " .. path .. " cannot be written", 0)
+        end
+        keys[#keys + 1] = k
+      end
+      table.sort(keys, function(a, b)
+        if type(a) == type(b) then return a < b end
+        return type(a) == "number"
+      end)
+      out[#out + 1] = "{"
+      for i, k in ipairs(keys) do
+        if i > 1 then out[#out + 1] = "," end
+        local ks = type(k) == "string" and k or encode_number(k)
+        out[#out + 1] = encode_string(ks)
+        out[#out + 1] = ":"
+        encode(v[k], path .. "." .. ks, out, seen)
+      end
+      out[#out + 1] = "}"
+    end
+    seen[v] = nil
+  else
+    error("json: a " .. ty .. " at " .. path .. " cannot be written (only tables, strings, numbers, booleans)", 0)
+  end
+end
+
+--- json_encode(value) -> text (integers stay integers; floats keep 17 digits so they read back
+--- exactly; inf and nan are written as Infinity and NaN, as Python's json does)
+function M.json_encode(v)
+  local out = {}
+  encode(v, "value", out, {})
+  return table.concat(out)
+end
+
+local function utf8_of(cp) return utf8.char(cp) end
+
+--- json_decode(text) -> value (a plain recursive-descent reader; nothing is executed)
+function M.json_decode(s)
+  if type(s) ~= "string" then error("json: expected a string, got " .. type(s), 2) end
+  local pos = 1
+  local function fail(msg) error(string.format("json: %s at character %d", msg, pos), 0) end
+  local function ws() pos = s:find("[^ \t\r\n]", pos) or #s + 1 end
+  local value
+  local function str()
+    pos = pos + 1
+    local buf = {}
+    while true do
+      local c = s:sub(pos, pos)
+      if c == "" then fail("unterminated string") end
+      if c == '"' then pos = pos + 1; break end
+      if c == "\\" then
+        local e = s:sub(pos + 1, pos + 1)
+        local simple = ({['"'] = '"', ['\\'] = '\\', ['/'] = '/', b = '\b', f = '\f', n = '\n', r = '\r', t = '\t'})[e]
+        if simple then buf[#buf + 1] = simple; pos = pos + 2
+        elseif e == "u" then
+          local hex = s:sub(pos + 2, pos + 5)
+          if not hex:match("^%x%x%x%x$") then fail("bad \\u escape") end
+          local cp = tonumber(hex, 16)
+          pos = pos + 6
+          if cp >= 0xD800 and cp <= 0xDBFF and s:sub(pos, pos + 1) == "\\u" then
+            local lo = tonumber(s:sub(pos + 2, pos + 5), 16)
+            if lo and lo >= 0xDC00 and lo <= 0xDFFF then
+              cp = 0x10000 + (cp - 0xD800) * 0x400 + (lo - 0xDC00)
+              pos = pos + 6
+            end
+          end
+          buf[#buf + 1] = utf8_of(cp)
+        else fail("bad escape \\" .. e) end
+      else
+        local j = s:find('["\\]', pos) or #s + 1
+        buf[#buf + 1] = s:sub(pos, j - 1)
+        pos = j
+      end
+    end
+    return table.concat(buf)
+  end
+  local function num()
+    local lit = s:match("^-?Infinity", pos)
+    if lit then pos = pos + #lit; return lit:sub(1, 1) == "-" and -math.huge or math.huge end
+    if s:sub(pos, pos + 2) == "NaN" then pos = pos + 3; return 0 / 0 end
+    local t = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
+    if not t or t == "" or t == "-" then fail("bad number") end
+    pos = pos + #t
+    local v
+    if t:find("[%.eE]") then v = tonumber(t) + 0.0 else v = math.tointeger(tonumber(t)) or tonumber(t) end
+    if v == nil then fail("bad number '" .. t .. "'") end
+    return v
+  end
+  function value(depth)
+    if depth > 200 then fail("nesting too deep") end
+    ws()
+    local c = s:sub(pos, pos)
+    if c == "{" then
+      pos = pos + 1
+      local t = {}
+      ws()
+      if s:sub(pos, pos) == "}" then pos = pos + 1; return t end
+      while true do
+        ws()
+        if s:sub(pos, pos) ~= '"' then fail("expected a key") end
+        local k = str()
+        ws()
+        if s:sub(pos, pos) ~= ":" then fail("expected ':'") end
+        pos = pos + 1
+        t[k] = value(depth + 1)
+        ws()
+        local d = s:sub(pos, pos)
+        pos = pos + 1
+        if d == "}" then return t end
+        if d ~= "," then fail("expected ',' or '}'") end
+      end
+    elseif c == "[" then
+      pos = pos + 1
+      local t, n = {}, 0
+      ws()
+      if s:sub(pos, pos) == "]" then pos = pos + 1; return t end
+      while true do
+        n = n + 1
+        t[n] = value(depth + 1)
+        ws()
+        local d = s:sub(pos, pos)
+        pos = pos + 1
+        if d == "]" then return t end
+        if d ~= "," then fail("expected ',' or ']'") end
+      end
+    elseif c == '"' then return str()
+    elseif s:sub(pos, pos + 3) == "true" then pos = pos + 4; return true
+    elseif s:sub(pos, pos + 4) == "false" then pos = pos + 5; return false
+    elseif s:sub(pos, pos + 3) == "null" then pos = pos + 4; return nil
+    elseif c:match("[-%dIN]") then return num()
+    elseif c == "" then fail("unexpected end")
+    else fail("unexpected '" .. c .. "'") end
+  end
+  local v = value(0)
+  ws()
+  if pos <= #s then fail("trailing characters") end
+  return v
+end
+
+-- ---- tensors inside state tables -------------------------------------------------------------------
+-- Replaces every tensor of a nested table by {["$tensor"] = name}, collecting name -> tensor.
+local function split_tensors(v, prefix, tensors)
+  if T.is_tensor(v) then
+    if tensors[prefix] ~= nil then error("checkpoint: two tensors named " .. prefix, 0) end
+    tensors[prefix] = v
+    return {["$tensor"] = prefix}
+  end
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = split_tensors(x, prefix .. "." .. tostring(k), tensors) end
+  return out
+end
+
+local function join_tensors(v, tensors, what)
+  if type(v) ~= "table" then return v end
+  local ref = v["$tensor"]
+  if ref ~= nil then
+    local t = tensors[ref]
+    if t == nil then error(string.format("checkpoint: %s refers to tensor '%s', which the file lacks", what, ref), 0) end
+    return t
+  end
+  local out = {}
+  for k, x in pairs(v) do out[k] = join_tensors(x, tensors, what) end
+  return out
+end
+
+local function is_module(v) return type(v) == "table" and type(v.state_dict) == "function" and type(v.named_parameters) == "function" end
+
+-- ---- save ----------------------------------------------------------------------------------------
+--- save(path, {model=, optimizer=, ema=, schedule=, generators = {name = g}, step=, config=, extra=, meta=})
+function M.save(path, what)
+  if type(path) ~= "string" then error("checkpoint.save: the path must be a string", 2) end
+  if type(what) ~= "table" then error("checkpoint.save: expected a table {model = ..., optimizer = ..., ...}", 2) end
+  local tensors = {}
+  local meta = {format = M.FORMAT, version = tostring(M.VERSION)}
+  local ok, err = pcall(function()
+    if what.model ~= nil then
+      local sd
+      if is_module(what.model) then sd = what.model:state_dict() else sd = what.model end
+      local names = {}
+      for name, t in pairs(sd) do
+        if not T.is_tensor(t) then error("checkpoint.save: model entry " .. tostring(name) .. " is not a tensor", 0) end
+        tensors["model." .. name] = t
+        names[#names + 1] = name
+      end
+      meta.model = tostring(#names)
+    end
+    for _, key in ipairs({"optimizer", "ema", "schedule"}) do
+      local obj = what[key]
+      if key == "schedule" and obj == nil then obj = what.scheduler end
+      if obj ~= nil then
+        local sd = type(obj.state_dict) == "function" and obj:state_dict() or obj
+        meta[key] = M.json_encode(split_tensors(sd, key, tensors))
+      end
+    end
+    if what.generators ~= nil then
+      local names = {}
+      for name, g in pairs(what.generators) do
+        if type(name) ~= "string" then error("checkpoint.save: generators must be named ({data = g, ...})", 0) end
+        tensors["rng." .. name] = g:get_state()
+        names[#names + 1] = name
+      end
+      table.sort(names)
+      meta.generators = M.json_encode(names)
+    end
+    if what.extra ~= nil then
+      for name, t in pairs(what.extra) do
+        if not T.is_tensor(t) then error("checkpoint.save: extra entry " .. tostring(name) .. " is not a tensor", 0) end
+        tensors["extra." .. name] = t
+      end
+    end
+    if what.step ~= nil then
+      if math.type(what.step) ~= "integer" then error("checkpoint.save: step must be an integer", 0) end
+      meta.step = tostring(what.step)
+    end
+    if what.config ~= nil then meta.config = M.json_encode(what.config) end
+    if what.meta ~= nil then
+      for k, v in pairs(what.meta) do
+        if meta[k] ~= nil then error("checkpoint.save: meta key '" .. tostring(k) .. "' is reserved", 0) end
+        meta[k] = tostring(v)
+      end
+    end
+  end)
+  if not ok then error(tostring(err), 2) end
+  T.save(path, tensors, meta)
+  return path
+end
+
+-- ---- load ----------------------------------------------------------------------------------------
+local function decode_field(meta, key, path)
+  local s = meta[key]
+  if s == nil then return nil end
+  local ok, v = pcall(M.json_decode, s)
+  if not ok then error(string.format("checkpoint.load: %s: metadata '%s' is not valid JSON (%s)", path, key, v), 0) end
+  return v
+end
+
+--- load(path [, targets]) -> checkpoint table; with targets {model=, optimizer=, ema=, schedule=,
+--- generators = {name = g}, strict = true} the state is restored into them
+function M.load(path, targets)
+  if type(path) ~= "string" then error("checkpoint.load: the path must be a string", 2) end
+  local ok, tensors, meta = pcall(T.load, path)
+  if not ok then error("checkpoint.load: " .. tostring(tensors), 2) end
+  if meta.format ~= M.FORMAT then
+    error(string.format("checkpoint.load: %s is not a tdrl checkpoint (metadata 'format' is %s)", path,
+      meta.format and ("'" .. meta.format .. "'") or "absent"), 2)
+  end
+  local version = tonumber(meta.version)
+  if not version or version > M.VERSION then
+    error(string.format("checkpoint.load: %s has format version %s; this tdrl reads up to %d", path,
+      tostring(meta.version), M.VERSION), 2)
+  end
+  local ck = {path = path, meta = meta, model = {}, extra = {}, generators = {}}
+  local r_ok, r_err = pcall(function()
+    for name, t in pairs(tensors) do
+      local group, rest = name:match("^([^.]+)%.(.+)$")
+      if group == "model" then ck.model[rest] = t
+      elseif group == "extra" then ck.extra[rest] = t
+      elseif group == "rng" then ck.generators[rest] = t end
+    end
+    if meta.model == nil then ck.model = nil end
+    ck.step = meta.step and math.tointeger(tonumber(meta.step)) or nil
+    ck.config = decode_field(meta, "config", path)
+    for _, key in ipairs({"optimizer", "ema", "schedule"}) do
+      local v = decode_field(meta, key, path)
+      if v ~= nil then ck[key] = join_tensors(v, tensors, key) end
+    end
+  end)
+  if not r_ok then error(tostring(r_err), 2) end
+  if targets then
+    local a_ok, a_err = pcall(M.restore, ck, targets)
+    if not a_ok then error(tostring(a_err), 2) end
+  end
+  return ck
+end
+
+--- restore(ck, {model=, optimizer=, ema=, schedule=, generators=, strict = true}): puts a loaded
+--- checkpoint's state into live objects (everything is checked before the model is changed)
+function M.restore(ck, targets)
+  local p = ck.path or "checkpoint"
+  local function need(key)
+    if ck[key] == nil then error(string.format("checkpoint: %s holds no %s state", p, key), 0) end
+  end
+  if targets.model then need("model") end
+  if targets.optimizer then need("optimizer") end
+  if targets.ema then need("ema") end
+  local sched = targets.schedule or targets.scheduler
+  if sched then need("schedule") end
+  if targets.generators then
+    for name in pairs(targets.generators) do
+      if ck.generators[name] == nil then
+        error(string.format("checkpoint: %s holds no state for generator '%s'", p, name), 0)
+      end
+    end
+  end
+  if targets.model then targets.model:load_state_dict(ck.model, targets.strict ~= false) end
+  if targets.optimizer then targets.optimizer:load_state_dict(ck.optimizer) end
+  if targets.ema then targets.ema:load_state_dict(ck.ema) end
+  if sched then sched:load_state_dict(ck.schedule) end
+  if targets.generators then
+    for name, g in pairs(targets.generators) do g:set_state(ck.generators[name]) end
+  end
+  return ck
+end
+
+return M

@@ -1,0 +1,146 @@
+-- Conv2d, ConvTranspose2d, AvgPool2d, Upsample (nearest).
+local T = require 'tdrl'
+local class = require 'tdrl.class'
+local Module = require('tdrl.nn.module').Module
+local init = require 'tdrl.nn.initializers'
+local F = require 'tdrl.nn.functional'
+local U = require 'tdrl.nn.layers.util'
+
+local M = {}
+
+local function pair(v) if type(v) == "table" then return {v[1], v[2] or v[1]} end return {v, v} end
+
+local function check_input(m, x, C)
+  if x:dim() ~= 4 then
+    U.fail(m, "expected an image batch (N, %d, H, W), got shape %s", C, U.shape(x))
+  end
+  if x:size(2) ~= C then
+    U.fail(m, "expected an image batch (N, %d, H, W), got shape %s (%d channels)", C, U.shape(x), x:size(2))
+  end
+end
+
+-- runs a functional op; a failure (e.g. an input smaller than the kernel) is reported with the
+-- layer's name
+local function run(m, fn, ...)
+  local ok, r = pcall(fn, ...)
+  if not ok then U.fail(m, "%s", tostring(r)) end
+  return r
+end
+
+--- Conv2d(in, out, kernel_size [, stride = 1, padding = 0, dilation = 1] [, {bias=, generator=, ...}])
+--- weight (out, in, kh, kw) ~ U(+-1/sqrt(fan_in)), bias ~ U(+-1/sqrt(fan_in)), fan_in = in kh kw
+local Conv2d = class('Conv2d', Module)
+M.Conv2d = Conv2d
+
+function Conv2d:__init(cin, cout, k, ...)
+  Module.__init(self)
+  local o = U.args({"stride", "padding", "dilation"}, ...)
+  if o.groups and o.groups ~= 1 then error("Conv2d: groups other than 1 are not supported", 2) end
+  self.in_channels, self.out_channels = cin, cout
+  self.kernel_size = pair(k)
+  self.stride, self.padding, self.dilation = pair(o.stride or 1), pair(o.padding or 0), pair(o.dilation or 1)
+  self:register_parameter("weight", T.empty(cout, cin, self.kernel_size[1], self.kernel_size[2]))
+  self:register_parameter("bias", o.bias ~= false and T.empty(cout) or nil)
+  self:reset_parameters(o.generator)
+end
+
+function Conv2d:reset_parameters(gen)
+  init.default_weight_(self.weight, gen)
+  if self.bias then init.default_bias_(self.bias, self.weight, gen) end
+end
+
+function Conv2d:extra_repr()
+  local s = string.format("%d -> %d, k=%s", self.in_channels, self.out_channels,
+    U.pair_text(self.kernel_size[1], self.kernel_size[2]))
+  if self.stride[1] ~= 1 or self.stride[2] ~= 1 then s = s .. ", stride=" .. U.pair_text(self.stride[1], self.stride[2]) end
+  if self.padding[1] ~= 0 or self.padding[2] ~= 0 then
+    s = s .. ", padding=" .. U.pair_text(self.padding[1], self.padding[2])
+  end
+  if self.dilation[1] ~= 1 or self.dilation[2] ~= 1 then
+    s = s .. ", dilation=" .. U.pair_text(self.dilation[1], self.dilation[2])
+  end
+  if not self.bias then s = s .. ", no bias" end
+  return s
+end
+
+function Conv2d:forward(x)
+  check_input(self, x, self.in_channels)
+  return run(self, F.conv2d, x, self.weight, self.bias,
+    {stride = self.stride, padding = self.padding, dilation = self.dilation})
+end
+
+--- ConvTranspose2d(in, out, kernel_size [, stride, padding, output_padding] [, {dilation=, bias=, generator=}])
+--- weight (in, out, kh, kw); PyTorch's fan_in for it is out kh kw
+local ConvTranspose2d = class('ConvTranspose2d', Module)
+M.ConvTranspose2d = ConvTranspose2d
+
+function ConvTranspose2d:__init(cin, cout, k, ...)
+  Module.__init(self)
+  local o = U.args({"stride", "padding", "output_padding"}, ...)
+  if o.groups and o.groups ~= 1 then error("ConvTranspose2d: groups other than 1 are not supported", 2) end
+  self.in_channels, self.out_channels = cin, cout
+  self.kernel_size = pair(k)
+  self.stride, self.padding = pair(o.stride or 1), pair(o.padding or 0)
+  self.output_padding, self.dilation = pair(o.output_padding or 0), pair(o.dilation or 1)
+  self:register_parameter("weight", T.empty(cin, cout, self.kernel_size[1], self.kernel_size[2]))
+  self:register_parameter("bias", o.bias ~= false and T.empty(cout) or nil)
+  self:reset_parameters(o.generator)
+end
+
+ConvTranspose2d.reset_parameters = Conv2d.reset_parameters
+
+function ConvTranspose2d:extra_repr()
+  local s = Conv2d.extra_repr(self)
+  if self.output_padding[1] ~= 0 or self.output_padding[2] ~= 0 then
+    s = s .. ", output_padding=" .. U.pair_text(self.output_padding[1], self.output_padding[2])
+  end
+  return s
+end
+
+function ConvTranspose2d:forward(x)
+  check_input(self, x, self.in_channels)
+  return run(self, F.conv_transpose2d, x, self.weight, self.bias,
+    {stride = self.stride, padding = self.padding, output_padding = self.output_padding, dilation = self.dilation})
+end
+
+--- AvgPool2d(kernel_size [, stride = kernel_size]): no padding, floor mode
+local AvgPool2d = class('AvgPool2d', Module)
+M.AvgPool2d = AvgPool2d
+function AvgPool2d:__init(k, s)
+  Module.__init(self)
+  self.kernel_size, self.stride = pair(k), pair(s or k)
+end
+function AvgPool2d:extra_repr()
+  return "k=" .. U.pair_text(self.kernel_size[1], self.kernel_size[2]) ..
+    ", stride=" .. U.pair_text(self.stride[1], self.stride[2])
+end
+function AvgPool2d:forward(x)
+  if x:dim() ~= 4 then U.fail(self, "expected an image batch (N, C, H, W), got shape %s", U.shape(x)) end
+  return run(self, F.avg_pool2d, x, self.kernel_size, self.stride)
+end
+
+--- Upsample({scale_factor = 2, mode = 'nearest'}) or Upsample(nil, 2): integer scale factors
+local Upsample = class('Upsample', Module)
+M.Upsample = Upsample
+function Upsample:__init(...)
+  Module.__init(self)
+  local o = U.args({"size", "scale_factor", "mode"}, ...)
+  if o.size then error("Upsample: only scale_factor is supported, not size", 2) end
+  if (o.mode or "nearest") ~= "nearest" then error("Upsample: only mode 'nearest' is supported", 2) end
+  local f = pair(o.scale_factor or 2)
+  for i = 1, 2 do
+    if math.type(f[i]) ~= "integer" and not (type(f[i]) == "number" and f[i] == math.floor(f[i])) then
+      error("Upsample: the scale factor must be a whole number, got " .. tostring(f[i]), 2)
+    end
+    f[i] = math.tointeger(f[i])
+  end
+  self.scale_factor = f
+  self.mode = "nearest"
+end
+function Upsample:extra_repr() return "scale=" .. U.pair_text(self.scale_factor[1], self.scale_factor[2]) .. ", nearest" end
+function Upsample:forward(x)
+  if x:dim() ~= 4 then U.fail(self, "expected an image batch (N, C, H, W), got shape %s", U.shape(x)) end
+  return run(self, F.upsample_nearest2d, x, self.scale_factor)
+end
+
+return M

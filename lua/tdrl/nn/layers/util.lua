@@ -1,0 +1,45 @@
+-- Helpers shared by the layer files: argument parsing and error messages.
+local class = require 'tdrl.class'
+local init = require 'tdrl.nn.initializers'
+local F = require 'tdrl.nn.functional'
+
+local U = {}
+
+--- splits constructor arguments (...) into PyTorch-style positional values named by `names`
+--- and an options table (a trailing table; a trailing Generator becomes opts.generator)
+function U.args(names, ...)
+  local n = select("#", ...)
+  local vals = {...}
+  local opts = {}
+  if n > 0 and init.is_generator(vals[n]) then
+    opts.generator = vals[n]; vals[n] = nil; n = n - 1
+  end
+  if n > 0 and type(vals[n]) == "table" and not class.of(vals[n]) then
+    for k, v in pairs(vals[n]) do opts[k] = v end
+    vals[n] = nil; n = n - 1
+  end
+  if n > #names then error(string.format("too many arguments (%d, at most %d)", n, #names), 3) end
+  for i = 1, n do
+    if vals[i] ~= nil then opts[names[i]] = vals[i] end
+  end
+  return opts
+end
+
+--- "Linear(4 -> 8)": the layer as named in error messages
+function U.label(m)
+  local e = m:extra_repr()
+  return class.name(m) .. (e ~= "" and "(" .. e .. ")" or "")
+end
+
+function U.fail(m, fmt, ...)
+  error(U.label(m) .. ": " .. string.format(fmt, ...), 0)
+end
+
+U.shape = F.shape_str
+
+function U.pair_text(a, b)
+  if a == b then return tostring(a) end
+  return tostring(a) .. "x" .. tostring(b)
+end
+
+return U
