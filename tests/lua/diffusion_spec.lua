@@ -96,4 +96,26 @@ describe("diffusion model", function()
     local f = io.open(dir .. "/metrics.csv"); spec.truthy(f, "metrics.csv written"); f:close()
     os.execute("rm -rf '" .. dir .. "'")
   end)
+
+  it("samplers give finite images; conditional sampling uses the given codes", function()
+    local S = require 'tdrl.diffusion.sampler'
+    local cfg = micro({encoder = "drl", latent = 2})
+    local m = D.build(cfg, T.Generator(0))
+    -- an untrained score is ~0, which makes the Langevin step size explode: give it some output
+    T.no_grad(function() m.up.conv_out.weight:normal_(0, 0.05, T.Generator(3)) end)
+    local imgs = images(3, 4)
+    local z = S.codes(m, imgs, 0.5)
+    spec.eq(table.concat(z:size(), "x"), "3x2")
+    for _, method in ipairs({"pc", "em"}) do
+      local x = S.sample(m, {z = z, steps = 5, method = method, generator = T.Generator(1)})
+      spec.eq(table.concat(x:size(), "x"), "3x3x8x8")
+      spec.truthy(x:abs():max():item() < 1e6, method .. " sample is finite")
+    end
+    -- different codes give different samples from the same noise
+    local a = S.sample(m, {z = z, steps = 3, generator = T.Generator(1)})
+    local b = S.sample(m, {z = z * 0 + 5, steps = 3, generator = T.Generator(1)})
+    spec.truthy(spec.maxdiff(a, b) > 0, "the code changes the sample")
+    spec.raises(function() S.sample(m, {steps = 2}) end, "encoder")
+  end)
 end)
+
