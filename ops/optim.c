@@ -233,8 +233,32 @@ int td_sum_squares(td_tensor *t, double *out) {
     const float *x = td_f32(c);
     int64_t n = td_numel(c);
     double s = 0;
-    #pragma omp parallel for if (n > PAR_MIN) reduction(+ : s) schedule(static)
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    /* blocks of 1024 summed in 16 float lanes (vectorised), each block added in double; the
+     * threads' partial sums are combined in thread order, so the result does not vary from run
+     * to run at a given thread count */
+    int64_t nb = n / 1024;
+    double part[256] = {0};
+    int nt = 1, want = omp_get_max_threads() < 256 ? omp_get_max_threads() : 256;
+    #pragma omp parallel if (n > 4 * PAR_MIN) num_threads(want)
+    {
+        int id = omp_get_thread_num();
+        #pragma omp single
+        nt = omp_get_num_threads();
+        double mine = 0;
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < nb; b++) {
+            float acc[16] = {0};
+            const float *xb = x + b * 1024;
+            for (int i = 0; i < 1024; i += 16)
+                for (int k = 0; k < 16; k++) acc[k] += xb[i + k] * xb[i + k];
+            double t = 0;
+            for (int k = 0; k < 16; k++) t += acc[k];
+            mine += t;
+        }
+        part[id] = mine;
+    }
+    for (int k = 0; k < nt; k++) s += part[k];
+    for (int64_t i = nb * 1024; i < n; i++) s += (double)x[i] * x[i];
     td_release(c);
     *out = s;
     return 0;

@@ -168,7 +168,12 @@ function Optimizer:__tostring()
   local parts = {}
   for gi, g in ipairs(self.param_groups) do
     local keys = {}
-    for k, v in pairs(g) do if k ~= "params" then keys[#keys + 1] = k .. "=" .. tostring(v) end end
+    for k, v in pairs(g) do
+      if k ~= "params" then
+        local text = type(v) == "table" and "{" .. table.concat(v, ", ") .. "}" or tostring(v)
+        keys[#keys + 1] = k .. "=" .. text
+      end
+    end
     table.sort(keys)
     parts[#parts + 1] = string.format("  group %d: %d tensors, %s", gi, #g.params, table.concat(keys, ", "))
   end
