@@ -1,0 +1,106 @@
+-- Trajectories (section 3.1 of the paper): freeze the encoder and map every input to its codes
+-- at the time points t_k = k / g, k = 0..g (granularity g; "granularity 1" is the single point
+-- t = 0.5). VDRL stores the mean; DRL stores z.
+--
+--   local traj = require 'tdrl.traj'
+--   local tr = traj.extract(model, dataset, {granularity = 10})   -- or {times = {0, 0.5, 1}}
+--   tr.codes (N, P, latent), tr.times (P), tr.labels = {task = int64 (N)}, tr.tasks (names in order),
+--   tr.classes = {task = number of classes}
+--   traj.save("train.safetensors", tr, {checkpoint = path, step = n, config = cfg})
+--   local tr = traj.load("train.safetensors")
+-- The file is plain safetensors: "codes", "times", "labels.<task>", with the task names, class
+-- counts and provenance (checkpoint, step, config) as JSON in the metadata.
+local T = require 'tdrl'
+local json = require 'tdrl.json'
+
+local M = {}
+
+--- the time points of granularity g: k / g for k = 0..g; g = 1 is the single point 0.5
+function M.times(g)
+  if type(g) ~= "number" or g < 1 or math.type(g) ~= "integer" then
+    error("traj.times: granularity must be a positive integer, got " .. tostring(g), 2)
+  end
+  if g == 1 then return {0.5} end
+  local t = {}
+  for k = 0, g do t[#t + 1] = k / g end
+  return t
+end
+
+local function images_and_labels(ds)
+  if T.is_tensor(ds) then return ds, {}, {}, {} end
+  if type(ds) == "table" and ds.images then return ds.images, ds.labels or {}, ds.tasks or {}, ds.classes or {} end
+  local x, y = ds:tensors()
+  local tasks = ds:task_names()
+  local classes = {}
+  for _, t in ipairs(tasks) do classes[t] = ds.classes and ds.classes[t] or nil end
+  return x, y, tasks, classes
+end
+
+--- extract(model or encoder, data, {granularity = 10 | times = {...}, batch = 500, progress = bar-label})
+--- data: a tdrl.data view, an (N, C, H, W) tensor, or {images =, labels =, tasks =, classes =}
+function M.extract(model, ds, o)
+  o = o or {}
+  local enc = model.encoder or model
+  local times = o.times or M.times(o.granularity or 10)
+  local X, labels, tasks, classes = images_and_labels(ds)
+  local N, P = X:size(1), #times
+  local B = o.batch or 500
+  local was_training = enc.training
+  enc:eval()
+  local bar = o.progress and require('tdrl.util.progress').new(P * ((N + B - 1) // B), {label = o.progress})
+  local cols = {}
+  local done = 0
+  T.no_grad(function()
+    for k, t in ipairs(times) do
+      local parts = {}
+      for s = 1, N, B do
+        local n = math.min(B, N - s + 1)
+        local e = enc(X:narrow(1, s, n), T.full({n}, t))
+        parts[#parts + 1] = (e.mu or e.z)
+        done = done + 1
+        if bar then bar:update(done) end
+      end
+      cols[k] = #parts == 1 and parts[1] or T.cat(parts, 1)
+    end
+  end)
+  if bar then bar:finish() end
+  enc:train(was_training)
+  return {codes = T.stack(cols, 2), times = T.tensor(times), labels = labels, tasks = tasks, classes = classes}
+end
+
+--- save(path, traj, provenance): one safetensors file, written atomically
+function M.save(path, tr, provenance)
+  local tensors = {codes = tr.codes:contiguous(), times = tr.times}
+  for task, y in pairs(tr.labels or {}) do tensors["labels." .. task] = y end
+  T.save(path, tensors, {format = "tdrl.trajectories", tasks = json.encode(tr.tasks or {}),
+    classes = json.encode(tr.classes or {}), provenance = json.encode(provenance or {})})
+  return path
+end
+
+function M.load(path)
+  local t, meta = T.load(path)
+  if meta.format ~= "tdrl.trajectories" or not t.codes then
+    error("traj.load: " .. path .. " is not a trajectory file (no 'codes' tensor or format tag)", 2)
+  end
+  local tr = {codes = t.codes, times = t.times, labels = {}, tasks = json.decode(meta.tasks or "[]"),
+    classes = json.decode(meta.classes or "{}"), provenance = json.decode(meta.provenance or "{}")}
+  for k, v in pairs(t) do
+    local task = k:match("^labels%.(.+)$")
+    if task then tr.labels[task] = v end
+  end
+  return tr
+end
+
+--- a view with only some time points (positions from 1): for MLP-per-point and ablations
+function M.select_points(tr, points)
+  local idx = {}
+  for i, p in ipairs(points) do idx[i] = p - 1 end
+  local ix = T.tensor(idx, "int64")
+  local out = {}
+  for k, v in pairs(tr) do out[k] = v end
+  out.codes = tr.codes:index_select(2, ix)
+  out.times = tr.times:index_select(1, ix)
+  return out
+end
+
+return M

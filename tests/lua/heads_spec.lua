@@ -1,0 +1,105 @@
+-- Trajectories and downstream heads: extraction and its file, each head on a separable toy
+-- problem, and a protocol that selects by validation, never by test.
+local T = require 'tdrl'
+local traj = require 'tdrl.traj'
+local heads = require 'tdrl.heads'
+local protocol = require 'tdrl.heads.protocol'
+
+-- three classes whose codes differ along the whole trajectory (and one point carries them best)
+local function toy(n, seed)
+  local g = T.Generator(seed)
+  local y = T.randint(0, 3, {n}, g)
+  local P, L = 5, 4
+  local codes = T.randn(n, P, L, g) * 0.5
+  local onehot = T.zeros(n, 3):scatter_add(2, y:view(n, 1), T.ones(n, 1))
+  local signal = T.cat({onehot, T.zeros(n, L - 3)}, 2):view(n, 1, L)
+  codes = codes + signal * 2
+  return {codes = codes, times = T.linspace(0, 1, P), labels = {cls = y}, tasks = {"cls"}, classes = {cls = 3}}
+end
+
+describe("trajectories", function()
+  it("granularity g gives g + 1 points from 0 to 1; granularity 1 is t = 0.5", function()
+    local t = traj.times(10)
+    spec.eq(#t, 11); spec.eq(t[1], 0); spec.eq(t[11], 1); spec.near(t[6], 0.5)
+    spec.eq(#traj.times(1), 1); spec.eq(traj.times(1)[1], 0.5)
+    spec.raises(function() traj.times(0) end, "granularity")
+  end)
+  it("extracts (N, points, latent) in eval mode, keeps the VDRL mean, and round-trips its file", function()
+    local D = require 'tdrl.diffusion'
+    local enc = D.WRNEncoder({depth = 10, widen = 1, latent = 3, probabilistic = true, generator = T.Generator(0)})
+    enc:train()
+    local X = T.rand(7, 3, 8, 8, T.Generator(1))
+    local labels = {a = T.arange(0, 7, 1, "int64")}
+    local tr = traj.extract(enc, {images = X, labels = labels, tasks = {"a"}, classes = {a = 7}}, {granularity = 2, batch = 3})
+    spec.eq(table.concat(tr.codes:size(), "x"), "7x3x3")
+    spec.eq(enc.training, true, "the encoder's mode is restored")
+    local mu = T.no_grad(function() enc:eval(); return enc(X, T.full({7}, 0.5)).mu end)
+    spec.tensor_near(tr.codes:select(2, 2), mu, 1e-5)
+    local path = os.tmpname()
+    traj.save(path, tr, {checkpoint = "ck.safetensors", step = 12})
+    local back = traj.load(path)
+    os.remove(path)
+    spec.eq(spec.maxdiff(back.codes, tr.codes), 0)
+    spec.eq(back.labels.a[7], 6); spec.eq(back.tasks[1], "a"); spec.eq(back.classes.a, 7)
+    spec.eq(back.provenance.step, 12)
+    spec.raises(function() traj.load("/nonexistent/x.safetensors") end, "x.safetensors")
+  end)
+end)
+
+describe("heads", function()
+  local tr, va, te = toy(600, 1), toy(200, 2), toy(200, 3)
+  for _, kind in ipairs({"mlp", "gru", "transformer"}) do
+    it(kind .. " reaches > 95% on a separable toy problem", function()
+      local cfg = {head = kind, epochs = kind == "transformer" and 8 or 15, batch = 64, lrs = {1e-3}, seeds = 1}
+      if kind == "mlp" then cfg.point = 3 end
+      local r = protocol.run({train = tr, val = va, test = te}, cfg)
+      local acc = r.tasks.cls.test_mean
+      print(string.format("#   %s test accuracy %.3f", kind, acc))
+      spec.truthy(acc > 0.95, kind .. " accuracy " .. acc)
+    end)
+  end
+  it("the analysis Transformer returns CLS attention over the time tokens that sums to one", function()
+    local h = heads.new("transformer_analysis", 4, 3, {generator = T.Generator(0)})
+    h:eval()
+    local logits, w = h(tr.codes:narrow(1, 1, 8), tr.times, {need_weights = true})
+    spec.eq(table.concat(w:size(), "x"), "8x4x5")
+    spec.tensor_near(w:sum(3), T.ones(8, 4), 1e-5)
+  end)
+  it("a custom head registered by name runs through the protocol", function()
+    local nn = require 'tdrl.nn'
+    local Mean = nn.class('MeanPoolHead', nn.Module)
+    function Mean:__init(latent, classes, o) nn.Module.__init(self); self.fc = nn.Linear(latent, classes, o) end
+    function Mean:forward(x, times) return self.fc(x:mean(2)) end
+    heads.register("meanpool", Mean)
+    local r = protocol.run({train = tr, val = va, test = te}, {head = "meanpool", epochs = 10, batch = 64, lrs = {5e-3}, seeds = 1})
+    spec.truthy(r.tasks.cls.test_mean > 0.9, "custom head accuracy " .. r.tasks.cls.test_mean)
+  end)
+end)
+
+describe("protocol", function()
+  it("chooses the learning rate by mean validation accuracy and reports test at that rate", function()
+    local real = protocol.train_one
+    -- lr 1e-3: good validation, poor test; lr 1e-4: poor validation, excellent test
+    protocol.train_one = function(d, classes, lr, seed, cfg)
+      if lr == 1e-3 then return {best_val = 0.9, test_at_best = 0.5 + seed / 100, best_epoch = 1} end
+      return {best_val = 0.8, test_at_best = 0.99, best_epoch = 1}
+    end
+    local ok, r = pcall(protocol.run, {train = toy(10, 1), val = toy(10, 2), test = toy(10, 3)},
+      {lrs = {1e-4, 1e-3}, seeds = 3})
+    protocol.train_one = real
+    assert(ok, r)
+    local c = r.tasks.cls
+    spec.eq(c.best_lr, 1e-3)
+    spec.near(c.test_mean, 0.52, 1e-9)
+    spec.near(c.test_median, 0.52, 1e-9)
+    spec.eq(#c.test, 3)
+  end)
+  it("takes the test accuracy at the best validation epoch", function()
+    local r = protocol.train_one({Xtr = toy(200, 1).codes, ytr = toy(200, 1).labels.cls, Xva = toy(50, 2).codes,
+      yva = toy(50, 2).labels.cls, Xte = toy(50, 3).codes, yte = toy(50, 3).labels.cls, times = T.linspace(0, 1, 5)},
+      3, 1e-3, 1, {head = "mlp", epochs = 6, batch = 50, weight_decay = 1e-5, eval_batch = 100, binary_bce = true})
+    local best, at = -1, 0
+    for e, v in ipairs(r.curve) do if v > best then best, at = v, e end end
+    spec.eq(r.best_epoch, at); spec.eq(r.best_val, best)
+  end)
+end)
