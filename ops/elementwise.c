@@ -8,7 +8,7 @@
 #include "fastmath.h"
 #include "tensor.h"
 
-#define PAR_MIN 32768 /* below this many elements a parallel region costs more than it saves */
+#define PAR_MIN 65536 /* below this many elements a parallel region costs more than it saves */
 
 const char *const td_binary_names[TD_BINARY_COUNT] = {
     "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge"};
@@ -303,7 +303,7 @@ static void unary_kernel(td_unary_op op, float *restrict o, const float *restric
     case TD_SIGMOID: U(sigmoid_f(v)) break;
     case TD_RELU: U(v > 0 ? v : 0) break;
     case TD_SILU: U(v * sigmoid_f(v)) break;
-    case TD_ELU: U(v > 0 ? v : alpha * expm1f(v)) break;
+    case TD_ELU: U(v > 0 ? v : alpha * (td_expf(v) - 1.0f)) break;
     case TD_GELU: U(gelu_f(v)) break;
     case TD_SQUARE: U(v * v) break;
     case TD_SIGN: U((float)((v > 0) - (v < 0))) break;
