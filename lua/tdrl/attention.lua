@@ -1,0 +1,128 @@
+-- What each part of the trajectory is used for (sections 3.3 and 3.4 of the paper): attention
+-- profiles of the analysis Transformer (one application, CLS key masked), one per task, the
+-- Jensen-Shannon divergences between tasks' profiles, and the t = 0.5 masking ablation.
+--
+--   local A = require 'tdrl.attention'
+--   local prof = A.profiles({train =, val =, test =}, {seeds = {1, 2}, epochs = 30})
+--   prof.tasks.shape.profile  -- {P numbers summing to 1}: mean CLS attention per time token
+--   local J = A.jsd_matrix(prof)                 -- (tasks x tasks) tensor, base-2 logarithms
+local T = require 'tdrl'
+local protocol = require 'tdrl.heads.protocol'
+
+local M = {}
+
+--- Jensen-Shannon divergence of two distributions (lists or 1-D tensors), base-2 logs:
+--- 0 for identical profiles, 1 for disjoint ones
+function M.jsd(a, b)
+  if T.is_tensor(a) then a = a:totable() end
+  if T.is_tensor(b) then b = b:totable() end
+  if #a ~= #b then error(string.format("jsd: distributions of %d and %d bins", #a, #b), 2) end
+  local sa, sb = 0, 0
+  for i = 1, #a do sa = sa + a[i]; sb = sb + b[i] end
+  local kl_a, kl_b = 0, 0
+  for i = 1, #a do
+    local p, q = a[i] / sa, b[i] / sb
+    local m = (p + q) / 2
+    if p > 0 then kl_a = kl_a + p * math.log(p / m, 2) end
+    if q > 0 then kl_b = kl_b + q * math.log(q / m, 2) end
+  end
+  return 0.5 * kl_a + 0.5 * kl_b
+end
+
+--- mean CLS attention over the time tokens of a trained analysis head on trajectories
+--- (B, P, latent): averaged over examples and heads -> list of P numbers summing to 1
+function M.profile_of(head, tr, batch)
+  head:eval()
+  local P = tr.codes:size(2)
+  local sum = T.zeros(P)
+  local N = tr.codes:size(1)
+  batch = batch or 1024
+  T.no_grad(function()
+    for s = 1, N, batch do
+      local n = math.min(batch, N - s + 1)
+      local _, w = head(tr.codes:narrow(1, s, n), tr.times, {need_weights = true}) -- (n, heads, P)
+      sum = sum + w:sum({1, 2})
+    end
+  end)
+  head:train()
+  local total = sum:sum():item()
+  local out = {}
+  for p = 1, P do out[p] = sum[p] / total end
+  return out
+end
+
+--- profiles(sets, opts): trains the analysis Transformer per task and seed with the protocol
+--- (learning rate chosen on validation) and averages the test-set profiles over seeds.
+--- opts: seeds, epochs, lrs, batch (as protocol.run), tasks.
+--- returns {tasks = {task = {profile = {...}, band_lo = {...}, band_hi = {...}, accuracy =,
+--- per_seed = {{...}, ...}}}, times = {...}, task_order = {...}}
+function M.profiles(sets, opts)
+  opts = opts or {}
+  local cfg = {}
+  for k, v in pairs(opts) do cfg[k] = v end
+  cfg.head = "transformer_analysis"
+  local kept = {}
+  -- keep the heads trained at every (task, lr, seed) so that the chosen ones can be read
+  cfg.on_run = function(task, lr, seed, run) kept[task .. "|" .. lr .. "|" .. seed] = run.head end
+  local res = protocol.run(sets, cfg)
+  local out = {tasks = {}, times = sets.test.times:totable(), task_order = cfg.tasks or sets.train.tasks}
+  for _, task in ipairs(out.task_order) do
+    local r = res.tasks[task]
+    local per_seed = {}
+    local seeds = type(cfg.seeds) == "table" and cfg.seeds or {}
+    if type(cfg.seeds) == "number" or cfg.seeds == nil then
+      for s = 1, cfg.seeds or protocol.defaults.seeds do seeds[s] = s end
+    end
+    for _, seed in ipairs(seeds) do
+      local head = kept[task .. "|" .. r.best_lr .. "|" .. seed]
+      per_seed[#per_seed + 1] = M.profile_of(head, sets.test)
+    end
+    local P = #per_seed[1]
+    local mean, lo, hi = {}, {}, {}
+    for p = 1, P do
+      local s, mn, mx = 0, math.huge, -math.huge
+      for _, prof in ipairs(per_seed) do s = s + prof[p]; mn = math.min(mn, prof[p]); mx = math.max(mx, prof[p]) end
+      mean[p], lo[p], hi[p] = s / #per_seed, mn, mx
+    end
+    out.tasks[task] = {profile = mean, band_lo = lo, band_hi = hi, per_seed = per_seed, accuracy = r.test_mean,
+      best_lr = r.best_lr}
+  end
+  return out
+end
+
+--- the task x task JSD matrix of profiles (from profiles()) -> (K, K) tensor, names
+function M.jsd_matrix(prof)
+  local names = prof.task_order
+  local K = #names
+  local J = T.zeros(K, K)
+  for i = 1, K do
+    for j = 1, K do J:set(i, j, M.jsd(prof.tasks[names[i]].profile, prof.tasks[names[j]].profile)) end
+  end
+  return J, names
+end
+
+--- the t = 0.5 ablation: test accuracy of a trained Transformer head with all tokens, with the
+--- token nearest t = 0.5 hidden, and with only that token visible
+function M.ablation(head, te, task)
+  local times = te.times:totable()
+  local mid, best = 1, math.huge
+  for i, t in ipairs(times) do
+    if math.abs(t - 0.5) < best then best, mid = math.abs(t - 0.5), i end
+  end
+  local P, N = #times, te.codes:size(1)
+  local y = te.labels[task]
+  local function acc(mask)
+    head:eval()
+    local m = mask and mask:view(1, P):expand(N, P) or nil
+    local logits = T.no_grad(function() return head(te.codes, te.times, {mask = m}) end)
+    head:train()
+    return logits:argmax(2):eq(y):float():mean():item()
+  end
+  local hide_mid = T.zeros(P)
+  hide_mid[mid] = 1
+  local only_mid = T.ones(P)
+  only_mid[mid] = 0
+  return {all = acc(nil), without_mid = acc(hide_mid), only_mid = acc(only_mid), mid_time = times[mid]}
+end
+
+return M
