@@ -1,0 +1,428 @@
+/* Scaled dot-product attention, fused: scores, masks, softmax and the weighted sum in one op with
+ * one backward (no (B,H,Tq,Tk) intermediates besides the weights, which are returned).
+ *
+ * Two ways to run it, same results:
+ *   - short sequences (the heads' 11-12 tokens): each (batch, head) is a few hundred dot products
+ *     and axpys; run them with vector loops under OpenMP over (batch, head).
+ *   - long ones (spatial attention over 16x16 = 256 positions): per (batch, head) GEMMs through
+ *     td_gemm (outside any parallel region), the masked softmax and its gradient under OpenMP.
+ * td_attention_path forces one (tests). */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TD_NN_INTERNAL
+#include "nn.h"
+
+int td_attention_path = 0; /* 0 auto, 1 loops, 2 GEMMs */
+
+static inline float vdot(const float *a, const float *b, int64_t n) {
+    td_vf s = {0};
+    int64_t i = 0;
+    for (; i + TD_VW <= n; i += TD_VW) s += td_vload(a + i) * td_vload(b + i);
+    float r = td_vhsum(s);
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+static inline void vaxpy(float *y, float a, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + TD_VW <= n; i += TD_VW) td_vstore(y + i, td_vload(y + i) + a * td_vload(x + i));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* Where the masks of one (batch, head) live. */
+typedef struct {
+    const float *am;     /* attn_mask base for this bh (NULL: none) */
+    int64_t am_si, am_sj; /* its strides over (i, j) */
+    bool am_bool;
+    const float *kpm; /* key padding row (Tk) or NULL */
+    bool kpm_add;
+} mask_ref;
+
+/* Softmax of one row of scores s (Tk) in place, masks applied; returns weights in s. */
+static inline void masked_softmax_row(float *s, int64_t i, int64_t Tk, const mask_ref *m) {
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < Tk; j++) {
+        float v = s[j];
+        bool dead = false;
+        if (m->kpm) {
+            if (m->kpm_add) v += m->kpm[j];
+            else dead = m->kpm[j] != 0;
+        }
+        if (m->am) {
+            float a = m->am[i * m->am_si + j * m->am_sj];
+            if (m->am_bool) dead |= a != 0;
+            else v += a;
+        }
+        if (dead || v == -INFINITY) v = -INFINITY;
+        s[j] = v;
+        if (v > mx) mx = v;
+    }
+    if (mx == -INFINITY) { /* every key masked: zero weights (PyTorch would give NaN) */
+        for (int64_t j = 0; j < Tk; j++) s[j] = 0;
+        return;
+    }
+    double sum = 0;
+    for (int64_t j = 0; j < Tk; j++) {
+        float e = s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
+        s[j] = e;
+        sum += e;
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < Tk; j++) s[j] *= inv;
+}
+
+/* dS = P (dP - <dP, P>) in place of dP, one row */
+static inline void softmax_grad_row(float *dp, const float *p, int64_t Tk) {
+    double s = 0;
+    for (int64_t j = 0; j < Tk; j++) s += (double)dp[j] * p[j];
+    float sf = (float)s;
+    for (int64_t j = 0; j < Tk; j++) dp[j] = p[j] * (dp[j] - sf);
+}
+
+typedef struct {
+    int64_t BH, Tq, Tk, D, Dv;
+    float scale;
+    /* masks */
+    const float *am;
+    int64_t am_off_stride[TD_MAX_DIMS]; /* strides of the lead dims of the expanded mask */
+    int64_t am_si, am_sj;
+    bool am_bool;
+    const float *kpm;
+    int64_t kpm_div; /* bh / kpm_div = row of the key padding mask */
+    bool kpm_add;
+    int nlead;
+    int64_t lead[TD_MAX_DIMS];
+} attn_geom;
+
+static void mask_for(const attn_geom *g, int64_t bh, mask_ref *m) {
+    memset(m, 0, sizeof *m);
+    if (g->am) {
+        int64_t rem = bh, off = 0;
+        for (int d = g->nlead - 1; d >= 0; d--) {
+            off += (rem % g->lead[d]) * g->am_off_stride[d];
+            rem /= g->lead[d];
+        }
+        m->am = g->am + off;
+        m->am_si = g->am_si;
+        m->am_sj = g->am_sj;
+        m->am_bool = g->am_bool;
+    }
+    if (g->kpm) {
+        m->kpm = g->kpm + (bh / g->kpm_div) * g->Tk;
+        m->kpm_add = g->kpm_add;
+    }
+}
+
+static bool use_gemm(const attn_geom *g) {
+    if (td_attention_path) return td_attention_path == 2;
+    return g->Tq * g->Tk * (g->D + g->Dv) > 65536;
+}
+
+/* ---- forward ----------------------------------------------------------------------------------------- */
+static int attn_forward(const attn_geom *g, const float *q, const float *k, const float *v, float *P, float *out) {
+    int64_t BH = g->BH, Tq = g->Tq, Tk = g->Tk, D = g->D, Dv = g->Dv;
+    if (use_gemm(g)) {
+        for (int64_t bh = 0; bh < BH; bh++)
+            if (td_gemm(false, true, Tq, Tk, D, g->scale, q + bh * Tq * D, D, k + bh * Tk * D, D, 0.0f, P + bh * Tq * Tk, Tk))
+                return -1;
+        #pragma omp parallel for if (BH * Tq * Tk > 16384) schedule(static)
+        for (int64_t r = 0; r < BH * Tq; r++) {
+            mask_ref m;
+            mask_for(g, r / Tq, &m);
+            masked_softmax_row(P + r * Tk, r % Tq, Tk, &m);
+        }
+        for (int64_t bh = 0; bh < BH; bh++)
+            if (td_gemm(false, false, Tq, Dv, Tk, 1.0f, P + bh * Tq * Tk, Tk, v + bh * Tk * Dv, Dv, 0.0f, out + bh * Tq * Dv, Dv))
+                return -1;
+        return 0;
+    }
+    #pragma omp parallel for if (BH * Tq * Tk * (D + Dv) > 32768) schedule(static)
+    for (int64_t bh = 0; bh < BH; bh++) {
+        const float *qb = q + bh * Tq * D, *kb = k + bh * Tk * D, *vb = v + bh * Tk * Dv;
+        float *pb = P + bh * Tq * Tk, *ob = out + bh * Tq * Dv;
+        mask_ref m;
+        mask_for(g, bh, &m);
+        for (int64_t i = 0; i < Tq; i++) {
+            float *s = pb + i * Tk, *o = ob + i * Dv;
+            for (int64_t j = 0; j < Tk; j++) s[j] = g->scale * vdot(qb + i * D, kb + j * D, D);
+            masked_softmax_row(s, i, Tk, &m);
+            memset(o, 0, sizeof(float) * (size_t)Dv);
+            for (int64_t j = 0; j < Tk; j++)
+                if (s[j] != 0) vaxpy(o, s[j], vb + j * Dv, Dv);
+        }
+    }
+    return 0;
+}
+
+/* ---- backward ---------------------------------------------------------------------------------------- */
+/* From the gradient of the output (dout) and/or of the weights (dw): dq, dk, dv (each may be NULL;
+ * written, not accumulated). dv needs dout. */
+static int attn_backward(const attn_geom *g, const float *q, const float *k, const float *v, const float *P,
+                         const float *dout, const float *dw, float *dq, float *dk, float *dv) {
+    int64_t BH = g->BH, Tq = g->Tq, Tk = g->Tk, D = g->D, Dv = g->Dv;
+    bool qk = dq || dk;
+    if (use_gemm(g)) {
+        float *dS = qk ? malloc(sizeof(float) * (size_t)(BH * Tq * Tk + 1)) : NULL;
+        if (qk && !dS) return td_fail_int("scaled_dot_product_attention: out of memory");
+        if (qk && dw) memcpy(dS, dw, sizeof(float) * (size_t)(BH * Tq * Tk));
+        for (int64_t bh = 0; bh < BH && dout; bh++) {
+            if (dv && td_gemm(true, false, Tk, Dv, Tq, 1.0f, P + bh * Tq * Tk, Tk, dout + bh * Tq * Dv, Dv, 0.0f,
+                              dv + bh * Tk * Dv, Dv))
+                goto fail;
+            if (qk && td_gemm(false, true, Tq, Tk, Dv, 1.0f, dout + bh * Tq * Dv, Dv, v + bh * Tk * Dv, Dv, dw ? 1.0f : 0.0f,
+                              dS + bh * Tq * Tk, Tk))
+                goto fail;
+        }
+        if (qk) {
+            #pragma omp parallel for if (BH * Tq * Tk > 16384) schedule(static)
+            for (int64_t r = 0; r < BH * Tq; r++) softmax_grad_row(dS + r * Tk, P + r * Tk, Tk);
+            for (int64_t bh = 0; bh < BH; bh++) {
+                if (dq && td_gemm(false, false, Tq, D, Tk, g->scale, dS + bh * Tq * Tk, Tk, k + bh * Tk * D, D, 0.0f,
+                                  dq + bh * Tq * D, D))
+                    goto fail;
+                if (dk && td_gemm(true, false, Tk, D, Tq, g->scale, dS + bh * Tq * Tk, Tk, q + bh * Tq * D, D, 0.0f,
+                                  dk + bh * Tk * D, D))
+                    goto fail;
+            }
+        }
+        free(dS);
+        return 0;
+    fail:
+        free(dS);
+        return -1;
+    }
+    volatile int oom = 0;
+    #pragma omp parallel if (BH * Tq * Tk * (D + Dv) > 16384)
+    {
+        float *dp = malloc(sizeof(float) * (size_t)(Tk + 1));
+        if (!dp) oom = 1;
+        #pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < BH; bh++) {
+            if (!dp) continue;
+            const float *qb = q + bh * Tq * D, *kb = k + bh * Tk * D, *vb = v + bh * Tk * Dv, *pb = P + bh * Tq * Tk;
+            const float *gb = dout ? dout + bh * Tq * Dv : NULL, *wb = dw ? dw + bh * Tq * Tk : NULL;
+            float *dqb = dq ? dq + bh * Tq * D : NULL, *dkb = dk ? dk + bh * Tk * D : NULL, *dvb = dv ? dv + bh * Tk * Dv : NULL;
+            if (dkb) memset(dkb, 0, sizeof(float) * (size_t)(Tk * D));
+            if (dvb) memset(dvb, 0, sizeof(float) * (size_t)(Tk * Dv));
+            for (int64_t i = 0; i < Tq; i++) {
+                const float *p = pb + i * Tk, *go = gb ? gb + i * Dv : NULL;
+                if (dvb)
+                    for (int64_t j = 0; j < Tk; j++)
+                        if (p[j] != 0) vaxpy(dvb + j * Dv, p[j], go, Dv);
+                if (!qk) continue;
+                for (int64_t j = 0; j < Tk; j++) {
+                    float d = wb ? wb[i * Tk + j] : 0.0f;
+                    if (go && p[j] != 0) d += vdot(go, vb + j * Dv, Dv);
+                    dp[j] = d;
+                }
+                softmax_grad_row(dp, p, Tk);
+                if (dqb) {
+                    float *dqi = dqb + i * D;
+                    memset(dqi, 0, sizeof(float) * (size_t)D);
+                    for (int64_t j = 0; j < Tk; j++)
+                        if (dp[j] != 0) vaxpy(dqi, g->scale * dp[j], kb + j * D, D);
+                }
+                if (dkb)
+                    for (int64_t j = 0; j < Tk; j++)
+                        if (dp[j] != 0) vaxpy(dkb + j * D, g->scale * dp[j], qb + i * D, D);
+            }
+        }
+        free(dp);
+    }
+    if (oom) return td_fail_int("scaled_dot_product_attention: out of memory");
+    return 0;
+}
+
+/* ---- op ---------------------------------------------------------------------------------------------- */
+static attn_geom geom_from_node(const td_node *n) {
+    attn_geom ge;
+    memset(&ge, 0, sizeof ge);
+    ge.BH = n->iarg[0];
+    ge.Tq = n->iarg[1];
+    ge.Tk = n->iarg[2];
+    ge.D = n->iarg[3];
+    ge.Dv = n->iarg[4];
+    ge.scale = (float)n->farg[0];
+    return ge;
+}
+
+/* out's node: saved q, k, v, P; iarg: BH Tq Tk D Dv; farg[0]: scale */
+static void sdpa_backward(td_node *n, td_tensor *g) {
+    attn_geom ge = geom_from_node(n);
+    td_tensor *q = n->saved[0], *k = n->saved[1], *v = n->saved[2], *P = n->saved[3], *gc = td_contiguous(g);
+    td_tensor *dq = n->in[0] ? td_empty(TD_F32, q->ndim, q->shape) : NULL;
+    td_tensor *dk = n->in[1] ? td_empty(TD_F32, k->ndim, k->shape) : NULL;
+    td_tensor *dv = n->in[2] ? td_empty(TD_F32, v->ndim, v->shape) : NULL;
+    if (gc && (!n->in[0] || dq) && (!n->in[1] || dk) && (!n->in[2] || dv) &&
+        attn_backward(&ge, td_f32(q), td_f32(k), td_f32(v), td_f32(P), td_f32(gc), NULL, dq ? td_f32(dq) : NULL,
+                      dk ? td_f32(dk) : NULL, dv ? td_f32(dv) : NULL) == 0) {
+        if (dq) td_node_accum(n, 0, dq);
+        if (dk) td_node_accum(n, 1, dk);
+        if (dv) td_node_accum(n, 2, dv);
+    }
+    td_release(dq);
+    td_release(dk);
+    td_release(dv);
+    td_release(gc);
+}
+
+/* the weights' node: inputs q, k; saved q, k, P */
+static void sdpa_weights_backward(td_node *n, td_tensor *g) {
+    attn_geom ge = geom_from_node(n);
+    td_tensor *q = n->saved[0], *k = n->saved[1], *P = n->saved[2], *gc = td_contiguous(g);
+    td_tensor *dq = n->in[0] ? td_empty(TD_F32, q->ndim, q->shape) : NULL;
+    td_tensor *dk = n->in[1] ? td_empty(TD_F32, k->ndim, k->shape) : NULL;
+    if (gc && (!n->in[0] || dq) && (!n->in[1] || dk) &&
+        attn_backward(&ge, td_f32(q), td_f32(k), NULL, td_f32(P), NULL, td_f32(gc), dq ? td_f32(dq) : NULL,
+                      dk ? td_f32(dk) : NULL, NULL) == 0) {
+        if (dq) td_node_accum(n, 0, dq);
+        if (dk) td_node_accum(n, 1, dk);
+    }
+    td_release(dq);
+    td_release(dk);
+    td_release(gc);
+}
+
+static void geom_to_node(td_node *n, const attn_geom *g) {
+    n->iarg[0] = g->BH;
+    n->iarg[1] = g->Tq;
+    n->iarg[2] = g->Tk;
+    n->iarg[3] = g->D;
+    n->iarg[4] = g->Dv;
+    n->farg[0] = g->scale;
+}
+
+td_tensor *td_sdpa(td_tensor *q, td_tensor *k, td_tensor *v, const td_sdpa_opts *o, td_tensor **weights) {
+    const char *op = "scaled_dot_product_attention";
+    td_sdpa_opts none = {NULL, false, NULL, false, NAN};
+    if (!o) o = &none;
+    td_tensor *attn_mask = o->attn_mask, *kpm = o->key_padding_mask;
+    bool mask_bool = o->bool_mask;
+    double scale = o->scale;
+    char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF], b3[TD_SHAPE_BUF];
+    if (weights) *weights = NULL;
+    if (q->ndim < 2 || k->ndim != q->ndim || v->ndim != q->ndim)
+        return td_fail("%s: q (%s), k (%s), v (%s) must have the same number (>= 2) of dims", op, td_shape_str(q, b1, sizeof b1),
+                       td_shape_str(k, b2, sizeof b2), td_shape_str(v, b3, sizeof b3));
+    if (q->dtype != TD_F32 || k->dtype != TD_F32 || v->dtype != TD_F32)
+        return td_fail("%s: q, k, v must be float32", op);
+    int nd = q->ndim, nl = nd - 2;
+    bool ok = q->shape[nd - 1] == k->shape[nd - 1] && k->shape[nd - 2] == v->shape[nd - 2];
+    for (int i = 0; i < nl; i++) ok &= q->shape[i] == k->shape[i] && q->shape[i] == v->shape[i];
+    if (!ok)
+        return td_fail("%s: shapes q (%s), k (%s), v (%s) do not fit (...,Tq,D), (...,Tk,D), (...,Tk,Dv)", op,
+                       td_shape_str(q, b1, sizeof b1), td_shape_str(k, b2, sizeof b2), td_shape_str(v, b3, sizeof b3));
+    attn_geom g = {0};
+    g.Tq = q->shape[nd - 2];
+    g.Tk = k->shape[nd - 2];
+    g.D = q->shape[nd - 1];
+    g.Dv = v->shape[nd - 1];
+    g.BH = 1;
+    g.nlead = nl;
+    for (int i = 0; i < nl; i++) {
+        g.lead[i] = q->shape[i];
+        g.BH *= q->shape[i];
+    }
+    g.scale = isnan(scale) ? (float)(1.0 / sqrt((double)(g.D > 0 ? g.D : 1))) : (float)scale;
+    /* masks */
+    td_tensor *amf = NULL, *amx = NULL, *kpf = NULL;
+    int64_t full[TD_MAX_DIMS];
+    memcpy(full, q->shape, sizeof(int64_t) * (size_t)nl);
+    full[nl] = g.Tq;
+    full[nl + 1] = g.Tk;
+    if (attn_mask) {
+        bool okm = attn_mask->ndim >= 1 && attn_mask->ndim <= nd;
+        for (int i = 0; okm && i < attn_mask->ndim; i++) {
+            int64_t s = attn_mask->shape[attn_mask->ndim - 1 - i], f = full[nd - 1 - i];
+            okm = s == f || s == 1;
+        }
+        if (!okm) {
+            char b4[TD_SHAPE_BUF];
+            return td_fail("%s: attn_mask of shape %s does not broadcast to the scores %s (q %s, k %s)", op,
+                           td_shape_str(attn_mask, b1, sizeof b1), td_dims_str(nd, full, b4, sizeof b4),
+                           td_shape_str(q, b2, sizeof b2), td_shape_str(k, b3, sizeof b3));
+        }
+    }
+    if (kpm) {
+        int64_t want0 = nl ? q->shape[0] : g.Tk;
+        bool okk = nl ? (kpm->ndim == 2 && kpm->shape[0] == want0 && kpm->shape[1] == g.Tk) : (kpm->ndim == 1 && kpm->shape[0] == g.Tk);
+        if (!okk) {
+            char b4[TD_SHAPE_BUF];
+            int64_t want[2] = {want0, g.Tk};
+            return td_fail("%s: key_padding_mask of shape %s, expected %s for q %s and k %s", op,
+                           td_shape_str(kpm, b1, sizeof b1), td_dims_str(nl ? 2 : 1, nl ? want : want + 1, b4, sizeof b4),
+                           td_shape_str(q, b2, sizeof b2), td_shape_str(k, b3, sizeof b3));
+        }
+    }
+    bool prev = td_set_grad_enabled(false);
+    if (attn_mask) {
+        amf = attn_mask->dtype == TD_F32 ? (td_retain(attn_mask), attn_mask) : td_to_dtype(attn_mask, TD_F32);
+        amx = amf ? td_expand(amf, nd, full) : NULL;
+        if (amx) {
+            g.am = td_f32(amx);
+            for (int i = 0; i < nl; i++) g.am_off_stride[i] = amx->stride[i];
+            g.am_si = amx->stride[nl];
+            g.am_sj = amx->stride[nl + 1];
+            g.am_bool = mask_bool || attn_mask->dtype == TD_I64;
+        }
+    }
+    if (kpm) {
+        td_tensor *kf = kpm->dtype == TD_F32 ? (td_retain(kpm), kpm) : td_to_dtype(kpm, TD_F32);
+        kpf = kf ? td_contiguous(kf) : NULL;
+        td_release(kf);
+        if (kpf) {
+            g.kpm = td_f32(kpf);
+            g.kpm_add = o->key_padding_additive && kpm->dtype == TD_F32;
+            g.kpm_div = nl ? g.BH / (q->shape[0] ? q->shape[0] : 1) : g.BH;
+            if (g.kpm_div < 1) g.kpm_div = 1;
+        }
+    }
+    td_set_grad_enabled(prev);
+    td_tensor *qc = NULL, *kc = NULL, *vc = NULL, *P = NULL, *out = NULL;
+    if ((attn_mask && !amx) || (kpm && !kpf)) goto done;
+    qc = td_nn_contig(q);
+    kc = qc ? td_nn_contig(k) : NULL;
+    vc = kc ? td_nn_contig(v) : NULL;
+    int64_t oshape[TD_MAX_DIMS];
+    memcpy(oshape, q->shape, sizeof(int64_t) * (size_t)nd);
+    oshape[nd - 1] = g.Dv;
+    P = vc ? td_empty(TD_F32, nd, full) : NULL;
+    out = P ? td_empty(TD_F32, nd, oshape) : NULL;
+    if (!out) goto done;
+    if (attn_forward(&g, td_f32(qc), td_f32(kc), td_f32(vc), td_f32(P), td_f32(out))) {
+        td_release(out);
+        out = NULL;
+        goto done;
+    }
+    td_tensor *ins[3] = {q, k, v};
+    td_node *n = td_record(out, op, sdpa_backward, 3, ins);
+    if (n) {
+        geom_to_node(n, &g);
+        td_node_save(n, 0, qc);
+        td_node_save(n, 1, kc);
+        td_node_save(n, 2, vc);
+        td_node_save(n, 3, P);
+    }
+    if (weights) { /* the weights are differentiable too (w.r.t. q and k) */
+        td_node *nw = td_record(P, "scaled_dot_product_attention.weights", sdpa_weights_backward, 2, ins);
+        if (nw) {
+            geom_to_node(nw, &g);
+            td_node_save(nw, 0, qc);
+            td_node_save(nw, 1, kc);
+            td_node_save(nw, 2, P);
+        }
+        *weights = P;
+        P = NULL;
+    }
+done:
+    td_release(P);
+    td_release(qc);
+    td_release(kc);
+    td_release(vc);
+    td_release(amf);
+    td_release(amx);
+    td_release(kpf);
+    return out;
+}

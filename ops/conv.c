@@ -1,0 +1,946 @@
+/* Convolutions (conv2d, conv_transpose2d), average pooling and nearest upsampling, forward and
+ * backward side by side.
+ *
+ * How the convolutions run. All three products (forward, gradient of the input, gradient of the
+ * weight) go through two register-blocked micro-kernels written with GCC vector extensions,
+ * under OpenMP over images; no BLAS call is made. (OpenBLAS runs these skinny shapes, 16 or 32
+ * output channels against 10^5 pixels, at 15-40 GFLOP/s on two cores; the micro-kernel below
+ * runs them at the single-core sgemm rate on each core, and needs no thread hand-over between
+ * OpenMP and OpenBLAS.)
+ *
+ *   ukern: C[MR rows][NR pixels] = sum_k A[k][r] * B[off[k] + p]: the output channels are
+ *          broadcast from a packed weight panel, the pixels are vector loads from B at a per-k
+ *          offset. B is either
+ *          - "direct": the zero-padded input of one image, (C, Hp, Wp). For stride 1 the input
+ *            pixels that meet tap (c, i, j) are the padded image shifted by c*Hp*Wp + i*dh*Wp +
+ *            j*dw, contiguous across output rows if the output is computed Wp wide (the
+ *            Wp - OW extra columns per row are computed and dropped). No im2col copy at all.
+ *          - "im2col": a column matrix (K, Q) built for a chunk of images (any stride), with
+ *            off[k] = k*Q. Used for strided convolutions and for small images, where the
+ *            dropped columns of the direct layout would cost more than the copy.
+ *   wkern: acc[o][k] += sum_q D[o][q] * B[off[k] + q] (the weight gradient): a tile of output
+ *          channels x taps with vector partial sums over pixels of a whole chunk of images.
+ *
+ * The gradient of the input of a stride-1 convolution is itself a stride-1 convolution of the
+ * padded output gradient with the flipped, transposed weight, so it runs as a direct forward;
+ * strided ones compute columns (W^T dy) and scatter them back (col2im).
+ * The plain loops td_conv2d_*_ref are the specification the tests hold these kernels to. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn.h"
+
+/* ---- vector micro-kernels --------------------------------------------------------------------- */
+#if defined(__AVX512F__)
+#define VW 16 /* floats per vector register */
+#define MR 8  /* output channels per micro-tile (broadcasts) */
+#define NV 3  /* pixel vectors per micro-tile: 8 x 3 accumulators of 32 registers */
+#define WO 4  /* weight-gradient tile: WO channels x WK taps */
+#define WK 6
+#else
+#define VW 8
+#define MR 4
+#define NV 2
+#define WO 2
+#define WK 4
+#endif
+#define NR (NV * VW)
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef float vfu __attribute__((vector_size(VW * 4), aligned(4))); /* unaligned access */
+
+static inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+static inline int64_t ceil_div(int64_t a, int64_t m) { return (a + m - 1) / m; }
+
+/* C[r * ldc + p] = sum_k Ap[k * MR + r] * B[off[k] + p], r < MR, p < NR */
+static inline void ukern(int64_t K, const float *restrict Ap, const float *restrict B, const int64_t *restrict off,
+                         float *restrict C, int64_t ldc) {
+    vf acc[MR][NV];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = (vf){0};
+    for (int64_t k = 0; k < K; k++) {
+        const float *b = B + off[k];
+        vf bv[NV];
+        for (int v = 0; v < NV; v++) bv[v] = *(const vfu *)(b + v * VW);
+        const float *a = Ap + k * MR;
+        for (int r = 0; r < MR; r++) {
+            vf av = (vf){0} + a[r];
+            for (int v = 0; v < NV; v++) acc[r][v] += av * bv[v];
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) *(vfu *)(C + r * ldc + v * VW) = acc[r][v];
+}
+
+static inline float hsum(vf v) {
+    float s = 0;
+    for (int l = 0; l < VW; l++) s += v[l];
+    return s;
+}
+
+/* acc[o * lda + k] += sum_{q < Q} D[o * ldd + q] * B[off[k] + q], o < WO, k < WK; Q % VW == 0 */
+static inline void wkern(int64_t Q, const float *restrict D, int64_t ldd, const float *restrict B,
+                         const int64_t *restrict off, float *restrict acc, int64_t lda) {
+    vf s[WO][WK];
+    const float *bp[WK];
+    for (int o = 0; o < WO; o++)
+        for (int k = 0; k < WK; k++) s[o][k] = (vf){0};
+    for (int k = 0; k < WK; k++) bp[k] = B + off[k];
+    for (int64_t q = 0; q < Q; q += VW) {
+        vf d[WO];
+        for (int o = 0; o < WO; o++) d[o] = *(const vfu *)(D + o * ldd + q);
+        for (int k = 0; k < WK; k++) {
+            vf b = *(const vfu *)(bp[k] + q);
+            for (int o = 0; o < WO; o++) s[o][k] += d[o] * b;
+        }
+    }
+    for (int o = 0; o < WO; o++)
+        for (int k = 0; k < WK; k++) acc[o * lda + k] += hsum(s[o][k]);
+}
+
+/* ---- per-thread scratch ------------------------------------------------------------------------ */
+#define MAX_THREADS 64
+#define NSLOT 3
+static struct {
+    float *p;
+    size_t cap; /* floats */
+} pool[MAX_THREADS][NSLOT];
+static size_t pool_bytes;
+
+size_t td_nn_scratch_bytes(void) { return pool_bytes; }
+
+/* Buffer `slot` of thread `tid`, at least n floats (contents undefined). NULL when out of memory. */
+static float *scratch(int tid, int slot, size_t n) {
+    if (pool[tid][slot].cap >= n) return pool[tid][slot].p;
+    size_t want = n + n / 4 + 64;
+    float *p = aligned_alloc(64, (want * sizeof(float) + 63) & ~(size_t)63);
+    if (!p) return NULL;
+    free(pool[tid][slot].p);
+    #pragma omp atomic
+    pool_bytes += (want - pool[tid][slot].cap) * sizeof(float);
+    pool[tid][slot].p = p;
+    pool[tid][slot].cap = want;
+    return p;
+}
+
+static int n_threads_for(double flops) {
+    int t = omp_get_max_threads();
+    if (t > MAX_THREADS) t = MAX_THREADS;
+    if (flops < 2e6) t = 1; /* a parallel region costs more than it saves */
+    return t < 1 ? 1 : t;
+}
+
+/* ---- layouts ----------------------------------------------------------------------------------- */
+/* dst[c*dcs + j*Hp*Wp + r*Wp + col]: nb images of C planes (H,W) read from src[j*sis + c*scs + ...],
+ * placed at (top, left) (negative: cropped) in a zero (Hp,Wp) frame. Fills whole frames only;
+ * anything between nb*Hp*Wp and dcs is the caller's. */
+static void pad_chunk(float *dst, int64_t dcs, const float *src, int64_t sis, int64_t scs, int64_t nb, int64_t C,
+                      int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp) {
+    int64_t w0 = left < 0 ? -left : 0, w1 = W < Wp - left ? W : Wp - left;
+    int64_t plane = Hp * Wp;
+    int64_t r0 = top > 0 ? top : 0, r1 = H + top < Hp ? H + top : Hp; /* frame rows that receive data */
+    if (r1 < r0) r1 = r0;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t j = 0; j < nb; j++) {
+            float *d = dst + c * dcs + j * plane;
+            const float *s = src + j * sis + c * scs;
+            if (r0 > 0) memset(d, 0, sizeof(float) * (size_t)(r0 * Wp));
+            for (int64_t r = r0; r < r1; r++) {
+                float *dr = d + r * Wp;
+                const float *sr = s + (r - top) * W;
+                if (w1 <= w0) {
+                    memset(dr, 0, sizeof(float) * (size_t)Wp);
+                    continue;
+                }
+                int64_t a = left + w0, b = left + w1; /* [a, b) of the frame row is data */
+                if (a > 0) memset(dr, 0, sizeof(float) * (size_t)a);
+                memcpy(dr + a, sr + w0, sizeof(float) * (size_t)(w1 - w0));
+                if (b < Wp) memset(dr + b, 0, sizeof(float) * (size_t)(Wp - b));
+            }
+            if (r1 < Hp) memset(d + r1 * Wp, 0, sizeof(float) * (size_t)((Hp - r1) * Wp));
+        }
+}
+
+/* Output positions o in [0, n) with 0 <= o*s + base < W: [*lo, *hi). */
+static inline void valid_range(int64_t n, int64_t s, int64_t base, int64_t W, int64_t *lo, int64_t *hi) {
+    int64_t l = base >= 0 ? 0 : ceil_div(-base, s);
+    int64_t h = (W - 1 - base) < 0 ? 0 : (W - 1 - base) / s + 1;
+    if (h > n) h = n;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* cols[k][j*P + oh*OW + ow] = x_j[c][oh*sh - ph + i*dh][ow*sw - pw + jj*dw] (0 outside), k = (c,i,jj),
+ * P = OH*OW, for nb images starting at x; columns [nb*P, Q) zero. */
+static void im2col_chunk(float *cols, const float *x, int64_t nb, const td_conv_geom *g, int64_t Q) {
+    int64_t P = g->OH * g->OW, HW = g->H * g->W;
+    for (int64_t c = 0; c < g->C; c++)
+        for (int64_t i = 0; i < g->kh; i++)
+            for (int64_t jj = 0; jj < g->kw; jj++) {
+                float *row = cols + ((c * g->kh + i) * g->kw + jj) * Q;
+                int64_t base = jj * g->dw - g->pw, lo, hi;
+                valid_range(g->OW, g->sw, base, g->W, &lo, &hi);
+                for (int64_t j = 0; j < nb; j++) {
+                    const float *xc = x + (j * g->C + c) * HW;
+                    for (int64_t oh = 0; oh < g->OH; oh++) {
+                        float *d = row + j * P + oh * g->OW;
+                        int64_t ih = oh * g->sh - g->ph + i * g->dh;
+                        if (ih < 0 || ih >= g->H) {
+                            memset(d, 0, sizeof(float) * (size_t)g->OW);
+                            continue;
+                        }
+                        const float *xr = xc + ih * g->W + base;
+                        for (int64_t ow = 0; ow < lo; ow++) d[ow] = 0;
+                        if (g->sw == 1) memcpy(d + lo, xr + lo, sizeof(float) * (size_t)(hi - lo));
+                        else
+                            for (int64_t ow = lo; ow < hi; ow++) d[ow] = xr[ow * g->sw];
+                        for (int64_t ow = hi; ow < g->OW; ow++) d[ow] = 0;
+                    }
+                }
+                memset(row + nb * P, 0, sizeof(float) * (size_t)(Q - nb * P));
+            }
+}
+
+/* dx_j[c][ih][iw] += cols[k][j*P + p]: the adjoint of im2col_chunk. */
+static void col2im_chunk(float *dx, const float *cols, int64_t nb, const td_conv_geom *g, int64_t Q) {
+    int64_t P = g->OH * g->OW, HW = g->H * g->W;
+    for (int64_t j = 0; j < nb; j++)
+        for (int64_t c = 0; c < g->C; c++) {
+            float *xc = dx + (j * g->C + c) * HW;
+            for (int64_t i = 0; i < g->kh; i++)
+                for (int64_t jj = 0; jj < g->kw; jj++) {
+                    const float *row = cols + ((c * g->kh + i) * g->kw + jj) * Q + j * P;
+                    int64_t base = jj * g->dw - g->pw, lo, hi;
+                    valid_range(g->OW, g->sw, base, g->W, &lo, &hi);
+                    for (int64_t oh = 0; oh < g->OH; oh++) {
+                        int64_t ih = oh * g->sh - g->ph + i * g->dh;
+                        if (ih < 0 || ih >= g->H) continue;
+                        float *xr = xc + ih * g->W + base;
+                        const float *s = row + oh * g->OW;
+                        if (g->sw == 1)
+                            for (int64_t ow = lo; ow < hi; ow++) xr[ow] += s[ow];
+                        else
+                            for (int64_t ow = lo; ow < hi; ow++) xr[ow * g->sw] += s[ow];
+                    }
+                }
+        }
+}
+
+/* ---- path choice ------------------------------------------------------------------------------- */
+int td_conv_path = 0;
+
+/* Stride-1 direct layout is worth it when the dropped columns (Wp - OW per row) are few. */
+static bool direct_ok(int64_t rows, int64_t row_w, int64_t valid_pixels, double limit) {
+    if (td_conv_path == 2) return false;
+    if (td_conv_path == 1) return true;
+    return valid_pixels > 0 && (double)round_up(rows * row_w, NR) <= limit * (double)valid_pixels;
+}
+
+/* Images per im2col chunk: about 512 KB of columns, at least 1, at most `most`. */
+static int64_t chunk_images(int64_t floats_per_image, int64_t most) {
+    int64_t nb = (int64_t)(131072 / (floats_per_image > 0 ? floats_per_image : 1));
+    if (nb < 1) nb = 1;
+    if (nb > most) nb = most;
+    return nb < 1 ? 1 : nb;
+}
+
+/* Packs w (rows, K) row-major into panels of MR rows: Ap[(b*K + k)*MR + r] = w[(b*MR + r)*K + k],
+ * zero rows past `rows`. `flip` reads the transposed, flipped weight of a stride-1 input
+ * gradient instead: rows = C, k = (o, i, j) -> w[o][c][kh-1-i][kw-1-j]. `trans` reads w^T:
+ * rows = K of w (O, K), reduction over O. */
+static float *pack_panels(const float *w, int64_t rows, int64_t K, int mode, const td_conv_geom *g) {
+    int64_t nbk = ceil_div(rows, MR);
+    float *Ap = aligned_alloc(64, (size_t)round_up(nbk * K * MR * (int64_t)sizeof(float) + 64, 64));
+    if (!Ap) return td_fail("conv2d: out of memory packing weights");
+    for (int64_t b = 0; b < nbk; b++)
+        for (int64_t k = 0; k < K; k++)
+            for (int r = 0; r < MR; r++) {
+                int64_t row = b * MR + r;
+                float v = 0;
+                if (row < rows) {
+                    if (mode == 0) v = w[row * K + k];
+                    else if (mode == 1) { /* row = c, k = (o, i, j) */
+                        int64_t kk = g->kh * g->kw, o = k / kk, i = (k % kk) / g->kw, j = k % g->kw;
+                        v = w[((o * g->C + row) * g->kh + (g->kh - 1 - i)) * g->kw + (g->kw - 1 - j)];
+                    } else { /* row = tap of w (O, rows), k = o */
+                        v = w[k * rows + row];
+                    }
+                }
+                Ap[(b * K + k) * MR + r] = v;
+            }
+    return Ap;
+}
+
+/* Thread t of nt gets images [*n0, *n1). */
+static inline void split(int64_t N, int t, int nt, int64_t *n0, int64_t *n1) {
+    *n0 = N * t / nt;
+    *n1 = N * (t + 1) / nt;
+}
+
+/* ---- forward ----------------------------------------------------------------------------------- */
+int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+    int64_t K = g->C * g->kh * g->kw, O = g->O, nob = ceil_div(O, MR), OHW = g->OH * g->OW, CHW = g->C * g->H * g->W;
+    if (g->N == 0 || OHW == 0 || O == 0) return 0;
+    float *Ap = pack_panels(w, O, K, 0, g);
+    int64_t *off = malloc(sizeof(int64_t) * (size_t)(K ? K : 1));
+    if (!Ap || !off) {
+        free(Ap);
+        free(off);
+        return td_fail_int("conv2d: out of memory");
+    }
+    int64_t Hp = g->H + 2 * g->ph, Wp = g->W + 2 * g->pw;
+    bool direct = g->sh == 1 && g->sw == 1 && direct_ok(g->OH, Wp, OHW, 1.2);
+    int64_t Q, bsz, nb, row_w;
+    if (direct) {
+        Q = round_up(g->OH * Wp, NR);
+        for (int64_t c = 0; c < g->C; c++)
+            for (int64_t i = 0; i < g->kh; i++)
+                for (int64_t j = 0; j < g->kw; j++) off[(c * g->kh + i) * g->kw + j] = c * Hp * Wp + i * g->dh * Wp + j * g->dw;
+        int64_t need = (K ? off[K - 1] : 0) + Q;
+        bsz = need > g->C * Hp * Wp ? need : g->C * Hp * Wp;
+        nb = 1;
+        row_w = Wp;
+    } else {
+        nb = chunk_images(K * OHW, ceil_div(g->N, omp_get_max_threads()));
+        Q = round_up(nb * OHW, NR);
+        for (int64_t k = 0; k < K; k++) off[k] = k * Q;
+        bsz = K * Q;
+        row_w = g->OW;
+    }
+    int nt = n_threads_for(2.0 * g->N * O * OHW * K);
+    volatile int failed = 0;
+    #pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t n0, n1;
+        split(g->N, t, T, &n0, &n1);
+        float *B = n1 > n0 ? scratch(t, 0, (size_t)bsz + 64) : NULL, *tb = n1 > n0 ? scratch(t, 1, (size_t)(nob * MR * Q)) : NULL;
+        if (n1 > n0 && (!B || !tb)) failed = 1;
+        for (int64_t n = n0; n < n1 && !failed; n += nb) {
+            if (td_interrupted()) {
+                failed = 2;
+                break;
+            }
+            int64_t m = n1 - n < nb ? n1 - n : nb;
+            if (direct) {
+                pad_chunk(B, Hp * Wp, x + n * CHW, CHW, g->H * g->W, 1, g->C, g->H, g->W, g->ph, g->pw, Hp, Wp);
+                memset(B + g->C * Hp * Wp, 0, sizeof(float) * (size_t)(bsz - g->C * Hp * Wp));
+            } else {
+                im2col_chunk(B, x + n * CHW, m, g, Q);
+            }
+            for (int64_t p0 = 0; p0 < Q; p0 += NR)
+                for (int64_t ob = 0; ob < nob; ob++) ukern(K, Ap + ob * K * MR, B + p0, off, tb + ob * MR * Q + p0, Q);
+            for (int64_t j = 0; j < m; j++)
+                for (int64_t o = 0; o < O; o++) {
+                    float bias = b ? b[o] : 0.0f, *yo = y + ((n + j) * O + o) * OHW;
+                    const float *s = tb + o * Q + j * OHW;
+                    for (int64_t oh = 0; oh < g->OH; oh++) {
+                        const float *sr = s + oh * row_w;
+                        float *yr = yo + oh * g->OW;
+                        for (int64_t ow = 0; ow < g->OW; ow++) yr[ow] = sr[ow] + bias;
+                    }
+                }
+        }
+    }
+    free(Ap);
+    free(off);
+    if (failed == 2) return td_fail_int("conv2d: interrupted");
+    if (failed) return td_fail_int("conv2d: out of memory for scratch buffers");
+    return 0;
+}
+
+/* ---- gradient of the input ------------------------------------------------------------------------ */
+int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const float *w, const float *bias, float *dx) {
+    int64_t K = g->C * g->kh * g->kw, O = g->O, OHW = g->OH * g->OW, HW = g->H * g->W, CHW = g->C * HW;
+    if (g->N == 0 || CHW == 0) return 0;
+    int64_t Hq = g->H + g->dh * (g->kh - 1), Wq = g->W + g->dw * (g->kw - 1);
+    bool direct = g->sh == 1 && g->sw == 1 && direct_ok(g->H, Wq, HW, 1.2);
+    int64_t Kr = direct ? O * g->kh * g->kw : O; /* reduction length of the micro-kernel */
+    int64_t rows = direct ? g->C : K;           /* rows it produces */
+    int64_t nrb = ceil_div(rows, MR);
+    float *Ap = pack_panels(w, rows, Kr, direct ? 1 : 2, g);
+    int64_t *off = malloc(sizeof(int64_t) * (size_t)(Kr ? Kr : 1));
+    if (!Ap || !off) {
+        free(Ap);
+        free(off);
+        return td_fail_int("conv2d: out of memory");
+    }
+    int64_t Q, bsz, nb, qh = g->dh * (g->kh - 1) - g->ph, qw = g->dw * (g->kw - 1) - g->pw;
+    if (direct) {
+        Q = round_up(g->H * Wq, NR);
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t i = 0; i < g->kh; i++)
+                for (int64_t j = 0; j < g->kw; j++) off[(o * g->kh + i) * g->kw + j] = o * Hq * Wq + i * g->dh * Wq + j * g->dw;
+        int64_t need = (Kr ? off[Kr - 1] : 0) + Q;
+        bsz = need > O * Hq * Wq ? need : O * Hq * Wq;
+        nb = 1;
+    } else {
+        nb = chunk_images((K > O ? K : O) * OHW, ceil_div(g->N, omp_get_max_threads()));
+        Q = round_up(nb * OHW, NR);
+        for (int64_t o = 0; o < O; o++) off[o] = o * Q;
+        bsz = O * Q;
+    }
+    int nt = n_threads_for(2.0 * g->N * O * OHW * K);
+    volatile int failed = 0;
+    #pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t n0, n1;
+        split(g->N, t, T, &n0, &n1);
+        bool any = n1 > n0;
+        float *B = any ? scratch(t, 0, (size_t)bsz + 64) : NULL, *tb = any ? scratch(t, 1, (size_t)(nrb * MR * Q)) : NULL;
+        if (any && (!B || !tb)) failed = 1;
+        for (int64_t n = n0; n < n1 && !failed; n += nb) {
+            if (td_interrupted()) {
+                failed = 2;
+                break;
+            }
+            int64_t m = n1 - n < nb ? n1 - n : nb;
+            if (direct) {
+                pad_chunk(B, Hq * Wq, dy + n * O * OHW, O * OHW, OHW, 1, O, g->OH, g->OW, qh, qw, Hq, Wq);
+                memset(B + O * Hq * Wq, 0, sizeof(float) * (size_t)(bsz - O * Hq * Wq));
+            } else { /* dyb[o][j*OHW + p] */
+                for (int64_t o = 0; o < O; o++) {
+                    for (int64_t j = 0; j < m; j++)
+                        memcpy(B + o * Q + j * OHW, dy + ((n + j) * O + o) * OHW, sizeof(float) * (size_t)OHW);
+                    memset(B + o * Q + m * OHW, 0, sizeof(float) * (size_t)(Q - m * OHW));
+                }
+            }
+            for (int64_t p0 = 0; p0 < Q; p0 += NR)
+                for (int64_t rb = 0; rb < nrb; rb++) ukern(Kr, Ap + rb * Kr * MR, B + p0, off, tb + rb * MR * Q + p0, Q);
+            if (direct) {
+                for (int64_t c = 0; c < g->C; c++) {
+                    float bb = bias ? bias[c] : 0.0f, *xo = dx + n * CHW + c * HW;
+                    for (int64_t h = 0; h < g->H; h++) {
+                        const float *sr = tb + c * Q + h * Wq;
+                        float *xr = xo + h * g->W;
+                        for (int64_t ww = 0; ww < g->W; ww++) xr[ww] = sr[ww] + bb;
+                    }
+                }
+            } else {
+                float *xo = dx + n * CHW;
+                for (int64_t j = 0; j < m; j++)
+                    for (int64_t c = 0; c < g->C; c++) {
+                        float bb = bias ? bias[c] : 0.0f, *p = xo + (j * g->C + c) * HW;
+                        for (int64_t i = 0; i < HW; i++) p[i] = bb;
+                    }
+                col2im_chunk(xo, tb, m, g, Q);
+            }
+        }
+    }
+    free(Ap);
+    free(off);
+    if (failed == 2) return td_fail_int("conv2d: interrupted");
+    if (failed) return td_fail_int("conv2d: out of memory for scratch buffers");
+    return 0;
+}
+
+/* ---- gradient of the weight and bias -------------------------------------------------------------- */
+int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const float *dy, float *dw, float *db) {
+    int64_t K = g->C * g->kh * g->kw, O = g->O, OHW = g->OH * g->OW, HW = g->H * g->W, CHW = g->C * HW;
+    if (db) {
+        for (int64_t o = 0; o < O; o++) {
+            double s = 0;
+            for (int64_t n = 0; n < g->N; n++) {
+                const float *p = dy + (n * O + o) * OHW;
+                float part = 0;
+                for (int64_t i = 0; i < OHW; i++) part += p[i];
+                s += part;
+            }
+            db[o] = (float)s;
+        }
+    }
+    if (!dw) return 0;
+    if (g->N == 0 || OHW == 0 || K == 0) {
+        memset(dw, 0, sizeof(float) * (size_t)(O * K));
+        return 0;
+    }
+    int64_t Opw = round_up(O, WO), Kpw = round_up(K, WK);
+    int64_t Hp = g->H + 2 * g->ph, Wp = g->W + 2 * g->pw, plane = Hp * Wp;
+    bool direct = g->sh == 1 && g->sw == 1 && td_conv_path != 2 &&
+                  (td_conv_path == 1 || (double)plane <= 1.3 * (double)OHW);
+    int64_t per_image = direct ? (g->C + Opw) * plane : (K + Opw) * OHW;
+    int64_t nbmax = chunk_images(per_image, ceil_div(g->N, omp_get_max_threads()));
+    int64_t Qmax = direct ? round_up(nbmax * plane, VW) : round_up(nbmax * OHW, VW);
+    int64_t bsz = direct ? g->C * nbmax * plane + g->kh * g->dh * Wp + g->kw * g->dw + 2 * VW : K * Qmax;
+    int nt = n_threads_for(2.0 * g->N * O * OHW * K);
+    float *part = calloc((size_t)(nt * Opw * Kpw), sizeof(float));
+    if (!part) return td_fail_int("conv2d: out of memory");
+    volatile int failed = 0;
+    #pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t n0, n1;
+        split(g->N, t, T, &n0, &n1);
+        float *acc = part + t * Opw * Kpw;
+        bool any = n1 > n0;
+        int64_t *off = any ? malloc(sizeof(int64_t) * (size_t)Kpw) : NULL;
+        float *B = any ? scratch(t, 0, (size_t)bsz + 64) : NULL, *D = any ? scratch(t, 1, (size_t)(Opw * Qmax)) : NULL;
+        if (any && (!B || !D || !off)) failed = 1;
+        for (int64_t n = n0; n < n1 && !failed; n += nbmax) {
+            if (td_interrupted()) {
+                failed = 2;
+                break;
+            }
+            int64_t m = n1 - n < nbmax ? n1 - n : nbmax, ldd, Qk;
+            if (direct) { /* B: [c][j][Hp][Wp]; D: [o][j][Hp][Wp] with dy at (0, 0), zeros elsewhere */
+                ldd = round_up(m * plane, VW);
+                Qk = round_up((m - 1) * plane + g->OH * Wp, VW);
+                for (int64_t c = 0; c < g->C; c++)
+                    for (int64_t i = 0; i < g->kh; i++)
+                        for (int64_t j = 0; j < g->kw; j++)
+                            off[(c * g->kh + i) * g->kw + j] = c * m * plane + i * g->dh * Wp + j * g->dw;
+                int64_t xsz = g->C * m * plane, need = off[K - 1] + Qk;
+                pad_chunk(B, m * plane, x + n * CHW, CHW, HW, m, g->C, g->H, g->W, g->ph, g->pw, Hp, Wp);
+                if (need > xsz) memset(B + xsz, 0, sizeof(float) * (size_t)(need - xsz));
+                pad_chunk(D, ldd, dy + n * O * OHW, O * OHW, OHW, m, O, g->OH, g->OW, 0, 0, Hp, Wp);
+                if (ldd > m * plane)
+                    for (int64_t o = 0; o < O; o++) memset(D + o * ldd + m * plane, 0, sizeof(float) * (size_t)(ldd - m * plane));
+            } else { /* B: columns (K, Q); D: dy as (O, Q) */
+                ldd = Qk = round_up(m * OHW, VW);
+                for (int64_t k = 0; k < K; k++) off[k] = k * ldd;
+                im2col_chunk(B, x + n * CHW, m, g, ldd);
+                for (int64_t o = 0; o < O; o++) {
+                    for (int64_t j = 0; j < m; j++)
+                        memcpy(D + o * ldd + j * OHW, dy + ((n + j) * O + o) * OHW, sizeof(float) * (size_t)OHW);
+                    memset(D + o * ldd + m * OHW, 0, sizeof(float) * (size_t)(ldd - m * OHW));
+                }
+            }
+            for (int64_t k = K; k < Kpw; k++) off[k] = 0;
+            if (Opw > O) memset(D + O * ldd, 0, sizeof(float) * (size_t)((Opw - O) * ldd));
+            for (int64_t ob = 0; ob < Opw; ob += WO)
+                for (int64_t kb = 0; kb < Kpw; kb += WK) wkern(Qk, D + ob * ldd, ldd, B, off + kb, acc + ob * Kpw + kb, Kpw);
+        }
+        free(off);
+    }
+    if (!failed) {
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t k = 0; k < K; k++) {
+                float s = 0;
+                for (int t = 0; t < nt; t++) s += part[(t * Opw + o) * Kpw + k];
+                dw[o * K + k] = s;
+            }
+    }
+    free(part);
+    if (failed == 2) return td_fail_int("conv2d: interrupted");
+    if (failed) return td_fail_int("conv2d: out of memory for scratch buffers");
+    return 0;
+}
+
+/* ---- reference loops (the specification) -------------------------------------------------------- */
+void td_conv2d_fwd_ref(const td_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+    for (int64_t n = 0; n < g->N; n++)
+        for (int64_t o = 0; o < g->O; o++)
+            for (int64_t oh = 0; oh < g->OH; oh++)
+                for (int64_t ow = 0; ow < g->OW; ow++) {
+                    double s = b ? b[o] : 0;
+                    for (int64_t c = 0; c < g->C; c++)
+                        for (int64_t i = 0; i < g->kh; i++)
+                            for (int64_t j = 0; j < g->kw; j++) {
+                                int64_t ih = oh * g->sh - g->ph + i * g->dh, iw = ow * g->sw - g->pw + j * g->dw;
+                                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+                                s += (double)x[((n * g->C + c) * g->H + ih) * g->W + iw] *
+                                     w[((o * g->C + c) * g->kh + i) * g->kw + j];
+                            }
+                    y[((n * g->O + o) * g->OH + oh) * g->OW + ow] = (float)s;
+                }
+}
+
+void td_conv2d_bwd_data_ref(const td_conv_geom *g, const float *dy, const float *w, float *dx) {
+    for (int64_t n = 0; n < g->N; n++)
+        for (int64_t c = 0; c < g->C; c++)
+            for (int64_t ih = 0; ih < g->H; ih++)
+                for (int64_t iw = 0; iw < g->W; iw++) {
+                    double s = 0;
+                    for (int64_t o = 0; o < g->O; o++)
+                        for (int64_t i = 0; i < g->kh; i++)
+                            for (int64_t j = 0; j < g->kw; j++) {
+                                int64_t th = ih + g->ph - i * g->dh, tw = iw + g->pw - j * g->dw;
+                                if (th < 0 || tw < 0 || th % g->sh || tw % g->sw) continue;
+                                int64_t oh = th / g->sh, ow = tw / g->sw;
+                                if (oh >= g->OH || ow >= g->OW) continue;
+                                s += (double)dy[((n * g->O + o) * g->OH + oh) * g->OW + ow] *
+                                     w[((o * g->C + c) * g->kh + i) * g->kw + j];
+                            }
+                    dx[((n * g->C + c) * g->H + ih) * g->W + iw] = (float)s;
+                }
+}
+
+void td_conv2d_bwd_weight_ref(const td_conv_geom *g, const float *x, const float *dy, float *dw, float *db) {
+    for (int64_t o = 0; o < g->O; o++) {
+        if (db) {
+            double s = 0;
+            for (int64_t n = 0; n < g->N; n++)
+                for (int64_t p = 0; p < g->OH * g->OW; p++) s += dy[(n * g->O + o) * g->OH * g->OW + p];
+            db[o] = (float)s;
+        }
+        if (!dw) continue;
+        for (int64_t c = 0; c < g->C; c++)
+            for (int64_t i = 0; i < g->kh; i++)
+                for (int64_t j = 0; j < g->kw; j++) {
+                    double s = 0;
+                    for (int64_t n = 0; n < g->N; n++)
+                        for (int64_t oh = 0; oh < g->OH; oh++)
+                            for (int64_t ow = 0; ow < g->OW; ow++) {
+                                int64_t ih = oh * g->sh - g->ph + i * g->dh, iw = ow * g->sw - g->pw + j * g->dw;
+                                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+                                s += (double)x[((n * g->C + c) * g->H + ih) * g->W + iw] *
+                                     dy[((n * g->O + o) * g->OH + oh) * g->OW + ow];
+                            }
+                    dw[((o * g->C + c) * g->kh + i) * g->kw + j] = (float)s;
+                }
+    }
+}
+
+/* ---- tensor ops --------------------------------------------------------------------------------- */
+void td_conv_opts_default(td_conv_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->stride[0] = o->stride[1] = 1;
+    o->dilation[0] = o->dilation[1] = 1;
+    o->groups = 1;
+}
+
+/* A contiguous float view of t without recording anything (new reference). */
+static td_tensor *raw_contig(td_tensor *t) {
+    bool prev = td_set_grad_enabled(false);
+    td_tensor *c = td_contiguous(t);
+    td_set_grad_enabled(prev);
+    return c;
+}
+
+static void geom_to_node(td_node *n, const td_conv_geom *g) {
+    int64_t v[15] = {g->N, g->C, g->H, g->W, g->O, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->OH, g->OW};
+    memcpy(n->iarg, v, sizeof v);
+}
+
+static td_conv_geom geom_from_node(const td_node *n) {
+    const int64_t *v = n->iarg;
+    td_conv_geom g = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14]};
+    return g;
+}
+
+/* Common checks of conv2d / conv_transpose2d; fills geometry pieces. */
+static int check_conv(const char *op, td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opts *o, bool transposed) {
+    char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF], b3[TD_SHAPE_BUF];
+    if (x->ndim != 4)
+        return td_fail_int("%s: input must be 4-D (N,C,H,W), got shape (%s)", op, td_shape_str(x, b1, sizeof b1));
+    if (w->ndim != 4)
+        return td_fail_int("%s: weight must be 4-D (%s,kh,kw), got shape (%s)", op, transposed ? "C,O" : "O,C",
+                           td_shape_str(w, b1, sizeof b1));
+    if (x->dtype != TD_F32 || w->dtype != TD_F32 || (b && b->dtype != TD_F32))
+        return td_fail_int("%s: needs float32 tensors (input %s, weight %s)", op, td_dtype_name(x->dtype), td_dtype_name(w->dtype));
+    if (o->groups != 1) return td_fail_int("%s: groups = %lld is not supported (only 1)", op, (long long)o->groups);
+    if (w->shape[transposed ? 0 : 1] != x->shape[1])
+        return td_fail_int("%s: input (%s) has %lld channels but weight (%s) expects %lld", op,
+                           td_shape_str(x, b1, sizeof b1), (long long)x->shape[1], td_shape_str(w, b2, sizeof b2),
+                           (long long)w->shape[transposed ? 0 : 1]);
+    int64_t O = w->shape[transposed ? 1 : 0];
+    if (b && (b->ndim != 1 || b->shape[0] != O))
+        return td_fail_int("%s: bias of shape (%s) for weight (%s): needs (%lld)", op, td_shape_str(b, b3, sizeof b3),
+                           td_shape_str(w, b2, sizeof b2), (long long)O);
+    for (int i = 0; i < 2; i++) {
+        if (o->stride[i] < 1 || o->dilation[i] < 1 || o->padding[i] < 0 || o->output_padding[i] < 0)
+            return td_fail_int("%s: stride (%lld,%lld) and dilation (%lld,%lld) must be >= 1, padding (%lld,%lld) >= 0", op,
+                               (long long)o->stride[0], (long long)o->stride[1], (long long)o->dilation[0],
+                               (long long)o->dilation[1], (long long)o->padding[0], (long long)o->padding[1]);
+        if (w->shape[2 + i] < 1) return td_fail_int("%s: empty kernel (%s)", op, td_shape_str(w, b2, sizeof b2));
+    }
+    if (!transposed && (o->output_padding[0] || o->output_padding[1]))
+        return td_fail_int("%s: output_padding applies to conv_transpose2d only", op);
+    if (transposed)
+        for (int i = 0; i < 2; i++)
+            if (o->output_padding[i] >= o->stride[i] && o->output_padding[i] >= o->dilation[i])
+                return td_fail_int("%s: output_padding %lld must be smaller than stride %lld or dilation %lld", op,
+                                   (long long)o->output_padding[i], (long long)o->stride[i], (long long)o->dilation[i]);
+    return 0;
+}
+
+static void conv2d_backward(td_node *n, td_tensor *g) {
+    td_conv_geom ge = geom_from_node(n);
+    td_tensor *x = n->saved[0], *w = n->saved[1], *gc = td_contiguous(g);
+    if (!gc) return;
+    if (n->in[0]) {
+        td_tensor *dx = td_empty(TD_F32, 4, x->shape);
+        if (dx && td_conv2d_bwd_data_kernel(&ge, td_f32(gc), td_f32(w), NULL, td_f32(dx)) == 0) td_node_accum(n, 0, dx);
+        td_release(dx);
+    }
+    if (n->in[1] || n->in[2]) {
+        td_tensor *dw = n->in[1] ? td_empty(TD_F32, 4, w->shape) : NULL;
+        td_tensor *db = n->in[2] ? td_empty(TD_F32, 1, &ge.O) : NULL;
+        if ((!n->in[1] || dw) && (!n->in[2] || db) &&
+            td_conv2d_bwd_weight_kernel(&ge, td_f32(x), td_f32(gc), dw ? td_f32(dw) : NULL, db ? td_f32(db) : NULL) == 0) {
+            if (dw) td_node_accum(n, 1, dw);
+            if (db) td_node_accum(n, 2, db);
+        }
+        td_release(dw);
+        td_release(db);
+    }
+    td_release(gc);
+}
+
+td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opts *o) {
+    td_conv_opts def;
+    if (!o) {
+        td_conv_opts_default(&def);
+        o = &def;
+    }
+    if (check_conv("conv2d", x, w, b, o, false)) return NULL;
+    td_conv_geom g = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2], w->shape[3],
+                      o->stride[0], o->stride[1], o->padding[0], o->padding[1], o->dilation[0], o->dilation[1], 0, 0};
+    int64_t eh = g.dh * (g.kh - 1) + 1, ew = g.dw * (g.kw - 1) + 1;
+    if (g.H + 2 * g.ph < eh || g.W + 2 * g.pw < ew) {
+        char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF];
+        return td_fail("conv2d: input (%s) padded by (%lld,%lld) is smaller than the kernel %lldx%lld (dilated) of weight (%s)",
+                       td_shape_str(x, b1, sizeof b1), (long long)g.ph, (long long)g.pw, (long long)eh, (long long)ew,
+                       td_shape_str(w, b2, sizeof b2));
+    }
+    g.OH = (g.H + 2 * g.ph - eh) / g.sh + 1;
+    g.OW = (g.W + 2 * g.pw - ew) / g.sw + 1;
+    int64_t oshape[4] = {g.N, g.O, g.OH, g.OW};
+    td_tensor *xc = raw_contig(x), *wc = xc ? raw_contig(w) : NULL, *bc = (wc && b) ? raw_contig(b) : NULL;
+    td_tensor *y = (wc && (!b || bc)) ? td_empty(TD_F32, 4, oshape) : NULL;
+    if (y && td_conv2d_fwd_kernel(&g, td_f32(xc), td_f32(wc), bc ? td_f32(bc) : NULL, td_f32(y))) {
+        td_release(y);
+        y = NULL;
+    }
+    if (y) {
+        td_tensor *ins[3] = {x, w, b};
+        td_node *n = td_record(y, "conv2d", conv2d_backward, 3, ins);
+        if (n) {
+            geom_to_node(n, &g);
+            td_node_save(n, 0, xc);
+            td_node_save(n, 1, wc);
+        }
+    }
+    td_release(xc);
+    td_release(wc);
+    td_release(bc);
+    return y;
+}
+
+/* conv_transpose2d is the adjoint of a convolution whose input has the transposed conv's output
+ * shape: forward = that conv's input gradient, backward = its forward (input) and weight gradient. */
+static void conv_transpose2d_backward(td_node *n, td_tensor *g) {
+    td_conv_geom ge = geom_from_node(n); /* the adjoint conv: input (N,O,OH',OW') -> output x's shape */
+    td_tensor *x = n->saved[0], *w = n->saved[1], *gc = td_contiguous(g);
+    if (!gc) return;
+    if (n->in[0]) {
+        td_tensor *dx = td_empty(TD_F32, 4, x->shape);
+        if (dx && td_conv2d_fwd_kernel(&ge, td_f32(gc), td_f32(w), NULL, td_f32(dx)) == 0) td_node_accum(n, 0, dx);
+        td_release(dx);
+    }
+    if (n->in[1]) { /* dw[c][o][i][j] = sum x[n][c][p] * gy-window: the adjoint conv's weight gradient */
+        td_tensor *dw = td_empty(TD_F32, 4, w->shape);
+        if (dw && td_conv2d_bwd_weight_kernel(&ge, td_f32(gc), td_f32(x), td_f32(dw), NULL) == 0) td_node_accum(n, 1, dw);
+        td_release(dw);
+    }
+    if (n->in[2]) {
+        int64_t C = ge.C, HW = ge.H * ge.W;
+        td_tensor *db = td_empty(TD_F32, 1, &C);
+        if (db) {
+            float *d = td_f32(db);
+            const float *gp = td_f32(gc);
+            for (int64_t c = 0; c < C; c++) {
+                double s = 0;
+                for (int64_t i = 0; i < ge.N; i++) {
+                    float part = 0;
+                    const float *p = gp + (i * C + c) * HW;
+                    for (int64_t k = 0; k < HW; k++) part += p[k];
+                    s += part;
+                }
+                d[c] = (float)s;
+            }
+            td_node_accum(n, 2, db);
+        }
+        td_release(db);
+    }
+    td_release(gc);
+}
+
+td_tensor *td_conv_transpose2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opts *o) {
+    td_conv_opts def;
+    if (!o) {
+        td_conv_opts_default(&def);
+        o = &def;
+    }
+    if (check_conv("conv_transpose2d", x, w, b, o, true)) return NULL;
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], O = w->shape[1];
+    int64_t kh = w->shape[2], kw = w->shape[3];
+    int64_t OH = (H - 1) * o->stride[0] - 2 * o->padding[0] + o->dilation[0] * (kh - 1) + o->output_padding[0] + 1;
+    int64_t OW = (W - 1) * o->stride[1] - 2 * o->padding[1] + o->dilation[1] * (kw - 1) + o->output_padding[1] + 1;
+    if (OH < 1 || OW < 1) {
+        char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF];
+        return td_fail("conv_transpose2d: input (%s) with weight (%s) gives an empty output (%lldx%lld)",
+                       td_shape_str(x, b1, sizeof b1), td_shape_str(w, b2, sizeof b2), (long long)OH, (long long)OW);
+    }
+    /* the adjoint conv: input (N,O,OH,OW), weight (C,O,kh,kw) as (out=C, in=O), output (N,C,H,W) */
+    td_conv_geom g = {N, O, OH, OW, C, kh, kw, o->stride[0], o->stride[1], o->padding[0], o->padding[1],
+                      o->dilation[0], o->dilation[1], H, W};
+    int64_t oshape[4] = {N, O, OH, OW};
+    td_tensor *xc = raw_contig(x), *wc = xc ? raw_contig(w) : NULL, *bc = (wc && b) ? raw_contig(b) : NULL;
+    td_tensor *y = (wc && (!b || bc)) ? td_empty(TD_F32, 4, oshape) : NULL;
+    if (y && td_conv2d_bwd_data_kernel(&g, td_f32(xc), td_f32(wc), bc ? td_f32(bc) : NULL, td_f32(y))) {
+        td_release(y);
+        y = NULL;
+    }
+    if (y) {
+        td_tensor *ins[3] = {x, w, b};
+        td_node *n = td_record(y, "conv_transpose2d", conv_transpose2d_backward, 3, ins);
+        if (n) {
+            geom_to_node(n, &g);
+            td_node_save(n, 0, xc);
+            td_node_save(n, 1, wc);
+        }
+    }
+    td_release(xc);
+    td_release(wc);
+    td_release(bc);
+    return y;
+}
+
+/* ---- average pooling ------------------------------------------------------------------------------ */
+/* x planes (P, H, W) -> y (P, OH, OW): mean over kh x kw windows at stride (sh, sw) */
+static void avgpool_fwd(const float *x, float *y, int64_t P, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh,
+                        int64_t sw, int64_t OH, int64_t OW) {
+    float inv = 1.0f / (float)(kh * kw);
+    #pragma omp parallel for if (P * H * W > 65536) schedule(static)
+    for (int64_t p = 0; p < P; p++) {
+        const float *xp = x + p * H * W;
+        float *yp = y + p * OH * OW;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            float *yr = yp + oh * OW;
+            for (int64_t ow = 0; ow < OW; ow++) yr[ow] = 0;
+            for (int64_t i = 0; i < kh; i++) {
+                const float *xr = xp + (oh * sh + i) * W;
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    const float *xw = xr + ow * sw;
+                    float s = 0;
+                    for (int64_t j = 0; j < kw; j++) s += xw[j];
+                    yr[ow] += s;
+                }
+            }
+            for (int64_t ow = 0; ow < OW; ow++) yr[ow] *= inv;
+        }
+    }
+}
+
+static void avgpool_bwd(float *dx, const float *dy, int64_t P, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh,
+                        int64_t sw, int64_t OH, int64_t OW) {
+    float inv = 1.0f / (float)(kh * kw);
+    #pragma omp parallel for if (P * H * W > 65536) schedule(static)
+    for (int64_t p = 0; p < P; p++) {
+        float *xp = dx + p * H * W;
+        const float *yp = dy + p * OH * OW;
+        memset(xp, 0, sizeof(float) * (size_t)(H * W));
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t i = 0; i < kh; i++) {
+                float *xr = xp + (oh * sh + i) * W;
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    float v = yp[oh * OW + ow] * inv;
+                    for (int64_t j = 0; j < kw; j++) xr[ow * sw + j] += v;
+                }
+            }
+    }
+}
+
+static void avg_pool2d_backward(td_node *n, td_tensor *g) {
+    const int64_t *a = n->iarg; /* N C H W kh kw sh sw OH OW */
+    td_tensor *gc = td_contiguous(g);
+    int64_t shape[4] = {a[0], a[1], a[2], a[3]};
+    td_tensor *dx = gc ? td_empty(TD_F32, 4, shape) : NULL;
+    if (dx) {
+        avgpool_bwd(td_f32(dx), td_f32(gc), a[0] * a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+        td_node_accum(n, 0, dx);
+    }
+    td_release(dx);
+    td_release(gc);
+}
+
+td_tensor *td_avg_pool2d(td_tensor *x, const int64_t kernel[2], const int64_t stride[2]) {
+    char b1[TD_SHAPE_BUF];
+    if (x->ndim != 4)
+        return td_fail("avg_pool2d: input must be 4-D (N,C,H,W), got shape (%s)", td_shape_str(x, b1, sizeof b1));
+    if (x->dtype != TD_F32) return td_fail("avg_pool2d: needs a float32 input, got %s", td_dtype_name(x->dtype));
+    int64_t kh = kernel[0], kw = kernel[1], sh = stride ? stride[0] : kh, sw = stride ? stride[1] : kw;
+    if (kh < 1 || kw < 1 || sh < 1 || sw < 1)
+        return td_fail("avg_pool2d: kernel (%lld,%lld) and stride (%lld,%lld) must be >= 1", (long long)kh, (long long)kw,
+                       (long long)sh, (long long)sw);
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    if (H < kh || W < kw)
+        return td_fail("avg_pool2d: input (%s) is smaller than the window %lldx%lld", td_shape_str(x, b1, sizeof b1),
+                       (long long)kh, (long long)kw);
+    int64_t OH = (H - kh) / sh + 1, OW = (W - kw) / sw + 1, oshape[4] = {N, C, OH, OW};
+    td_tensor *xc = raw_contig(x), *y = xc ? td_empty(TD_F32, 4, oshape) : NULL;
+    if (y) {
+        avgpool_fwd(td_f32(xc), td_f32(y), N * C, H, W, kh, kw, sh, sw, OH, OW);
+        td_node *n = td_record(y, "avg_pool2d", avg_pool2d_backward, 1, &x);
+        if (n) {
+            int64_t a[10] = {N, C, H, W, kh, kw, sh, sw, OH, OW};
+            memcpy(n->iarg, a, sizeof a);
+        }
+    }
+    td_release(xc);
+    return y;
+}
+
+/* ---- nearest upsampling ------------------------------------------------------------------------- */
+static void upsample_backward(td_node *n, td_tensor *g) {
+    const int64_t *a = n->iarg; /* N C H W sh sw */
+    int64_t P = a[0] * a[1], H = a[2], W = a[3], sh = a[4], sw = a[5], OW = W * sw, shape[4] = {a[0], a[1], H, W};
+    td_tensor *gc = td_contiguous(g), *dx = gc ? td_empty(TD_F32, 4, shape) : NULL;
+    if (dx) {
+        const float *gy = td_f32(gc);
+        float *d = td_f32(dx);
+        #pragma omp parallel for if (P * H * W > 65536) schedule(static)
+        for (int64_t p = 0; p < P; p++)
+            for (int64_t h = 0; h < H; h++) {
+                float *dr = d + (p * H + h) * W;
+                for (int64_t w = 0; w < W; w++) dr[w] = 0;
+                for (int64_t i = 0; i < sh; i++) {
+                    const float *gr = gy + (p * H * sh + h * sh + i) * OW;
+                    for (int64_t w = 0; w < W; w++) {
+                        float s = 0;
+                        for (int64_t j = 0; j < sw; j++) s += gr[w * sw + j];
+                        dr[w] += s;
+                    }
+                }
+            }
+        td_node_accum(n, 0, dx);
+    }
+    td_release(dx);
+    td_release(gc);
+}
+
+td_tensor *td_upsample_nearest2d(td_tensor *x, int64_t sh, int64_t sw) {
+    char b1[TD_SHAPE_BUF];
+    if (x->ndim != 4)
+        return td_fail("upsample_nearest2d: input must be 4-D (N,C,H,W), got shape (%s)", td_shape_str(x, b1, sizeof b1));
+    if (x->dtype != TD_F32) return td_fail("upsample_nearest2d: needs a float32 input, got %s", td_dtype_name(x->dtype));
+    if (sh < 1 || sw < 1)
+        return td_fail("upsample_nearest2d: scale (%lld,%lld) must be a positive integer", (long long)sh, (long long)sw);
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], P = N * C, OW = W * sw;
+    int64_t oshape[4] = {N, C, H * sh, OW};
+    td_tensor *xc = raw_contig(x), *y = xc ? td_empty(TD_F32, 4, oshape) : NULL;
+    if (y) {
+        const float *s = td_f32(xc);
+        float *d = td_f32(y);
+        #pragma omp parallel for if (P * H * W * sh * sw > 65536) schedule(static)
+        for (int64_t p = 0; p < P; p++)
+            for (int64_t h = 0; h < H; h++) {
+                const float *sr = s + (p * H + h) * W;
+                float *d0 = d + (p * H * sh + h * sh) * OW;
+                for (int64_t w = 0; w < W; w++)
+                    for (int64_t j = 0; j < sw; j++) d0[w * sw + j] = sr[w];
+                for (int64_t i = 1; i < sh; i++) memcpy(d0 + i * OW, d0, sizeof(float) * (size_t)OW);
+            }
+        td_node *n = td_record(y, "upsample_nearest2d", upsample_backward, 1, &x);
+        if (n) {
+            int64_t a[6] = {N, C, H, W, sh, sw};
+            memcpy(n->iarg, a, sizeof a);
+        }
+    }
+    td_release(xc);
+    return y;
+}

@@ -1,0 +1,181 @@
+/* libtdrl: fused neural-network kernels (conv.c, norm.c, attention.c, rnn.c, loss.c).
+ *
+ * Same conventions as tensor.h: new references returned, NULL + td_last_error() on failure
+ * (every check before any allocation), autograd recorded when an input needs grad, backward
+ * next to forward. Every fast kernel has a plain reference beside it (the *_ref functions),
+ * which the C tests hold it to.
+ *
+ * Threads: these kernels use OpenMP only (no BLAS call inside a parallel region); the
+ * convolution kernels use no BLAS at all (a register-blocked micro-kernel, see conv.c),
+ * attention and the GRU cell call td_gemm outside any parallel region. */
+#ifndef TDRL_NN_H
+#define TDRL_NN_H
+
+#include "tensor.h"
+
+/* ---- convolution, pooling, resampling (conv.c) --------------------------------------------- */
+typedef struct td_conv_opts {
+    int64_t stride[2];         /* >= 1 */
+    int64_t padding[2];        /* >= 0, both sides */
+    int64_t dilation[2];       /* >= 1 */
+    int64_t output_padding[2]; /* conv_transpose2d only: < stride or < dilation */
+    int64_t groups;            /* 1 (other values are refused) */
+} td_conv_opts;
+void td_conv_opts_default(td_conv_opts *o); /* stride 1, padding 0, dilation 1, groups 1 */
+
+/* x (N,C,H,W), w (O,C,kh,kw), b (O) or NULL -> (N,O,OH,OW) */
+td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opts *o);
+/* x (N,C,H,W), w (C,O,kh,kw), b (O) or NULL -> (N,O,OH,OW), OH = (H-1)s - 2p + d(kh-1) + op + 1 */
+td_tensor *td_conv_transpose2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opts *o);
+/* x (N,C,H,W) -> (N,C,(H-kh)/sh+1,(W-kw)/sw+1), no padding */
+td_tensor *td_avg_pool2d(td_tensor *x, const int64_t kernel[2], const int64_t stride[2]);
+/* x (N,C,H,W) -> (N,C,H*sh,W*sw) */
+td_tensor *td_upsample_nearest2d(td_tensor *x, int64_t scale_h, int64_t scale_w);
+
+/* The geometry of one convolution, as the raw kernels see it: input (N,C,H,W), weight
+ * (O,C,kh,kw), output (N,O,OH,OW); all arrays contiguous float32. */
+typedef struct td_conv_geom {
+    int64_t N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
+} td_conv_geom;
+/* Raw kernels (exposed for the tests and the benchmark). fwd: y = conv(x, w) + b (b may be
+ * NULL). bwd_data: dx = conv^T(dy, w) (+ bias per input channel when bias != NULL; written, not
+ * accumulated). bwd_weight: dw (O,C,kh,kw) and db (O) written; either may be NULL.
+ * Return 0, or -1 when interrupted / out of memory (error set). */
+int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, const float *b, float *y);
+int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const float *w, const float *bias, float *dx);
+int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const float *dy, float *dw, float *db);
+/* Plain loops: the specification. */
+void td_conv2d_fwd_ref(const td_conv_geom *g, const float *x, const float *w, const float *b, float *y);
+void td_conv2d_bwd_data_ref(const td_conv_geom *g, const float *dy, const float *w, float *dx);
+void td_conv2d_bwd_weight_ref(const td_conv_geom *g, const float *x, const float *dy, float *dw, float *db);
+/* Path selection, for tests: 0 automatic, 1 direct (stride-1 only; falls back otherwise),
+ * 2 im2col / col2im everywhere. */
+extern int td_conv_path;
+/* Bytes held by the kernels' per-thread scratch buffers (they grow to the largest call, and
+ * are reused: a training loop allocates nothing after its first step). */
+size_t td_nn_scratch_bytes(void);
+
+/* ---- normalisation (norm.c) ----------------------------------------------------------------- */
+/* x (N,C,*) ; weight, bias (C) or NULL; biased variance; silu: fused SiLU after the affine */
+td_tensor *td_group_norm(td_tensor *x, int64_t groups, td_tensor *weight, td_tensor *bias, double eps, bool silu);
+/* x (N,C) or (N,C,*); running_mean/var (C) or NULL (then training must be true). training:
+ * batch statistics, running buffers updated in place (running = (1-m) running + m batch,
+ * unbiased variance); eval: running statistics. */
+td_tensor *td_batch_norm(td_tensor *x, td_tensor *running_mean, td_tensor *running_var, td_tensor *weight,
+                         td_tensor *bias, bool training, double momentum, double eps);
+/* normalises over the last n_dims dims; weight/bias of those dims' shape, or NULL */
+td_tensor *td_layer_norm(td_tensor *x, int n_dims, td_tensor *weight, td_tensor *bias, double eps);
+
+/* ---- attention (attention.c) ---------------------------------------------------------------- */
+typedef struct td_sdpa_opts {
+    td_tensor *attn_mask;        /* broadcastable to (...,Tq,Tk), or NULL */
+    bool bool_mask;              /* float attn_mask read as boolean (an int64 one always is) */
+    td_tensor *key_padding_mask; /* (B,Tk) with B the first leading dim ((Tk) without leading dims), or NULL */
+    bool key_padding_additive;   /* float key_padding_mask added to the scores instead */
+    double scale;                /* NAN: 1/sqrt(D) */
+} td_sdpa_opts;
+/* q (...,Tq,D), k (...,Tk,D), v (...,Tk,Dv) with equal leading dims -> out (...,Tq,Dv).
+ * Boolean masks: nonzero = masked (score -inf). Additive masks are added to the scaled scores.
+ * *weights (if not NULL) receives the softmax weights (...,Tq,Tk), differentiable w.r.t. q and k
+ * (a loss may use both outputs). A fully masked row gets zero weights (PyTorch gives NaN). */
+td_tensor *td_sdpa(td_tensor *q, td_tensor *k, td_tensor *v, const td_sdpa_opts *o, td_tensor **weights);
+
+/* ---- recurrent cells (rnn.c) ---------------------------------------------------------------- */
+/* x (B,I), h (B,Hd), w_ih (3Hd,I), w_hh (3Hd,Hd), b_ih, b_hh (3Hd) or NULL -> h' (B,Hd).
+ * Gates in PyTorch's order (r, z, n). */
+td_tensor *td_gru_cell(td_tensor *x, td_tensor *h, td_tensor *w_ih, td_tensor *w_hh, td_tensor *b_ih,
+                       td_tensor *b_hh);
+
+/* ---- losses (loss.c) ------------------------------------------------------------------------ */
+typedef enum { TD_REDUCE_NONE = 0, TD_REDUCE_MEAN = 1, TD_REDUCE_SUM = 2 } td_reduction;
+/* "none" / "mean" / "sum" -> 0..2, or -1 */
+int td_reduction_parse(const char *s);
+/* logits (N,C) or (N,C,d...), labels int64 (N) or (N,d...) in [0,C); "none" gives labels' shape */
+td_tensor *td_cross_entropy(td_tensor *logits, td_tensor *labels, td_reduction red);
+td_tensor *td_nll_loss(td_tensor *logp, td_tensor *labels, td_reduction red);
+/* max(x,0) - x t + log(1 + exp(-|x|)); with pos_weight p (one value, or one per position of the
+ * last dim): (1 - t) x + (1 + (p - 1) t) log(1 + exp(-x)). Mean over all elements. */
+td_tensor *td_bce_with_logits(td_tensor *x, td_tensor *target, td_tensor *pos_weight, td_reduction red);
+td_tensor *td_mse_loss(td_tensor *a, td_tensor *b, td_reduction red);
+td_tensor *td_l1_loss(td_tensor *a, td_tensor *b, td_reduction red);
+/* -0.5 sum_last(1 + logvar - mu^2 - exp(logvar)) per sample; mean / sum over samples */
+td_tensor *td_gaussian_kl(td_tensor *mu, td_tensor *logvar, td_reduction red);
+
+/* ---- internal helpers shared by the kernel files (not part of the API) -------------------------- */
+#ifdef TD_NN_INTERNAL
+#include <math.h>
+#if defined(__AVX512F__)
+#define TD_VW 16
+#else
+#define TD_VW 8
+#endif
+typedef float td_vf __attribute__((vector_size(TD_VW * 4)));
+typedef float td_vfu __attribute__((vector_size(TD_VW * 4), aligned(4))); /* unaligned access */
+typedef int32_t td_vi __attribute__((vector_size(TD_VW * 4)));
+static inline td_vf td_vload(const float *p) { return *(const td_vfu *)p; }
+static inline void td_vstore(float *p, td_vf v) { *(td_vfu *)p = v; }
+static inline td_vf td_vsplat(float a) { return (td_vf){0} + a; }
+static inline float td_vhsum(td_vf v) {
+    float s = 0;
+    for (int l = 0; l < TD_VW; l++) s += v[l];
+    return s;
+}
+/* exp to ~2 ulp on [-87, 88] (Cephes expf polynomial after range reduction by ln 2) */
+/* lanes of a where mask (-1) else b */
+static inline td_vf td_vsel(td_vi mask, td_vf a, td_vf b) { return (td_vf)(((td_vi)a & mask) | ((td_vi)b & ~mask)); }
+static inline td_vf td_vexp(td_vf x) {
+    x = td_vsel(x > 88.0f, td_vsplat(88.0f), x);
+    x = td_vsel(x < -87.0f, td_vsplat(-87.0f), x);
+    td_vf fx = x * 1.44269504088896341f;
+    td_vi ni = __builtin_convertvector(fx, td_vi); /* toward zero: round to nearest below */
+    td_vf nf = __builtin_convertvector(ni, td_vf);
+    td_vi up = (nf - fx) > 0.5f, dn = (fx - nf) > 0.5f; /* nearest integer */
+    ni = ni + up - dn;                                  /* masks are -1 where true */
+    nf = __builtin_convertvector(ni, td_vf);
+    td_vf r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+    td_vf p = td_vsplat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    td_vi e = (ni + 127) << 23;
+    return p * (td_vf)e;
+}
+static inline td_vf td_vsigmoid(td_vf x) { return 1.0f / (1.0f + td_vexp(-x)); }
+/* sum of n floats, vector partial sums, double across blocks */
+static inline double td_vsum(const float *p, int64_t n) {
+    td_vf a = {0}, b = {0};
+    int64_t i = 0;
+    for (; i + 2 * TD_VW <= n; i += 2 * TD_VW) {
+        a += td_vload(p + i);
+        b += td_vload(p + i + TD_VW);
+    }
+    double s = td_vhsum(a + b);
+    for (; i < n; i++) s += p[i];
+    return s;
+}
+/* sum of (p[i] - m)^2 */
+static inline double td_vsumsq_dev(const float *p, int64_t n, float m) {
+    td_vf a = {0}, b = {0};
+    int64_t i = 0;
+    for (; i + 2 * TD_VW <= n; i += 2 * TD_VW) {
+        td_vf d0 = td_vload(p + i) - m, d1 = td_vload(p + i + TD_VW) - m;
+        a += d0 * d0;
+        b += d1 * d1;
+    }
+    double s = td_vhsum(a + b);
+    for (; i < n; i++) s += (double)(p[i] - m) * (p[i] - m);
+    return s;
+}
+/* contiguous version of t without recording a graph node (new reference) */
+static inline td_tensor *td_nn_contig(td_tensor *t) {
+    bool prev = td_set_grad_enabled(false);
+    td_tensor *c = td_contiguous(t);
+    td_set_grad_enabled(prev);
+    return c;
+}
+#endif
+
+#endif

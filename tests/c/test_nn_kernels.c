@@ -1,0 +1,538 @@
+/* Fused NN kernels against their plain references: convolutions (both layouts, strides, padding,
+ * dilation, odd sizes), pooling, upsampling, norms, attention, the GRU cell and the losses, on
+ * random shapes; plus the tensor-level ops' autograd wiring (gradients equal the reference
+ * kernels') and allocation behaviour (no growth across repeated training steps). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../ops/nn.h"
+#include "check.h"
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void) { /* xorshift64*, [0, 1) */
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (double)((rng * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+static int irand(int lo, int hi) { return lo + (int)(urand() * (hi - lo + 1)); } /* [lo, hi] */
+static float *randv(int64_t n) {
+    float *p = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) p[i] = (float)(urand() * 2 - 1);
+    return p;
+}
+/* max |a - b| / (1 + max |b|) */
+static double relerr(const float *a, const float *b, int64_t n) {
+    double m = 0, s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= m)) m = d; /* catches NaN */
+        if (fabs(b[i]) > s) s = fabs(b[i]);
+    }
+    return m / (1 + s);
+}
+
+/* ---- convolution kernels ------------------------------------------------------------------------ */
+static void conv_case(int N, int C, int H, int W, int O, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
+                      int path) {
+    td_conv_geom g = {N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, 0, 0};
+    g.OH = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+    g.OW = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+    if (g.OH < 1 || g.OW < 1) return;
+    int64_t nx = (int64_t)N * C * H * W, nw = (int64_t)O * C * kh * kw, ny = (int64_t)N * O * g.OH * g.OW;
+    float *x = randv(nx), *w = randv(nw), *b = randv(O), *dy = randv(ny);
+    float *y1 = malloc(4 * ny), *y2 = malloc(4 * ny), *dx1 = malloc(4 * nx), *dx2 = malloc(4 * nx);
+    float *dw1 = malloc(4 * nw), *dw2 = malloc(4 * nw), *db1 = malloc(4 * O), *db2 = malloc(4 * O);
+    td_conv_path = path;
+    int rc = td_conv2d_fwd_kernel(&g, x, w, b, y1) | td_conv2d_bwd_data_kernel(&g, dy, w, NULL, dx1) |
+             td_conv2d_bwd_weight_kernel(&g, x, dy, dw1, db1);
+    td_conv_path = 0;
+    td_conv2d_fwd_ref(&g, x, w, b, y2);
+    td_conv2d_bwd_data_ref(&g, dy, w, dx2);
+    td_conv2d_bwd_weight_ref(&g, x, dy, dw2, db2);
+    double e1 = relerr(y1, y2, ny), e2 = relerr(dx1, dx2, nx), e3 = relerr(dw1, dw2, nw), e4 = relerr(db1, db2, O);
+    CHECK(rc == 0 && e1 < 1e-5 && e2 < 1e-5 && e3 < 1e-5 && e4 < 1e-5,
+          "conv path %d x(%d,%d,%d,%d) w(%d,%d,%d,%d) s(%d,%d) p(%d,%d) d(%d,%d): y %.1e dx %.1e dw %.1e db %.1e", path, N,
+          C, H, W, O, C, kh, kw, sh, sw, ph, pw, dh, dw, e1, e2, e3, e4);
+    free(x); free(w); free(b); free(dy); free(y1); free(y2); free(dx1); free(dx2); free(dw1); free(dw2); free(db1); free(db2);
+}
+
+static void test_conv_kernels(void) {
+    for (int path = 0; path <= 2; path++) {
+        conv_case(2, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, path);
+        conv_case(3, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, path);
+        conv_case(2, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, path);
+        conv_case(5, 7, 9, 11, 13, 3, 3, 2, 2, 1, 1, 1, 1, path);
+        conv_case(2, 5, 8, 8, 9, 1, 1, 1, 1, 0, 0, 1, 1, path);
+        conv_case(2, 4, 12, 10, 6, 3, 5, 1, 2, 2, 1, 2, 1, path);
+        conv_case(1, 3, 7, 7, 2, 3, 3, 1, 1, 0, 0, 3, 3, path);
+        conv_case(4, 3, 6, 6, 5, 1, 1, 1, 1, 2, 2, 1, 1, path); /* padding larger than the kernel reach */
+        conv_case(3, 6, 5, 5, 3, 5, 5, 2, 2, 2, 2, 1, 1, path);
+        conv_case(7, 2, 4, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1, path);
+    }
+    for (int t = 0; t < 40; t++) {
+        int kh = irand(1, 4), kw = irand(1, 4), dh = irand(1, 2), dw = irand(1, 2);
+        conv_case(irand(1, 5), irand(1, 9), irand(3, 14), irand(3, 14), irand(1, 19), kh, kw, irand(1, 3), irand(1, 3),
+                  irand(0, 3), irand(0, 3), dh, dw, irand(0, 2));
+    }
+}
+
+/* ---- tensor helpers --------------------------------------------------------------------------------- */
+static td_tensor *trand(int nd, const int64_t *shape, bool grad) {
+    td_tensor *t = td_empty(TD_F32, nd, shape);
+    float *p = td_f32(t);
+    for (int64_t i = 0; i < td_numel(t); i++) p[i] = (float)(urand() * 2 - 1);
+    if (grad) td_set_requires_grad(t, true);
+    return t;
+}
+#define T4(a, b, c, d) ((int64_t[]){a, b, c, d})
+/* backward of sum(y * R) with R random; returns R (caller releases) */
+static td_tensor *backprop(td_tensor *y) {
+    td_tensor *R = trand(y->ndim, y->shape, false), *p = td_binary(TD_MUL, y, R), *s = td_sum(p, 0, false);
+    td_backward(s, NULL, false);
+    td_release(p);
+    td_release(s);
+    return R;
+}
+static double terr(const td_tensor *a, const float *b) { return relerr(td_f32(a), b, td_numel(a)); }
+
+/* ---- convolutions as tensor ops: autograd wiring, transpose, threads, memory -------------------------- */
+static void test_conv_ops(void) {
+    td_conv_opts o;
+    td_conv_opts_default(&o);
+    o.stride[0] = 2;
+    o.padding[0] = o.padding[1] = 1;
+    o.dilation[1] = 2;
+    td_tensor *x = trand(4, T4(3, 4, 9, 10), true), *w = trand(4, T4(5, 4, 3, 3), true), *b = trand(1, T4(5, 0, 0, 0), true);
+    td_tensor *y = td_conv2d(x, w, b, &o);
+    td_conv_geom g = {3, 4, 9, 10, 5, 3, 3, 2, 1, 1, 1, 1, 2, y->shape[2], y->shape[3]};
+    float *yr = malloc(4 * td_numel(y)), *dx = malloc(4 * td_numel(x)), *dw = malloc(4 * td_numel(w)), *db = malloc(4 * 5);
+    td_conv2d_fwd_ref(&g, td_f32(x), td_f32(w), td_f32(b), yr);
+    td_tensor *R = backprop(y);
+    td_conv2d_bwd_data_ref(&g, td_f32(R), td_f32(w), dx);
+    td_conv2d_bwd_weight_ref(&g, td_f32(x), td_f32(R), dw, db);
+    CHECK(terr(y, yr) < 1e-5 && terr(x->grad, dx) < 1e-5 && terr(w->grad, dw) < 1e-5 && terr(b->grad, db) < 1e-5,
+          "td_conv2d forward and autograd equal the reference kernels (y %.1e dx %.1e dw %.1e db %.1e)", terr(y, yr),
+          terr(x->grad, dx), terr(w->grad, dw), terr(b->grad, db));
+    free(yr); free(dx); free(dw); free(db);
+    td_release(R); td_release(y); td_release(x); td_release(w); td_release(b);
+
+    /* conv_transpose2d forward = the input gradient of the conv with its output's shape */
+    td_conv_opts_default(&o);
+    o.stride[0] = o.stride[1] = 2;
+    o.padding[0] = o.padding[1] = 1;
+    o.output_padding[0] = o.output_padding[1] = 1;
+    x = trand(4, T4(2, 3, 5, 4), true);
+    w = trand(4, T4(3, 6, 3, 3), true);
+    b = trand(1, T4(6, 0, 0, 0), true);
+    y = td_conv_transpose2d(x, w, b, &o);
+    CHECK(y && y->shape[1] == 6 && y->shape[2] == 10 && y->shape[3] == 8, "conv_transpose2d output shape (2,6,10,8)");
+    td_conv_geom gt = {2, 6, 10, 8, 3, 3, 3, 2, 2, 1, 1, 1, 1, 5, 4};
+    float *yt = malloc(4 * td_numel(y)), *gx = malloc(4 * td_numel(x)), *gw = malloc(4 * td_numel(w));
+    td_conv2d_bwd_data_ref(&gt, td_f32(x), td_f32(w), yt);
+    for (int64_t i = 0; i < td_numel(y); i++) yt[i] += td_f32(b)[(i / 80) % 6];
+    R = backprop(y);
+    td_conv2d_fwd_ref(&gt, td_f32(R), td_f32(w), NULL, gx);
+    td_conv2d_bwd_weight_ref(&gt, td_f32(R), td_f32(x), gw, NULL);
+    CHECK(terr(y, yt) < 1e-5 && terr(x->grad, gx) < 1e-5 && terr(w->grad, gw) < 1e-5,
+          "td_conv_transpose2d forward and gradients equal the adjoint reference kernels (%.1e %.1e %.1e)", terr(y, yt),
+          terr(x->grad, gx), terr(w->grad, gw));
+    free(yt); free(gx); free(gw);
+    td_release(R); td_release(y); td_release(x); td_release(w); td_release(b);
+
+    /* results do not depend on the thread count beyond rounding */
+    td_conv_geom g2 = {6, 8, 12, 12, 8, 3, 3, 1, 1, 1, 1, 1, 1, 12, 12};
+    float *xa = randv(6 * 8 * 144), *wa = randv(8 * 8 * 9), *y1 = malloc(4 * 6 * 8 * 144), *y2 = malloc(4 * 6 * 8 * 144);
+    float *w1 = malloc(4 * 8 * 8 * 9), *w2 = malloc(4 * 8 * 8 * 9);
+    td_set_num_threads(1);
+    td_conv2d_fwd_kernel(&g2, xa, wa, NULL, y1);
+    td_conv2d_bwd_weight_kernel(&g2, xa, y1, w1, NULL);
+    td_set_num_threads(2);
+    td_conv2d_fwd_kernel(&g2, xa, wa, NULL, y2);
+    td_conv2d_bwd_weight_kernel(&g2, xa, y1, w2, NULL);
+    CHECK(relerr(y1, y2, 6 * 8 * 144) == 0 && relerr(w1, w2, 8 * 8 * 9) < 1e-6,
+          "1 and 2 threads agree (forward exactly, weight gradient %.1e)", relerr(w1, w2, 8 * 8 * 9));
+    free(xa); free(wa); free(y1); free(y2); free(w1); free(w2);
+
+    /* a training loop allocates no scratch and holds no tensor memory after its first step */
+    size_t s0 = 0, l0 = 0;
+    for (int it = 0; it < 4; it++) {
+        td_conv_opts_default(&o);
+        o.padding[0] = o.padding[1] = 1;
+        x = trand(4, T4(4, 8, 16, 16), true);
+        w = trand(4, T4(8, 8, 3, 3), true);
+        y = td_conv2d(x, w, NULL, &o);
+        R = backprop(y);
+        td_release(R); td_release(y); td_release(x); td_release(w);
+        if (it == 0) {
+            s0 = td_nn_scratch_bytes();
+            l0 = td_bytes_live();
+        }
+    }
+    CHECK(td_nn_scratch_bytes() == s0 && td_bytes_live() == l0, "no growth over steps (scratch %zu, live %zu bytes)",
+          td_nn_scratch_bytes(), td_bytes_live());
+
+    /* errors: NULL with a message naming the op and the shapes, nothing leaked */
+    size_t live = td_bytes_live();
+    x = trand(4, T4(2, 3, 8, 8), false);
+    w = trand(4, T4(4, 5, 3, 3), false);
+    y = td_conv2d(x, w, NULL, NULL);
+    CHECK(y == NULL && strstr(td_last_error(), "conv2d") && strstr(td_last_error(), "2x3x8x8") && strstr(td_last_error(), "4x5x3x3"),
+          "channel mismatch refused: %s", td_last_error());
+    td_release(x); td_release(w);
+    CHECK(td_bytes_live() == live, "a refused call leaks nothing");
+}
+
+/* ---- pooling and upsampling ------------------------------------------------------------------------------ */
+static void test_pool_upsample(void) {
+    for (int t = 0; t < 6; t++) {
+        int64_t N = irand(1, 3), C = irand(1, 4), H = irand(3, 9), W = irand(3, 9), kh = irand(1, 3), kw = irand(1, 3);
+        int64_t k[2] = {kh, kw}, s[2] = {irand(1, 3), irand(1, 3)};
+        td_tensor *x = trand(4, T4(N, C, H, W), true), *y = td_avg_pool2d(x, k, s);
+        int64_t OH = (H - kh) / s[0] + 1, OW = (W - kw) / s[1] + 1;
+        float *yr = calloc(N * C * OH * OW, 4), *dx = calloc(N * C * H * W, 4);
+        td_tensor *R = backprop(y);
+        for (int64_t p = 0; p < N * C; p++)
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    double a = 0;
+                    for (int64_t i = 0; i < kh; i++)
+                        for (int64_t j = 0; j < kw; j++) a += td_f32(x)[(p * H + oh * s[0] + i) * W + ow * s[1] + j];
+                    yr[(p * OH + oh) * OW + ow] = (float)(a / (kh * kw));
+                    for (int64_t i = 0; i < kh; i++)
+                        for (int64_t j = 0; j < kw; j++)
+                            dx[(p * H + oh * s[0] + i) * W + ow * s[1] + j] += td_f32(R)[(p * OH + oh) * OW + ow] / (kh * kw);
+                }
+        CHECK(terr(y, yr) < 1e-6 && terr(x->grad, dx) < 1e-6, "avg_pool2d (%lld,%lld,%lld,%lld) k(%lld,%lld) s(%lld,%lld)",
+              (long long)N, (long long)C, (long long)H, (long long)W, (long long)kh, (long long)kw, (long long)s[0], (long long)s[1]);
+        free(yr); free(dx);
+        td_release(R); td_release(y); td_release(x);
+    }
+    td_tensor *x = trand(4, T4(2, 3, 4, 5), true), *y = td_upsample_nearest2d(x, 3, 2);
+    td_tensor *R = backprop(y);
+    float *yr = malloc(4 * td_numel(y)), *dx = calloc(td_numel(x), 4);
+    for (int64_t p = 0; p < 6; p++)
+        for (int64_t h = 0; h < 12; h++)
+            for (int64_t w = 0; w < 10; w++) {
+                yr[(p * 12 + h) * 10 + w] = td_f32(x)[(p * 4 + h / 3) * 5 + w / 2];
+                dx[(p * 4 + h / 3) * 5 + w / 2] += td_f32(R)[(p * 12 + h) * 10 + w];
+            }
+    CHECK(terr(y, yr) == 0 && terr(x->grad, dx) < 1e-6, "upsample_nearest2d (3,2) forward and backward");
+    free(yr); free(dx);
+    td_release(R); td_release(y); td_release(x);
+}
+
+/* ---- norms against double-precision loops -------------------------------------------------------------------- */
+/* rows of n values (stride `st` between values, rows at `rowoff`): y = (x - mean) rstd * a + b;
+ * gradient of sum(y * R) w.r.t. x given dy = R * a: the textbook formula, in double */
+static void norm_ref(const float *x, const float *R, int64_t rows, int64_t n, int64_t (*at)(int64_t r, int64_t i, void *),
+                     void *ctx, const float *wv, const float *bv, int64_t (*pidx)(int64_t r, int64_t i, void *), double eps,
+                     float *y, float *dx, double *dw, double *db, bool silu) {
+    for (int64_t r = 0; r < rows; r++) {
+        double m = 0, v = 0;
+        for (int64_t i = 0; i < n; i++) m += x[at(r, i, ctx)];
+        m /= n;
+        for (int64_t i = 0; i < n; i++) v += (x[at(r, i, ctx)] - m) * (x[at(r, i, ctx)] - m);
+        v /= n;
+        double rs = 1 / sqrt(v + eps), s1 = 0, s2 = 0;
+        double *g = malloc(sizeof(double) * n);
+        for (int64_t i = 0; i < n; i++) {
+            int64_t k = at(r, i, ctx), p = pidx(r, i, ctx);
+            double xh = (x[k] - m) * rs, wa = wv ? wv[p] : 1, z = xh * wa + (bv ? bv[p] : 0), gz = R[k];
+            if (silu) {
+                double sg = 1 / (1 + exp(-z));
+                y[k] = (float)(z * sg);
+                gz *= sg * (1 + z * (1 - sg));
+            } else {
+                y[k] = (float)z;
+            }
+            dw[p] += gz * xh;
+            db[p] += gz;
+            g[i] = gz * wa;
+            s1 += g[i];
+            s2 += g[i] * xh;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            int64_t k = at(r, i, ctx);
+            double xh = (x[k] - m) * rs;
+            dx[k] = (float)(rs * (g[i] - s1 / n - xh * s2 / n));
+        }
+        free(g);
+    }
+}
+typedef struct { int64_t N, C, S, G; } nctx;
+static int64_t gn_at(int64_t r, int64_t i, void *c) { nctx *q = c; return r * (q->C / q->G) * q->S + i; }
+static int64_t gn_p(int64_t r, int64_t i, void *c) { nctx *q = c; return (r % q->G) * (q->C / q->G) + i / q->S; }
+static int64_t bn_at(int64_t r, int64_t i, void *c) { nctx *q = c; return ((i / q->S) * q->C + r) * q->S + i % q->S; }
+static int64_t bn_p(int64_t r, int64_t i, void *c) { (void)i; (void)c; return r; }
+static int64_t ln_at(int64_t r, int64_t i, void *c) { nctx *q = c; return r * q->S + i; }
+static int64_t ln_p(int64_t r, int64_t i, void *c) { (void)r; (void)c; return i; }
+
+static void norm_check(const char *what, td_tensor *x, td_tensor *w, td_tensor *b, td_tensor *y, int64_t rows, int64_t n,
+                       int64_t (*at)(int64_t, int64_t, void *), int64_t (*p)(int64_t, int64_t, void *), nctx *c, double eps,
+                       bool silu, int64_t np) {
+    td_tensor *R = backprop(y);
+    int64_t N = td_numel(x);
+    float *yr = malloc(4 * N), *dx = malloc(4 * N), *dwf = malloc(4 * (np + 1)), *dbf = malloc(4 * (np + 1));
+    double *dw = calloc(np + 1, 8), *db = calloc(np + 1, 8);
+    norm_ref(td_f32(x), td_f32(R), rows, n, at, c, w ? td_f32(w) : NULL, b ? td_f32(b) : NULL, p, eps, yr, dx, dw, db, silu);
+    for (int64_t i = 0; i < np; i++) {
+        dwf[i] = (float)dw[i];
+        dbf[i] = (float)db[i];
+    }
+    double e1 = terr(y, yr), e2 = terr(x->grad, dx), e3 = w ? terr(w->grad, dwf) : 0, e4 = b ? terr(b->grad, dbf) : 0;
+    CHECK(e1 < 2e-6 && e2 < 2e-5 && e3 < 2e-5 && e4 < 2e-5, "%s: y %.1e dx %.1e dw %.1e db %.1e", what, e1, e2, e3, e4);
+    free(yr); free(dx); free(dwf); free(dbf); free(dw); free(db);
+    td_release(R);
+}
+
+static void test_norms(void) {
+    for (int silu = 0; silu <= 1; silu++) {
+        nctx c = {3, 12, 37, 4};
+        td_tensor *x = trand(3, T4(3, 12, 37, 0), true), *w = trand(1, T4(12, 0, 0, 0), true), *b = trand(1, T4(12, 0, 0, 0), true);
+        td_tensor *y = td_group_norm(x, 4, w, b, 1e-5, silu);
+        norm_check(silu ? "group_norm_silu (3,12,37) G4" : "group_norm (3,12,37) G4", x, w, b, y, 12, 3 * 37, gn_at, gn_p, &c,
+                   1e-5, silu, 12);
+        td_release(y); td_release(x); td_release(w); td_release(b);
+    }
+    {   /* NCSN++ sizes: (100, 32, 16, 16), 8 groups, eps 1e-6, large mean offset */
+        nctx c = {20, 32, 256, 8};
+        td_tensor *x = trand(4, T4(20, 32, 16, 16), false), *w = trand(1, T4(32, 0, 0, 0), true), *b = trand(1, T4(32, 0, 0, 0), true);
+        for (int64_t i = 0; i < td_numel(x); i++) td_f32(x)[i] = td_f32(x)[i] * 3 + 10;
+        td_set_requires_grad(x, true);
+        td_tensor *y = td_group_norm(x, 8, w, b, 1e-6, true);
+        norm_check("group_norm_silu (20,32,16,16) G8, mean 10", x, w, b, y, 20 * 8, 4 * 256, gn_at, gn_p, &c, 1e-6, true, 32);
+        td_release(y); td_release(x); td_release(w); td_release(b);
+    }
+    {
+        nctx c = {6, 5, 9, 0};
+        td_tensor *x = trand(4, T4(6, 5, 3, 3), true), *w = trand(1, T4(5, 0, 0, 0), true), *b = trand(1, T4(5, 0, 0, 0), true);
+        td_tensor *y = td_batch_norm(x, NULL, NULL, w, b, true, 0.1, 1e-5);
+        norm_check("batch_norm training (6,5,3,3)", x, w, b, y, 5, 6 * 9, bn_at, bn_p, &c, 1e-5, false, 5);
+        td_release(y); td_release(x); td_release(w); td_release(b);
+        nctx c2 = {7, 4, 1, 0};
+        x = trand(2, T4(7, 4, 0, 0), true);
+        w = trand(1, T4(4, 0, 0, 0), true);
+        b = trand(1, T4(4, 0, 0, 0), true);
+        y = td_batch_norm(x, NULL, NULL, w, b, true, 0.1, 1e-5);
+        norm_check("batch_norm training (7,4)", x, w, b, y, 4, 7, bn_at, bn_p, &c2, 1e-5, false, 4);
+        td_release(y); td_release(x); td_release(w); td_release(b);
+    }
+    {
+        nctx c = {0, 0, 24, 0};
+        td_tensor *x = trand(3, T4(5, 4, 6, 0), true), *w = trand(2, T4(4, 6, 0, 0), true), *b = trand(2, T4(4, 6, 0, 0), true);
+        td_tensor *y = td_layer_norm(x, 2, w, b, 1e-5);
+        norm_check("layer_norm (5,4,6) over (4,6)", x, w, b, y, 5, 24, ln_at, ln_p, &c, 1e-5, false, 24);
+        td_release(y); td_release(x); td_release(w); td_release(b);
+        nctx c2 = {0, 0, 300, 0};
+        x = trand(2, T4(70, 300, 0, 0), true);
+        w = trand(1, T4(300, 0, 0, 0), true);
+        b = trand(1, T4(300, 0, 0, 0), true);
+        y = td_layer_norm(x, 1, w, b, 1e-5);
+        norm_check("layer_norm (70,300) (threads)", x, w, b, y, 70, 300, ln_at, ln_p, &c2, 1e-5, false, 300);
+        td_release(y); td_release(x); td_release(w); td_release(b);
+    }
+}
+
+/* ---- attention against double-precision loops, both paths ------------------------------------------------------- */
+extern int td_attention_path;
+static void test_attention(void) {
+    for (int path = 1; path <= 2; path++)
+        for (int t = 0; t < 3; t++) {
+            int64_t B = irand(1, 3), H = irand(1, 3), Tq = irand(1, 9), Tk = irand(2, 12), D = irand(1, 20), Dv = irand(1, 17);
+            td_tensor *q = trand(4, T4(B, H, Tq, D), true), *k = trand(4, T4(B, H, Tk, D), true), *v = trand(4, T4(B, H, Tk, Dv), true);
+            td_tensor *am = trand(2, T4(Tq, Tk, 0, 0), false), *kpm = td_zeros(TD_F32, 2, T4(B, Tk, 0, 0));
+            for (int64_t i = 0; i < B; i++) td_f32(kpm)[i * Tk + irand(0, (int)Tk - 1)] = 1; /* one masked key per batch */
+            td_sdpa_opts o = {am, false, kpm, false, NAN};
+            td_attention_path = path;
+            td_tensor *wts = NULL, *y = td_sdpa(q, k, v, &o, &wts);
+            td_attention_path = 0;
+            td_tensor *R = backprop(y);
+            int64_t BH = B * H;
+            float *yr = calloc(BH * Tq * Dv, 4), *wr = calloc(BH * Tq * Tk, 4), *dq = calloc(BH * Tq * D, 4);
+            float *dk = calloc(BH * Tk * D, 4), *dv = calloc(BH * Tk * Dv, 4);
+            double sc = 1 / sqrt((double)D);
+            const float *Q = td_f32(q), *K = td_f32(k), *V = td_f32(v), *G = td_f32(R);
+            for (int64_t bh = 0; bh < BH; bh++)
+                for (int64_t i = 0; i < Tq; i++) {
+                    double s[16], p[16], mx = -INFINITY, sum = 0, dp[16], dot = 0;
+                    for (int64_t j = 0; j < Tk; j++) {
+                        double a = 0;
+                        for (int64_t d = 0; d < D; d++) a += (double)Q[(bh * Tq + i) * D + d] * K[(bh * Tk + j) * D + d];
+                        s[j] = td_f32(kpm)[(bh / H) * Tk + j] != 0 ? -INFINITY : a * sc + td_f32(am)[i * Tk + j];
+                        if (s[j] > mx) mx = s[j];
+                    }
+                    for (int64_t j = 0; j < Tk; j++) sum += (p[j] = exp(s[j] - mx));
+                    for (int64_t j = 0; j < Tk; j++) {
+                        p[j] /= sum;
+                        wr[(bh * Tq + i) * Tk + j] = (float)p[j];
+                        double gp = 0;
+                        for (int64_t d = 0; d < Dv; d++) {
+                            yr[(bh * Tq + i) * Dv + d] += (float)(p[j] * V[(bh * Tk + j) * Dv + d]);
+                            dv[(bh * Tk + j) * Dv + d] += (float)(p[j] * G[(bh * Tq + i) * Dv + d]);
+                            gp += (double)G[(bh * Tq + i) * Dv + d] * V[(bh * Tk + j) * Dv + d];
+                        }
+                        dp[j] = gp;
+                        dot += gp * p[j];
+                    }
+                    for (int64_t j = 0; j < Tk; j++) {
+                        double ds = p[j] * (dp[j] - dot) * sc;
+                        for (int64_t d = 0; d < D; d++) {
+                            dq[(bh * Tq + i) * D + d] += (float)(ds * K[(bh * Tk + j) * D + d]);
+                            dk[(bh * Tk + j) * D + d] += (float)(ds * Q[(bh * Tq + i) * D + d]);
+                        }
+                    }
+                }
+            double e[5] = {terr(y, yr), terr(wts, wr), terr(q->grad, dq), terr(k->grad, dk), terr(v->grad, dv)};
+            CHECK(e[0] < 1e-5 && e[1] < 1e-5 && e[2] < 1e-5 && e[3] < 1e-5 && e[4] < 1e-5,
+                  "attention %s (%lld,%lld,%lld|%lld,%lld|%lld) masks: out %.1e w %.1e dq %.1e dk %.1e dv %.1e",
+                  path == 1 ? "loops" : "gemm", (long long)B, (long long)H, (long long)Tq, (long long)Tk, (long long)D,
+                  (long long)Dv, e[0], e[1], e[2], e[3], e[4]);
+            free(yr); free(wr); free(dq); free(dk); free(dv);
+            td_release(R); td_release(y); td_release(wts); td_release(q); td_release(k); td_release(v);
+            td_release(am); td_release(kpm);
+        }
+}
+
+/* ---- GRU cell against double-precision loops ------------------------------------------------------------------------- */
+static void test_gru(void) {
+    int64_t B = 5, I = 7, Hd = 19, H3 = 57;
+    td_tensor *x = trand(2, T4(B, I, 0, 0), true), *h = trand(2, T4(B, Hd, 0, 0), true);
+    td_tensor *wi = trand(2, T4(H3, I, 0, 0), true), *wh = trand(2, T4(H3, Hd, 0, 0), true);
+    td_tensor *bi = trand(1, T4(H3, 0, 0, 0), true), *bh = trand(1, T4(H3, 0, 0, 0), true);
+    td_tensor *y = td_gru_cell(x, h, wi, wh, bi, bh), *R = backprop(y);
+    const float *X = td_f32(x), *Hp = td_f32(h), *Wi = td_f32(wi), *Wh = td_f32(wh), *Bi = td_f32(bi), *Bh = td_f32(bh), *G = td_f32(R);
+    float *yr = malloc(4 * B * Hd), *dx = calloc(B * I, 4), *dh = calloc(B * Hd, 4), *dwi = calloc(H3 * I, 4), *dwh = calloc(H3 * Hd, 4);
+    float *dbi = calloc(H3, 4), *dbh = calloc(H3, 4);
+    for (int64_t b = 0; b < B; b++) {
+        double gi[57], gh[57], dgi[57], dgh[57];
+        for (int64_t r = 0; r < H3; r++) {
+            gi[r] = Bi[r];
+            gh[r] = Bh[r];
+            for (int64_t i = 0; i < I; i++) gi[r] += (double)Wi[r * I + i] * X[b * I + i];
+            for (int64_t i = 0; i < Hd; i++) gh[r] += (double)Wh[r * Hd + i] * Hp[b * Hd + i];
+        }
+        for (int64_t j = 0; j < Hd; j++) {
+            double r = 1 / (1 + exp(-(gi[j] + gh[j]))), z = 1 / (1 + exp(-(gi[Hd + j] + gh[Hd + j])));
+            double n = tanh(gi[2 * Hd + j] + r * gh[2 * Hd + j]), hp = Hp[b * Hd + j], g = G[b * Hd + j];
+            yr[b * Hd + j] = (float)((1 - z) * n + z * hp);
+            double dn = g * (1 - z) * (1 - n * n), dz = g * (hp - n) * z * (1 - z), dr = dn * gh[2 * Hd + j] * r * (1 - r);
+            dgi[j] = dgh[j] = dr;
+            dgi[Hd + j] = dgh[Hd + j] = dz;
+            dgi[2 * Hd + j] = dn;
+            dgh[2 * Hd + j] = dn * r;
+            dh[b * Hd + j] += (float)(g * z);
+        }
+        for (int64_t r = 0; r < H3; r++) {
+            dbi[r] += (float)dgi[r];
+            dbh[r] += (float)dgh[r];
+            for (int64_t i = 0; i < I; i++) {
+                dx[b * I + i] += (float)(dgi[r] * Wi[r * I + i]);
+                dwi[r * I + i] += (float)(dgi[r] * X[b * I + i]);
+            }
+            for (int64_t i = 0; i < Hd; i++) {
+                dh[b * Hd + i] += (float)(dgh[r] * Wh[r * Hd + i]);
+                dwh[r * Hd + i] += (float)(dgh[r] * Hp[b * Hd + i]);
+            }
+        }
+    }
+    double e[7] = {terr(y, yr), terr(x->grad, dx), terr(h->grad, dh), terr(wi->grad, dwi), terr(wh->grad, dwh),
+                   terr(bi->grad, dbi), terr(bh->grad, dbh)};
+    double m = 0;
+    for (int i = 0; i < 7; i++) m = e[i] > m ? e[i] : m;
+    CHECK(m < 1e-5, "gru_cell (B5, I7, H19, tails past the vector width): y %.1e dx %.1e dh %.1e dWi %.1e dWh %.1e dbi %.1e dbh %.1e",
+          e[0], e[1], e[2], e[3], e[4], e[5], e[6]);
+    free(yr); free(dx); free(dh); free(dwi); free(dwh); free(dbi); free(dbh);
+    td_release(R); td_release(y); td_release(x); td_release(h); td_release(wi); td_release(wh); td_release(bi); td_release(bh);
+}
+
+/* ---- losses against double-precision loops --------------------------------------------------------------------------- */
+static void test_losses(void) {
+    int64_t N = 9, C = 7;
+    td_tensor *x = trand(2, T4(N, C, 0, 0), true), *lab = td_empty(TD_I64, 1, &N);
+    for (int64_t i = 0; i < N; i++) td_i64(lab)[i] = irand(0, (int)C - 1);
+    for (int red = 0; red <= 2; red++) {
+        td_zero_grad(x);
+        td_tensor *y = td_cross_entropy(x, lab, (td_reduction)red), *R = backprop(y);
+        float *yr = malloc(4 * N), *dx = malloc(4 * N * C);
+        double tot = 0;
+        for (int64_t i = 0; i < N; i++) {
+            double m = -INFINITY, s = 0;
+            for (int64_t j = 0; j < C; j++) m = fmax(m, td_f32(x)[i * C + j]);
+            for (int64_t j = 0; j < C; j++) s += exp(td_f32(x)[i * C + j] - m);
+            double l = log(s) + m - td_f32(x)[i * C + td_i64(lab)[i]];
+            yr[i] = (float)l;
+            tot += l;
+            double gw = red == 0 ? td_f32(R)[i] : red == 1 ? td_f32(R)[0] / N : td_f32(R)[0];
+            for (int64_t j = 0; j < C; j++)
+                dx[i * C + j] = (float)(gw * (exp(td_f32(x)[i * C + j] - m) / s - (j == td_i64(lab)[i])));
+        }
+        if (red) yr[0] = (float)(red == 1 ? tot / N : tot);
+        double e1 = relerr(td_f32(y), yr, red ? 1 : N), e2 = terr(x->grad, dx);
+        CHECK(e1 < 1e-6 && e2 < 1e-6, "cross_entropy reduction %d: loss %.1e grad %.1e", red, e1, e2);
+        free(yr); free(dx);
+        td_release(R); td_release(y);
+    }
+    td_i64(lab)[4] = C;
+    td_tensor *bad = td_cross_entropy(x, lab, TD_REDUCE_MEAN);
+    CHECK(bad == NULL && strstr(td_last_error(), "label 7 at position 5"), "label out of range named: %s", td_last_error());
+    td_release(x); td_release(lab);
+
+    /* the pair losses and the KL on large inputs (parallel paths) */
+    int64_t n = 100000;
+    td_tensor *a = trand(1, &n, true), *b = trand(1, &n, true);
+    for (int kind = 0; kind < 3; kind++) {
+        td_zero_grad(a);
+        td_zero_grad(b);
+        td_tensor *y = kind == 0 ? td_bce_with_logits(a, b, NULL, TD_REDUCE_SUM) : kind == 1 ? td_mse_loss(a, b, TD_REDUCE_SUM) : td_l1_loss(a, b, TD_REDUCE_SUM);
+        td_tensor *R = backprop(y);
+        double s = 0, r = td_f32(R)[0], ea = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double u = td_f32(a)[i], v = td_f32(b)[i], ga;
+            if (kind == 0) {
+                s += fmax(u, 0) - u * v + log1p(exp(-fabs(u)));
+                ga = 1 / (1 + exp(-u)) - v;
+            } else if (kind == 1) {
+                s += (u - v) * (u - v);
+                ga = 2 * (u - v);
+            } else {
+                s += fabs(u - v);
+                ga = u > v ? 1 : u < v ? -1 : 0;
+            }
+            ea = fmax(ea, fabs(td_f32(a->grad)[i] - r * ga));
+        }
+        double el = fabs(td_f32(y)[0] - s) / (1 + fabs(s));
+        CHECK(el < 1e-5 && ea < 1e-5, "%s sum over 1e5: loss %.1e grad %.1e", kind == 0 ? "bce_with_logits" : kind == 1 ? "mse_loss" : "l1_loss", el, ea);
+        td_release(R); td_release(y);
+    }
+    td_release(a); td_release(b);
+    td_tensor *mu = trand(2, T4(6, 5, 0, 0), true), *lv = trand(2, T4(6, 5, 0, 0), true);
+    td_tensor *y = td_gaussian_kl(mu, lv, TD_REDUCE_NONE), *R = backprop(y);
+    double e = 0, eg = 0;
+    for (int64_t i = 0; i < 6; i++) {
+        double s = 0;
+        for (int64_t j = 0; j < 5; j++) {
+            double m = td_f32(mu)[i * 5 + j], l = td_f32(lv)[i * 5 + j];
+            s += 1 + l - m * m - exp(l);
+            eg = fmax(eg, fabs(td_f32(mu->grad)[i * 5 + j] - td_f32(R)[i] * m));
+            eg = fmax(eg, fabs(td_f32(lv->grad)[i * 5 + j] - td_f32(R)[i] * 0.5 * (exp(l) - 1)));
+        }
+        e = fmax(e, fabs(td_f32(y)[i] + 0.5 * s));
+    }
+    CHECK(y->ndim == 1 && y->shape[0] == 6 && e < 1e-5 && eg < 1e-5, "gaussian_kl per sample: %.1e, grads %.1e", e, eg);
+    td_release(R); td_release(y); td_release(mu); td_release(lv);
+}
+
+int main(void) {
+    td_set_num_threads(2);
+    test_conv_kernels();
+    test_conv_ops();
+    test_pool_upsample();
+    test_norms();
+    test_attention();
+    test_gru();
+    test_losses();
+    return check_failures ? 1 : 0;
+}
