@@ -108,11 +108,42 @@ local function check_image(op, x)
 end
 
 -- ---- convolution ------------------------------------------------------------------------------
---- conv2d_ref(x (N,C,H,W), w (OC,C,KH,KW), b (OC) or nil, {stride=, padding=, dilation=})
+-- a grouped convolution as `groups` ungrouped ones on channel slices, concatenated
+local function grouped(op, x, w, b, opts, G, w_out_dim)
+  local Cg = x:size(2) // G
+  local Og = w:size(2) -- conv_transpose2d: output channels per group
+  local outs = {}
+  for gi = 0, G - 1 do
+    local sub = {}
+    for k, v in pairs(opts) do sub[k] = v end
+    sub.groups = 1
+    local xg = x:narrow(2, gi * Cg + 1, Cg)
+    local wg, bg
+    if w_out_dim == 1 then -- conv2d: w (OC, C/G, ...), output channels split
+      local og = w:size(1) // G
+      wg = w:narrow(1, gi * og + 1, og)
+      bg = b and b:narrow(1, gi * og + 1, og) or nil
+    else -- conv_transpose2d: w (C, OC/G, ...), input channels split
+      wg = w:narrow(1, gi * Cg + 1, Cg)
+      bg = b and b:narrow(1, gi * Og + 1, Og) or nil
+    end
+    outs[#outs + 1] = op(xg, wg, bg, sub)
+  end
+  return T.cat(outs, 2)
+end
+
+--- conv2d_ref(x (N,C,H,W), w (OC,C/groups,KH,KW), b (OC) or nil, {stride=, padding=, dilation=, groups=})
 --- composed: strided slices of the padded input stacked into columns, one batched matmul
 function F.conv2d_ref(x, w, b, opts)
   opts = opts or {}
   check_image("conv2d", x)
+  local G = opts.groups or 1
+  if G > 1 then
+    if x:size(2) % G ~= 0 or w:size(1) % G ~= 0 or w:size(2) * G ~= x:size(2) then
+      error(string.format("conv2d: input %s and weight %s do not fit %d groups", shape_str(x), shape_str(w), G), 2)
+    end
+    return grouped(F.conv2d_ref, x, w, b, opts, G, 1)
+  end
   local sh, sw = pair(opts.stride or 1, "stride")
   local ph, pw = pair(opts.padding or 0, "padding")
   local dh, dw = pair(opts.dilation or 1, "dilation")
@@ -141,12 +172,20 @@ function F.conv2d_ref(x, w, b, opts)
   return y:view(N, OC, OH, OW)
 end
 
---- conv_transpose2d_ref(x (N,Cin,H,W), w (Cin,Cout,KH,KW), b, {stride=, padding=, output_padding=, dilation=})
+--- conv_transpose2d_ref(x (N,Cin,H,W), w (Cin,Cout/groups,KH,KW), b, {stride=, padding=, output_padding=,
+---   dilation=, groups=})
 --- composed: zeros inserted between input pixels, padding, then a stride-1 convolution with
 --- the flipped, transposed kernel
 function F.conv_transpose2d_ref(x, w, b, opts)
   opts = opts or {}
   check_image("conv_transpose2d", x)
+  local G = opts.groups or 1
+  if G > 1 then
+    if x:size(2) % G ~= 0 or w:size(1) ~= x:size(2) then
+      error(string.format("conv_transpose2d: input %s and weight %s do not fit %d groups", shape_str(x), shape_str(w), G), 2)
+    end
+    return grouped(F.conv_transpose2d_ref, x, w, b, opts, G, 2)
+  end
   local sh, sw = pair(opts.stride or 1, "stride")
   local ph, pw = pair(opts.padding or 0, "padding")
   local oph, opw = pair(opts.output_padding or 0, "output_padding")
@@ -397,6 +436,26 @@ for _, name in ipairs(dispatch) do
   local k = kernel(name)
   F.fused[name] = k ~= nil
   F[name] = k or F[name .. "_ref"]
+end
+
+-- the convolution kernels take groups = 1 only: a grouped convolution runs one kernel call per group
+for _, name in ipairs({"conv2d", "conv_transpose2d"}) do
+  local k = kernel(name)
+  if k then
+    local wdim = name == "conv2d" and 1 or 2
+    local function conv(x, w, b, opts)
+      if opts and (opts.groups or 1) > 1 then
+        local G = opts.groups
+        if x:dim() ~= 4 or x:size(2) % G ~= 0 or (wdim == 1 and (w:size(1) % G ~= 0 or w:size(2) * G ~= x:size(2)))
+          or (wdim == 2 and w:size(1) ~= x:size(2)) then
+          error(string.format("%s: input %s and weight %s do not fit %d groups", name, shape_str(x), shape_str(w), G), 2)
+        end
+        return grouped(conv, x, w, b, opts, G, wdim)
+      end
+      return k(x, w, b, opts)
+    end
+    F[name] = conv
+  end
 end
 
 return F

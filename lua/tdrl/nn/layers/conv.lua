@@ -27,19 +27,22 @@ local function run(m, fn, ...)
   return r
 end
 
---- Conv2d(in, out, kernel_size [, stride = 1, padding = 0, dilation = 1] [, {bias=, generator=, ...}])
---- weight (out, in, kh, kw) ~ U(+-1/sqrt(fan_in)), bias ~ U(+-1/sqrt(fan_in)), fan_in = in kh kw
+--- Conv2d(in, out, kernel_size [, stride = 1, padding = 0, dilation = 1, groups = 1] [, {bias=, generator=, ...}])
+--- weight (out, in/groups, kh, kw) ~ U(+-1/sqrt(fan_in)), bias ~ U(+-1/sqrt(fan_in)), fan_in = in/groups kh kw
 local Conv2d = class('Conv2d', Module)
 M.Conv2d = Conv2d
 
 function Conv2d:__init(cin, cout, k, ...)
   Module.__init(self)
-  local o = U.args({"stride", "padding", "dilation"}, ...)
-  if o.groups and o.groups ~= 1 then error("Conv2d: groups other than 1 are not supported", 2) end
-  self.in_channels, self.out_channels = cin, cout
+  local o = U.args({"stride", "padding", "dilation", "groups"}, ...)
+  local G = o.groups or 1
+  if cin % G ~= 0 or cout % G ~= 0 then
+    error(string.format("Conv2d: %d input and %d output channels do not split into %d groups", cin, cout, G), 2)
+  end
+  self.in_channels, self.out_channels, self.groups = cin, cout, G
   self.kernel_size = pair(k)
   self.stride, self.padding, self.dilation = pair(o.stride or 1), pair(o.padding or 0), pair(o.dilation or 1)
-  self:register_parameter("weight", T.empty(cout, cin, self.kernel_size[1], self.kernel_size[2]))
+  self:register_parameter("weight", T.empty(cout, cin // G, self.kernel_size[1], self.kernel_size[2]))
   self:register_parameter("bias", o.bias ~= false and T.empty(cout) or nil)
   self:reset_parameters(o.generator)
 end
@@ -59,6 +62,7 @@ function Conv2d:extra_repr()
   if self.dilation[1] ~= 1 or self.dilation[2] ~= 1 then
     s = s .. ", dilation=" .. U.pair_text(self.dilation[1], self.dilation[2])
   end
+  if self.groups ~= 1 then s = s .. ", groups=" .. self.groups end
   if not self.bias then s = s .. ", no bias" end
   return s
 end
@@ -66,23 +70,26 @@ end
 function Conv2d:forward(x)
   check_input(self, x, self.in_channels)
   return run(self, F.conv2d, x, self.weight, self.bias,
-    {stride = self.stride, padding = self.padding, dilation = self.dilation})
+    {stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups})
 end
 
---- ConvTranspose2d(in, out, kernel_size [, stride, padding, output_padding] [, {dilation=, bias=, generator=}])
---- weight (in, out, kh, kw); PyTorch's fan_in for it is out kh kw
+--- ConvTranspose2d(in, out, kernel_size [, stride, padding, output_padding, groups] [, {dilation=, bias=, generator=}])
+--- weight (in, out/groups, kh, kw); PyTorch's fan_in for it is out/groups kh kw
 local ConvTranspose2d = class('ConvTranspose2d', Module)
 M.ConvTranspose2d = ConvTranspose2d
 
 function ConvTranspose2d:__init(cin, cout, k, ...)
   Module.__init(self)
-  local o = U.args({"stride", "padding", "output_padding"}, ...)
-  if o.groups and o.groups ~= 1 then error("ConvTranspose2d: groups other than 1 are not supported", 2) end
-  self.in_channels, self.out_channels = cin, cout
+  local o = U.args({"stride", "padding", "output_padding", "groups"}, ...)
+  local G = o.groups or 1
+  if cin % G ~= 0 or cout % G ~= 0 then
+    error(string.format("ConvTranspose2d: %d input and %d output channels do not split into %d groups", cin, cout, G), 2)
+  end
+  self.in_channels, self.out_channels, self.groups = cin, cout, G
   self.kernel_size = pair(k)
   self.stride, self.padding = pair(o.stride or 1), pair(o.padding or 0)
   self.output_padding, self.dilation = pair(o.output_padding or 0), pair(o.dilation or 1)
-  self:register_parameter("weight", T.empty(cin, cout, self.kernel_size[1], self.kernel_size[2]))
+  self:register_parameter("weight", T.empty(cin, cout // G, self.kernel_size[1], self.kernel_size[2]))
   self:register_parameter("bias", o.bias ~= false and T.empty(cout) or nil)
   self:reset_parameters(o.generator)
 end
@@ -100,7 +107,8 @@ end
 function ConvTranspose2d:forward(x)
   check_input(self, x, self.in_channels)
   return run(self, F.conv_transpose2d, x, self.weight, self.bias,
-    {stride = self.stride, padding = self.padding, output_padding = self.output_padding, dilation = self.dilation})
+    {stride = self.stride, padding = self.padding, output_padding = self.output_padding, dilation = self.dilation,
+     groups = self.groups})
 end
 
 --- AvgPool2d(kernel_size [, stride = kernel_size]): no padding, floor mode
