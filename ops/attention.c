@@ -16,21 +16,6 @@
 
 int td_attention_path = 0; /* 0 auto, 1 loops, 2 GEMMs */
 
-static inline float vdot(const float *a, const float *b, int64_t n) {
-    td_vf s = {0};
-    int64_t i = 0;
-    for (; i + TD_VW <= n; i += TD_VW) s += td_vload(a + i) * td_vload(b + i);
-    float r = td_vhsum(s);
-    for (; i < n; i++) r += a[i] * b[i];
-    return r;
-}
-
-static inline void vaxpy(float *y, float a, const float *x, int64_t n) {
-    int64_t i = 0;
-    for (; i + TD_VW <= n; i += TD_VW) td_vstore(y + i, td_vload(y + i) + a * td_vload(x + i));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-
 /* Where the masks of one (batch, head) live. */
 typedef struct {
     const float *am;     /* attn_mask base for this bh (NULL: none) */
@@ -40,9 +25,9 @@ typedef struct {
     bool kpm_add;
 } mask_ref;
 
-/* Softmax of one row of scores s (Tk) in place, masks applied; returns weights in s. */
-static inline void masked_softmax_row(float *s, int64_t i, int64_t Tk, const mask_ref *m) {
-    float mx = -INFINITY;
+/* Masks applied to one row of scores s (Tk) in place (masked: -inf), then softmax in place.
+ * Lanes of s past Tk (up to a vector multiple the caller owns, `padded`) come back 0. */
+static inline void masked_softmax_row(float *s, int64_t i, int64_t Tk, int64_t padded, const mask_ref *m) {
     for (int64_t j = 0; j < Tk; j++) {
         float v = s[j];
         bool dead = false;
@@ -55,30 +40,108 @@ static inline void masked_softmax_row(float *s, int64_t i, int64_t Tk, const mas
             if (m->am_bool) dead |= a != 0;
             else v += a;
         }
-        if (dead || v == -INFINITY) v = -INFINITY;
-        s[j] = v;
-        if (v > mx) mx = v;
+        s[j] = dead ? -INFINITY : v;
     }
+    for (int64_t j = Tk; j < padded; j++) s[j] = -INFINITY;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < Tk; j++) mx = s[j] > mx ? s[j] : mx;
     if (mx == -INFINITY) { /* every key masked: zero weights (PyTorch would give NaN) */
-        for (int64_t j = 0; j < Tk; j++) s[j] = 0;
+        memset(s, 0, sizeof(float) * (size_t)(padded > Tk ? padded : Tk));
         return;
     }
-    double sum = 0;
-    for (int64_t j = 0; j < Tk; j++) {
+    td_vf acc = {0};
+    int64_t j = 0;
+    for (; j + TD_VW <= padded; j += TD_VW) {
+        td_vf x = td_vload(s + j), e = td_vexp(x - mx);
+        e = td_vsel(x == -INFINITY, td_vsplat(0.0f), e); /* masked keys get exactly 0 */
+        td_vstore(s + j, e);
+        acc += e;
+    }
+    double sum = td_vhsum(acc);
+    for (; j < Tk; j++) {
         float e = s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
         s[j] = e;
         sum += e;
     }
     float inv = (float)(1.0 / sum);
-    for (int64_t j = 0; j < Tk; j++) s[j] *= inv;
+    j = 0;
+    for (; j + TD_VW <= padded; j += TD_VW) td_vstore(s + j, td_vload(s + j) * inv);
+    for (; j < Tk; j++) s[j] *= inv;
+}
+
+/* C[i*ldc + j] (= or +=) alpha * sum_k A[i*lda + k] B[k*ldb + j], i < M, j < N: the small products
+ * of short sequences, vectorised along j (four independent accumulators: four column vectors,
+ * or four partial sums over k for a single vector). No BLAS (runs inside OpenMP). */
+static void small_mm(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                     bool accumulate, float *C, int64_t ldc) {
+    for (int64_t i = 0; i < M; i++) {
+        const float *a = A + i * lda;
+        float *c = C + i * ldc;
+        int64_t j = 0;
+        for (; j + 4 * TD_VW <= N; j += 4 * TD_VW) {
+            td_vf s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+            for (int64_t k = 0; k < K; k++) {
+                const float *b = B + k * ldb + j;
+                td_vf av = td_vsplat(a[k]);
+                s0 += av * td_vload(b);
+                s1 += av * td_vload(b + TD_VW);
+                s2 += av * td_vload(b + 2 * TD_VW);
+                s3 += av * td_vload(b + 3 * TD_VW);
+            }
+            if (accumulate) {
+                s0 = td_vload(c + j) + alpha * s0;
+                s1 = td_vload(c + j + TD_VW) + alpha * s1;
+                s2 = td_vload(c + j + 2 * TD_VW) + alpha * s2;
+                s3 = td_vload(c + j + 3 * TD_VW) + alpha * s3;
+            } else {
+                s0 *= alpha, s1 *= alpha, s2 *= alpha, s3 *= alpha;
+            }
+            td_vstore(c + j, s0);
+            td_vstore(c + j + TD_VW, s1);
+            td_vstore(c + j + 2 * TD_VW, s2);
+            td_vstore(c + j + 3 * TD_VW, s3);
+        }
+        for (; j + TD_VW <= N; j += TD_VW) {
+            td_vf s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+            int64_t k = 0;
+            for (; k + 4 <= K; k += 4) {
+                s0 += a[k] * td_vload(B + k * ldb + j);
+                s1 += a[k + 1] * td_vload(B + (k + 1) * ldb + j);
+                s2 += a[k + 2] * td_vload(B + (k + 2) * ldb + j);
+                s3 += a[k + 3] * td_vload(B + (k + 3) * ldb + j);
+            }
+            for (; k < K; k++) s0 += a[k] * td_vload(B + k * ldb + j);
+            td_vf r = alpha * ((s0 + s1) + (s2 + s3));
+            td_vstore(c + j, accumulate ? td_vload(c + j) + r : r);
+        }
+        for (; j < N; j++) {
+            float r = 0;
+            for (int64_t k = 0; k < K; k++) r += a[k] * B[k * ldb + j];
+            c[j] = accumulate ? c[j] + alpha * r : alpha * r;
+        }
+    }
+}
+
+/* dst (cols, ldd) = src (rows, cols, lds)^T, zero columns [rows, ldd) */
+static void transpose_pad(float *dst, int64_t ldd, const float *src, int64_t rows, int64_t cols, int64_t lds) {
+    for (int64_t c = 0; c < cols; c++) {
+        float *d = dst + c * ldd;
+        for (int64_t r = 0; r < rows; r++) d[r] = src[r * lds + c];
+        for (int64_t r = rows; r < ldd; r++) d[r] = 0;
+    }
 }
 
 /* dS = P (dP - <dP, P>) in place of dP, one row */
 static inline void softmax_grad_row(float *dp, const float *p, int64_t Tk) {
-    double s = 0;
-    for (int64_t j = 0; j < Tk; j++) s += (double)dp[j] * p[j];
+    td_vf acc = {0};
+    int64_t j = 0;
+    for (; j + TD_VW <= Tk; j += TD_VW) acc += td_vload(dp + j) * td_vload(p + j);
+    double s = td_vhsum(acc);
+    for (; j < Tk; j++) s += (double)dp[j] * p[j];
     float sf = (float)s;
-    for (int64_t j = 0; j < Tk; j++) dp[j] = p[j] * (dp[j] - sf);
+    j = 0;
+    for (; j + TD_VW <= Tk; j += TD_VW) td_vstore(dp + j, td_vload(p + j) * (td_vload(dp + j) - sf));
+    for (; j < Tk; j++) dp[j] = p[j] * (dp[j] - sf);
 }
 
 typedef struct {
@@ -131,28 +194,37 @@ static int attn_forward(const attn_geom *g, const float *q, const float *k, cons
         for (int64_t r = 0; r < BH * Tq; r++) {
             mask_ref m;
             mask_for(g, r / Tq, &m);
-            masked_softmax_row(P + r * Tk, r % Tq, Tk, &m);
+            masked_softmax_row(P + r * Tk, r % Tq, Tk, Tk, &m);
         }
         for (int64_t bh = 0; bh < BH; bh++)
             if (td_gemm(false, false, Tq, Dv, Tk, 1.0f, P + bh * Tq * Tk, Tk, v + bh * Tk * Dv, Dv, 0.0f, out + bh * Tq * Dv, Dv))
                 return -1;
         return 0;
     }
-    #pragma omp parallel for if (BH * Tq * Tk * (D + Dv) > 32768) schedule(static)
-    for (int64_t bh = 0; bh < BH; bh++) {
-        const float *qb = q + bh * Tq * D, *kb = k + bh * Tk * D, *vb = v + bh * Tk * Dv;
-        float *pb = P + bh * Tq * Tk, *ob = out + bh * Tq * Dv;
-        mask_ref m;
-        mask_for(g, bh, &m);
-        for (int64_t i = 0; i < Tq; i++) {
-            float *s = pb + i * Tk, *o = ob + i * Dv;
-            for (int64_t j = 0; j < Tk; j++) s[j] = g->scale * vdot(qb + i * D, kb + j * D, D);
-            masked_softmax_row(s, i, Tk, &m);
-            memset(o, 0, sizeof(float) * (size_t)Dv);
-            for (int64_t j = 0; j < Tk; j++)
-                if (s[j] != 0) vaxpy(o, s[j], vb + j * Dv, Dv);
+    int64_t Tkp = (Tk + TD_VW - 1) / TD_VW * TD_VW;
+    volatile int oom = 0;
+    #pragma omp parallel if (BH * Tq * Tk * (D + Dv) > 32768)
+    {
+        float *kT = malloc(sizeof(float) * (size_t)(D * Tkp + Tq * Tkp + 1)), *S = kT ? kT + D * Tkp : NULL;
+        if (!kT) oom = 1;
+        #pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < BH; bh++) {
+            if (!kT) continue;
+            const float *qb = q + bh * Tq * D, *kb = k + bh * Tk * D, *vb = v + bh * Tk * Dv;
+            float *pb = P + bh * Tq * Tk;
+            mask_ref m;
+            mask_for(g, bh, &m);
+            transpose_pad(kT, Tkp, kb, Tk, D, D);
+            small_mm(Tq, Tkp, D, g->scale, qb, D, kT, Tkp, false, S, Tkp);
+            for (int64_t i = 0; i < Tq; i++) {
+                masked_softmax_row(S + i * Tkp, i, Tk, Tkp, &m);
+                memcpy(pb + i * Tk, S + i * Tkp, sizeof(float) * (size_t)Tk);
+            }
+            small_mm(Tq, Dv, Tk, 1.0f, S, Tkp, vb, Dv, false, out + bh * Tq * Dv, Dv);
         }
+        free(kT);
     }
+    if (oom) return td_fail_int("scaled_dot_product_attention: out of memory");
     return 0;
 }
 
@@ -193,43 +265,44 @@ static int attn_backward(const attn_geom *g, const float *q, const float *k, con
         free(dS);
         return -1;
     }
+    int64_t Tkp = (Tk + TD_VW - 1) / TD_VW * TD_VW;
     volatile int oom = 0;
     #pragma omp parallel if (BH * Tq * Tk * (D + Dv) > 16384)
     {
-        float *dp = malloc(sizeof(float) * (size_t)(Tk + 1));
-        if (!dp) oom = 1;
+        /* vT (Dv, Tkp), dS (Tq, Tkp), transposes (Tk, Tq) */
+        float *vT = malloc(sizeof(float) * (size_t)(Dv * Tkp + Tq * Tkp + Tk * Tq + 1));
+        float *dS = vT ? vT + Dv * Tkp : NULL, *tr = vT ? dS + Tq * Tkp : NULL;
+        if (!vT) oom = 1;
         #pragma omp for schedule(static)
         for (int64_t bh = 0; bh < BH; bh++) {
-            if (!dp) continue;
-            const float *qb = q + bh * Tq * D, *kb = k + bh * Tk * D, *vb = v + bh * Tk * Dv, *pb = P + bh * Tq * Tk;
-            const float *gb = dout ? dout + bh * Tq * Dv : NULL, *wb = dw ? dw + bh * Tq * Tk : NULL;
-            float *dqb = dq ? dq + bh * Tq * D : NULL, *dkb = dk ? dk + bh * Tk * D : NULL, *dvb = dv ? dv + bh * Tk * Dv : NULL;
-            if (dkb) memset(dkb, 0, sizeof(float) * (size_t)(Tk * D));
-            if (dvb) memset(dvb, 0, sizeof(float) * (size_t)(Tk * Dv));
+            if (!vT) continue;
+            const float *qb = q + bh * Tq * D, *kb = k + bh * Tk * D, *vb = dout ? v + bh * Tk * Dv : NULL;
+            const float *pb = P + bh * Tq * Tk, *gb = dout ? dout + bh * Tq * Dv : NULL, *wb = dw ? dw + bh * Tq * Tk : NULL;
+            if (dv) { /* dv = P^T dout */
+                transpose_pad(tr, Tq, pb, Tq, Tk, Tk);
+                small_mm(Tk, Dv, Tq, 1.0f, tr, Tq, gb, Dv, false, dv + bh * Tk * Dv, Dv);
+            }
+            if (!qk) continue;
+            /* dP = dout v^T (+ dw), then dS = P (dP - <dP, P>) */
+            if (gb) {
+                transpose_pad(vT, Tkp, vb, Tk, Dv, Dv);
+                small_mm(Tq, Tkp, Dv, 1.0f, gb, Dv, vT, Tkp, false, dS, Tkp);
+            } else {
+                memset(dS, 0, sizeof(float) * (size_t)(Tq * Tkp));
+            }
             for (int64_t i = 0; i < Tq; i++) {
-                const float *p = pb + i * Tk, *go = gb ? gb + i * Dv : NULL;
-                if (dvb)
-                    for (int64_t j = 0; j < Tk; j++)
-                        if (p[j] != 0) vaxpy(dvb + j * Dv, p[j], go, Dv);
-                if (!qk) continue;
-                for (int64_t j = 0; j < Tk; j++) {
-                    float d = wb ? wb[i * Tk + j] : 0.0f;
-                    if (go && p[j] != 0) d += vdot(go, vb + j * Dv, Dv);
-                    dp[j] = d;
-                }
-                softmax_grad_row(dp, p, Tk);
-                if (dqb) {
-                    float *dqi = dqb + i * D;
-                    memset(dqi, 0, sizeof(float) * (size_t)D);
-                    for (int64_t j = 0; j < Tk; j++)
-                        if (dp[j] != 0) vaxpy(dqi, g->scale * dp[j], kb + j * D, D);
-                }
-                if (dkb)
-                    for (int64_t j = 0; j < Tk; j++)
-                        if (dp[j] != 0) vaxpy(dkb + j * D, g->scale * dp[j], qb + i * D, D);
+                float *r = dS + i * Tkp;
+                if (wb)
+                    for (int64_t j = 0; j < Tk; j++) r[j] += wb[i * Tk + j];
+                softmax_grad_row(r, pb + i * Tk, Tk);
+            }
+            if (dq) small_mm(Tq, D, Tk, g->scale, dS, Tkp, kb, D, false, dq + bh * Tq * D, D);
+            if (dk) { /* dk = dS^T q */
+                transpose_pad(tr, Tq, dS, Tq, Tk, Tkp);
+                small_mm(Tk, D, Tq, g->scale, tr, Tq, qb, D, false, dk + bh * Tk * D, D);
             }
         }
-        free(dp);
+        free(vT);
     }
     if (oom) return td_fail_int("scaled_dot_product_attention: out of memory");
     return 0;

@@ -71,9 +71,10 @@ static void gru_hidden_backward(td_node *n, td_tensor *g) {
 }
 
 /* ---- cell ------------------------------------------------------------------------------------------- */
-/* gates (B, 3Hd) = r, z, n; hg (B, 4Hd); gi (B, 3Hd) -> out (B, Hd) */
+/* gates (B, 3Hd) = r, z, n; hg (B, 4Hd); gi (B, 3Hd) -> out (B, Hd). One thread: the pass is
+ * short next to the GEMMs, and an OpenMP region between two OpenBLAS calls leaves its workers
+ * spinning against OpenBLAS's own threads (see ../shared/peer/README.md, "OpenMP settings"). */
 static void gru_gates(float *out, float *gates, const float *gi, const float *hg, int64_t B, int64_t Hd) {
-    #pragma omp parallel for if (B * Hd > 16384) schedule(static)
     for (int64_t b = 0; b < B; b++) {
         const float *ir = gi + b * 3 * Hd, *iz = ir + Hd, *in = iz + Hd;
         const float *hr = hg + b * 4 * Hd, *hz = hr + Hd, *hn = hz + Hd, *hp = hn + Hd;
@@ -102,7 +103,6 @@ static void gru_gates(float *out, float *gates, const float *gi, const float *hg
 /* dgi (B, 3Hd) and dhg (B, 4Hd) (NULL: not needed) from dout */
 static void gru_gates_grad(float *dgi, float *dhg, const float *dout, const float *gates, const float *hg, int64_t B,
                            int64_t Hd) {
-    #pragma omp parallel for if (B * Hd > 16384) schedule(static)
     for (int64_t b = 0; b < B; b++) {
         const float *r = gates + b * 3 * Hd, *z = r + Hd, *nn = z + Hd, *hn = hg + b * 4 * Hd + 2 * Hd, *hp = hn + Hd;
         const float *g = dout + b * Hd;

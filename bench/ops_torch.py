@@ -1,0 +1,147 @@
+"""PyTorch side of bench/ops_tdrl.lua: the same workloads under the same names, one JSON line each
+(value = median seconds). Run with Debian's torch: /usr/bin/python3 bench/ops_torch.py [min_seconds].
+
+Settings, all made before torch is imported: TDRL_NUM_THREADS threads (default all cores) for
+OpenMP, OpenBLAS and torch; OMP_WAIT_POLICY=passive (PyTorch's best setting for these ops, see
+../shared/peer/README.md); and, as ./tdrl does, OPENBLAS_CORETYPE=SkylakeX / Haswell when the CPU
+has AVX-512 / AVX2, because Debian's OpenBLAS 0.3.21 falls back to its slow Prescott kernels on
+CPUs it does not know (PyTorch's matmuls, hence the GRU and attention rows, go through it; its
+convolutions go through oneDNN and are not affected). A value already in the environment wins.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+n_threads = int(os.environ.get("TDRL_NUM_THREADS", os.cpu_count()))
+for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[v] = str(n_threads)
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+if "OPENBLAS_CORETYPE" not in os.environ:
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+        if all(f in flags for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq")):
+            os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+        elif "avx2" in flags and "fma" in flags:
+            os.environ["OPENBLAS_CORETYPE"] = "Haswell"
+    except (OSError, StopIteration):
+        pass
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+torch.set_num_threads(n_threads)
+torch.manual_seed(0)
+MIN_TIME = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
+
+
+def timed(fn):
+    for _ in range(3):
+        fn()
+    times, total = [], 0.0
+    while len(times) < 7 or total < MIN_TIME:
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        total += dt
+    return statistics.median(times), len(times)
+
+
+def emit(name, fn, flop=None):
+    t, n = timed(fn)
+    row = {"name": name, "value": t, "unit": "s", "higher": False, "n": n}
+    if flop:
+        row["gflops"] = flop / t / 1e9
+    print(json.dumps(row), flush=True)
+
+
+def leaf(*shape):
+    return torch.randn(*shape).requires_grad_(True)
+
+
+def clear(*ts):
+    for t in ts:
+        t.grad = None
+
+
+# ---- conv2d 3x3, padding 1 ----------------------------------------------------------------------------------
+for (B, C, H, W, O) in [(100, 16, 32, 32, 16), (100, 32, 16, 16, 32)]:
+    x, w, b = leaf(B, C, H, W), leaf(O, C, 3, 3), leaf(O)
+    gy = torch.randn(B, O, H, W)
+    fl = 2 * B * O * H * W * C * 9
+    tag = f"conv2d 3x3 ({B},{C},{H},{W})->{O}"
+
+    def fwd():
+        with torch.no_grad():
+            F.conv2d(x, w, b, padding=1)
+
+    def fwdbwd():
+        F.conv2d(x, w, b, padding=1).backward(gy)
+        clear(x, w, b)
+    emit(tag + " fwd", fwd, fl)
+    emit(tag + " fwd+bwd", fwdbwd, 3 * fl)
+
+# ---- GroupNorm(8 groups, 32 channels), eps 1e-6, affine -------------------------------------------------------
+x, g, bb = leaf(100, 32, 16, 16), leaf(32), leaf(32)
+gy = torch.randn(100, 32, 16, 16)
+
+
+def gn():
+    F.group_norm(x, 8, g, bb, 1e-6).backward(gy)
+    clear(x, g, bb)
+
+
+def gn_silu():
+    F.silu(F.group_norm(x, 8, g, bb, 1e-6)).backward(gy)
+    clear(x, g, bb)
+
+
+emit("group_norm (8 groups) (100,32,16,16) fwd+bwd", gn)
+emit("group_norm+silu (8 groups) (100,32,16,16) fwd+bwd", gn_silu)
+
+# ---- attention: 11 tokens, B 256, 4 heads of 64 (as nn.MultiheadAttention computes it in torch 1.13) ----------
+B, H, L, D = 256, 4, 11, 64
+q, k, v = leaf(B, H, L, D), leaf(B, H, L, D), leaf(B, H, L, D)
+gy = torch.randn(B, H, L, D)
+fl = 2 * 2 * B * H * L * L * D
+
+
+def attention():
+    w_ = torch.softmax((q @ k.transpose(-1, -2)) * D ** -0.5, -1)
+    return w_ @ v
+
+
+def att_fwd():
+    with torch.no_grad():
+        attention()
+
+
+def att_fwdbwd():
+    attention().backward(gy)
+    clear(q, k, v)
+
+
+emit("attention 11 tokens (256,4,11,64) fwd", att_fwd, fl)
+emit("attention 11 tokens (256,4,11,64) fwd+bwd", att_fwdbwd, 3 * fl)
+
+# ---- GRU cell step: B 256, 128 -> 256 (nn.GRUCell's kernel) ------------------------------------------------------
+B, I, Hd = 256, 128, 256
+x, h = torch.randn(B, I), leaf(B, Hd)
+cell = torch.nn.GRUCell(I, Hd)
+gy = torch.randn(B, Hd)
+fl = 2 * B * 3 * Hd * (I + Hd)
+
+
+def gru_fwd():
+    with torch.no_grad():
+        cell(x, h)
+
+
+def gru_fwdbwd():
+    cell(x, h).backward(gy)
+    clear(h, *cell.parameters())
+
+
+emit("gru_cell (256, 128->256) fwd", gru_fwd, fl)
+emit("gru_cell (256, 128->256) fwd+bwd", gru_fwdbwd, 3 * fl)
