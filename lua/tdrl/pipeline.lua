@@ -85,15 +85,20 @@ function P.model(cfg, dir, name, over, sets)
   return model, summary, dcfg, out
 end
 
---- trajectories at granularity g for the three splits, cached as safetensors in dir
+--- trajectories at granularity g for the three splits, cached as safetensors in dir;
+--- model may be a function returning the model, called only when a file must be computed
 function P.trajectories(model, sets, g, dir, name, provenance)
   local out = {}
+  local function get_model()
+    if type(model) == "function" then model = model() end
+    return model
+  end
   for _, split in ipairs({"train", "val", "test"}) do
     local path = string.format("%s/traj-%s-g%d-%s.safetensors", dir, name, g, split)
     if fs.exists(path) then
       out[split] = traj.load(path)
     else
-      out[split] = traj.extract(model, sets[split], {granularity = g, progress = string.format("codes %s g%d %s", name, g, split)})
+      out[split] = traj.extract(get_model(), sets[split], {granularity = g, progress = string.format("codes %s g%d %s", name, g, split)})
       traj.save(path, out[split], provenance)
     end
   end

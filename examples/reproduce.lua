@@ -1,0 +1,77 @@
+-- The paper's story end to end on one data set (default: the built-in Synthetic data, no
+-- download), written up as runs/<name>/report.html with the numbers this run measured.
+--
+--   ./tdrl examples/reproduce.lua                 # ~20 min on 2 cores (what `make reproduce` runs)
+--   ./tdrl examples/reproduce.lua --quick         # a smoke run of every stage, ~3 min
+--   ./tdrl examples/reproduce.lua --full          # the reference's settings (days on a CPU)
+--   ./tdrl examples/reproduce.lua --dataset=cmnist --out=runs/cmnist
+--
+-- Stages: (1) train the tiny VDRL model (latent 16) and (2) the tiny DRL model at latent 2;
+-- (3) extract the VDRL trajectories at granularity 10; (4) train heads: an MLP per time point,
+-- a GRU and a Transformer per task (Figure 1); (5) the NMI matrix (Figure 2); (6) attention
+-- profiles per task and their JSD matrix (Figures 3-8); (7) accuracy against granularity at
+-- latent 2 (Figure 9); (8) the report. Ctrl-C stops at a safe point; running the same command
+-- again skips the finished stages and resumes training from its checkpoint.
+local T = require 'tdrl'
+local P = require 'tdrl.pipeline'
+local E = require 'tdrl.experiment'
+local report = require 'tdrl.report'
+local json = require 'tdrl.json'
+local fs = require 'tdrl.util.fs'
+
+local cfg = P.config(arg)
+local dir = E.run_dir(cfg.out ~= "" and cfg.out or ("runs/" .. cfg.dataset .. (cfg.mode ~= "default" and ("-" .. cfg.mode) or "")))
+fs.write(dir .. "/pipeline.json", json.encode(cfg, "  ") .. "\n")
+print(string.format("tdrl reproduce: %s, mode %s, run folder %s (%d threads)", cfg.dataset, cfg.mode, dir,
+  T.get_num_threads()))
+local t_start = T.clock()
+
+local sets = P.sets(cfg)
+local res = {}
+
+-- (1, 2) the two diffusion models
+local vdrl, drl
+res.vdrl = E.stage(dir, "1-train-vdrl", function()
+  local _, s = P.model(cfg, dir, "vdrl", {encoder = "vdrl", latent = 16}, sets)
+  return {loss = s.loss, eval_loss = s.eval_loss, steps = s.steps, seconds = s.seconds}
+end)
+res.drl = E.stage(dir, "2-train-drl-latent2", function()
+  local _, s = P.model(cfg, dir, "drl-latent2", {encoder = "drl", latent = cfg.gran_latent}, sets)
+  return {loss = s.loss, eval_loss = s.eval_loss, steps = s.steps, seconds = s.seconds}
+end)
+local function model_of(name, over)
+  return (P.model(cfg, dir, name, over, sets)) -- loads the finished checkpoint
+end
+
+-- (3) trajectories
+local tr
+E.stage(dir, "3-trajectories", function()
+  vdrl = vdrl or model_of("vdrl", {encoder = "vdrl", latent = 16})
+  tr = P.trajectories(vdrl, sets, cfg.granularity, dir, "vdrl", {checkpoint = dir .. "/model-vdrl/checkpoint.safetensors"})
+  return {points = tr.test.codes:size(2), latent = tr.test.codes:size(3), train = tr.train.codes:size(1)}
+end)
+tr = tr or P.trajectories(function() return model_of("vdrl", {encoder = "vdrl", latent = 16}) end, sets,
+  cfg.granularity, dir, "vdrl")
+
+-- (4) heads; (5) NMI; (6) attention and JSD; (7) granularity
+res.heads = E.stage(dir, "4-heads", function()
+  local h = P.heads(tr, cfg, dir, "vdrl")
+  h.figures = P.figure1(h, dir, "vdrl")
+  return h
+end)
+res.nmi = E.stage(dir, "5-nmi", function() return P.nmi(tr.test, cfg, dir, "vdrl") end)
+res.attention = E.stage(dir, "6-attention", function() return P.attention(tr, cfg, dir, "vdrl") end)
+res.granularity = E.stage(dir, "7-granularity", function()
+  drl = drl or model_of("drl-latent2", {encoder = "drl", latent = cfg.gran_latent})
+  return P.granularity(drl, sets, cfg, dir, "drl-latent2")
+end)
+
+-- (8) the findings, in sentences, with this run's numbers
+local findings = require('tdrl.findings')
+local sections = findings.sections(res, cfg)
+local html = report.html(dir, {title = "tdrl: trajectory representations on " .. cfg.dataset .. " (" .. cfg.mode .. " run)",
+  intro = findings.intro(res, cfg, T.clock() - t_start), sections = sections, config = cfg})
+report.markdown(dir, {title = "tdrl: trajectory representations on " .. cfg.dataset, intro = findings.intro(res, cfg,
+  T.clock() - t_start), sections = sections, config = cfg})
+print("\n" .. findings.summary_text(res, cfg))
+print(string.format("\nreport: %s  (summary: %s/summary.md; total %.0f s)", html, dir, T.clock() - t_start))
