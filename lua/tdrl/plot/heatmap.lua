@@ -84,7 +84,11 @@ local function heatmap(m, opts, path)
   local right_extent = barx + barw + th.tick + 6 + cbw + (opts.colorbar_label and 14 + lh or 0) + pad
   local below = 10 + (crot and clw or lh) + (opts.xlabel and lh + 2 * FS + 16 or 0) + pad
   local titlew = opts.title and font.width(opts.title, th.title) + 2 or 0
-  local W = opts.width or max(right_extent, 360, titlew + 2 * pad)
+  local W = opts.width or max(right_extent, 360, titlew + 2 * pad + 12)
+  if not opts.width and W > right_extent then -- centre the matrix under a wide title
+    local shift = (W - right_extent) // 2
+    left, barx = left + shift, barx + shift
+  end
   local H = opts.height or max(top + R * ch + below, 240)
   if opts.width then -- fit the cells into the given size
     cw = max(1, floor((W - (right_extent - C * cw) ) / C))
@@ -153,7 +157,7 @@ local function heatmap(m, opts, path)
     cv:text((left + x1) // 2, H - pad - 2 * FS, opts.xlabel, {scale = FS, align = "center", valign = "bottom", color = th.text})
   end
   if opts.ylabel then
-    cv:text(pad, (top + y1) // 2, opts.ylabel, {scale = FS, valign = "middle", rotate = 90, color = th.text})
+    cv:text(left - 10 - rlw - 14 - lh, (top + y1) // 2, opts.ylabel, {scale = FS, valign = "middle", rotate = 90, color = th.text})
   end
   cv.cells = {left, top, cw, ch}
   cv.colorbar = {barx, top, barw, bh}
