@@ -364,4 +364,15 @@ describe("plot files", function()
     end
     spec.raises(function() plot.bars({values = {1}}, {}, "/nonexistent-dir/x.png") end, "cannot write")
   end)
+  local D = T._data
+  if D and D.image_load then
+    it("reads back through the data loader's PNG decoder (stb) with the same pixels", function()
+      local path = tmp("stb.png")
+      local cv = plot.heatmap({{0, 1}, {2, 3}}, {title = "stb", annotate = true}, path)
+      local img = D.image_load(path, 3)
+      os.remove(path)
+      spec.eq(img:size(1), 3); spec.eq(img:size(2), cv.h); spec.eq(img:size(3), cv.w)
+      spec.tensor_near(img, cv:tensor(), 1e-6, "decoded pixels")
+    end)
+  end
 end)
