@@ -1,0 +1,63 @@
+-- Synthetic: one object in a 32 x 32 RGB scene, generated in C (ops/synthetic.c), no download.
+-- Tasks: background colour (9), foreground colour (9, never the background), location (16: a
+-- 4 x 4 grid of 8 x 8 cells, numbered row by row), shape (5: square, circle, triangle, cross,
+-- diamond, 7 x 7 pixels). The same seed gives the same bytes.
+--
+--   local train, val, test = data.synthetic()               -- 3,500 / 500 / 1,000
+--   local ds = data.synthetic{split = "train", n = 4000, n_val = 500, n_test = 1000, seed = 0}
+-- split: "train", "val", "test", "trainval" (all n training scenes) or nil (train, val, test).
+local T = require 'tdrl'
+local C = T._data
+local U = require 'tdrl.data.util'
+local Dataset = require 'tdrl.data.dataset'
+
+local M = {}
+
+M.tasks = {"background", "foreground", "location", "shape"}
+M.classes = {9, 9, 16, 5}
+
+local function class_names()
+  local _, colours = C.palette()
+  local loc = {}
+  for r = 1, 4 do
+    for c = 1, 4 do loc[#loc + 1] = string.format("r%dc%d", r, c) end
+  end
+  return {background = colours, foreground = colours, location = loc, shape = C.shapes()}
+end
+
+--- The whole generated set of n scenes for a seed (stream 0: training scenes, 1: test scenes).
+function M.generate(n, seed, stream, name)
+  local src = C.synthetic_source(n, U.mix(seed, stream))
+  return Dataset.new(src, {name = name, tasks = M.tasks, classes = M.classes, class_names = class_names()})
+end
+
+function M.new(opts)
+  opts = opts or {}
+  U.known(opts, {"split", "n", "n_val", "n_test", "seed"}, "synthetic")
+  local n = U.opt(opts, "n", "number", 4000, "synthetic")
+  local n_val = U.opt(opts, "n_val", "number", 500, "synthetic")
+  local n_test = U.opt(opts, "n_test", "number", 1000, "synthetic")
+  local seed = U.opt(opts, "seed", "number", 0, "synthetic")
+  local split = U.opt(opts, "split", "string", nil, "synthetic")
+  if n_val > n then error(string.format("synthetic: n_val %d exceeds n %d", n_val, n), 2) end
+  local function trainval() return M.generate(n, seed, 0, "synthetic/trainval") end
+  local function test() return M.generate(n_test, seed, 1, "synthetic/test") end
+  local function parts()
+    return trainval():split({n - n_val, n_val}, seed, {"synthetic/train", "synthetic/val"})
+  end
+  if split == nil then
+    local tr, va = parts()
+    return tr, va, test()
+  elseif split == "train" then
+    return (parts())
+  elseif split == "val" then
+    return select(2, parts())
+  elseif split == "test" then
+    return test()
+  elseif split == "trainval" then
+    return trainval()
+  end
+  error("synthetic: split must be 'train', 'val', 'test' or 'trainval', not '" .. split .. "'", 2)
+end
+
+return M
