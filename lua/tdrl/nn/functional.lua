@@ -60,6 +60,16 @@ function F.log_softmax(x, dim) return x:log_softmax(dim or -1) end
 
 --- linear(x (..., in), w (out, in), b (out) or nil) -> (..., out)
 function F.linear(x, w, b)
+  local d = x:dim()
+  if d > 2 then
+    -- one GEMM over all leading dimensions (a batched matmul against a broadcast weight would
+    -- make its weight gradient per batch entry and then sum them)
+    local shape = x:size()
+    shape[d] = w:size(1)
+    local y = x:reshape(-1, x:size(d)):matmul(w:t())
+    if b then y = y + b end
+    return y:view(shape)
+  end
   local y = x:matmul(w:t())
   if b then y = y + b end
   return y
