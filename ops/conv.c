@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define TD_NN_INTERNAL
 #include "nn.h"
 
 /* ---- vector micro-kernels --------------------------------------------------------------------- */
@@ -443,12 +444,7 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
     if (db) {
         for (int64_t o = 0; o < O; o++) {
             double s = 0;
-            for (int64_t n = 0; n < g->N; n++) {
-                const float *p = dy + (n * O + o) * OHW;
-                float part = 0;
-                for (int64_t i = 0; i < OHW; i++) part += p[i];
-                s += part;
-            }
+            for (int64_t n = 0; n < g->N; n++) s += td_vsum(dy + (n * O + o) * OHW, OHW);
             db[o] = (float)s;
         }
     }
@@ -744,12 +740,7 @@ static void conv_transpose2d_backward(td_node *n, td_tensor *g) {
             const float *gp = td_f32(gc);
             for (int64_t c = 0; c < C; c++) {
                 double s = 0;
-                for (int64_t i = 0; i < ge.N; i++) {
-                    float part = 0;
-                    const float *p = gp + (i * C + c) * HW;
-                    for (int64_t k = 0; k < HW; k++) part += p[k];
-                    s += part;
-                }
+                for (int64_t i = 0; i < ge.N; i++) s += td_vsum(gp + (i * C + c) * HW, HW);
                 d[c] = (float)s;
             }
             td_node_accum(n, 2, db);
