@@ -7,7 +7,7 @@
  *
  * Threads: these kernels use OpenMP only (no BLAS call inside a parallel region); the
  * convolution kernels use no BLAS at all (a register-blocked micro-kernel, see conv.c),
- * attention and the GRU cell call td_gemm outside any parallel region. */
+ * attention (long sequences) and the GRU cell call td_gemm outside any parallel region. */
 #ifndef TDRL_NN_H
 #define TDRL_NN_H
 
@@ -52,7 +52,8 @@ void td_conv2d_bwd_weight_ref(const td_conv_geom *g, const float *x, const float
  * 2 im2col / col2im everywhere. */
 extern int td_conv_path;
 /* Bytes held by the kernels' per-thread scratch buffers (they grow to the largest call, and
- * are reused: a training loop allocates nothing after its first step). */
+ * are reused: a training loop allocates nothing after its first step). The buffers belong to
+ * OpenMP thread numbers: convolutions must not run from two OS threads at once. */
 size_t td_nn_scratch_bytes(void);
 
 /* ---- normalisation (norm.c) ----------------------------------------------------------------- */
@@ -79,6 +80,8 @@ typedef struct td_sdpa_opts {
  * *weights (if not NULL) receives the softmax weights (...,Tq,Tk), differentiable w.r.t. q and k
  * (a loss may use both outputs). A fully masked row gets zero weights (PyTorch gives NaN). */
 td_tensor *td_sdpa(td_tensor *q, td_tensor *k, td_tensor *v, const td_sdpa_opts *o, td_tensor **weights);
+/* For tests: 0 automatic, 1 vector loops per (batch, head), 2 per-(batch, head) GEMMs. */
+extern int td_attention_path;
 
 /* ---- recurrent cells (rnn.c) ---------------------------------------------------------------- */
 /* x (B,I), h (B,Hd), w_ih (3Hd,I), w_hh (3Hd,Hd), b_ih, b_hh (3Hd) or NULL -> h' (B,Hd).

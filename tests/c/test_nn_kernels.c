@@ -337,7 +337,6 @@ static void test_norms(void) {
 }
 
 /* ---- attention against double-precision loops, both paths ------------------------------------------------------- */
-extern int td_attention_path;
 static void test_attention(void) {
     for (int path = 1; path <= 2; path++)
         for (int t = 0; t < 3; t++) {
