@@ -152,6 +152,10 @@ describe("checkpoints", function()
     spec.raises(function() checkpoint.load(path("plain.safetensors")) end, "is not a tdrl checkpoint")
     T.save(path("badjson.safetensors"), {x = T.zeros(2)}, {format = "tdrl.checkpoint", version = "1", config = "{oops"})
     spec.raises(function() checkpoint.load(path("badjson.safetensors")) end, "metadata 'config' is not valid JSON")
+    T.save(path("noref.safetensors"), {x = T.zeros(2)}, {format = "tdrl.checkpoint", version = "1",
+      optimizer = '{"state":{"0":{"exp_avg":{"$tensor":"optimizer.state.0.exp_avg"}}}}'})
+    spec.raises(function() checkpoint.load(path("noref.safetensors")) end,
+      "optimizer refers to tensor 'optimizer.state.0.exp_avg', which the file lacks")
     T.save(path("future.safetensors"), {x = T.zeros(2)}, {format = "tdrl.checkpoint", version = "9"})
     spec.raises(function() checkpoint.load(path("future.safetensors")) end, "format version 9")
   end)

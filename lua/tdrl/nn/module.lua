@@ -55,9 +55,14 @@ function Module:__init()
   rawset(self, "training", true)
 end
 
+local RESERVED = {_book = true, training = true}
+
 local function check_name(self, name, what)
   if type(name) ~= "string" or name == "" or name:find(".", 1, true) then
     error(string.format("%s: name %s must be a non-empty string without '.'", what, tostring(name)), 3)
+  end
+  if RESERVED[name] or type(Module[name]) == "function" then
+    error(string.format("%s: the name '%s' is reserved by Module", what, name), 3)
   end
 end
 
