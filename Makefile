@@ -5,7 +5,7 @@ PREFIX  ?= /usr/local
 BUILD   ?= build
 OPT     ?= -O3 -march=native -fno-math-errno -fno-trapping-math
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
-DEPS    := lua5.4 openblas jansson
+DEPS    := lua5.4 openblas jansson stb zlib
 PKGCFLAGS := $(shell pkg-config --cflags $(DEPS) 2>/dev/null)
 PKGLIBS   := $(shell pkg-config --libs $(DEPS) 2>/dev/null)
 CFLAGS  += -std=gnu11 $(OPT) $(WARN) -fopenmp -g $(PKGCFLAGS) -I/usr/include/stb $(EXTRA_CFLAGS)

@@ -2,7 +2,7 @@
 # Installs the Debian packages tdrl needs when any is missing (as root), or prints the exact
 # command and stops. Quick and silent when everything is present.
 set -e
-PKGS="make gcc pkg-config liblua5.4-dev libopenblas-dev libreadline-dev libstb-dev libjansson-dev"
+PKGS="make gcc pkg-config liblua5.4-dev libopenblas-dev libreadline-dev libstb-dev libjansson-dev zlib1g-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -78,12 +78,22 @@ function M.sections(res, cfg)
   -- NMI
   local nmi = res.nmi
   local conc = nmi.near_diagonal > nmi.far_from_diagonal
+  local hmin = math.huge
+  for _, h in ipairs(nmi.entropy or {}) do hmin = math.min(hmin, h) end
+  local verdict_nmi
+  if hmin < 0.1 then
+    verdict_nmi = string.format("But MINE did not converge in this run: the smallest entropy estimate H = MINE(z, z) "
+      .. "is %.3f nats, so the normalisation divides by nearly zero and the NMI values are not meaningful. Run with "
+      .. "more MINE iterations (--mine_iters) to read this matrix.", hmin)
+  elseif conc then
+    verdict_nmi = "The matrix is concentrated near its diagonal: codes at nearby times share more information than "
+      .. "codes far apart, as the paper reports."
+  else
+    verdict_nmi = "The matrix is not concentrated near its diagonal in this run: the paper's finding did not appear."
+  end
   S[#S + 1] = {heading = "3. Is information local in t? The NMI matrix (Figure 2)",
     text = string.format("The mean normalised mutual information between neighbouring time points (|i - j| = 1) is "
-      .. "%.3f, and %.3f between points farther apart. %s", nmi.near_diagonal, nmi.far_from_diagonal,
-      conc and "The matrix is concentrated near its diagonal: codes at nearby times share more information than "
-        .. "codes far apart, as the paper reports."
-        or "The matrix is not concentrated near its diagonal in this run: the paper's finding did not appear."),
+      .. "%.3f, and %.3f between points farther apart. %s", nmi.near_diagonal, nmi.far_from_diagonal, verdict_nmi),
     figure = nmi.figure, caption = "NMI(i, j) = I(z_ti; z_tj) / sqrt(H_i H_j), MINE estimates on the test set."}
 
   -- attention and JSD

@@ -60,7 +60,8 @@ end
 function Bar:update(i, vals)
   local now = T.clock()
   self.i, self.vals = i, vals
-  if now - self.last < self.every and (i < self.total or not self.tty) then return end
+  if not self.tty and i >= self.total then return end -- finish() prints the last line
+  if now - self.last < self.every and i < self.total then return end
   self.last = now
   if self.tty then
     self.out:write("\r\27[K", self:line(i, vals))
