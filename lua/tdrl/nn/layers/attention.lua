@@ -49,7 +49,9 @@ end
 ---   need_weights = true, average_attn_weights = true}])
 --- -> output (N, L, E), weights (N, L, S) head-averaged or (N, heads, L, S); nil without need_weights.
 --- Masks: nonzero entries of key_padding_mask and of an int64 attn_mask are masked out; a
---- float32 attn_mask is added to the scores.
+--- float32 attn_mask is added to the scores (PyTorch's bool masks are int64 ones here; a float
+--- key_padding_mask is added to the scores only with key_padding_additive = true, because
+--- comparisons such as idx:eq(pad) give float 0 / 1 tensors).
 function MHA:forward(query, key, value, opts)
   key, value = key or query, value or key or query
   opts = opts or {}
@@ -95,7 +97,7 @@ function MHA:forward(query, key, value, opts)
     U.fail(self, "key_padding_mask of shape %s, expected %dx%d", U.shape(kpm), N, S)
   end
   local ok, out, a = pcall(F.scaled_dot_product_attention, q, k, v,
-    {attn_mask = am, key_padding_mask = kpm, scale = 1 / math.sqrt(hd)})
+    {attn_mask = am, key_padding_mask = kpm, scale = 1 / math.sqrt(hd), key_padding_additive = opts.key_padding_additive})
   if not ok then U.fail(self, "%s", tostring(out)) end
   if self.dropout > 0 and self.training then
     a = F.dropout(a, self.dropout, true, self.generator)

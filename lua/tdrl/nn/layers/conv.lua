@@ -41,7 +41,26 @@ function Conv2d:__init(cin, cout, k, ...)
   end
   self.in_channels, self.out_channels, self.groups = cin, cout, G
   self.kernel_size = pair(k)
-  self.stride, self.padding, self.dilation = pair(o.stride or 1), pair(o.padding or 0), pair(o.dilation or 1)
+  self.stride, self.dilation = pair(o.stride or 1), pair(o.dilation or 1)
+  -- padding: a number, a pair, 'valid' (none) or 'same' (output as large as the input, stride 1;
+  -- an odd total is split with the extra row / column at the end, as PyTorch does)
+  local pad = o.padding or 0
+  if pad == "valid" then pad = 0 end
+  if pad == "same" then
+    if self.stride[1] ~= 1 or self.stride[2] ~= 1 then error("Conv2d: padding 'same' needs stride 1", 2) end
+    local th = self.dilation[1] * (self.kernel_size[1] - 1)
+    local tw = self.dilation[2] * (self.kernel_size[2] - 1)
+    self.same = {th // 2, th - th // 2, tw // 2, tw - tw // 2}
+    if th % 2 == 0 and tw % 2 == 0 then
+      pad, self.same = {th // 2, tw // 2}, nil
+    else
+      pad = 0
+    end
+    self.padding_mode_text = "same"
+  elseif type(pad) == "string" then
+    error("Conv2d: padding must be a number, a pair, 'valid' or 'same', got '" .. pad .. "'", 2)
+  end
+  self.padding = pair(pad)
   self:register_parameter("weight", T.empty(cout, cin // G, self.kernel_size[1], self.kernel_size[2]))
   self:register_parameter("bias", o.bias ~= false and T.empty(cout) or nil)
   self:reset_parameters(o.generator)
@@ -56,7 +75,9 @@ function Conv2d:extra_repr()
   local s = string.format("%d -> %d, k=%s", self.in_channels, self.out_channels,
     U.pair_text(self.kernel_size[1], self.kernel_size[2]))
   if self.stride[1] ~= 1 or self.stride[2] ~= 1 then s = s .. ", stride=" .. U.pair_text(self.stride[1], self.stride[2]) end
-  if self.padding[1] ~= 0 or self.padding[2] ~= 0 then
+  if self.padding_mode_text then
+    s = s .. ", padding=" .. self.padding_mode_text
+  elseif self.padding[1] ~= 0 or self.padding[2] ~= 0 then
     s = s .. ", padding=" .. U.pair_text(self.padding[1], self.padding[2])
   end
   if self.dilation[1] ~= 1 or self.dilation[2] ~= 1 then
@@ -69,6 +90,7 @@ end
 
 function Conv2d:forward(x)
   check_input(self, x, self.in_channels)
+  if self.same then x = F.pad2d(x, table.unpack(self.same)) end
   return run(self, F.conv2d, x, self.weight, self.bias,
     {stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups})
 end
