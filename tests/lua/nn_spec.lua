@@ -319,6 +319,12 @@ describe("PyTorch parity of losses", function()
   for _, red in ipairs({"mean", "sum", "none"}) do
     for _, k in ipairs({"mse", "l1", "ce", "nll", "bce", "kl"}) do list[#list + 1] = {k, red} end
   end
+  for _, red in ipairs({"mean", "sum", "none"}) do
+    list[#list + 1] = {"ce", red, "loss_ce_opts_" .. red}
+    list[#list + 1] = {"nll", red, "loss_nll_opts_" .. red}
+  end
+  list[#list + 1] = {"ce", nil, "loss_ce_smooth"}
+  list[#list + 1] = {"bce", nil, "loss_bce_weight"}
   list[#list + 1] = {"ce", nil, "loss_ce_spatial"}
   list[#list + 1] = {"bce", nil, "loss_bce_posweight"}
   for _, e in ipairs(list) do
@@ -329,7 +335,10 @@ describe("PyTorch parity of losses", function()
       local b = c.ins[2]:clone()
       if c.gin[2] then b:requires_grad_(true) end
       local opts = {reduction = e[2]}
-      if c.meta.case.pos_weight then opts.pos_weight = T.tensor(c.meta.case.pos_weight) end
+      local mc = c.meta.case
+      if mc.pos_weight then opts.pos_weight = T.tensor(mc.pos_weight) end
+      if mc.weight then opts.weight = T.tensor(mc.weight) end
+      opts.ignore_index, opts.label_smoothing = mc.ignore_index, mc.label_smoothing
       local out = fns[e[1]](a, b, e[1] == "kl" and (e[2] or "mean") or opts)
       local d = reldiff(out, c.outs[1])
       ;(out * c.R[1]):sum():backward()
@@ -652,6 +661,18 @@ describe("Dropout", function()
 end)
 
 -- ---- MultiheadAttention and Transformer details -------------------------------------------------------------------
+describe("unbatched images", function()
+  it("Conv2d, ConvTranspose2d and AvgPool2d take one image (C, H, W)", function()
+    local x = T.randn(3, 6, 6)
+    for _, m in ipairs({nn.Conv2d(3, 4, 3, {padding = 1}), nn.ConvTranspose2d(3, 2, 3, {stride = 2}), nn.AvgPool2d(2)}) do
+      local y = m(x)
+      local yb = m(x:unsqueeze(1))
+      spec.eq(y:dim(), 3)
+      spec.eq(spec.maxdiff(y, yb:squeeze(1)), 0)
+    end
+  end)
+end)
+
 describe("attention details", function()
   it("returns head-averaged or per-head weights, and none without need_weights", function()
     local m = nn.MultiheadAttention(8, 2)
@@ -690,10 +711,11 @@ end)
 describe("bad input names the layer and the shapes", function()
   local cases2 = {
     {nn.Linear(4, 3), T.randn(2, 5), "Linear(4 -> 3): input of shape 2x5: the last dimension must be 4"},
-    {nn.Conv2d(3, 8, 3), T.randn(2, 3, 8), "Conv2d(3 -> 8, k=3): expected an image batch (N, 3, H, W), got shape 2x3x8"},
+    {nn.Conv2d(3, 8, 3), T.randn(3, 8), "Conv2d(3 -> 8, k=3): expected an image batch (N, 3, H, W) or an image (3, H, W), got shape 3x8"},
+    {nn.Conv2d(3, 8, 3), T.randn(2, 3, 8), "Conv2d(3 -> 8, k=3): expected an image batch (N, 3, H, W), got shape 2x3x8 (2 channels)"},
     {nn.Conv2d(3, 8, 5), T.randn(1, 3, 3, 3), "Conv2d(3 -> 8, k=5)", "smaller than the kernel"},
     {nn.ConvTranspose2d(2, 4, 3), T.randn(1, 3, 4, 4), "ConvTranspose2d(2 -> 4, k=3)", "got shape 1x3x4x4"},
-    {nn.AvgPool2d(2), T.randn(2, 3), "AvgPool2d(k=2, stride=2): expected an image batch (N, C, H, W), got shape 2x3"},
+    {nn.AvgPool2d(2), T.randn(2, 3), "AvgPool2d(k=2, stride=2): expected an image batch (N, C, H, W) or an image (C, H, W), got shape 2x3"},
     {nn.Upsample({scale_factor = 2}), T.randn(3, 4), "Upsample", "got shape 3x4"},
     {nn.GroupNorm(2, 4), T.randn(2, 6, 3, 3), "GroupNorm(2 groups, 4 channels", "expected input (N, 4, ...), got shape 2x6x3x3"},
     {nn.BatchNorm2d(3), T.randn(2, 3, 4), "BatchNorm2d(3", "expected input (N, 3, H, W), got shape 2x3x4"},

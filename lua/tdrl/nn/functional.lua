@@ -395,25 +395,78 @@ local function flatten_classes(op, x, labels)
   return x, labels:reshape(-1), want
 end
 
---- nll_loss_ref(logp (N, C[, d...]), labels int64 (N[, d...]), reduction)
+--- nll_loss_ref(logp (N, C[, d...]), labels int64 (N[, d...]), reduction | {reduction=, weight=,
+---   ignore_index=}): PyTorch's rule: loss_i = -weight[y_i] logp[i, y_i]; entries labelled
+---   ignore_index count for nothing; 'mean' divides by the sum of the weights of the counted entries
 function F.nll_loss_ref(logp, labels, opts)
   local red = red_of(opts)
+  local o = type(opts) == "table" and opts or {}
   local lp, lab, shape = flatten_classes("nll_loss", logp, labels)
+  local keep
+  if o.ignore_index ~= nil then
+    keep = lab:ne(o.ignore_index)
+    lab = lab * keep:long() -- ignored entries read class 0, then count for nothing
+  end
   local l = -lp:gather(2, lab:view(-1, 1)):view(-1)
+  local wsel
+  if o.weight then
+    if o.weight:dim() ~= 1 or o.weight:size(1) ~= lp:size(2) then
+      error(string.format("nll_loss: weight of shape %s for %d classes", shape_str(o.weight), lp:size(2)), 2)
+    end
+    wsel = o.weight:index_select(1, lab)
+    l = l * wsel
+  end
+  if keep then
+    l = l * keep
+    wsel = wsel and wsel * keep or keep
+  end
   if red == "none" then return l:view(shape) end
-  return reduce(l, red, "nll_loss")
+  if red == "sum" then return l:sum() end
+  if red ~= nil and red ~= "mean" then return reduce(l, red, "nll_loss") end
+  if wsel then return l:sum() / wsel:sum() end
+  return l:mean()
 end
 
+--- cross_entropy_ref(x (N, C[, d...]), labels, reduction | {reduction=, weight=, ignore_index=,
+---   label_smoothing=}): log_softmax + nll_loss; label smoothing eps mixes in eps / C of the
+---   (weighted) loss against every class, as PyTorch does
 function F.cross_entropy_ref(x, labels, opts)
   if x:dim() < 2 then error("cross_entropy: expected scores of shape (N, C) or (N, C, d...), got " .. shape_str(x), 2) end
-  return F.nll_loss_ref(x:log_softmax(2), labels, opts)
+  local logp = x:log_softmax(2)
+  local o = type(opts) == "table" and opts or {}
+  local eps = o.label_smoothing or 0
+  local nll = F.nll_loss_ref(logp, labels, opts)
+  if eps == 0 then return nll end
+  local red = red_of(opts)
+  local C = x:size(2)
+  local lp, lab, shape = flatten_classes("cross_entropy", logp, labels)
+  local smooth
+  if o.weight then smooth = -(lp * o.weight:view(1, C)):sum(2) else smooth = -lp:sum(2) end
+  local keep
+  if o.ignore_index ~= nil then
+    keep = lab:ne(o.ignore_index)
+    smooth = smooth * keep
+  end
+  local sm
+  if red == "none" then sm = smooth:view(shape)
+  elseif red == "sum" then sm = smooth:sum()
+  elseif o.weight then
+    local safe = keep and lab * keep:long() or lab
+    local ws = o.weight:index_select(1, safe)
+    if keep then ws = ws * keep end
+    sm = smooth:sum() / ws:sum()
+  elseif keep then sm = smooth:sum() / keep:sum()
+  else sm = smooth:mean() end
+  return nll * (1 - eps) + sm * (eps / C)
 end
 
---- binary_cross_entropy_with_logits_ref(x, y, {reduction=, pos_weight=})
---- max(x, 0) - x y + log(1 + exp(-|x|)); with pos_weight p: (1 - y) x + (1 + (p - 1) y) softplus(-x)
+--- binary_cross_entropy_with_logits_ref(x, y, {reduction=, pos_weight=, weight=})
+--- max(x, 0) - x y + log(1 + exp(-|x|)); with pos_weight p: (1 - y) x + (1 + (p - 1) y) softplus(-x);
+--- times weight (broadcast) when given
 function F.binary_cross_entropy_with_logits_ref(x, y, opts)
   check_same("binary_cross_entropy_with_logits", x, y)
   local pw = type(opts) == "table" and opts.pos_weight or nil
+  local w = type(opts) == "table" and opts.weight or nil
   local l
   if pw then
     local sp = (-x):relu() + (-x:abs()):exp():log1p() -- softplus(-x)
@@ -421,6 +474,7 @@ function F.binary_cross_entropy_with_logits_ref(x, y, opts)
   else
     l = x:relu() - x * y + (-x:abs()):exp():log1p()
   end
+  if w then l = l * w end
   return reduce(l, red_of(opts), "binary_cross_entropy_with_logits")
 end
 
@@ -447,6 +501,24 @@ for _, name in ipairs(dispatch) do
   F.fused[name] = k ~= nil
   F[name] = k or F[name .. "_ref"]
 end
+
+-- options the loss kernels do not take go to the composed versions
+local function with_options(name, extra)
+  local k = kernel(name)
+  if not k then return end
+  local ref = F[name .. "_ref"]
+  F[name] = function(a, b, opts)
+    if type(opts) == "table" then
+      for _, key in ipairs(extra) do
+        if opts[key] ~= nil then return ref(a, b, opts) end
+      end
+    end
+    return k(a, b, opts)
+  end
+end
+with_options("cross_entropy", {"weight", "ignore_index", "label_smoothing"})
+with_options("nll_loss", {"weight", "ignore_index"})
+with_options("binary_cross_entropy_with_logits", {"weight"})
 
 -- the convolution kernels take groups = 1 only: a grouped convolution runs one kernel call per group
 for _, name in ipairs({"conv2d", "conv_transpose2d"}) do

@@ -10,13 +10,22 @@ local M = {}
 
 local function pair(v) if type(v) == "table" then return {v[1], v[2] or v[1]} end return {v, v} end
 
+-- accepts (N, C, H, W) or one unbatched image (C, H, W); returns the batch and whether to squeeze
 local function check_input(m, x, C)
-  if x:dim() ~= 4 then
-    U.fail(m, "expected an image batch (N, %d, H, W), got shape %s", C, U.shape(x))
+  local d = x:dim()
+  if d ~= 4 and d ~= 3 then
+    U.fail(m, "expected an image batch (N, %d, H, W) or an image (%d, H, W), got shape %s", C, C, U.shape(x))
   end
-  if x:size(2) ~= C then
-    U.fail(m, "expected an image batch (N, %d, H, W), got shape %s (%d channels)", C, U.shape(x), x:size(2))
+  if x:size(d - 2) ~= C then
+    U.fail(m, "expected an image batch (N, %d, H, W), got shape %s (%d channels)", C, U.shape(x), x:size(d - 2))
   end
+  if d == 3 then return x:unsqueeze(1), true end
+  return x, false
+end
+
+local function unbatch(y, squeeze)
+  if squeeze then return y:squeeze(1) end
+  return y
 end
 
 -- runs a functional op; a failure (e.g. an input smaller than the kernel) is reported with the
@@ -89,10 +98,11 @@ function Conv2d:extra_repr()
 end
 
 function Conv2d:forward(x)
-  check_input(self, x, self.in_channels)
+  local sq
+  x, sq = check_input(self, x, self.in_channels)
   if self.same then x = F.pad2d(x, table.unpack(self.same)) end
-  return run(self, F.conv2d, x, self.weight, self.bias,
-    {stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups})
+  return unbatch(run(self, F.conv2d, x, self.weight, self.bias,
+    {stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups}), sq)
 end
 
 --- ConvTranspose2d(in, out, kernel_size [, stride, padding, output_padding, groups] [, {dilation=, bias=, generator=}])
@@ -127,10 +137,11 @@ function ConvTranspose2d:extra_repr()
 end
 
 function ConvTranspose2d:forward(x)
-  check_input(self, x, self.in_channels)
-  return run(self, F.conv_transpose2d, x, self.weight, self.bias,
+  local sq
+  x, sq = check_input(self, x, self.in_channels)
+  return unbatch(run(self, F.conv_transpose2d, x, self.weight, self.bias,
     {stride = self.stride, padding = self.padding, output_padding = self.output_padding, dilation = self.dilation,
-     groups = self.groups})
+     groups = self.groups}), sq)
 end
 
 --- AvgPool2d(kernel_size [, stride = kernel_size]): no padding, floor mode
@@ -145,7 +156,10 @@ function AvgPool2d:extra_repr()
     ", stride=" .. U.pair_text(self.stride[1], self.stride[2])
 end
 function AvgPool2d:forward(x)
-  if x:dim() ~= 4 then U.fail(self, "expected an image batch (N, C, H, W), got shape %s", U.shape(x)) end
+  if x:dim() ~= 4 and x:dim() ~= 3 then
+    U.fail(self, "expected an image batch (N, C, H, W) or an image (C, H, W), got shape %s", U.shape(x))
+  end
+  if x:dim() == 3 then return run(self, F.avg_pool2d, x:unsqueeze(1), self.kernel_size, self.stride):squeeze(1) end
   return run(self, F.avg_pool2d, x, self.kernel_size, self.stride)
 end
 
