@@ -11,7 +11,8 @@ local suites = {
   {"core", "bench/core.lua", "bench/core_torch.py"},
   {"ops", "bench/ops_tdrl.lua", "bench/ops_torch.py"},
   {"data", "bench/data_tdrl.lua", nil},
-  {"models", "bench/models_tdrl.lua", "bench/models_torch.py"},
+  -- one process per workload (its own peak memory); --list names them
+  {"models", "bench/models_tdrl.lua", "bench/models_torch.py", per_process = true},
 }
 local only = arg[1] -- a suite name to run alone
 
@@ -40,10 +41,21 @@ for _, s in ipairs(suites) do
   local name, ours, theirs = s[1], s[2], s[3]
   if (not only or only == name) and exists(ours) then
     io.stderr:write(string.format("bench: %s ...\n", name))
-    local mine = collect(exe .. " " .. ours)
-    local peer = {}
-    if theirs and have_torch and exists(theirs) then
-      for _, r in ipairs(collect(python .. " " .. theirs)) do peer[r.name] = r end
+    local mine, peer = {}, {}
+    local torch_ok = theirs and have_torch and exists(theirs)
+    local runs = {""}
+    if s.per_process then
+      runs = {}
+      local p = io.popen(exe .. " " .. ours .. " --list")
+      for line in p:lines() do runs[#runs + 1] = line end
+      p:close()
+    end
+    for _, w in ipairs(runs) do -- back to back: tdrl, then PyTorch, per workload
+      if w ~= "" then io.stderr:write("  " .. w .. "\n") end
+      for _, r in ipairs(collect(exe .. " " .. ours .. " " .. w)) do mine[#mine + 1] = r end
+      if torch_ok then
+        for _, r in ipairs(collect(python .. " " .. theirs .. " " .. w)) do peer[r.name] = r end
+      end
     end
     for _, r in ipairs(mine) do
       if r.ceiling and r.name:find("1024") and r.name:find("threads") then ceiling = r.ceiling end
@@ -59,13 +71,15 @@ for _, s in ipairs(suites) do
   end
 end
 
-print(string.format("%-46s %12s %12s %-9s %7s %8s  %s", "workload", "tdrl", "PyTorch", "unit", "ratio",
-  "%sgemm", "note"))
+print(string.format("%-48s %11s %11s %-8s %7s %7s %13s  %s", "workload", "tdrl", "PyTorch", "unit", "ratio",
+  "%sgemm", "peak MB t/P", "note"))
 for _, r in ipairs(table_rows) do
   local frac = (r.gflops and ceiling) and string.format("%.0f%%", 100 * r.gflops / ceiling) or ""
-  print(string.format("%-46s %12.4g %12s %-9s %7s %8s  %s", r.name, r.tdrl,
+  local mem = r.tdrl_peak_mb and string.format("%.0f/%s", r.tdrl_peak_mb,
+    r.torch_peak_mb and string.format("%.0f", r.torch_peak_mb) or "-") or ""
+  print(string.format("%-48s %11.4g %11s %-8s %7s %7s %13s  %s", r.name, r.tdrl,
     r.torch and string.format("%.4g", r.torch) or "-", r.unit,
-    r.ratio and string.format("%.2fx", r.ratio) or "-", frac, r.note or ""))
+    r.ratio and string.format("%.2fx", r.ratio) or "-", frac, mem, r.note or ""))
 end
 if not have_torch then print("(PyTorch not installed: apt-get install python3-torch for the side-by-side figures)") end
 
