@@ -24,6 +24,8 @@
  * The gradient of the input of a stride-1 convolution is itself a stride-1 convolution of the
  * padded output gradient with the flipped, transposed weight, so it runs as a direct forward;
  * strided ones compute columns (W^T dy) and scatter them back (col2im).
+ * Images (or chunks of them) are handed to the threads dynamically, so a core shared with another
+ * process slows the op by its own share only.
  * The plain loops td_conv2d_*_ref are the specification the tests hold these kernels to. */
 #include <math.h>
 #include <omp.h>
@@ -274,12 +276,6 @@ static float *pack_panels(const float *w, int64_t rows, int64_t K, int mode, con
     return Ap;
 }
 
-/* Thread t of nt gets images [*n0, *n1). */
-static inline void split(int64_t N, int t, int nt, int64_t *n0, int64_t *n1) {
-    *n0 = N * t / nt;
-    *n1 = N * (t + 1) / nt;
-}
-
 /* ---- forward ----------------------------------------------------------------------------------- */
 int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
     int64_t K = g->C * g->kh * g->kw, O = g->O, nob = ceil_div(O, MR), OHW = g->OH * g->OW, CHW = g->C * g->H * g->W;
@@ -304,7 +300,7 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
         nb = 1;
         row_w = Wp;
     } else {
-        nb = chunk_images(K * OHW, ceil_div(g->N, omp_get_max_threads()));
+        nb = chunk_images(K * OHW, ceil_div(g->N, 4 * omp_get_max_threads()));
         Q = round_up(nb * OHW, NR);
         for (int64_t k = 0; k < K; k++) off[k] = k * Q;
         bsz = K * Q;
@@ -314,17 +310,17 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
     volatile int failed = 0;
     #pragma omp parallel num_threads(nt)
     {
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-        int64_t n0, n1;
-        split(g->N, t, T, &n0, &n1);
-        float *B = n1 > n0 ? scratch(t, 0, (size_t)bsz + 64) : NULL, *tb = n1 > n0 ? scratch(t, 1, (size_t)(nob * MR * Q)) : NULL;
-        if (n1 > n0 && (!B || !tb)) failed = 1;
-        for (int64_t n = n0; n < n1 && !failed; n += nb) {
+        int t = omp_get_thread_num();
+        float *B = scratch(t, 0, (size_t)bsz + 64), *tb = scratch(t, 1, (size_t)(nob * MR * Q));
+        if (!B || !tb) failed = 1;
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t ci = 0; ci < ceil_div(g->N, nb); ci++) {
+            if (failed) continue;
             if (td_interrupted()) {
                 failed = 2;
-                break;
+                continue;
             }
-            int64_t m = n1 - n < nb ? n1 - n : nb;
+            int64_t n = ci * nb, m = g->N - n < nb ? g->N - n : nb;
             if (direct) {
                 pad_chunk(B, Hp * Wp, x + n * CHW, CHW, g->H * g->W, 1, g->C, g->H, g->W, g->ph, g->pw, Hp, Wp);
                 memset(B + g->C * Hp * Wp, 0, sizeof(float) * (size_t)(bsz - g->C * Hp * Wp));
@@ -378,7 +374,7 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
         bsz = need > O * Hq * Wq ? need : O * Hq * Wq;
         nb = 1;
     } else {
-        nb = chunk_images((K > O ? K : O) * OHW, ceil_div(g->N, omp_get_max_threads()));
+        nb = chunk_images((K > O ? K : O) * OHW, ceil_div(g->N, 4 * omp_get_max_threads()));
         Q = round_up(nb * OHW, NR);
         for (int64_t o = 0; o < O; o++) off[o] = o * Q;
         bsz = O * Q;
@@ -387,18 +383,17 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
     volatile int failed = 0;
     #pragma omp parallel num_threads(nt)
     {
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-        int64_t n0, n1;
-        split(g->N, t, T, &n0, &n1);
-        bool any = n1 > n0;
-        float *B = any ? scratch(t, 0, (size_t)bsz + 64) : NULL, *tb = any ? scratch(t, 1, (size_t)(nrb * MR * Q)) : NULL;
-        if (any && (!B || !tb)) failed = 1;
-        for (int64_t n = n0; n < n1 && !failed; n += nb) {
+        int t = omp_get_thread_num();
+        float *B = scratch(t, 0, (size_t)bsz + 64), *tb = scratch(t, 1, (size_t)(nrb * MR * Q));
+        if (!B || !tb) failed = 1;
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t ci = 0; ci < ceil_div(g->N, nb); ci++) {
+            if (failed) continue;
             if (td_interrupted()) {
                 failed = 2;
-                break;
+                continue;
             }
-            int64_t m = n1 - n < nb ? n1 - n : nb;
+            int64_t n = ci * nb, m = g->N - n < nb ? g->N - n : nb;
             if (direct) {
                 pad_chunk(B, Hq * Wq, dy + n * O * OHW, O * OHW, OHW, 1, O, g->OH, g->OW, qh, qw, Hq, Wq);
                 memset(B + O * Hq * Wq, 0, sizeof(float) * (size_t)(bsz - O * Hq * Wq));
@@ -458,7 +453,7 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
     bool direct = g->sh == 1 && g->sw == 1 && td_conv_path != 2 &&
                   (td_conv_path == 1 || (double)plane <= 1.3 * (double)OHW);
     int64_t per_image = direct ? (g->C + Opw) * plane : (K + Opw) * OHW;
-    int64_t nbmax = chunk_images(per_image, ceil_div(g->N, omp_get_max_threads()));
+    int64_t nbmax = chunk_images(per_image, ceil_div(g->N, 4 * omp_get_max_threads()));
     int64_t Qmax = direct ? round_up(nbmax * plane, VW) : round_up(nbmax * OHW, VW);
     int64_t bsz = direct ? g->C * nbmax * plane + g->kh * g->dh * Wp + g->kw * g->dw + 2 * VW : K * Qmax;
     int nt = n_threads_for(2.0 * g->N * O * OHW * K);
@@ -467,20 +462,19 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
     volatile int failed = 0;
     #pragma omp parallel num_threads(nt)
     {
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-        int64_t n0, n1;
-        split(g->N, t, T, &n0, &n1);
+        int t = omp_get_thread_num();
         float *acc = part + t * Opw * Kpw;
-        bool any = n1 > n0;
-        int64_t *off = any ? malloc(sizeof(int64_t) * (size_t)Kpw) : NULL;
-        float *B = any ? scratch(t, 0, (size_t)bsz + 64) : NULL, *D = any ? scratch(t, 1, (size_t)(Opw * Qmax)) : NULL;
-        if (any && (!B || !D || !off)) failed = 1;
-        for (int64_t n = n0; n < n1 && !failed; n += nbmax) {
+        int64_t *off = malloc(sizeof(int64_t) * (size_t)Kpw);
+        float *B = scratch(t, 0, (size_t)bsz + 64), *D = scratch(t, 1, (size_t)(Opw * Qmax));
+        if (!B || !D || !off) failed = 1;
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t ci = 0; ci < ceil_div(g->N, nbmax); ci++) {
+            if (failed) continue;
             if (td_interrupted()) {
                 failed = 2;
-                break;
+                continue;
             }
-            int64_t m = n1 - n < nbmax ? n1 - n : nbmax, ldd, Qk;
+            int64_t n = ci * nbmax, m = g->N - n < nbmax ? g->N - n : nbmax, ldd, Qk;
             if (direct) { /* B: [c][j][Hp][Wp]; D: [o][j][Hp][Wp] with dy at (0, 0), zeros elsewhere */
                 ldd = round_up(m * plane, VW);
                 Qk = round_up((m - 1) * plane + g->OH * Wp, VW);
