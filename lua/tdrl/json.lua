@@ -1,173 +1,203 @@
--- Minimal JSON encode / decode for configs, metrics logs, benchmark rows and file metadata.
--- decode never calls load(); errors name the byte offset.
+-- JSON for configs, metrics logs, checkpoint and trajectory metadata, benchmark rows.
+--   json.encode(value [, indent]) -> text;  json.decode(text) -> value
 local M = {}
 
-local escapes = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n',
-  ['\r'] = '\\r', ['\t'] = '\\t'}
+--- a value that encodes as null (nil cannot be stored in a Lua table)
+M.null = setmetatable({}, {__tostring = function() return "null" end})
 
-local function is_array(t)
-  local n = 0
-  for k in pairs(t) do
-    if math.type(k) ~= "integer" or k < 1 then return false end
-    n = n + 1
-  end
-  return n == #t
+local escapes = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r',
+                 ['\t'] = '\\t'}
+
+local function encode_string(s)
+  return '"' .. s:gsub('[%c"\\]', function(c) return escapes[c] or string.format("\\u%04x", c:byte()) end) .. '"'
 end
 
-local function encode(v, out, indent, depth)
+-- the shortest text that reads back as the same float
+local function encode_number(v)
+  if math.type(v) == "integer" then return string.format("%d", v) end
+  if v ~= v then return "NaN" end
+  if v == math.huge then return "Infinity" end
+  if v == -math.huge then return "-Infinity" end
+  local s
+  for _, p in ipairs({"%.15g", "%.16g", "%.17g"}) do
+    s = string.format(p, v)
+    if tonumber(s) == v then break end
+  end
+  if not s:find("[%.eEn]") then s = s .. ".0" end
+  return s
+end
+
+local function is_array(t)
+  local n = #t
+  local count = 0
+  for _ in pairs(t) do count = count + 1 end
+  return count == n, n
+end
+
+local function encode(v, path, out, seen, indent, depth)
   local ty = type(v)
-  if v == nil or v == M.null then
-    out[#out + 1] = "null"
-  elseif ty == "boolean" then
-    out[#out + 1] = tostring(v)
-  elseif ty == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then out[#out + 1] = "null"
-    elseif math.type(v) == "integer" then out[#out + 1] = tostring(v)
-    else out[#out + 1] = string.format("%.17g", v) end
-  elseif ty == "string" then
-    out[#out + 1] = '"' .. v:gsub('[%c"\\]', function(c)
-      return escapes[c] or string.format("\\u%04x", c:byte())
-    end) .. '"'
+  local nl = indent and ("\n" .. string.rep(indent, depth + 1)) or ""
+  local close = indent and ("\n" .. string.rep(indent, depth)) or ""
+  if v == nil or v == M.null then out[#out + 1] = "null"
+  elseif ty == "boolean" then out[#out + 1] = tostring(v)
+  elseif ty == "number" then out[#out + 1] = encode_number(v)
+  elseif ty == "string" then out[#out + 1] = encode_string(v)
   elseif ty == "table" then
-    if depth > 100 then error("json.encode: nesting too deep (a cycle?)") end
-    local nl = indent and ("\n" .. string.rep(indent, depth + 1)) or ""
-    local close = indent and ("\n" .. string.rep(indent, depth)) or ""
-    if next(v) == nil then out[#out + 1] = is_array(v) and "[]" or "{}" return end
-    if is_array(v) then
+    if seen[v] then error("json: a table contains itself at " .. path, 0) end
+    seen[v] = true
+    local arr, n = is_array(v)
+    if arr and n == 0 then
+      out[#out + 1] = "[]"
+    elseif arr then
       out[#out + 1] = "["
-      for i, x in ipairs(v) do
+      for i = 1, n do
         out[#out + 1] = (i > 1 and "," or "") .. nl
-        encode(x, out, indent, depth + 1)
+        encode(v[i], path .. "[" .. i .. "]", out, seen, indent, depth + 1)
       end
       out[#out + 1] = close .. "]"
     else
       local keys = {}
-      for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-      table.sort(keys)
+      for k in pairs(v) do
+        local kt = type(k)
+        if kt ~= "string" and kt ~= "number" then
+          error("json: a key of type " .. kt .. " at " .. path .. " cannot be written", 0)
+        end
+        keys[#keys + 1] = k
+      end
+      table.sort(keys, function(a, b)
+        if type(a) == type(b) then return a < b end
+        return type(a) == "number"
+      end)
       out[#out + 1] = "{"
       for i, k in ipairs(keys) do
-        local val = v[k]
-        if val == nil then val = v[tonumber(k)] end
         out[#out + 1] = (i > 1 and "," or "") .. nl
-        encode(k, out, indent, depth + 1)
+        local ks = type(k) == "string" and k or encode_number(k)
+        out[#out + 1] = encode_string(ks)
         out[#out + 1] = indent and ": " or ":"
-        encode(val, out, indent, depth + 1)
+        encode(v[k], path .. "." .. ks, out, seen, indent, depth + 1)
       end
       out[#out + 1] = close .. "}"
     end
+    seen[v] = nil
   else
-    error("json.encode: cannot encode a " .. ty)
+    error("json: a " .. ty .. " at " .. path .. " cannot be written (only tables, strings, numbers, booleans)", 0)
   end
 end
 
---- encode(value [, indent]) -> string; keys sorted so that output is deterministic
+--- encode(value [, indent]) -> text. Keys sorted (deterministic output); integers stay integers
+--- and floats read back exactly; inf and nan are written as Infinity and NaN, as Python's json
+--- does; an empty table is []. indent (e.g. "  ") pretty-prints.
 function M.encode(v, indent)
   local out = {}
-  encode(v, out, indent, 0)
+  encode(v, "value", out, {}, indent, 0)
   return table.concat(out)
 end
 
-M.null = setmetatable({}, {__tostring = function() return "null" end})
+local function utf8_of(cp) return utf8.char(cp) end
 
-local function decode_error(s, i, msg)
-  error(string.format("json.decode: %s at byte offset %d", msg, i - 1), 0)
-end
-
-local decode_value
-
-local function skip(s, i)
-  return s:find("[^ \t\r\n]", i) or #s + 1
-end
-
-local function decode_string(s, i)
-  local out, j = {}, i + 1
-  while true do
-    local c = s:sub(j, j)
-    if c == "" then decode_error(s, j, "unterminated string") end
-    if c == '"' then return table.concat(out), j + 1 end
-    if c == "\\" then
-      local e = s:sub(j + 1, j + 1)
-      local map = {['"'] = '"', ['\\'] = '\\', ['/'] = '/', b = '\b', f = '\f', n = '\n', r = '\r', t = '\t'}
-      if map[e] then
-        out[#out + 1] = map[e]; j = j + 2
-      elseif e == "u" then
-        local hex = s:sub(j + 2, j + 5)
-        if not hex:match("^%x%x%x%x$") then decode_error(s, j, "bad \\u escape") end
-        local cp = tonumber(hex, 16)
-        j = j + 6
-        if cp >= 0xD800 and cp <= 0xDBFF and s:sub(j, j + 1) == "\\u" then
-          local lo = tonumber(s:sub(j + 2, j + 5), 16)
-          if lo and lo >= 0xDC00 and lo <= 0xDFFF then
-            cp = 0x10000 + (cp - 0xD800) * 0x400 + (lo - 0xDC00); j = j + 6
-          end
-        end
-        out[#out + 1] = utf8.char(cp)
-      else
-        decode_error(s, j, "bad escape")
-      end
-    else
-      local k = s:find('["\\]', j) or #s + 1
-      out[#out + 1] = s:sub(j, k - 1)
-      j = k
-    end
-  end
-end
-
-decode_value = function(s, i, depth)
-  if depth > 200 then decode_error(s, i, "nesting too deep") end
-  i = skip(s, i)
-  local c = s:sub(i, i)
-  if c == "{" then
-    local t = {}
-    i = skip(s, i + 1)
-    if s:sub(i, i) == "}" then return t, i + 1 end
-    while true do
-      if s:sub(i, i) ~= '"' then decode_error(s, i, "expected a string key") end
-      local k; k, i = decode_string(s, i)
-      i = skip(s, i)
-      if s:sub(i, i) ~= ":" then decode_error(s, i, "expected ':'") end
-      local v; v, i = decode_value(s, i + 1, depth + 1)
-      t[k] = v
-      i = skip(s, i)
-      local d = s:sub(i, i)
-      if d == "}" then return t, i + 1 end
-      if d ~= "," then decode_error(s, i, "expected ',' or '}'") end
-      i = skip(s, i + 1)
-    end
-  elseif c == "[" then
-    local t = {}
-    i = skip(s, i + 1)
-    if s:sub(i, i) == "]" then return t, i + 1 end
-    while true do
-      local v; v, i = decode_value(s, i, depth + 1)
-      t[#t + 1] = v
-      i = skip(s, i)
-      local d = s:sub(i, i)
-      if d == "]" then return t, i + 1 end
-      if d ~= "," then decode_error(s, i, "expected ',' or ']'") end
-      i = i + 1
-    end
-  elseif c == '"' then
-    return decode_string(s, i)
-  elseif s:sub(i, i + 3) == "true" then return true, i + 4
-  elseif s:sub(i, i + 4) == "false" then return false, i + 5
-  elseif s:sub(i, i + 3) == "null" then return nil, i + 4
-  else
-    local num = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", i)
-    if not num or num == "" or num == "-" then decode_error(s, i, "unexpected character '" .. c .. "'") end
-    local v = math.tointeger(tonumber(num)) or tonumber(num)
-    if v == nil then decode_error(s, i, "bad number") end
-    return v, i + #num
-  end
-end
-
---- decode(string) -> value; JSON null becomes nil
+--- decode(text) -> value (a plain recursive-descent reader; nothing is executed). null becomes
+--- nil; numbers with a '.' or an exponent are floats, others integers. Errors name the byte offset.
 function M.decode(s)
-  if type(s) ~= "string" then error("json.decode: expected a string, got " .. type(s), 2) end
-  local v, i = decode_value(s, 1, 0)
-  i = skip(s, i)
-  if i <= #s then decode_error(s, i, "trailing characters") end
+  if type(s) ~= "string" then error("json: expected a string, got " .. type(s), 2) end
+  local pos = 1
+  local function fail(msg) error(string.format("json: %s at byte offset %d", msg, pos - 1), 0) end
+  local function ws() pos = s:find("[^ \t\r\n]", pos) or #s + 1 end
+  local value
+  local function str()
+    pos = pos + 1
+    local buf = {}
+    while true do
+      local c = s:sub(pos, pos)
+      if c == "" then fail("unterminated string") end
+      if c == '"' then pos = pos + 1; break end
+      if c == "\\" then
+        local e = s:sub(pos + 1, pos + 1)
+        local simple = ({['"'] = '"', ['\\'] = '\\', ['/'] = '/', b = '\b', f = '\f', n = '\n', r = '\r', t = '\t'})[e]
+        if simple then buf[#buf + 1] = simple; pos = pos + 2
+        elseif e == "u" then
+          local hex = s:sub(pos + 2, pos + 5)
+          if not hex:match("^%x%x%x%x$") then fail("bad \\u escape") end
+          local cp = tonumber(hex, 16)
+          pos = pos + 6
+          if cp >= 0xD800 and cp <= 0xDBFF and s:sub(pos, pos + 1) == "\\u" then
+            local lo = tonumber(s:sub(pos + 2, pos + 5), 16)
+            if lo and lo >= 0xDC00 and lo <= 0xDFFF then
+              cp = 0x10000 + (cp - 0xD800) * 0x400 + (lo - 0xDC00)
+              pos = pos + 6
+            end
+          end
+          buf[#buf + 1] = utf8_of(cp)
+        else fail("bad escape \\" .. e) end
+      else
+        local j = s:find('["\\]', pos) or #s + 1
+        buf[#buf + 1] = s:sub(pos, j - 1)
+        pos = j
+      end
+    end
+    return table.concat(buf)
+  end
+  local function num()
+    local lit = s:match("^-?Infinity", pos)
+    if lit then pos = pos + #lit; return lit:sub(1, 1) == "-" and -math.huge or math.huge end
+    if s:sub(pos, pos + 2) == "NaN" then pos = pos + 3; return 0 / 0 end
+    local t = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
+    if not t or t == "" or t == "-" then fail("bad number") end
+    pos = pos + #t
+    local v
+    if t:find("[%.eE]") then v = tonumber(t) + 0.0 else v = math.tointeger(tonumber(t)) or tonumber(t) end
+    if v == nil then fail("bad number '" .. t .. "'") end
+    return v
+  end
+  function value(depth)
+    if depth > 200 then fail("nesting too deep") end
+    ws()
+    local c = s:sub(pos, pos)
+    if c == "{" then
+      pos = pos + 1
+      local t = {}
+      ws()
+      if s:sub(pos, pos) == "}" then pos = pos + 1; return t end
+      while true do
+        ws()
+        if s:sub(pos, pos) ~= '"' then fail("expected a key") end
+        local k = str()
+        ws()
+        if s:sub(pos, pos) ~= ":" then fail("expected ':'") end
+        pos = pos + 1
+        t[k] = value(depth + 1)
+        ws()
+        local d = s:sub(pos, pos)
+        pos = pos + 1
+        if d == "}" then return t end
+        if d ~= "," then fail("expected ',' or '}'") end
+      end
+    elseif c == "[" then
+      pos = pos + 1
+      local t, n = {}, 0
+      ws()
+      if s:sub(pos, pos) == "]" then pos = pos + 1; return t end
+      while true do
+        n = n + 1
+        t[n] = value(depth + 1)
+        ws()
+        local d = s:sub(pos, pos)
+        pos = pos + 1
+        if d == "]" then return t end
+        if d ~= "," then fail("expected ',' or ']'") end
+      end
+    elseif c == '"' then return str()
+    elseif s:sub(pos, pos + 3) == "true" then pos = pos + 4; return true
+    elseif s:sub(pos, pos + 4) == "false" then pos = pos + 5; return false
+    elseif s:sub(pos, pos + 3) == "null" then pos = pos + 4; return nil
+    elseif c:match("[-%dIN]") then return num()
+    elseif c == "" then fail("unexpected end")
+    else fail("unexpected '" .. c .. "'") end
+  end
+  local v = value(0)
+  ws()
+  if pos <= #s then fail("trailing characters") end
   return v
 end
+
 
 return M
