@@ -5,7 +5,7 @@ PREFIX  ?= /usr/local
 BUILD   ?= build
 OPT     ?= -O3 -march=native -fno-math-errno -fno-trapping-math
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
-DEPS    := lua5.4 openblas jansson stb zlib
+DEPS    := lua5.4 openblas jansson stb zlib $(shell pkg-config --exists libzmq libcrypto 2>/dev/null && echo libzmq libcrypto)
 PKGCFLAGS := $(shell pkg-config --cflags $(DEPS) 2>/dev/null)
 PKGLIBS   := $(shell pkg-config --libs $(DEPS) 2>/dev/null)
 CFLAGS  += -std=gnu11 $(OPT) $(WARN) -fopenmp -g $(PKGCFLAGS) -I/usr/include/stb $(EXTRA_CFLAGS)
@@ -53,7 +53,7 @@ ctests: $(CTESTS)
 
 # The whole suite under AddressSanitizer + UBSan, in its own build folder and binary.
 asan: setup
-	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/tdrl OPT="-O1 -fno-omit-frame-pointer" \
+	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/tdrl OPT="-O1 -march=native -fno-omit-frame-pointer" \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" all ctests
 	@ASAN_OPTIONS=detect_leaks=0 BUILD=build-asan BIN=build-asan/tdrl ./tests/run.sh
@@ -61,7 +61,7 @@ asan: setup
 # libFuzzer targets for the file readers; FUZZ_TIME seconds each.
 FUZZ_TIME ?= 60
 fuzz: setup
-	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz BIN=build-fuzz/tdrl OPT="-O1 -g" \
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz BIN=build-fuzz/tdrl OPT="-O1 -g -march=native" \
 	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined" EXTRA_LDFLAGS="-fsanitize=address,undefined" build-fuzz/libtdrl.a
 	@for f in $(wildcard tests/fuzz/fuzz_*.c); do \
 	  n=$$(basename $$f .c); mkdir -p build-fuzz/fuzz build-fuzz/corpus/$$n; \
