@@ -16,18 +16,6 @@
 
 #define PAR_MIN 32768
 
-/* Prototypes (the Lua binding vm/lua_optim.c declares the same; they belong in tensor.h). */
-int td_sgd_update_(td_tensor *p, td_tensor *g, td_tensor *buf, bool first, double lr, double momentum, double dampening,
-                   double weight_decay, bool nesterov, bool maximize);
-int td_adam_update_(td_tensor *p, td_tensor *g, td_tensor *m, td_tensor *v, td_tensor *vmax, int64_t step, double lr,
-                    double beta1, double beta2, double eps, double weight_decay, bool decoupled, bool maximize);
-int td_sgd_update_ref(td_tensor *p, td_tensor *g, td_tensor *buf, bool first, double lr, double momentum,
-                      double dampening, double weight_decay, bool nesterov, bool maximize);
-int td_adam_update_ref(td_tensor *p, td_tensor *g, td_tensor *m, td_tensor *v, td_tensor *vmax, int64_t step,
-                       double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled,
-                       bool maximize);
-int td_sum_squares(td_tensor *t, double *out);
-int td_ema_update_(td_tensor *shadow, td_tensor *p, double decay);
 
 static int check_state(const char *op, const char *what, const td_tensor *p, const td_tensor *s) {
     char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF];

@@ -231,6 +231,20 @@ int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph);
 int td_set_requires_grad(td_tensor *t, bool on); /* only on leaves */
 void td_zero_grad(td_tensor *t);
 
+/* ---- optimiser updates (optim.c): in place, fused, one call per parameter; _ref: the plain
+ * op-by-op versions the tests compare them with ---------------------------------------------- */
+int td_sgd_update_(td_tensor *p, td_tensor *g, td_tensor *buf, bool first, double lr, double momentum, double dampening,
+                   double weight_decay, bool nesterov, bool maximize);
+int td_adam_update_(td_tensor *p, td_tensor *g, td_tensor *m, td_tensor *v, td_tensor *vmax, int64_t step, double lr,
+                    double beta1, double beta2, double eps, double weight_decay, bool decoupled, bool maximize);
+int td_sgd_update_ref(td_tensor *p, td_tensor *g, td_tensor *buf, bool first, double lr, double momentum,
+                      double dampening, double weight_decay, bool nesterov, bool maximize);
+int td_adam_update_ref(td_tensor *p, td_tensor *g, td_tensor *m, td_tensor *v, td_tensor *vmax, int64_t step,
+                       double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled,
+                       bool maximize);
+int td_sum_squares(td_tensor *t, double *out);
+int td_ema_update_(td_tensor *shadow, td_tensor *p, double decay);
+
 /* ---- printing (print.c) ------------------------------------------------------------------ */
 /* Returns a malloc'd string (caller frees) or NULL. */
 char *td_format(const td_tensor *t);

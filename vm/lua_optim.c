@@ -16,17 +16,6 @@
 
 #include "bind.h"
 
-int td_sgd_update_(td_tensor *p, td_tensor *g, td_tensor *buf, bool first, double lr, double momentum, double dampening,
-                   double weight_decay, bool nesterov, bool maximize);
-int td_adam_update_(td_tensor *p, td_tensor *g, td_tensor *m, td_tensor *v, td_tensor *vmax, int64_t step, double lr,
-                    double beta1, double beta2, double eps, double weight_decay, bool decoupled, bool maximize);
-int td_sgd_update_ref(td_tensor *p, td_tensor *g, td_tensor *buf, bool first, double lr, double momentum,
-                      double dampening, double weight_decay, bool nesterov, bool maximize);
-int td_adam_update_ref(td_tensor *p, td_tensor *g, td_tensor *m, td_tensor *v, td_tensor *vmax, int64_t step,
-                       double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled,
-                       bool maximize);
-int td_sum_squares(td_tensor *t, double *out);
-int td_ema_update_(td_tensor *shadow, td_tensor *p, double decay);
 
 /* Entry i of the list at idx as a tensor (NULL when nil); raises on another type. */
 static td_tensor *list_tensor(lua_State *L, int idx, lua_Integer i, const char *op, const char *what) {
