@@ -29,8 +29,8 @@ function E.datasets(name, opts)
   elseif name == "cmnist" then
     return data.cmnist({seed = opts.data_seed or 0})
   elseif name == "fashion" then
-    local train = data.fashion_mnist({split = "train"})
-    local test = data.fashion_mnist({split = "test"})
+    local train = data.fashion_mnist({split = "train", pad = 32, channels = 3})
+    local test = data.fashion_mnist({split = "test", pad = 32, channels = 3})
     local parts = {train:split({50000, 10000}, 0)}
     return parts[1], parts[2], test
   elseif name == "cifar10" then
