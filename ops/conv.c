@@ -51,6 +51,7 @@
 #endif
 #define NR (NV * VW)
 typedef float vf __attribute__((vector_size(VW * 4)));
+_Static_assert(VW == TD_VW, "conv.c and nn.h agree on the vector width");
 typedef float vfu __attribute__((vector_size(VW * 4), aligned(4))); /* unaligned access */
 
 static inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
@@ -68,7 +69,7 @@ static inline void ukern(int64_t K, const float *restrict Ap, const float *restr
         for (int v = 0; v < NV; v++) bv[v] = *(const vfu *)(b + v * VW);
         const float *a = Ap + k * MR;
         for (int r = 0; r < MR; r++) {
-            vf av = (vf){0} + a[r];
+            vf av = td_vsplat(a[r]);
             for (int v = 0; v < NV; v++) acc[r][v] += av * bv[v];
         }
     }

@@ -117,7 +117,13 @@ typedef float td_vfu __attribute__((vector_size(TD_VW * 4), aligned(4))); /* una
 typedef int32_t td_vi __attribute__((vector_size(TD_VW * 4)));
 static inline td_vf td_vload(const float *p) { return *(const td_vfu *)p; }
 static inline void td_vstore(float *p, td_vf v) { *(td_vfu *)p = v; }
-static inline td_vf td_vsplat(float a) { return (td_vf){0} + a; }
+/* every lane = a (not `(td_vf){0} + a`: 0 + a is not a for a = -0, so the compiler keeps the add
+ * and cannot fold the broadcast into a memory operand) */
+#if TD_VW == 16
+static inline td_vf td_vsplat(float a) { return (td_vf){a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a}; }
+#else
+static inline td_vf td_vsplat(float a) { return (td_vf){a, a, a, a, a, a, a, a}; }
+#endif
 static inline float td_vhsum(td_vf v) {
     float s = 0;
     for (int l = 0; l < TD_VW; l++) s += v[l];
