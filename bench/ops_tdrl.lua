@@ -5,11 +5,14 @@
 -- (2 x multiply-adds; forward + backward counted as 3 x forward, as the peer does).
 -- bench/ops_torch.py runs the same workloads in PyTorch, under the same names.
 --   ./tdrl bench/ops_tdrl.lua [min_seconds_per_workload]
+-- TDRL_BENCH_CLOCK=cpu times with the process's CPU time instead of the wall clock: on a machine
+-- shared with other work, at TDRL_NUM_THREADS=1, it still measures the op (both scripts honour it).
 local T = require 'tdrl'
 local json = require 'tdrl.json'
 
 local MIN_TIME = tonumber(arg and arg[1]) or 1.0
 local gen = T.Generator(0)
+local clock = os.getenv("TDRL_BENCH_CLOCK") == "cpu" and os.clock or T.clock
 
 local function median(t)
   table.sort(t)
@@ -23,9 +26,9 @@ local function timed(fn)
   collectgarbage()
   local times, total = {}, 0
   while #times < 7 or total < MIN_TIME do
-    local t0 = T.clock()
+    local t0 = clock()
     fn()
-    local dt = T.clock() - t0
+    local dt = clock() - t0
     times[#times + 1] = dt
     total = total + dt
   end

@@ -7,6 +7,7 @@ OpenMP, OpenBLAS and torch; OMP_WAIT_POLICY=passive (PyTorch's best setting for 
 has AVX-512 / AVX2, because Debian's OpenBLAS 0.3.21 falls back to its slow Prescott kernels on
 CPUs it does not know (PyTorch's matmuls, hence the GRU and attention rows, go through it; its
 convolutions go through oneDNN and are not affected). A value already in the environment wins.
+TDRL_BENCH_CLOCK=cpu: CPU time instead of wall time (see bench/ops_tdrl.lua).
 """
 import json
 import os
@@ -33,6 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 torch.set_num_threads(n_threads)
 torch.manual_seed(0)
 MIN_TIME = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
+clock = time.process_time if os.environ.get("TDRL_BENCH_CLOCK") == "cpu" else time.perf_counter
 
 
 def timed(fn):
@@ -40,9 +42,9 @@ def timed(fn):
         fn()
     times, total = [], 0.0
     while len(times) < 7 or total < MIN_TIME:
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         times.append(dt)
         total += dt
     return statistics.median(times), len(times)
