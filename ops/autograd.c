@@ -74,8 +74,13 @@ static td_tensor *accumulate(td_tensor *dst, td_tensor *g, int ndim, const int64
     if (!dst) {
         td_tensor *s = td_sum_to(g, ndim, shape);
         if (!s) return NULL;
-        /* own a fresh contiguous buffer so later += never writes into a shared view */
-        if (s == g || !td_is_contiguous(s) || s->storage->refcount > 1) {
+        /* The holder is added to in place later, so it must own its buffer alone. A fresh
+         * gradient that only the caller references (refcount 1 before this retain, sole user of
+         * its storage) can be kept as it is; anything shared (the same g handed to two inputs,
+         * a view, a saved tensor) is copied. */
+        bool exclusive = s->refcount == 2 && s == g && s->storage->refcount == 1 && td_is_contiguous(s);
+        bool own = s != g && s->refcount == 1 && s->storage->refcount == 1 && td_is_contiguous(s);
+        if (!exclusive && !own) {
             td_tensor *c = td_clone(s);
             td_release(s);
             s = c;
