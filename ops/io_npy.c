@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io_convert.h"
 #include "tensor.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -37,44 +38,11 @@ typedef struct {
     td_dtype to;
 } npy_type;
 
-static float npy_half(uint16_t h) {
-    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    float f;
-    if (e == 0) f = ldexpf((float)m, -24);
-    else if (e == 31) f = m ? NAN : INFINITY;
-    else f = ldexpf((float)(m + 1024), e - 25);
-    return (h & 0x8000) ? -f : f;
-}
-
 /* Converts one element at src into dst[k] (float or int64 array). */
 static inline void npy_conv1(void *dst, int64_t k, const unsigned char *src, const npy_type *ty) {
     unsigned char b[8];
     for (int j = 0; j < ty->size; j++) b[j] = src[ty->swap ? ty->size - 1 - j : j];
-    float *df = dst;
-    int64_t *di = dst;
-    switch (ty->kind) {
-    case 'f':
-        if (ty->size == 2) { uint16_t v; memcpy(&v, b, 2); df[k] = npy_half(v); }
-        else if (ty->size == 4) { float v; memcpy(&v, b, 4); df[k] = v; }
-        else { double v; memcpy(&v, b, 8); df[k] = (float)v; }
-        break;
-    case 'i':
-        switch (ty->size) {
-        case 1: { int8_t v; memcpy(&v, b, 1); di[k] = v; break; }
-        case 2: { int16_t v; memcpy(&v, b, 2); di[k] = v; break; }
-        case 4: { int32_t v; memcpy(&v, b, 4); di[k] = v; break; }
-        default: { int64_t v; memcpy(&v, b, 8); di[k] = v; break; }
-        }
-        break;
-    case 'u':
-        switch (ty->size) {
-        case 1: di[k] = b[0]; break;
-        case 2: { uint16_t v; memcpy(&v, b, 2); di[k] = v; break; }
-        default: { uint32_t v; memcpy(&v, b, 4); di[k] = v; break; }
-        }
-        break;
-    default: di[k] = b[0] != 0; break;
-    }
+    td_convert_elem(ty->kind, ty->size, b, dst, dst, k);
 }
 
 /* ---- header dict parser ----------------------------------------------------------------- */

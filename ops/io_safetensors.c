@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io_convert.h"
 #include "tensor.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -54,15 +55,6 @@ static const st_dtype *st_find_dtype(const char *s) {
     return NULL;
 }
 
-static float st_half(uint16_t h) {
-    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    float f;
-    if (e == 0) f = ldexpf((float)m, -24);
-    else if (e == 31) f = m ? NAN : INFINITY;
-    else f = ldexpf((float)(m + 1024), e - 25);
-    return (h & 0x8000) ? -f : f;
-}
-
 /* Converts n little-endian elements of `sd` at src into dst (float or int64). */
 static void st_convert(void *dst, const unsigned char *src, int64_t n, const st_dtype *sd) {
     if (!ST_HOST_BE && ((sd->kind == 'f' && sd->size == 4) || (sd->kind == 'i' && sd->size == 8))) {
@@ -74,34 +66,7 @@ static void st_convert(void *dst, const unsigned char *src, int64_t n, const st_
     for (int64_t k = 0; k < n; k++, src += sd->size) {
         unsigned char b[8];
         for (int j = 0; j < sd->size; j++) b[j] = src[ST_HOST_BE ? sd->size - 1 - j : j];
-        switch (sd->kind) {
-        case 'f':
-            if (sd->size == 4) { float v; memcpy(&v, b, 4); df[k] = v; }
-            else { double v; memcpy(&v, b, 8); df[k] = (float)v; }
-            break;
-        case 'h': { uint16_t v; memcpy(&v, b, 2); df[k] = st_half(v); break; }
-        case 'g': {
-            uint16_t v; memcpy(&v, b, 2);
-            uint32_t u = (uint32_t)v << 16; float f; memcpy(&f, &u, 4); df[k] = f;
-            break;
-        }
-        case 'i':
-            switch (sd->size) {
-            case 1: { int8_t v; memcpy(&v, b, 1); di[k] = v; break; }
-            case 2: { int16_t v; memcpy(&v, b, 2); di[k] = v; break; }
-            case 4: { int32_t v; memcpy(&v, b, 4); di[k] = v; break; }
-            default: { int64_t v; memcpy(&v, b, 8); di[k] = v; break; }
-            }
-            break;
-        case 'u':
-            switch (sd->size) {
-            case 1: di[k] = b[0]; break;
-            case 2: { uint16_t v; memcpy(&v, b, 2); di[k] = v; break; }
-            default: { uint32_t v; memcpy(&v, b, 4); di[k] = v; break; }
-            }
-            break;
-        default: di[k] = b[0] != 0; break;
-        }
+        td_convert_elem(sd->kind, sd->size, b, df, di, k);
     }
 }
 
