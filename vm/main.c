@@ -25,6 +25,7 @@
 #include "../ops/tensor.h"
 #include "bind.h"
 #include "host.h"
+#include "kernel.h"
 
 extern char *openblas_get_config(void);
 extern char *openblas_get_corename(void);
@@ -283,6 +284,7 @@ static void print_usage(FILE *f, const char *badoption) {
             "  -h        show this help\n"
             "  --        stop handling options\n"
             "  -         stop handling options and execute stdin\n"
+            "  --kernel -f FILE  run as a Jupyter kernel (scripts/install_kernel.sh installs it)\n"
             "With no script: the REPL when stdin is a terminal, else stdin runs as a script.\n"
             "Exit status: 0, 1 on an error, 130 when stopped by Ctrl-C.\n",
             progname);
@@ -441,7 +443,8 @@ static int pmain(lua_State *L) {
     char **argv = (char **)lua_touserdata(L, 2);
     struct run_result *res = (struct run_result *)lua_touserdata(L, 3);
     int script = 0;
-    int args = collectargs(argv, &script);
+    int kernel = argc >= 2 && strcmp(argv[1], "--kernel") == 0; /* Jupyter kernel (kernel.c) */
+    int args = kernel ? 0 : collectargs(argv, &script);
     int optlim = script > 0 ? script : argc;
     luaL_checkversion(L);
     res->exit_status = 1;
@@ -470,6 +473,10 @@ static int pmain(lua_State *L) {
     lua_setfield(L, -2, "tdrl.core");
     lua_pop(L, 1);
     setup_path(L, argv[0], (args & HAS_BIG_E) != 0);
+    if (kernel) {
+        res->exit_status = host_kernel(L, argc - 2, argv + 2);
+        return 0;
+    }
     createargtable(L, argv, argc, script);
     int interrupted = 0;
     if (!runargs(L, argv, optlim)) {

@@ -1,0 +1,753 @@
+/* The tdrl Jupyter kernel (`tdrl --kernel -f CONNECTION_FILE`): the shell loop and its
+ * handlers. A cell runs like a REPL chunk: `return <code>` is tried first, so an expression
+ * shows its value; a cell whose last line is an expression shows it as well (IPython's habit);
+ * a trailing ';' keeps it quiet. Values show as text (tensors by their summary), tdrl.plot
+ * figures as PNG images; `display(x)` shows a figure, an image file, a batch of images or any
+ * value below the cell at once. Errors come back with their traceback; the kernel itself never
+ * stops on a user's error nor on a message it does not understand.
+ *
+ * Interrupts: SIGINT (Jupyter's "signal" mode) and interrupt_request on the control channel
+ * (which sends SIGINT to this thread) both go through the host's handler (main.c), which stops
+ * Lua code and sets td_interrupt_flag for long C kernels. SIGINT stays blocked while the kernel
+ * waits for requests; one that arrived meanwhile is dropped before the next cell starts. */
+#define _GNU_SOURCE
+#define TDRL_KERNEL_INTERNAL
+#include <errno.h>
+#include <fnmatch.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "../ops/tensor.h"
+#include "host.h"
+#include "kernel.h"
+
+#ifndef TDRL_KERNEL_ZMQ
+int host_kernel(lua_State *L, int argc, char **argv) {
+    (void)L;
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "tdrl: this binary was built without the Jupyter kernel (ZeroMQ and OpenSSL headers were "
+                    "missing).\nInstall them and rebuild: apt-get install -y libzmq3-dev libssl-dev && make\n");
+    return 1;
+}
+#else
+#include <readline/readline.h>
+#include <zmq.h>
+
+static lua_State *KL;
+static int helper_ref = LUA_NOREF;
+static long exec_count = 0;
+static json_t *cur_header = NULL; /* header of the request being served (main thread) */
+
+typedef struct {
+    long line;
+    char *code;
+} hist_entry;
+static hist_entry *hist = NULL;
+static size_t n_hist = 0, cap_hist = 0;
+
+/* ---- the Lua side (display, results, inspection) -------------------------------------------- */
+
+extern const char tdrl_kernel_lua[]; /* kernel_lua.c */
+
+json_t *kernel_info_content(void) {
+    char banner[512];
+    host_version_string(banner, sizeof banner);
+    size_t bl = strlen(banner);
+    snprintf(banner + bl, sizeof banner - bl,
+             "\nJupyter kernel: T = require 'tdrl' (also nn, optim, data, plot); display(x) shows figures, images "
+             "and values.");
+    return json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s, s:s}, s:s, s:[{s:s, s:s}], s:b}", "status",
+                     "ok", "protocol_version", KERNEL_PROTOCOL_VERSION, "implementation", "tdrl",
+                     "implementation_version", TDRL_VERSION, "language_info", "name", "lua", "version",
+                     LUA_VERSION_MAJOR "." LUA_VERSION_MINOR "." LUA_VERSION_RELEASE, "mimetype", "text/x-lua",
+                     "file_extension", ".lua", "pygments_lexer", "lua", "codemirror_mode", "lua", "banner", banner,
+                     "help_links", "text", "Lua 5.4 manual", "url", "https://www.lua.org/manual/5.4/", "debugger",
+                     0);
+}
+
+/* A MIME bundle table {mime = string} -> JSON data (binary image types in base64). */
+static json_t *bundle_json(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    json_t *data = json_object();
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        if (lua_type(L, -2) == LUA_TSTRING && (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)) {
+            const char *mime = lua_tostring(L, -2);
+            size_t n;
+            const char *v = lua_tolstring(L, -1, &n);
+            int binary = strncmp(mime, "image/", 6) == 0 && strcmp(mime, "image/svg+xml") != 0;
+            if (binary) {
+                char *b = kw_base64((const unsigned char *)v, n);
+                if (b) json_object_set_new(data, mime, json_string(b));
+                free(b);
+            } else {
+                json_object_set_new(data, mime, kw_string(v, n));
+            }
+        }
+        lua_pop(L, 1);
+    }
+    return data;
+}
+
+/* K.publish(bundle): display_data below the cell being run */
+static int l_publish(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    json_t *data = bundle_json(L, 1);
+    kio_flush(); /* text printed before comes first */
+    kw_publish(cur_header, "display_data",
+               json_pack("{s:o, s:{}, s:{}}", "data", data, "metadata", "transient"));
+    return 0;
+}
+
+/* clear_output([wait]): clears the cell's output (at the next output when wait is true) */
+static int l_clear(lua_State *L) {
+    int wait = lua_toboolean(L, 1);
+    kio_flush();
+    kw_publish(cur_header, "clear_output", json_pack("{s:b}", "wait", wait));
+    return 0;
+}
+
+/* Calls helper.<name> with the n values on the stack top, leaving nres results. */
+static int call_helper(lua_State *L, const char *name, int n, int nres) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, helper_ref);
+    lua_getfield(L, -1, name);
+    lua_remove(L, -2);
+    lua_insert(L, -(n + 1));
+    return host_docall(L, n, nres);
+}
+
+static int is_not_found(const char *msg, const char *module) {
+    char want[128];
+    snprintf(want, sizeof want, "module '%s' not found", module);
+    return msg && strncmp(msg, want, strlen(want)) == 0;
+}
+
+/* Globals like the REPL's (T, nn, optim, data, plot), display and clear_output. */
+static int lua_setup(lua_State *L) {
+    static const char *const mods[][2] = {
+        {"T", "tdrl"}, {"nn", "tdrl.nn"}, {"optim", "tdrl.optim"}, {"data", "tdrl.data"}, {"plot", "tdrl.plot"},
+    };
+    for (size_t i = 0; i < sizeof mods / sizeof mods[0]; i++) {
+        lua_getglobal(L, "require");
+        lua_pushstring(L, mods[i][1]);
+        if (host_docall(L, 1, 1) == LUA_OK) {
+            lua_setglobal(L, mods[i][0]);
+        } else {
+            const char *msg = lua_tostring(L, -1);
+            if (i == 0 || !is_not_found(msg, mods[i][1]))
+                kw_log("cannot load '%s': %s", mods[i][1], msg ? msg : "?");
+            lua_pop(L, 1);
+        }
+    }
+    if (luaL_loadbuffer(L, tdrl_kernel_lua, strlen(tdrl_kernel_lua), "=tdrl.kernel") != LUA_OK) {
+        kw_log("internal error: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_newtable(L);
+    lua_pushcfunction(L, l_publish);
+    lua_setfield(L, -2, "publish");
+    if (host_docall(L, 1, 1) != LUA_OK) {
+        kw_log("internal error: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_getfield(L, -1, "display");
+    lua_setglobal(L, "display");
+    lua_pushcfunction(L, l_clear);
+    lua_setglobal(L, "clear_output");
+    helper_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* ---- compiling cells ------------------------------------------------------------------------ */
+
+static int is_quiet(const char *s, size_t n) {
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r')) n--;
+    return n > 0 && s[n - 1] == ';';
+}
+
+static int incomplete_msg(lua_State *L) {
+    size_t len;
+    const char *msg = lua_tolstring(L, -1, &len);
+    return msg && len >= 5 && strcmp(msg + len - 5, "<eof>") == 0;
+}
+
+/* The identity function: a cell's chunk gets it as its argument (see load_with_return). */
+static int l_values(lua_State *L) { return lua_gettop(L); }
+
+/* Compiles the code with `return` before byte `at`: "local __tdrl_values = ...; <code before
+ * at>return __tdrl_values(<code from at>\n)". The values pass through a call rather than a
+ * tail call, so that a traceback keeps the frames of the functions the last line called. Line
+ * numbers are those of the code. The chunk is called with l_values as its argument. */
+static int load_with_return(lua_State *L, const char *code, size_t len, size_t at, const char *chunk) {
+    static const char head[] = "local __tdrl_values = ...; ", ret[] = "return __tdrl_values(", tail[] = "\n)";
+    size_t hl = sizeof head - 1, rl = sizeof ret - 1, tl = sizeof tail - 1;
+    size_t n = hl + len + rl + tl;
+    char *buf = malloc(n);
+    if (buf == NULL) return LUA_ERRMEM;
+    memcpy(buf, head, hl);
+    memcpy(buf + hl, code, at);
+    memcpy(buf + hl + at, ret, rl);
+    memcpy(buf + hl + at + rl, code + at, len - at);
+    memcpy(buf + hl + len + rl, tail, tl);
+    int status = luaL_loadbuffer(L, buf, n, chunk);
+    free(buf);
+    return status;
+}
+
+/* The cell with its last statement(s) as `return ...`: tries the splits at line starts from
+ * the end. With `ident_only` (the cell compiles as it is) only a suffix that starts with a
+ * name is tried: there no split can change how the code before it parses. Pushes the
+ * function and returns 1, or returns 0 with the stack unchanged. */
+static int try_last_expression(lua_State *L, const char *code, size_t len, const char *chunk, int ident_only) {
+    int tries = 0;
+    size_t i = len;
+    while (i > 0 && tries < 64) {
+        /* the start of the line that ends before i */
+        size_t s = i;
+        while (s > 0 && code[s - 1] != '\n') s--;
+        size_t p = s;
+        while (p < len && (code[p] == ' ' || code[p] == '\t' || code[p] == '\r')) p++;
+        i = s > 0 ? s - 1 : 0;
+        if (s == 0) break; /* the whole cell: already tried */
+        if (p >= len || code[p] == '\n' || (code[p] == '-' && p + 1 < len && code[p + 1] == '-')) continue;
+        int c = (unsigned char)code[p];
+        int ident = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        if (ident_only && !ident) continue;
+        tries++;
+        if (load_with_return(L, code, len, p, chunk) == LUA_OK) return 1;
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/* Pushes the cell's function (LUA_OK) or an error message (the status). */
+static int compile_cell(lua_State *L, const char *code, size_t len, const char *chunk) {
+    int quiet = is_quiet(code, len); /* "x;" runs quietly: no need to look for a last expression */
+    size_t rlen = len; /* the return form without the trailing ';' ("return f(x;)" is no Lua) */
+    if (quiet) {
+        while (rlen > 0 && code[rlen - 1] != ';') rlen--;
+        rlen--;
+    }
+    if (load_with_return(L, code, rlen, 0, chunk) == LUA_OK) return LUA_OK;
+    /* the message of the return form stays below */
+    int status = luaL_loadbuffer(L, code, len, chunk);
+    if (status == LUA_OK) {
+        if (!quiet && try_last_expression(L, code, len, chunk, 1)) lua_remove(L, -2);
+        lua_remove(L, -2);
+        return LUA_OK;
+    }
+    if (status == LUA_ERRSYNTAX && !quiet && try_last_expression(L, code, len, chunk, 0)) {
+        lua_remove(L, -2);
+        lua_remove(L, -2);
+        return LUA_OK;
+    }
+    /* as the REPL: a cell that cannot start a statement was meant as an expression */
+    const char *p = code;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+    int statement = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' || *p == '(' ||
+                    *p == ';' || *p == ':' || *p == '-' || *p == '\0';
+    if (!statement && lua_type(L, -2) == LUA_TSTRING) {
+        lua_pop(L, 1);
+    } else {
+        lua_remove(L, -2);
+    }
+    return status;
+}
+
+/* ---- execution ------------------------------------------------------------------------------ */
+
+/* Drops a SIGINT that arrived while no cell ran (it must not stop the next one). */
+static void drop_pending_sigint(void) {
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGINT);
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&s, NULL, &zero) > 0) {
+    }
+}
+
+/* Error content {ename, evalue, traceback} from the message on the stack top (popped). */
+static json_t *error_content(lua_State *L, const char *ename) {
+    size_t len;
+    const char *msg = lua_tolstring(L, -1, &len);
+    if (msg == NULL) {
+        msg = "(error object is not a string)";
+        len = strlen(msg);
+    }
+    json_t *tb = json_array();
+    const char *p = msg, *end = msg + len;
+    size_t first_len = strcspn(msg, "\n");
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        /* the host's own frame at the bottom says nothing to a user */
+        if (!(l == 10 && memcmp(p, "\t[C]: in ?", 10) == 0))
+            json_array_append_new(tb, kw_string(p, l));
+        p += l + (nl ? 1 : 0);
+    }
+    json_t *c = json_object();
+    json_object_set_new(c, "ename", json_string(ename));
+    json_object_set_new(c, "evalue", kw_string(msg, first_len));
+    json_object_set_new(c, "traceback", tb);
+    lua_pop(L, 1);
+    return c;
+}
+
+static const char *runtime_ename(lua_State *L) {
+    const char *msg = lua_tostring(L, -1);
+    if (host_interrupted || (msg && strstr(msg, "interrupted"))) return "Interrupted";
+    return "LuaError";
+}
+
+static void hist_add(long line, const char *code) {
+    if (n_hist == cap_hist) {
+        size_t cap = cap_hist ? cap_hist * 2 : 64;
+        hist_entry *nh = realloc(hist, cap * sizeof *nh);
+        if (nh == NULL) return;
+        hist = nh;
+        cap_hist = cap;
+    }
+    char *c = strdup(code);
+    if (c == NULL) return;
+    hist[n_hist].line = line;
+    hist[n_hist].code = c;
+    n_hist++;
+}
+
+/* {name: {status, data | ename...}} for the user_expressions of an execute_request */
+static json_t *user_expressions(lua_State *L, json_t *exprs) {
+    json_t *out = json_object();
+    if (!json_is_object(exprs)) return out;
+    const char *name;
+    json_t *e;
+    json_object_foreach(exprs, name, e) {
+        const char *src = json_string_value(e);
+        int top = lua_gettop(L);
+        json_t *r;
+        if (src == NULL) {
+            r = json_pack("{s:s, s:s, s:s, s:[]}", "status", "error", "ename", "TypeError", "evalue",
+                          "not a string", "traceback");
+        } else {
+            int status = load_with_return(L, src, strlen(src), 0, "=user_expression");
+            if (status == LUA_OK) {
+                lua_pushcfunction(L, l_values);
+                status = host_docall(L, 1, LUA_MULTRET);
+            }
+            if (status == LUA_OK) status = call_helper(L, "results", lua_gettop(L) - top, 1);
+            if (status == LUA_OK) {
+                json_t *data = lua_istable(L, -1) ? bundle_json(L, -1) : json_object();
+                r = json_pack("{s:s, s:o, s:{}}", "status", "ok", "data", data, "metadata");
+            } else {
+                r = error_content(L, status == LUA_ERRSYNTAX ? "SyntaxError" : "LuaError");
+                json_object_set_new(r, "status", json_string("error"));
+            }
+        }
+        json_object_set_new(out, name, r);
+        lua_settop(L, top);
+    }
+    return out;
+}
+
+static void handle_shell(kmsg *m);
+
+/* After an error with stop_on_error: execute requests already queued are answered "aborted". */
+static void abort_queue(void) {
+    for (;;) {
+        kmsg m;
+        char why[512];
+        int r = kw_recv(kw.shell, &m, false, why, sizeof why);
+        if (r == 0) break;
+        if (r < 0) {
+            kw_reply_malformed(kw.shell, &m, why);
+        } else if (strcmp(m.msg_type, "execute_request") == 0) {
+            kw_status(m.header, "busy");
+            kw_send(kw.shell, &m, "execute_reply",
+                    json_pack("{s:s, s:I}", "status", "aborted", "execution_count", (json_int_t)exec_count));
+            kw_status(m.header, "idle");
+        } else {
+            handle_shell(&m);
+        }
+        kw_free(&m);
+    }
+}
+
+static void execute(kmsg *m) {
+    lua_State *L = KL;
+    json_t *c = m->content;
+    size_t len = 0;
+    const char *code = json_string_value(json_object_get(c, "code"));
+    if (code == NULL) {
+        kw_send_error(kw.shell, m, "execute_reply", "MalformedMessage", "execute_request: 'code' is not a string");
+        return;
+    }
+    len = json_string_length(json_object_get(c, "code"));
+    int silent = json_is_true(json_object_get(c, "silent"));
+    json_t *sh = json_object_get(c, "store_history");
+    int store = sh ? json_is_true(sh) : !silent;
+    if (silent || strspn(code, " \t\r\n") == len) store = 0; /* as IPython: a blank cell counts for nothing */
+    json_t *soe = json_object_get(c, "stop_on_error");
+    int stop_on_error = soe ? json_is_true(soe) : 1;
+    if (store) {
+        exec_count++;
+        hist_add(exec_count, code);
+    }
+    if (!silent)
+        kw_publish(m->header, "execute_input",
+                   json_pack("{s:o, s:I}", "code", kw_string(code, len), "execution_count", (json_int_t)exec_count));
+    char chunk[64];
+    snprintf(chunk, sizeof chunk, "=In[%ld]", exec_count);
+    int top = lua_gettop(L);
+    const char *ename = "SyntaxError";
+    int status = compile_cell(L, code, len, chunk);
+    if (status == LUA_OK) {
+        drop_pending_sigint();
+        lua_pushcfunction(L, l_values);
+        status = host_docall(L, 1, LUA_MULTRET);
+        ename = status == LUA_OK ? NULL : runtime_ename(L);
+        int n = lua_gettop(L) - top;
+        if (status == LUA_OK && n > 0 && !silent && !is_quiet(code, len)) {
+            status = call_helper(L, "results", n, 1);
+            if (status != LUA_OK) ename = runtime_ename(L);
+            kio_flush();
+            if (status == LUA_OK && lua_istable(L, -1)) {
+                json_t *data = bundle_json(L, -1);
+                kw_publish(m->header, "execute_result",
+                           json_pack("{s:I, s:o, s:{}}", "execution_count", (json_int_t)exec_count, "data", data,
+                                     "metadata"));
+            }
+        }
+    }
+    kio_flush();
+    json_t *reply;
+    if (status != LUA_OK) {
+        json_t *err = error_content(L, ename);
+        if (!silent) kw_publish(m->header, "error", json_deep_copy(err));
+        reply = err;
+        json_object_set_new(reply, "status", json_string("error"));
+        json_object_set_new(reply, "execution_count", json_integer(exec_count));
+    } else {
+        lua_settop(L, top);
+        reply = json_pack("{s:s, s:I, s:o, s:[]}", "status", "ok", "execution_count", (json_int_t)exec_count,
+                          "user_expressions", user_expressions(L, json_object_get(c, "user_expressions")),
+                          "payload");
+    }
+    lua_settop(L, top);
+    kw_send(kw.shell, m, "execute_reply", reply);
+    if (status != LUA_OK && stop_on_error) abort_queue();
+}
+
+/* ---- completion, inspection, is_complete, history ------------------------------------------- */
+
+static int ident_char(int c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* Where the cursor is on its line: 0 code, 1 inside a string literal (its start in *qs), 2 in
+ * a comment. Long strings and comments ([[ ]]) are not followed. */
+static int lexical_state(const char *code, size_t b, size_t *qs) {
+    size_t s = b;
+    while (s > 0 && code[s - 1] != '\n') s--;
+    char q = 0;
+    for (size_t i = s; i < b; i++) {
+        char ch = code[i];
+        if (q) {
+            if (ch == '\\') i++;
+            else if (ch == q) q = 0;
+        } else if (ch == '"' || ch == '\'') {
+            q = ch;
+            *qs = i + 1;
+        } else if (ch == '-' && i + 1 < b && code[i + 1] == '-') {
+            return 2;
+        }
+    }
+    return q ? 1 : 0;
+}
+
+static void complete(kmsg *m) {
+    const char *code = json_string_value(json_object_get(m->content, "code"));
+    json_t *cp = json_object_get(m->content, "cursor_pos");
+    if (code == NULL) {
+        kw_send_error(kw.shell, m, "complete_reply", "MalformedMessage", "complete_request: 'code' is not a string");
+        return;
+    }
+    size_t len = strlen(code);
+    size_t b = json_is_integer(cp) ? kw_cp_to_byte(code, len, (long)json_integer_value(cp)) : len;
+    json_t *matches = json_array();
+    size_t qs = 0, start = b;
+    int state = lexical_state(code, b, &qs);
+    char **found = NULL;
+    if (state == 1) { /* file names inside a string */
+        start = qs;
+        char *text = strndup(code + start, b - start);
+        if (text) found = rl_completion_matches(text, rl_filename_completion_function);
+        free(text);
+        if (found) { /* a directory gets its '/' */
+            for (int i = 0; found[i]; i++) {
+                struct stat st;
+                size_t l = strlen(found[i]);
+                if (l && found[i][l - 1] != '/' && stat(found[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+                    char *d = malloc(l + 2);
+                    if (d) {
+                        memcpy(d, found[i], l);
+                        memcpy(d + l, "/", 2);
+                        free(found[i]);
+                        found[i] = d;
+                    }
+                }
+            }
+        }
+    } else if (state == 0 && rl_attempted_completion_function) {
+        while (start > 0 && (ident_char((unsigned char)code[start - 1]) || code[start - 1] == '.' || code[start - 1] == ':'))
+            start--;
+        char *text = strndup(code + start, b - start);
+        if (text) found = rl_attempted_completion_function(text, (int)start, (int)b);
+        free(text);
+    }
+    if (found) {
+        /* [0] is the common prefix when there are several */
+        int first = found[1] ? 1 : 0;
+        for (int i = first; found[i]; i++) json_array_append_new(matches, kw_string(found[i], strlen(found[i])));
+        for (int i = 0; found[i]; i++) free(found[i]);
+        free(found);
+    }
+    kw_send(kw.shell, m, "complete_reply",
+            json_pack("{s:s, s:o, s:I, s:I, s:{}}", "status", "ok", "matches", matches, "cursor_start",
+                      (json_int_t)kw_byte_to_cp(code, start), "cursor_end", (json_int_t)kw_byte_to_cp(code, b),
+                      "metadata"));
+}
+
+static void inspect(kmsg *m) {
+    lua_State *L = KL;
+    const char *code = json_string_value(json_object_get(m->content, "code"));
+    if (code == NULL) {
+        kw_send_error(kw.shell, m, "inspect_reply", "MalformedMessage", "inspect_request: 'code' is not a string");
+        return;
+    }
+    json_t *cp = json_object_get(m->content, "cursor_pos");
+    json_t *dl = json_object_get(m->content, "detail_level");
+    size_t len = strlen(code);
+    size_t b = json_is_integer(cp) ? kw_cp_to_byte(code, len, (long)json_integer_value(cp)) : len;
+    /* on a name, or just after "name(" */
+    size_t s = b, e = b;
+    if ((s == 0 || !ident_char((unsigned char)code[s - 1])) && (e >= len || !ident_char((unsigned char)code[e]))) {
+        while (s > 0 && (code[s - 1] == ' ' || code[s - 1] == '(' || code[s - 1] == ',')) s--;
+        e = s;
+    }
+    while (e < len && ident_char((unsigned char)code[e])) e++;
+    while (s > 0 && (ident_char((unsigned char)code[s - 1]) || code[s - 1] == '.' || code[s - 1] == ':')) s--;
+    json_t *data = json_object();
+    int found = 0;
+    if (e > s) {
+        int top = lua_gettop(L);
+        lua_pushlstring(L, code + s, e - s);
+        lua_pushinteger(L, json_is_integer(dl) ? json_integer_value(dl) : 0);
+        if (call_helper(L, "inspect", 2, 1) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
+            size_t n;
+            const char *text = lua_tolstring(L, -1, &n);
+            json_object_set_new(data, "text/plain", kw_string(text, n));
+            found = 1;
+        }
+        lua_settop(L, top);
+    }
+    kw_send(kw.shell, m, "inspect_reply",
+            json_pack("{s:s, s:b, s:o, s:{}}", "status", "ok", "found", found, "data", data, "metadata"));
+}
+
+static void is_complete(kmsg *m) {
+    lua_State *L = KL;
+    const char *code = json_string_value(json_object_get(m->content, "code"));
+    if (code == NULL) {
+        kw_send_error(kw.shell, m, "is_complete_reply", "MalformedMessage", "is_complete_request: 'code' is not a string");
+        return;
+    }
+    size_t len = strlen(code);
+    int top = lua_gettop(L);
+    const char *status;
+    int r = load_with_return(L, code, len, 0, "=cell");
+    int ret_incomplete = r == LUA_ERRSYNTAX && incomplete_msg(L);
+    if (r == LUA_OK) {
+        status = "complete";
+    } else {
+        lua_settop(L, top);
+        r = luaL_loadbuffer(L, code, len, "=cell");
+        if (r == LUA_OK) status = "complete";
+        else if (r == LUA_ERRSYNTAX && (incomplete_msg(L) || ret_incomplete)) status = "incomplete";
+        else status = "invalid";
+    }
+    lua_settop(L, top);
+    json_t *c = json_pack("{s:s}", "status", status);
+    if (strcmp(status, "incomplete") == 0) json_object_set_new(c, "indent", json_string("  "));
+    kw_send(kw.shell, m, "is_complete_reply", c);
+}
+
+static json_t *hist_item(const hist_entry *h, int output) {
+    if (output) return json_pack("[i, I, [s, n]]", 1, (json_int_t)h->line, h->code);
+    return json_pack("[i, I, s]", 1, (json_int_t)h->line, h->code);
+}
+
+static void history(kmsg *m) {
+    json_t *c = m->content;
+    const char *type = json_string_value(json_object_get(c, "hist_access_type"));
+    int output = json_is_true(json_object_get(c, "output"));
+    json_t *list = json_array();
+    json_int_t n = json_integer_value(json_object_get(c, "n"));
+    if (type && strcmp(type, "range") == 0) {
+        json_int_t start = json_integer_value(json_object_get(c, "start"));
+        json_t *stop_j = json_object_get(c, "stop");
+        json_int_t stop = json_is_integer(stop_j) ? json_integer_value(stop_j) : exec_count + 1;
+        for (size_t i = 0; i < n_hist; i++)
+            if (hist[i].line >= start && hist[i].line < stop) json_array_append_new(list, hist_item(&hist[i], output));
+    } else if (type && strcmp(type, "search") == 0) {
+        const char *pat = json_string_value(json_object_get(c, "pattern"));
+        int unique = json_is_true(json_object_get(c, "unique"));
+        if (pat == NULL) pat = "*";
+        for (size_t i = n_hist; i-- > 0;) {
+            if (n > 0 && (json_int_t)json_array_size(list) >= n) break;
+            if (fnmatch(pat, hist[i].code, 0) != 0) continue;
+            int dup = 0;
+            for (size_t j = i + 1; unique && j < n_hist && !dup; j++)
+                dup = fnmatch(pat, hist[j].code, 0) == 0 && strcmp(hist[j].code, hist[i].code) == 0;
+            if (!dup) json_array_insert_new(list, 0, hist_item(&hist[i], output));
+        }
+    } else { /* tail (and anything else) */
+        size_t first = n > 0 && (size_t)n < n_hist ? n_hist - (size_t)n : 0;
+        for (size_t i = first; i < n_hist; i++) json_array_append_new(list, hist_item(&hist[i], output));
+    }
+    kw_send(kw.shell, m, "history_reply", json_pack("{s:s, s:o}", "status", "ok", "history", list));
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------- */
+
+static void handle_shell(kmsg *m) {
+    const char *t = m->msg_type;
+    json_t *saved = cur_header;
+    cur_header = m->header;
+    kw_status(m->header, "busy");
+    kio_set_parent(m->header);
+    if (strcmp(t, "execute_request") == 0) {
+        execute(m);
+    } else if (strcmp(t, "kernel_info_request") == 0) {
+        kw_send(kw.shell, m, "kernel_info_reply", kernel_info_content());
+    } else if (strcmp(t, "complete_request") == 0) {
+        complete(m);
+    } else if (strcmp(t, "inspect_request") == 0) {
+        inspect(m);
+    } else if (strcmp(t, "is_complete_request") == 0) {
+        is_complete(m);
+    } else if (strcmp(t, "history_request") == 0) {
+        history(m);
+    } else if (strcmp(t, "comm_info_request") == 0) {
+        kw_send(kw.shell, m, "comm_info_reply", json_pack("{s:s, s:{}}", "status", "ok", "comms"));
+    } else if (strcmp(t, "shutdown_request") == 0) {
+        int restart = json_is_true(json_object_get(m->content, "restart"));
+        kw_send(kw.shell, m, "shutdown_reply", json_pack("{s:s, s:b}", "status", "ok", "restart", restart));
+        kio_shutdown_restart = restart;
+        kio_shutdown_requested = 1;
+    } else if (strcmp(t, "interrupt_request") == 0) { /* nothing runs while we read the shell */
+        kw_send(kw.shell, m, "interrupt_reply", json_pack("{s:s}", "status", "ok"));
+    } else if (strcmp(t, "comm_open") == 0) { /* no comm targets: close it at once */
+        json_t *id = json_object_get(m->content, "comm_id");
+        kw_log("comm_open: no comm target '%s'", json_string_value(json_object_get(m->content, "target_name"))
+                                                     ? json_string_value(json_object_get(m->content, "target_name"))
+                                                     : "?");
+        if (json_is_string(id)) kw_publish(m->header, "comm_close", json_pack("{s:O, s:{}}", "comm_id", id, "data"));
+    } else {
+        size_t l = strlen(t);
+        if (l > 8 && l < 128 && strcmp(t + l - 8, "_request") == 0) {
+            char reply[160], why[256];
+            snprintf(reply, sizeof reply, "%.*s_reply", (int)(l - 8), t);
+            snprintf(why, sizeof why, "unknown message type '%.100s'", t);
+            kw_send_error(kw.shell, m, reply, "UnknownMessageType", why);
+        } else {
+            kw_log("shell: ignored a '%s' message", t);
+        }
+    }
+    kio_flush();
+    kw_status(m->header, "idle");
+    cur_header = saved;
+}
+
+/* ---- entry ---------------------------------------------------------------------------------- */
+
+static const char *connection_file(int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if ((strcmp(a, "-f") == 0 || strcmp(a, "--f") == 0 || strcmp(a, "--connection-file") == 0) && i + 1 < argc)
+            return argv[i + 1];
+        if (strncmp(a, "-f=", 3) == 0) return a + 3;
+        if (strncmp(a, "--f=", 4) == 0) return a + 4;
+        if (strncmp(a, "--connection-file=", 18) == 0) return a + 18;
+        if (a[0] != '-') return a;
+    }
+    return NULL;
+}
+
+int host_kernel(lua_State *L, int argc, char **argv) {
+    const char *path = connection_file(argc, argv);
+    if (path == NULL) {
+        fprintf(stderr, "usage: tdrl --kernel -f CONNECTION_FILE   (started by Jupyter; see scripts/install_kernel.sh)\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (kw_open(path) != 0) return 1;
+    KL = L;
+    if (kio_capture_start() != 0) {
+        kw_close();
+        return 1;
+    }
+    host_completion_init(L);
+    if (lua_setup(L) != 0 || kio_threads_start(pthread_self()) != 0) {
+        kw_close();
+        return 1;
+    }
+    kio_flush(); /* what loading the modules printed, if anything */
+    kw_status(NULL, "starting");
+    kw_status(NULL, "idle");
+    kw_log("ready (%s)", path);
+    /* a kernel that Jupyter started as its child (JPY_PARENT_PID set: not an "independent" one)
+     * exits when that parent is gone, as ipykernel does */
+    pid_t parent = getenv("JPY_PARENT_PID") ? getppid() : 0;
+    while (!kio_shutdown_requested) {
+        zmq_pollitem_t items[2] = {{kw.shell, 0, ZMQ_POLLIN, 0}, {kw.stdin_sock, 0, ZMQ_POLLIN, 0}};
+        int r = zmq_poll(items, 2, 500);
+        if (parent && getppid() != parent) {
+            kw_log("the process that started the kernel is gone: exiting");
+            break;
+        }
+        if (r <= 0) continue;
+        if (items[0].revents & ZMQ_POLLIN) {
+            kmsg m;
+            char why[512];
+            int got = kw_recv(kw.shell, &m, false, why, sizeof why);
+            if (got < 0)
+                kw_reply_malformed(kw.shell, &m, why);
+            else if (got > 0)
+                handle_shell(&m);
+            kw_free(&m);
+        }
+        if (items[1].revents & ZMQ_POLLIN) { /* no input_request is ever sent: drop replies */
+            kmsg m;
+            char why[512];
+            if (kw_recv(kw.stdin_sock, &m, false, why, sizeof why) != 0) kw_log("stdin: ignored a message");
+            kw_free(&m);
+        }
+    }
+    kio_threads_stop();
+    kw_close();
+    drop_pending_sigint();
+    return 0;
+}
+
+#endif /* TDRL_KERNEL_ZMQ */
