@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,20 +171,32 @@ void host_version_string(char *buf, size_t n) {
  * slower than it could. It picks its kernels from OPENBLAS_CORETYPE in the library's
  * constructor, before main; so when it fell back on a CPU with AVX2/AVX-512, set the variable
  * and exec ourselves once more. A user's own OPENBLAS_CORETYPE is left alone. */
-static void blas_core_check(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE") != NULL) return;
+/* OpenMP's idle workers spin for a long while (libgomp: ~300k iterations) before sleeping; on a
+ * 2-core machine they then take the core from OpenBLAS's threads or from another process and a
+ * parallel region waits out whole scheduler ticks (4 ms): a tiny training step measured 6.7 s
+ * with spinning workers on a busy machine, 1.7 s with sleeping ones. Like OPENBLAS_CORETYPE
+ * this is read before main: set it (unless the user did) and re-exec. */
+static void env_check(char **argv) {
+    bool changed = false;
+    if (getenv("OMP_WAIT_POLICY") == NULL && getenv("GOMP_SPINCOUNT") == NULL) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        changed = true;
+    }
     const char *core = openblas_get_corename();
-    if (core == NULL || strcasecmp(core, "Prescott") != 0) return;
-    __builtin_cpu_init();
-    const char *want = NULL;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-        want = "SkylakeX";
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        want = "Haswell";
-    if (want == NULL) return;
-    setenv("OPENBLAS_CORETYPE", want, 1);
-    execv("/proc/self/exe", argv); /* returns only on failure: go on with the slow kernels */
+    if (getenv("OPENBLAS_CORETYPE") == NULL && core != NULL && strcasecmp(core, "Prescott") == 0) {
+        __builtin_cpu_init();
+        const char *want = NULL;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+            want = "SkylakeX";
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            want = "Haswell";
+        if (want != NULL) {
+            setenv("OPENBLAS_CORETYPE", want, 1);
+            changed = true;
+        }
+    }
+    if (changed) execv("/proc/self/exe", argv); /* returns only on failure: go on as we are */
 }
 
 /* ---- library path ------------------------------------------------------------------------- */
@@ -505,7 +518,7 @@ failed:
 }
 
 int main(int argc, char **argv) {
-    blas_core_check(argv);
+    env_check(argv);
     host_signals_init(); /* before any thread exists */
     td_threads_init();
     lua_State *L = luaL_newstate();
