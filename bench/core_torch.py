@@ -1,11 +1,8 @@
 """PyTorch side of bench/core.lua: the same workloads, one JSON line each (run by bench/run.lua
 with Debian's /usr/bin/python3). Threads: TDRL_NUM_THREADS or all cores, set before import."""
-import json, os, statistics, time
-n_threads = int(os.environ.get("TDRL_NUM_THREADS", os.cpu_count()))
-for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[v] = str(n_threads)
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # PyTorch's best setting here (../shared/peer)
-import torch  # noqa: E402
+import json, os, statistics, sys, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_env import n_threads, torch  # noqa: E402  (threads, wait policy, BLAS core)
 
 
 def timed(fn, min_time=0.5):

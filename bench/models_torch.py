@@ -7,16 +7,10 @@ JSON line with the process's peak RSS; `--list` prints the names. Threads: TDRL_
 all cores; OMP_WAIT_POLICY=passive unless set (PyTorch's best setting on a 2-core machine, see
 ../shared/peer/README.md)."""
 import json, math, os, resource, statistics, sys, time
-
-n_threads = int(os.environ.get("TDRL_NUM_THREADS", os.cpu_count()))
-for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[v] = str(n_threads)
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-import torch  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_env import n_threads, torch  # noqa: E402  (threads, wait policy, BLAS core)
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
-torch.set_num_threads(n_threads)
 SQRT2 = math.sqrt(2.0)
 PRESETS = {
     "tiny": dict(nf=16, ch_mult=(1, 2, 2), nrb=1, attn=(), mid_attn=False, depth=10, widen=1, latent=16),

@@ -14,24 +14,10 @@ import os
 import statistics
 import sys
 import time
-
-n_threads = int(os.environ.get("TDRL_NUM_THREADS", os.cpu_count()))
-for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[v] = str(n_threads)
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-if "OPENBLAS_CORETYPE" not in os.environ:
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-        if all(f in flags for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq")):
-            os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
-        elif "avx2" in flags and "fma" in flags:
-            os.environ["OPENBLAS_CORETYPE"] = "Haswell"
-    except (OSError, StopIteration):
-        pass
-import torch  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_env import n_threads, torch  # noqa: E402  (threads, wait policy, BLAS core)
+import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-
-torch.set_num_threads(n_threads)
 torch.manual_seed(0)
 MIN_TIME = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
 clock = time.process_time if os.environ.get("TDRL_BENCH_CLOCK") == "cpu" else time.perf_counter
