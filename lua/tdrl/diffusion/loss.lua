@@ -7,7 +7,8 @@ local T = require 'tdrl'
 local M = {}
 
 --- dsm(model, x0, {lambda_z = 1e-5, regulariser = "auto" | "kl" | "l1" | "none", generator = g, t = t})
---- returns loss (0-d), and a table {dsm = per-sample mean of the score term, reg = mean R}
+--- returns loss (0-d), and a table {dsm = batch mean of the score term, reg = mean R,
+--- per_sample = the score term of each sample (B), t = the times used (B)}
 function M.dsm(model, x0, o)
   o = o or {}
   local B = x0:size(1)
@@ -28,7 +29,7 @@ function M.dsm(model, x0, o)
   end
   local lz = o.lambda_z or 1e-5
   local total = reg and (per + reg * lz):mean() or per:mean()
-  return total, {dsm = per:mean():item(), reg = reg and reg:mean():item() or 0}
+  return total, {dsm = per:mean():item(), reg = reg and reg:mean():item() or 0, per_sample = per:detach(), t = t}
 end
 
 return M

@@ -21,7 +21,7 @@ local D = require 'tdrl.diffusion'
 
 local M = {}
 
-local CSV_FIELDS = {"step", "loss", "dsm", "reg", "lr", "grad_norm", "eval_loss", "seconds"}
+local CSV_FIELDS = {"step", "loss", "dsm", "reg", "lr", "grad_norm", "eval_loss", "eval_loss_high_t", "seconds"}
 
 --- a random batch of B images (sampling with replacement, from the run's generator)
 local function batch_of(X, B, gen)
@@ -30,25 +30,30 @@ local function batch_of(X, B, gen)
 end
 
 --- mean DSM loss of the model (in eval mode, EMA weights if given) on fixed held-out batches:
---- the same times and noise every call, so successive evaluations are comparable
+--- the same times and noise every call, so successive evaluations are comparable. Second
+--- result: the mean score term over the samples with t >= 0.5, where x_t has lost most of x0
+--- and a code of x0 helps most.
 function M.evaluate(model, X, cfg, ema)
   if ema then ema:store(); ema:copy_to() end
   local was_training = model.training
   model:eval()
   local gen = T.Generator(cfg.seed + 7919)
   local n = math.min(cfg.eval_batches or 4, math.max(1, X:size(1) // cfg.batch))
-  local total = 0
+  local total, hi, n_hi = 0, 0, 0
   T.no_grad(function()
     for i = 1, n do
       local b = math.min(cfg.batch, X:size(1))
       local x0 = X:narrow(1, ((i - 1) * b) % math.max(1, X:size(1) - b + 1) + 1, b)
-      local loss = D.loss.dsm(model, x0, {lambda_z = cfg.lambda_z, regulariser = cfg.regulariser, generator = gen})
+      local loss, parts = D.loss.dsm(model, x0, {lambda_z = cfg.lambda_z, regulariser = cfg.regulariser, generator = gen})
       total = total + loss:item()
+      local mask = parts.t:ge(0.5)
+      hi = hi + (parts.per_sample * mask):sum():item()
+      n_hi = n_hi + mask:sum():item()
     end
   end)
   model:train(was_training)
   if ema then ema:restore() end
-  return total / n
+  return total / n, n_hi > 0 and hi / n_hi or nil
 end
 
 local function write_csv_row(path, row)
@@ -119,8 +124,8 @@ function M.run(cfg, data, opts)
       local row = {step = step, loss = loss:item(), dsm = parts.dsm, reg = parts.reg,
         lr = sched and sched:get_lr() or cfg.lr, grad_norm = gnorm, seconds = T.clock() - t_start}
       if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.iters) then
-        row.eval_loss = M.evaluate(model, Xe, cfg, ema)
-        last.eval_loss = row.eval_loss
+        row.eval_loss, row.eval_loss_high_t = M.evaluate(model, Xe, cfg, ema)
+        last.eval_loss, last.eval_loss_high_t = row.eval_loss, row.eval_loss_high_t
       end
       if out and (step % cfg.log_every == 0 or row.eval_loss or step == cfg.iters) then
         fs.append(out .. "/metrics.jsonl", json.encode(row) .. "\n")
@@ -146,7 +151,8 @@ function M.run(cfg, data, opts)
   end
   save()
   local secs = bar:finish({loss = last.loss, eval = last.eval_loss})
-  return model, {steps = step, loss = last.loss, eval_loss = last.eval_loss, seconds = secs, ema = ema}
+  return model, {steps = step, loss = last.loss, eval_loss = last.eval_loss, eval_loss_high_t = last.eval_loss_high_t,
+    seconds = secs, ema = ema}
 end
 
 return M
