@@ -48,19 +48,7 @@ function M.new(opts)
     if n_val > #tv then error(string.format("cmnist: n_val %d exceeds %d training digits", n_val, #tv), 3) end
     return tv:split({#tv - n_val, n_val}, seed, {"cmnist/train", "cmnist/val"})
   end
-  if split == nil then
-    local tr, va = parts()
-    return tr, va, test()
-  elseif split == "train" then
-    return (parts())
-  elseif split == "val" then
-    return select(2, parts())
-  elseif split == "test" then
-    return test()
-  elseif split == "trainval" then
-    return trainval()
-  end
-  error("cmnist: split must be 'train', 'val', 'test' or 'trainval', not '" .. split .. "'", 2)
+  return U.pick_split("cmnist", split, trainval, parts, test)
 end
 
 return M

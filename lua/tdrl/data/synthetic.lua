@@ -45,19 +45,7 @@ function M.new(opts)
   local function parts()
     return trainval():split({n - n_val, n_val}, seed, {"synthetic/train", "synthetic/val"})
   end
-  if split == nil then
-    local tr, va = parts()
-    return tr, va, test()
-  elseif split == "train" then
-    return (parts())
-  elseif split == "val" then
-    return select(2, parts())
-  elseif split == "test" then
-    return test()
-  elseif split == "trainval" then
-    return trainval()
-  end
-  error("synthetic: split must be 'train', 'val', 'test' or 'trainval', not '" .. split .. "'", 2)
+  return U.pick_split("synthetic", split, trainval, parts, test)
 end
 
 return M

@@ -80,4 +80,22 @@ function U.threads()
   return tonumber(os.getenv("TDRL_NUM_THREADS") or "") or (T.get_num_threads and T.get_num_threads()) or 1
 end
 
+--- The split a constructor returns: nil -> train, val, test; "train" / "val" / "test" /
+--- "trainval" -> that one. parts() gives train, val; the others are thunks too (built lazily).
+function U.pick_split(what, split, trainval, parts, test)
+  if split == nil then
+    local tr, va = parts()
+    return tr, va, test()
+  elseif split == "train" then
+    return (parts())
+  elseif split == "val" then
+    return select(2, parts())
+  elseif split == "test" then
+    return test()
+  elseif split == "trainval" then
+    return trainval()
+  end
+  error(what .. ": split must be 'train', 'val', 'test' or 'trainval', not '" .. tostring(split) .. "'", 3)
+end
+
 return U
