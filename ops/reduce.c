@@ -342,6 +342,15 @@ int td_max_dim(td_tensor *t, int dim, bool keepdim, bool is_min, td_tensor **val
         pi[r] = best;
     }
     td_release(c);
+    if (t->dtype == TD_I64) { /* integer input, integer values (computed through float32) */
+        td_tensor *vi = td_to_dtype(v, TD_I64);
+        td_release(v);
+        if (!vi) {
+            td_release(ix);
+            return -1;
+        }
+        v = vi;
+    }
     if (values) {
         td_node *n = td_record(v, op, max_backward, 1, &t);
         if (n) {
