@@ -402,6 +402,12 @@ static void execute(kmsg *m) {
     if (store) {
         exec_count++;
         hist_add(exec_count, code);
+        lua_rawgeti(KL, LUA_REGISTRYINDEX, helper_ref); /* helper.cells[n] = code, for inspect */
+        if (lua_getfield(KL, -1, "cells") == LUA_TTABLE) {
+            lua_pushlstring(KL, code, len);
+            lua_rawseti(KL, -2, exec_count);
+        }
+        lua_pop(KL, 2);
     }
     if (!silent)
         kw_publish(m->header, "execute_input",

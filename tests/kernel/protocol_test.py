@@ -295,13 +295,18 @@ try:
     ok("inspect a function", r["found"] and "T.zeros" in r["data"]["text/plain"], r)
     r = request("inspect", code="xs", cursor_pos=1)
     ok("inspect a tensor", r["found"] and "3x4" in r["data"]["text/plain"], r)
+    execute("-- adds one\n-- (a doc comment)\nfunction add_one(v)\n  return v + 1\nend")
+    r = request("inspect", code="add_one", detail_level=1)
+    t = r["data"].get("text/plain", "")
+    ok("inspect a function defined in a cell: signature, doc comment, source", r["found"]
+       and "add_one(v)" in t and "a doc comment" in t and "return v + 1" in t, r)
     r = request("inspect", code="no_such_thing")
     ok("inspect an unknown name: found = false", r["status"] == "ok" and not r["found"], r)
     st = [request("is_complete", code=c)["status"] for c in ("for i = 1, 3 do", "x = 1", "x = = 1", "f(1,")]
     ok("is_complete: incomplete, complete, invalid", st == ["incomplete", "complete", "invalid", "incomplete"], st)
     r = request("history", hist_access_type="tail", n=2, output=False, raw=True)
-    ok("history tail", r["status"] == "ok" and len(r["history"]) == 2 and r["history"][-1][2] == "xs = T.randn(3, 4)",
-       r)
+    ok("history tail", r["status"] == "ok" and len(r["history"]) == 2 and r["history"][0][2] == "xs = T.randn(3, 4)"
+       and r["history"][1][2].startswith("-- adds one") and r["history"][1][1] == r["history"][0][1] + 1, r)
     mid = kc.session.msg("comm_info_request", {})
     kc.shell_channel.send(mid)
     r = shell_reply(mid["header"]["msg_id"])["content"]
@@ -336,6 +341,16 @@ try:
     dt = time.time() - t0
     collect(mid)
     ok("SIGINT stops a Lua loop (%.2f s)" % dt, r["status"] == "error" and r["ename"] == "Interrupted" and dt < 5, r)
+
+    mid = kc.execute("local a = T.zeros(8192, 8192) local c = a:matmul(a) return 'finished'")
+    time.sleep(1.5)
+    t0 = time.time()
+    km.interrupt_kernel()
+    r = shell_reply(mid, 120)["content"]
+    dt = time.time() - t0
+    collect(mid)
+    ok("SIGINT stops a long C kernel mid-way (%.2f s)" % dt, r["status"] == "error" and "interrupted" in r["evalue"]
+       and "matmul" in " ".join([r["evalue"]] + r["traceback"]) and dt < 5, r)
 
     mid = kc.execute("local a = T.zeros(8192, 8192) local c = a:matmul(a) return 'finished'")
     time.sleep(1.5)
