@@ -230,6 +230,11 @@ try:
     ok("a subprocess's output is captured too", "from-a-subprocess" in out and "sub-err" in err, (out, err))
     ok("output ends before the reply (nothing arrives after idle)", r["status"] == "ok")
 
+    r, outs = execute('io.write("bad \\255 bytes, \\195") io.stdout:flush() io.write("\\169t\\195\\169\\n") return "x\\254y"')
+    out, res = stream_text(outs), of_type(outs, "execute_result")
+    ok("bytes that are not UTF-8 arrive as U+FFFD; a character split across writes stays whole",
+       out == "bad \ufffd bytes, \u00e9t\u00e9\n" and res and res[0]["data"]["text/plain"] == "x\ufffdy", (out, res))
+
     r, outs = execute('print("a") display(plot.grid(T.rand(2, 1, 8, 8))) print("b")')
     kinds = [(m["msg_type"], m["content"].get("text", "")) for m in outs if m["msg_type"] in ("stream",
                                                                                              "display_data")]
