@@ -20,11 +20,14 @@ FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_
 LIB     := $(BUILD)/libtdrl.a
 BIN     ?= tdrl
 
-.PHONY: all setup test asan bench fuzz install clean reproduce quick
+.PHONY: all setup setup-test test asan bench fuzz install clean reproduce kernel
 all: $(BIN) $(LIB)
 
 setup:
 	@./scripts/setup.sh
+
+setup-test:
+	@./scripts/setup.sh test
 
 $(BUILD)/%.o: %.c $(wildcard ops/*.h vm/*.h)
 	@mkdir -p $(dir $@)
@@ -45,14 +48,14 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(LIB) $(BIN)
 	@echo "  CC $<"
 	@$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
-test: setup
+test: setup-test
 	@$(MAKE) --no-print-directory all ctests
 	@BUILD=$(BUILD) BIN=./$(BIN) ./tests/run.sh
 
 ctests: $(CTESTS)
 
 # The whole suite under AddressSanitizer + UBSan, in its own build folder and binary.
-asan: setup
+asan: setup-test
 	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/tdrl OPT="-O1 -march=native -fno-omit-frame-pointer" \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" all ctests
@@ -74,6 +77,10 @@ fuzz: setup
 # The main job: the paper's pipeline on the built-in Synthetic data (ARGS="--quick", "--full", ...).
 reproduce: setup all
 	@./$(BIN) examples/reproduce.lua $(ARGS)
+
+# The Jupyter kernelspec for this user (or under PREFIX with KERNEL_PREFIX=...): see docs in README.
+kernel: setup all
+	@./scripts/install_kernel.sh $(if $(KERNEL_PREFIX),--prefix $(KERNEL_PREFIX))
 
 bench: setup all
 	@./$(BIN) bench/run.lua

@@ -1,8 +1,16 @@
 #!/bin/sh
 # Installs the Debian packages tdrl needs when any is missing (as root), or prints the exact
 # command and stops. Quick and silent when everything is present.
+#   scripts/setup.sh        what building and running tdrl needs (the Jupyter kernel included)
+#   scripts/setup.sh test   and what the tests need besides: Python's Jupyter client and
+#                           nbconvert, which drive the kernel and execute the notebooks
 set -e
 PKGS="make gcc pkg-config liblua5.4-dev libopenblas-dev libreadline-dev libstb-dev libjansson-dev zlib1g-dev"
+PKGS="$PKGS libzmq3-dev libssl-dev"
+if [ "${1:-}" = test ]; then
+  PKGS="$PKGS python3 python3-zmq python3-jupyter-client python3-nbformat python3-nbclient python3-nbconvert"
+  PKGS="$PKGS jupyter-nbconvert"
+fi
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -12,7 +20,7 @@ if [ "$(id -u)" = 0 ]; then
   echo "setup: installing$missing"
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y --no-install-recommends $missing >/dev/null 2>&1 || {
-    apt-get update >/dev/null && apt-get install -y --no-install-recommends $missing; }
+    apt-get update >/dev/null && apt-get install -y --no-install-recommends $missing >/dev/null; }
 else
   echo "setup: missing Debian packages. Run as root:"
   echo "  apt-get install -y --no-install-recommends$missing"
