@@ -136,12 +136,13 @@ function NCSNpp:__init(cfg, o)
   self.up = UpPath(cfg, mid_ch, temb_dim, hs_c, o)
 end
 
---- the code of x0 at times t: z, mu, logvar (mu, logvar nil for a deterministic encoder);
---- VDRL samples z = mu + eps exp(logvar / 2) in training mode and keeps mu in eval mode
+--- the code of x0 at times t: z, mu, logvar (mu, logvar nil for a deterministic encoder).
+--- VDRL samples z = mu + eps exp(logvar / 2) in both modes, as the reference does, so that the
+--- evaluation loss is the training objective; trajectories and conditional sampling read mu.
 function NCSNpp:encode(x0, t, gen)
   local e = self.encoder(x0, t)
   local z = e.z
-  if e.mu and self.training then
+  if e.mu then
     z = e.mu + T.randn(e.logvar:size(), gen) * (e.logvar * 0.5):exp()
   end
   return z, e.mu, e.logvar
