@@ -6,7 +6,8 @@
 --   ./tdrl examples/attention_profiles.lua [--quick] [--dataset=cmnist] [--attn_seeds=5]
 --
 -- Writes attention-<name>.png (one line per task, min-max band over seeds), jsd-<name>.png and
--- attention-<name>.json. examples/jsd.lua reads the same results.
+-- attention-<name>.json, and prints the t = 0.5 ablation: test accuracy with all tokens, with the
+-- t = 0.5 token hidden, and with only that token visible. examples/jsd.lua reads the same results.
 local P = require 'tdrl.pipeline'
 local E = require 'tdrl.experiment'
 
@@ -21,5 +22,10 @@ for _, task in ipairs(r.tasks) do
   local cells = {}
   for i, v in ipairs(p) do cells[i] = string.format("%.2f", v) end
   print(string.format("%-12s acc %.3f  %s", task, r.profiles[task].accuracy, table.concat(cells, " ")))
+end
+print("\nthe t = 0.5 ablation (test accuracy: all tokens / t = 0.5 hidden / only t = 0.5):")
+for _, task in ipairs(r.tasks) do
+  local a = r.profiles[task].ablation
+  print(string.format("%-12s %.3f / %.3f / %.3f", task, a.all, a.without_mid, a.only_mid))
 end
 print("figures: " .. dir .. "/" .. r.figures[1] .. ", " .. dir .. "/" .. r.figures[2])

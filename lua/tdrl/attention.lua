@@ -55,7 +55,8 @@ end
 --- (learning rate chosen on validation) and averages the test-set profiles over seeds.
 --- opts: seeds, epochs, lrs, batch (as protocol.run), tasks.
 --- returns {tasks = {task = {profile = {...}, band_lo = {...}, band_hi = {...}, accuracy =,
---- per_seed = {{...}, ...}}}, times = {...}, task_order = {...}}
+--- per_seed = {{...}, ...}, ablation = {all =, without_mid =, only_mid =, mid_time =} (test
+--- accuracies averaged over seeds)}}, times = {...}, task_order = {...}}
 function M.profiles(sets, opts)
   opts = opts or {}
   local cfg = {}
@@ -73,9 +74,13 @@ function M.profiles(sets, opts)
     if type(cfg.seeds) == "number" or cfg.seeds == nil then
       for s = 1, cfg.seeds or protocol.defaults.seeds do seeds[s] = s end
     end
+    local abl = {all = 0, without_mid = 0, only_mid = 0}
     for _, seed in ipairs(seeds) do
       local head = kept[task .. "|" .. r.best_lr .. "|" .. seed]
       per_seed[#per_seed + 1] = M.profile_of(head, sets.test)
+      local a = M.ablation(head, sets.test, task)
+      for k in pairs(abl) do abl[k] = abl[k] + a[k] / #seeds end
+      abl.mid_time = a.mid_time
     end
     local P = #per_seed[1]
     local mean, lo, hi = {}, {}, {}
@@ -85,7 +90,7 @@ function M.profiles(sets, opts)
       mean[p], lo[p], hi[p] = s / #per_seed, mn, mx
     end
     out.tasks[task] = {profile = mean, band_lo = lo, band_hi = hi, per_seed = per_seed, accuracy = r.test_mean,
-      best_lr = r.best_lr}
+      best_lr = r.best_lr, ablation = abl}
   end
   return out
 end

@@ -227,7 +227,8 @@ function P.attention(tr, cfg, dir, name)
   local out = {profiles = {}, jsd = J:totable(), tasks = names, times = prof.times, figures = {f1, f2}}
   for _, task in ipairs(names) do
     local p = prof.tasks[task]
-    out.profiles[task] = {profile = p.profile, band_lo = p.band_lo, band_hi = p.band_hi, accuracy = p.accuracy}
+    out.profiles[task] = {profile = p.profile, band_lo = p.band_lo, band_hi = p.band_hi, accuracy = p.accuracy,
+      ablation = p.ablation}
   end
   fs.write(dir .. "/attention-" .. name .. ".json", json.encode(out, "  ") .. "\n")
   return out
