@@ -23,15 +23,19 @@ local ALL_LRS = {1e-3, 7.5e-4, 5e-4, 2.5e-4, 1e-4, 5e-5}
 P.modes = {
   quick = {preset = "tiny", diffusion_iters = 40, diffusion_batch = 16, diffusion_warmup = 10, diffusion_eval_every = 20,
     diffusion_ckpt_every = 20, n_train = 600, n_val = 200, n_test = 200, granularity = 10, head_epochs = 3,
-    head_epochs_seq = 2, head_lrs = {1e-3}, head_seeds = 1, mine_iters = 15, mine_seeds = 1, attn_seeds = 1,
+    head_epochs_seq = 2, head_lrs = {1e-3}, head_lrs_seq = {1e-3}, head_seeds = 1, mine_iters = 15, mine_seeds = 1,
+    attn_seeds = 1,
     granularities = {1, 2, 5}, gran_latent = 2},
+  -- sized for ~20 minutes on 2 cores: a Transformer-head step costs ~50 MLP steps, so the
+  -- sequence heads get one learning rate and fewer epochs than the MLPs
   default = {preset = "tiny", diffusion_iters = 700, diffusion_batch = 32, diffusion_warmup = 100,
     diffusion_eval_every = 100, diffusion_ckpt_every = 100, n_train = 4000, n_val = 500, n_test = 1000,
-    granularity = 10, head_epochs = 30, head_epochs_seq = 15, head_lrs = {1e-3, 3e-4}, head_seeds = 2,
-    head_seeds_seq = 2, mine_iters = 300, mine_seeds = 1, attn_seeds = 2, granularities = {1, 2, 5, 10},
-    gran_latent = 2},
+    granularity = 10, head_epochs = 30, head_epochs_seq = 8, head_lrs = {1e-3, 3e-4}, head_lrs_seq = {1e-3},
+    head_seeds = 2, head_seeds_seq = 2, mine_iters = 300, mine_seeds = 1, attn_seeds = 2,
+    granularities = {1, 2, 5, 10}, gran_latent = 2},
   full = {preset = "small", diffusion_iters = 250000, diffusion_batch = 100, n_train = 4000, n_val = 500,
-    n_test = 1000, granularity = 10, head_epochs = 1500, head_lrs = ALL_LRS, head_seeds = 3, head_seeds_seq = 5,
+    n_test = 1000, granularity = 10, head_epochs = 1500, head_lrs = ALL_LRS, head_lrs_seq = ALL_LRS, head_seeds = 3,
+    head_seeds_seq = 5,
     mine_iters = nil, mine_seeds = 5, attn_seeds = 5, granularities = {2, 5, 7, 10, 17, 25, 37, 50}, gran_latent = 2},
 }
 
@@ -127,7 +131,10 @@ function P.heads(tr, cfg, dir, name)
     local c = {}
     for k, v in pairs(base) do c[k] = v end
     c.head, c.point = kd[1], kd[2]
-    if kd[1] ~= "mlp" then c.seeds = cfg.head_seeds_seq or cfg.head_seeds; c.epochs = cfg.head_epochs_seq or cfg.head_epochs end
+    if kd[1] ~= "mlp" then
+      c.seeds, c.epochs = cfg.head_seeds_seq or cfg.head_seeds, cfg.head_epochs_seq or cfg.head_epochs
+      c.lrs = cfg.head_lrs_seq or cfg.head_lrs
+    end
     local res = protocol.run(tr, c)
     for _, task in ipairs(tr.train.tasks) do
       rows[#rows + 1] = summary_row(kd[1], kd[2], kd[2] and times[kd[2]], task, res.tasks[task])
@@ -212,7 +219,7 @@ end
 function P.attention(tr, cfg, dir, name)
   local A = require 'tdrl.attention'
   local prof = A.profiles(tr, {seeds = cfg.attn_seeds, epochs = cfg.head_epochs_seq or cfg.head_epochs,
-    lrs = cfg.attn_lrs or cfg.head_lrs, batch = 256})
+    lrs = cfg.attn_lrs or cfg.head_lrs_seq or cfg.head_lrs, batch = 256})
   local J, names = A.jsd_matrix(prof)
   local series = {}
   for _, task in ipairs(prof.task_order) do
@@ -241,7 +248,7 @@ function P.granularity(model, sets, cfg, dir, name)
   for _, g in ipairs(cfg.granularities) do
     local tr = P.trajectories(model, sets, g, dir, name)
     local res = protocol.run(tr, {head = g == 1 and "mlp" or head, epochs = cfg.head_epochs_seq or cfg.head_epochs,
-      lrs = cfg.head_lrs, seeds = cfg.head_seeds_seq or cfg.head_seeds, batch = 256})
+      lrs = cfg.head_lrs_seq or cfg.head_lrs, seeds = cfg.head_seeds_seq or cfg.head_seeds, batch = 256})
     for _, task in ipairs(tr.train.tasks) do
       local r = res.tasks[task]
       rows[#rows + 1] = {g = g, points = #tr.test.times:totable(), task = task, test_mean = r.test_mean,
