@@ -69,9 +69,11 @@ end)
 -- (8) the findings, in sentences, with this run's numbers
 local findings = require('tdrl.findings')
 local sections = findings.sections(res, cfg)
+local total = E.total_stage_seconds()
 local html = report.html(dir, {title = "tdrl: trajectory representations on " .. cfg.dataset .. " (" .. cfg.mode .. " run)",
-  intro = findings.intro(res, cfg, T.clock() - t_start), sections = sections, config = cfg})
+  intro = findings.intro(res, cfg, total), sections = sections, config = cfg})
 report.markdown(dir, {title = "tdrl: trajectory representations on " .. cfg.dataset, intro = findings.intro(res, cfg,
-  T.clock() - t_start), sections = sections, config = cfg})
+  total), sections = sections, config = cfg})
 print("\n" .. findings.summary_text(res, cfg))
-print(string.format("\nreport: %s  (summary: %s/summary.md; total %.0f s)", html, dir, T.clock() - t_start))
+print(string.format("\nreport: %s  (summary: %s/summary.md; this run %.0f s, all stages %.0f s)", html, dir,
+  T.clock() - t_start, total))

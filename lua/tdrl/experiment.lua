@@ -73,6 +73,9 @@ end
 
 --- stage(dir, name, fn): runs fn() unless dir/name.done exists; records its result as JSON
 --- there, so that a rerun after Ctrl-C skips finished stages. Returns fn's (or the recorded) result.
+--- E.stage_seconds[name]: how long each stage took (also for stages finished by an earlier run)
+E.stage_seconds = {}
+
 function E.stage(dir, name, fn)
   local mark = dir .. "/" .. name .. ".done"
   local s = fs.read(mark)
@@ -80,15 +83,27 @@ function E.stage(dir, name, fn)
     local ok, v = pcall(json.decode, s)
     if ok then
       print(string.format("[%s] done earlier (delete %s to redo it)", name, mark))
+      E.stage_seconds[name] = type(v) == "table" and v._seconds or 0
       return v
     end
   end
   print(string.format("[%s] ...", name))
   local t0 = T.clock()
   local r = fn()
-  fs.write(mark, json.encode(r == nil and {} or r, "  ") .. "\n")
-  print(string.format("[%s] finished in %.0f s", name, T.clock() - t0))
+  if r == nil then r = {} end
+  local secs = T.clock() - t0
+  if type(r) == "table" then r._seconds = secs end
+  E.stage_seconds[name] = secs
+  fs.write(mark, json.encode(r, "  ") .. "\n")
+  print(string.format("[%s] finished in %.0f s", name, secs))
   return r
+end
+
+--- the time of all stages so far, whether run now or by an earlier, interrupted run
+function E.total_stage_seconds()
+  local s = 0
+  for _, v in pairs(E.stage_seconds) do s = s + (v or 0) end
+  return s
 end
 
 return E

@@ -30,7 +30,7 @@ P.modes = {
   -- sequence heads get one learning rate and fewer epochs than the MLPs
   default = {preset = "tiny", diffusion_iters = 700, diffusion_batch = 32, diffusion_warmup = 100,
     diffusion_eval_every = 100, diffusion_ckpt_every = 100, n_train = 4000, n_val = 500, n_test = 1000,
-    granularity = 10, head_epochs = 30, head_epochs_seq = 8, head_lrs = {1e-3, 3e-4}, head_lrs_seq = {1e-3},
+    granularity = 10, head_epochs = 20, head_epochs_seq = 8, head_lrs = {1e-3, 3e-4}, head_lrs_seq = {1e-3},
     head_seeds = 2, head_seeds_seq = 2, mine_iters = 300, mine_seeds = 1, attn_seeds = 2,
     granularities = {1, 2, 5, 10}, gran_latent = 2},
   full = {preset = "small", diffusion_iters = 250000, diffusion_batch = 100, n_train = 4000, n_val = 500,
