@@ -18,10 +18,26 @@ E.DATASETS = {
   folder = "an image folder from --data_dir (one sub-folder per class)",
 }
 
+--- the first n samples of a view (all of them when n is nil or larger)
+local function first(ds, n)
+  if not n or n >= ds:len() then return ds end
+  return ds:subset(T.arange(0, n, 1, "int64"), ds.name)
+end
+
 --- datasets(name, opts) -> train, val, test (tdrl.data views; labels per task)
---- opts: data_dir (for cifar10, celeba, folder), seed, n (Synthetic training size), image_size
+--- opts: data_dir (for cifar10, celeba, folder), seed, image_size; n (training + validation
+--- images: Synthetic generates that many, the other sets keep their first n - n_val training
+--- and n_val validation images), n_val, n_test (the first n_test test images)
 function E.datasets(name, opts)
   opts = opts or {}
+  if name ~= "synthetic" and (opts.n or opts.n_test) then
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.n, o.n_val, o.n_test = nil, nil, nil
+    local tr, va, te = E.datasets(name, o)
+    local nv = opts.n_val or va:len()
+    return first(tr, opts.n and (opts.n - nv)), first(va, opts.n_val), first(te, opts.n_test)
+  end
   local data = require 'tdrl.data'
   if name == "synthetic" then
     return data.synthetic({seed = opts.data_seed or 0, n = opts.n or 4000, n_val = opts.n_val or 500,
