@@ -671,6 +671,32 @@ static void conv2d_backward(td_node *n, td_tensor *g) {
     td_release(gc);
 }
 
+/* Runs a convolution-shaped kernel (the conv forward, or for conv_transpose2d the conv's input
+ * gradient) on contiguous copies of x, w, b into a new (oshape) tensor, and records its node. */
+typedef int (*conv_kernel_fn)(const td_conv_geom *g, const float *x, const float *w, const float *b, float *y);
+static td_tensor *conv_apply(td_conv_geom *g, const int64_t *oshape, td_tensor *x, td_tensor *w, td_tensor *b,
+                             conv_kernel_fn kernel, const char *name, td_backward_fn backward) {
+    td_tensor *xc = raw_contig(x), *wc = xc ? raw_contig(w) : NULL, *bc = (wc && b) ? raw_contig(b) : NULL;
+    td_tensor *y = (wc && (!b || bc)) ? td_empty(TD_F32, 4, oshape) : NULL;
+    if (y && kernel(g, td_f32(xc), td_f32(wc), bc ? td_f32(bc) : NULL, td_f32(y))) {
+        td_release(y);
+        y = NULL;
+    }
+    if (y) {
+        td_tensor *ins[3] = {x, w, b};
+        td_node *n = td_record(y, name, backward, 3, ins);
+        if (n) {
+            geom_to_node(n, g);
+            td_node_save(n, 0, xc);
+            td_node_save(n, 1, wc);
+        }
+    }
+    td_release(xc);
+    td_release(wc);
+    td_release(bc);
+    return y;
+}
+
 td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opts *o) {
     td_conv_opts def;
     if (!o) {
@@ -690,25 +716,7 @@ td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opt
     g.OH = (g.H + 2 * g.ph - eh) / g.sh + 1;
     g.OW = (g.W + 2 * g.pw - ew) / g.sw + 1;
     int64_t oshape[4] = {g.N, g.O, g.OH, g.OW};
-    td_tensor *xc = raw_contig(x), *wc = xc ? raw_contig(w) : NULL, *bc = (wc && b) ? raw_contig(b) : NULL;
-    td_tensor *y = (wc && (!b || bc)) ? td_empty(TD_F32, 4, oshape) : NULL;
-    if (y && td_conv2d_fwd_kernel(&g, td_f32(xc), td_f32(wc), bc ? td_f32(bc) : NULL, td_f32(y))) {
-        td_release(y);
-        y = NULL;
-    }
-    if (y) {
-        td_tensor *ins[3] = {x, w, b};
-        td_node *n = td_record(y, "conv2d", conv2d_backward, 3, ins);
-        if (n) {
-            geom_to_node(n, &g);
-            td_node_save(n, 0, xc);
-            td_node_save(n, 1, wc);
-        }
-    }
-    td_release(xc);
-    td_release(wc);
-    td_release(bc);
-    return y;
+    return conv_apply(&g, oshape, x, w, b, td_conv2d_fwd_kernel, "conv2d", conv2d_backward);
 }
 
 /* conv_transpose2d is the adjoint of a convolution whose input has the transposed conv's output
@@ -765,25 +773,7 @@ td_tensor *td_conv_transpose2d(td_tensor *x, td_tensor *w, td_tensor *b, const t
     td_conv_geom g = {N, O, OH, OW, C, kh, kw, o->stride[0], o->stride[1], o->padding[0], o->padding[1],
                       o->dilation[0], o->dilation[1], H, W};
     int64_t oshape[4] = {N, O, OH, OW};
-    td_tensor *xc = raw_contig(x), *wc = xc ? raw_contig(w) : NULL, *bc = (wc && b) ? raw_contig(b) : NULL;
-    td_tensor *y = (wc && (!b || bc)) ? td_empty(TD_F32, 4, oshape) : NULL;
-    if (y && td_conv2d_bwd_data_kernel(&g, td_f32(xc), td_f32(wc), bc ? td_f32(bc) : NULL, td_f32(y))) {
-        td_release(y);
-        y = NULL;
-    }
-    if (y) {
-        td_tensor *ins[3] = {x, w, b};
-        td_node *n = td_record(y, "conv_transpose2d", conv_transpose2d_backward, 3, ins);
-        if (n) {
-            geom_to_node(n, &g);
-            td_node_save(n, 0, xc);
-            td_node_save(n, 1, wc);
-        }
-    }
-    td_release(xc);
-    td_release(wc);
-    td_release(bc);
-    return y;
+    return conv_apply(&g, oshape, x, w, b, td_conv2d_bwd_data_kernel, "conv_transpose2d", conv_transpose2d_backward);
 }
 
 /* ---- average pooling ------------------------------------------------------------------------------ */
