@@ -41,18 +41,9 @@ function M.source(split, opts)
 end
 
 function M.new(opts)
-  opts = opts or {}
-  U.known(opts, {"split", "dir", "pad", "channels"}, "fashion_mnist")
-  local split = U.opt(opts, "split", "string", nil, "fashion_mnist")
-  local function make(s)
-    if s ~= "train" and s ~= "test" then error("fashion_mnist: split must be 'train' or 'test', not '" .. s .. "'", 3) end
-    local ds = Dataset.new(M.source(s, opts), {name = "fashion-mnist/" .. s, tasks = {"class"}, classes = {10},
-      class_names = {class = M.class_names}})
-    if opts.pad or opts.channels then ds = ds:pad(opts.pad or ds.height, opts.channels or 1) end
-    return ds
-  end
-  if split then return make(split) end
-  return make("train"), make("test")
+  return U.idx_splits("fashion_mnist", opts, Dataset, M.source, function(s)
+    return {name = "fashion-mnist/" .. s, tasks = {"class"}, classes = {10}, class_names = {class = M.class_names}}
+  end)
 end
 
 return M

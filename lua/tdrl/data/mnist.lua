@@ -107,20 +107,11 @@ function M.source(split, opts)
 end
 
 function M.new(opts)
-  opts = opts or {}
-  U.known(opts, {"split", "dir", "pad", "channels"}, "mnist")
-  local split = U.opt(opts, "split", "string", nil, "mnist")
-  local function make(s)
-    if s ~= "train" and s ~= "test" then error("mnist: split must be 'train' or 'test', not '" .. s .. "'", 3) end
-    local digits = {}
-    for d = 0, 9 do digits[d + 1] = tostring(d) end
-    local ds = Dataset.new(M.source(s, opts), {name = "mnist/" .. s, tasks = {"digit"}, classes = {10},
-      class_names = {digit = digits}})
-    if opts.pad or opts.channels then ds = ds:pad(opts.pad or ds.height, opts.channels or 1) end
-    return ds
-  end
-  if split then return make(split) end
-  return make("train"), make("test")
+  local digits = {}
+  for d = 0, 9 do digits[d + 1] = tostring(d) end
+  return U.idx_splits("mnist", opts, Dataset, M.source, function(s)
+    return {name = "mnist/" .. s, tasks = {"digit"}, classes = {10}, class_names = {digit = digits}}
+  end)
 end
 
 return M

@@ -98,4 +98,21 @@ function U.pick_split(what, split, trainval, parts, test)
   error(what .. ": split must be 'train', 'val', 'test' or 'trainval', not '" .. tostring(split) .. "'", 3)
 end
 
+--- The constructor of a set of IDX files with a train and a test split (MNIST, Fashion-MNIST):
+--- the view of opts.split, or train and test; opts.pad / opts.channels pad the images (ds:pad).
+--- source(split, opts) gives the C source, info(split) the Dataset description.
+function U.idx_splits(what, opts, Dataset, source, info)
+  opts = opts or {}
+  U.known(opts, {"split", "dir", "pad", "channels"}, what)
+  local split = U.opt(opts, "split", "string", nil, what)
+  local function make(s)
+    if s ~= "train" and s ~= "test" then error(what .. ": split must be 'train' or 'test', not '" .. s .. "'", 4) end
+    local ds = Dataset.new(source(s, opts), info(s))
+    if opts.pad or opts.channels then ds = ds:pad(opts.pad or ds.height, opts.channels or 1) end
+    return ds
+  end
+  if split then return make(split) end
+  return make("train"), make("test")
+end
+
 return U
