@@ -56,6 +56,13 @@ extern int td_conv_path;
  * OpenMP thread numbers: convolutions must not run from two OS threads at once. */
 size_t td_nn_scratch_bytes(void);
 
+/* ---- affine layer and dropout (linear.c, dropout.c) ------------------------------------------ */
+/* x (..., K), w (N, K), b (N) or NULL -> (..., N) = x w^T + b */
+td_tensor *td_linear(td_tensor *x, td_tensor *w, td_tensor *b);
+/* zeroes each element with probability p, scales the rest by 1/(1-p); the mask is a hash of one
+ * draw from gen (NULL: the default generator) and the element's position, recomputed backward */
+td_tensor *td_dropout(td_tensor *x, double p, td_generator *gen);
+
 /* ---- normalisation (norm.c) ----------------------------------------------------------------- */
 /* x (N,C,*) ; weight, bias (C) or NULL; biased variance; silu: fused SiLU after the affine */
 td_tensor *td_group_norm(td_tensor *x, int64_t groups, td_tensor *weight, td_tensor *bias, double eps, bool silu);

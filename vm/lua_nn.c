@@ -11,6 +11,8 @@
  *       float attn_mask is otherwise added to the scores. key_padding_mask (B,Tk): nonzero =
  *       masked, or added when key_padding_additive = true. weights (...,Tq,Tk) are differentiable.
  *   T.gru_cell(x, h, w_ih, w_hh [, b_ih, b_hh])
+ *   T.linear(x, w [, b])   x (..., in), w (out, in) -> (..., out)
+ *   T.dropout(x, p [, generator])   the mask is recomputed in backward, never stored
  *   T.cross_entropy(logits, labels [, reduction | {reduction=}])   T.nll_loss(logp, labels, ...)
  *   T.binary_cross_entropy_with_logits(x, target [, reduction | {reduction=, pos_weight=}])   T.mse_loss(a, b, ...)   T.l1_loss(a, b, ...)
  *   T.gaussian_kl(mu, logvar, ...)                       reduction: 'mean' (default), 'sum', 'none'
@@ -256,6 +258,16 @@ static int l_bce_logits(lua_State *L) {
     return tdl_push_tensor(L, out);
 }
 
+static int l_linear(lua_State *L) {
+    td_tensor *x = req_tensor(L, 1, "linear", "input"), *w = req_tensor(L, 2, "linear", "weight");
+    return tdl_push_tensor(L, td_linear(x, w, opt_tensor(L, 3, "linear", "bias")));
+}
+
+static int l_dropout(lua_State *L) {
+    td_tensor *x = req_tensor(L, 1, "dropout", "input");
+    return tdl_push_tensor(L, td_dropout(x, luaL_checknumber(L, 2), tdl_opt_generator(L, 3)));
+}
+
 static int l_nn_scratch_bytes(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)td_nn_scratch_bytes());
     return 1;
@@ -268,6 +280,6 @@ void tdl_register_nn(lua_State *L) {
         {"batch_norm", l_batch_norm}, {"layer_norm", l_layer_norm}, {"scaled_dot_product_attention", l_sdpa},
         {"gru_cell", l_gru_cell}, {"cross_entropy", l_cross_entropy}, {"nll_loss", l_nll_loss},
         {"binary_cross_entropy_with_logits", l_bce_logits}, {"mse_loss", l_mse_loss}, {"l1_loss", l_l1_loss},
-        {"gaussian_kl", l_gaussian_kl}, {"nn_scratch_bytes", l_nn_scratch_bytes}, {NULL, NULL}};
+        {"gaussian_kl", l_gaussian_kl}, {"linear", l_linear}, {"dropout", l_dropout}, {"nn_scratch_bytes", l_nn_scratch_bytes}, {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }

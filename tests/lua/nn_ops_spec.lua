@@ -200,6 +200,89 @@ describe("gradcheck", function()
   local a = T.tensor({{1.0, -2.0, 0.5}}):requires_grad_(true)
   gcheck("l1_loss", function(x, y) return T.l1_loss(x, y, "sum") end, {a, leaf(T.tensor({{0.2, 0.4, -1.0}}))})
   gcheck("gaussian_kl", function(m, l) return T.gaussian_kl(m, l) end, {randn(3, 4), randn(3, 4)})
+  gcheck("linear + bias, 3-D input", T.linear, {randn(2, 3, 4), randn(5, 4), randn(5)})
+  gcheck("linear no bias, transposed weight view", function(x, w) return T.linear(x, w:t()) end,
+    {randn(3, 4), randn(4, 2)})
+  gcheck("dropout p = 0.4 (mask fixed by the key)", function(x)
+    return T.dropout(x, 0.4, T.Generator(9))
+  end, {randn(4, 6)})
+end)
+
+describe("linear", function()
+  it("equals matmul + bias, values and all three gradients", function()
+    for _, sh in ipairs({{7, 5}, {2, 3, 5}, {1, 5}}) do
+      local x, w, b = randn(table.unpack(sh)), randn(4, 5), randn(4)
+      local x2, w2, b2 = x:detach():clone():requires_grad_(true), w:detach():clone():requires_grad_(true),
+        b:detach():clone():requires_grad_(true)
+      local y1, y2 = T.linear(x, w, b), x2:matmul(w2:t()) + b2
+      spec.truthy(reldiff(y1, y2) < 1e-6)
+      local R = T.randn(y1:size(), gen)
+      ;(y1 * R):sum():backward()
+      ;(y2 * R):sum():backward()
+      spec.truthy(reldiff(x.grad, x2.grad) < 1e-6 and reldiff(w.grad, w2.grad) < 1e-6 and reldiff(b.grad, b2.grad) < 1e-6)
+    end
+  end)
+  it("computes only the gradients asked for", function()
+    local x, w = T.randn(3, 4), randn(2, 4)
+    T.linear(x, w):sum():backward()
+    spec.truthy(x.grad == nil)
+    spec.truthy(reldiff(w.grad, T.ones(2, 3):matmul(x)) < 1e-6)
+  end)
+  it("names the shapes on bad input", function()
+    spec.raises(function() T.linear(T.randn(3, 4), T.randn(2, 5)) end, "linear", "3x4", "2x5")
+    spec.raises(function() T.linear(T.randn(3, 4), T.randn(2, 4), T.randn(3)) end, "linear", "bias", "3")
+    spec.raises(function() T.linear(T.randn(3, 4), T.randn(4)) end, "linear", "weight")
+  end)
+end)
+
+describe("dropout", function()
+  local N = 1000000
+  it("keeps 1 - p of the elements, scaled by 1/(1-p), at every p", function()
+    for _, p in ipairs({0.1, 0.25, 0.5, 0.9}) do
+      local y = T.dropout(T.ones(N), p, T.Generator(3))
+      local kept = y:ne(0):mean():item()
+      -- binomial standard deviation at N = 1e6 is <= 5e-4; 6 of them
+      spec.near(kept, 1 - p, 3e-3)
+      spec.near(y:max():item(), 1 / (1 - p), 1e-5)
+      spec.near(y:sum():item() / N, 1, 1e-2)
+    end
+    spec.eq(T.dropout(T.ones(100), 1, T.Generator(3)):abs():sum():item(), 0)
+  end)
+  it("draws neighbouring elements, rows and calls independently", function()
+    local g = T.Generator(5)
+    local m = T.dropout(T.ones(1000, 1000), 0.5, g):ne(0):float() - 0.5
+    local function corr(a, b) return ((a * b):mean() / 0.25):item() end
+    -- correlation of independent fair bits over ~1e6 pairs: sd 1e-3
+    spec.truthy(math.abs(corr(m:narrow(2, 1, 999), m:narrow(2, 2, 999))) < 6e-3) -- i, i+1
+    spec.truthy(math.abs(corr(m:narrow(1, 1, 999), m:narrow(1, 2, 999))) < 6e-3) -- row r, r+1
+    local m2 = T.dropout(T.ones(1000, 1000), 0.5, g):ne(0):float() - 0.5
+    spec.truthy(math.abs(corr(m, m2)) < 6e-3) -- the next call
+    -- no element position is biased: each column's keep rate over 1000 rows stays near 1/2
+    local col = (m + 0.5):mean(1)
+    spec.truthy((col - 0.5):abs():max():item() < 0.08) -- sd 0.016: 5 of them
+  end)
+  it("repeats with the same generator state, and on any number of threads", function()
+    local x = T.randn(300, 700, gen)
+    local threads = T.get_num_threads()
+    local a = T.dropout(x, 0.3, T.Generator(8))
+    T.set_num_threads(1)
+    local b = T.dropout(x, 0.3, T.Generator(8))
+    T.set_num_threads(threads)
+    spec.eq(spec.maxdiff(a, b), 0)
+  end)
+  it("passes the gradient through the kept elements only, scaled", function()
+    local x = randn(50, 40)
+    local y = T.dropout(x, 0.3, T.Generator(2))
+    local R = T.randn(50, 40, gen)
+    ;(y * R):sum():backward()
+    local keep = y:detach():ne(0):float()
+    spec.truthy(reldiff(x.grad, R * keep / 0.7) < 1e-6)
+    spec.truthy(reldiff(y:detach(), x:detach() * keep / 0.7) < 1e-6)
+  end)
+  it("refuses a probability outside [0, 1] and integer input", function()
+    spec.raises(function() T.dropout(T.ones(3), 1.5) end, "dropout", "probability", "1.5")
+    spec.raises(function() T.dropout(T.ones(3):long(), 0.5) end, "dropout", "float32")
+  end)
 end)
 
 -- ---- composed oracles and behaviour ------------------------------------------------------------------------

@@ -60,19 +60,7 @@ function F.log_softmax(x, dim) return x:log_softmax(dim or -1) end
 
 --- linear(x (..., in), w (out, in), b (out) or nil) -> (..., out)
 function F.linear(x, w, b)
-  local d = x:dim()
-  if d > 2 then
-    -- one GEMM over all leading dimensions (a batched matmul against a broadcast weight would
-    -- make its weight gradient per batch entry and then sum them)
-    local shape = x:size()
-    shape[d] = w:size(1)
-    local y = x:reshape(-1, x:size(d)):matmul(w:t())
-    if b then y = y + b end
-    return y:view(shape)
-  end
-  local y = x:matmul(w:t())
-  if b then y = y + b end
-  return y
+  return T.linear(x, w, b) -- one fused op: bias written first, the GEMM adds onto it (ops/linear.c)
 end
 
 --- dropout(x, p, training, generator): zeroes each element with probability p and scales the
@@ -80,10 +68,7 @@ end
 function F.dropout(x, p, training, gen)
   if training == false or p == 0 then return x end
   if p < 0 or p > 1 then error("dropout: probability must be in [0, 1], got " .. tostring(p), 2) end
-  if p == 1 then return x * 0 end
-  local mask = T.rand(x:size(), gen):ge(p)
-  mask:mul_(1 / (1 - p))
-  return x * mask
+  return T.dropout(x, p, gen) -- fused; the mask is a hash of one draw from gen (ops/dropout.c)
 end
 
 --- embedding(idx int64 (any shape), w (num, dim)) -> (idx shape..., dim)
