@@ -39,6 +39,24 @@ void td_node_release(td_node *n) {
     free(n);
 }
 
+/* What a node keeps of a non-leaf input: its shape and the node that made it, not its data.
+ * Holding the tensor itself kept every intermediate result alive until the end of backward,
+ * whether or not a backward function needed it; what backward needs is saved explicitly
+ * (td_node_save). Leaf inputs are kept as they are: their .grad is written. */
+static td_tensor *husk(const td_tensor *t) {
+    td_tensor *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->refcount = 1;
+    h->dtype = t->dtype;
+    h->ndim = t->ndim;
+    memcpy(h->shape, t->shape, sizeof h->shape);
+    memcpy(h->stride, t->stride, sizeof h->stride);
+    h->requires_grad = true;
+    h->node = t->node;
+    t->node->refcount++;
+    return h;
+}
+
 td_node *td_record(td_tensor *out, const char *name, td_backward_fn bw, int n_in, td_tensor **ins) {
     if (!grad_enabled) return NULL;
     bool any = false;
@@ -51,7 +69,15 @@ td_node *td_record(td_tensor *out, const char *name, td_backward_fn bw, int n_in
     n->backward = bw;
     n->n_in = n_in;
     for (int i = 0; i < n_in; i++) {
-        if (td_needs_grad(ins[i])) {
+        if (!td_needs_grad(ins[i])) continue;
+        if (ins[i]->node) {
+            n->in[i] = husk(ins[i]);
+            if (!n->in[i]) { /* out of memory: the result carries no graph */
+                node_clear(n);
+                free(n);
+                return NULL;
+            }
+        } else {
             n->in[i] = ins[i];
             td_retain(ins[i]);
         }
@@ -191,6 +217,11 @@ int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph) {
     td_tensor *g0 = grad ? td_contiguous(grad) : td_full(TD_F32, root->ndim, root->shape, 1.0);
     td_release(rn->gout);
     rn->gout = g0;
+    /* Without retain_graph each node drops its saved tensors and inputs as soon as its backward
+     * has run, so activations are freed while gradients are being made (the peak is not the
+     * sum of both). The order holds a reference to every node until the end: clearing a node
+     * may release the last other reference to a node that has yet to run. */
+    for (size_t i = 0; i < order.n; i++) order.v[i]->refcount++;
     for (size_t i = order.n; i-- > 0;) {
         td_node *n = order.v[i];
         td_tensor *g = n->gout;
@@ -199,13 +230,12 @@ int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph) {
             n->backward(n, g);
             td_release(g);
         }
-    }
-    if (!retain_graph) {
-        for (size_t i = 0; i < order.n; i++) {
-            node_clear(order.v[i]);
-            order.v[i]->freed = true;
+        if (!retain_graph) {
+            node_clear(n);
+            n->freed = true;
         }
     }
+    for (size_t i = 0; i < order.n; i++) td_node_release(order.v[i]);
     td_set_grad_enabled(prev);
     free(order.v);
     return 0;

@@ -77,7 +77,7 @@ void td_threads_init(void) {
  * The cache is bounded (TDRL_CACHE_MB, default 2048) and emptied by td_empty_cache(). */
 #include <pthread.h>
 
-static atomic_size_t bytes_live, bytes_total;
+static atomic_size_t bytes_live, bytes_total, bytes_peak;
 static atomic_uint_fast64_t n_allocs, n_requests;
 static size_t bytes_cached, cache_limit = (size_t)2048 << 20;
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -95,6 +95,8 @@ size_t td_bytes_allocated(void) { return atomic_load(&bytes_total); }
 uint64_t td_alloc_count(void) { return atomic_load(&n_allocs); }
 uint64_t td_alloc_requests(void) { return atomic_load(&n_requests); }
 size_t td_bytes_cached(void) { return bytes_cached; }
+size_t td_bytes_peak(void) { return atomic_load(&bytes_peak); }
+void td_reset_peak(void) { atomic_store(&bytes_peak, atomic_load(&bytes_live)); }
 
 /* Capacity class of a request: 64-byte steps up to 4 KB, then 4 KB pages, then 1/16 steps of
  * the power of two (at most ~6% slack), so that near sizes share blocks. */
@@ -183,7 +185,8 @@ static td_storage *storage_new(size_t nbytes) {
     s->nbytes = nbytes;
     s->refcount = 1;
     s->external = false;
-    atomic_fetch_add(&bytes_live, nbytes);
+    size_t live = atomic_fetch_add(&bytes_live, nbytes) + nbytes, peak = atomic_load(&bytes_peak);
+    while (live > peak && !atomic_compare_exchange_weak(&bytes_peak, &peak, live)) {}
     atomic_fetch_add(&bytes_total, nbytes);
     return s;
 }

@@ -74,6 +74,8 @@ size_t td_bytes_allocated(void); /* total ever allocated (for growth checks in t
 uint64_t td_alloc_count(void);  /* malloc calls made for storages so far (cache misses) */
 uint64_t td_alloc_requests(void); /* storages created so far (cache hits included) */
 size_t td_bytes_cached(void);   /* freed blocks kept for reuse */
+size_t td_bytes_peak(void);     /* the most bytes live at once since start or td_reset_peak() */
+void td_reset_peak(void);
 void td_empty_cache(void);      /* returns the cached blocks to the system */
 void td_set_cache_limit(size_t bytes); /* TDRL_CACHE_MB sets it at start-up */
 

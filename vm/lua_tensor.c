@@ -1000,7 +1000,15 @@ static int l_memory(lua_State *L) {
     lua_setfield(L, -2, "requests");
     lua_pushinteger(L, (lua_Integer)td_bytes_cached());
     lua_setfield(L, -2, "cached_bytes");
+    lua_pushinteger(L, (lua_Integer)td_bytes_peak());
+    lua_setfield(L, -2, "peak_bytes");
     return 1;
+}
+
+static int l_reset_peak_memory(lua_State *L) {
+    (void)L;
+    td_reset_peak();
+    return 0;
 }
 
 /* T._sgemm(a, b, c): c = a @ b straight through cblas_sgemm on contiguous 2-D tensors, no
@@ -1073,7 +1081,7 @@ static const luaL_Reg module_functions[] = {
     {"linspace", l_linspace}, {"eye", l_eye}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
     {"manual_seed", manual_seed}, {"Generator", gen_new}, {"set_grad_enabled", l_set_grad_enabled},
     {"is_grad_enabled", l_is_grad_enabled}, {"no_grad", l_no_grad}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"_sgemm", l_raw_sgemm}, {NULL, NULL}};
+    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"reset_peak_memory", l_reset_peak_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"_sgemm", l_raw_sgemm}, {NULL, NULL}};
 
 static const luaL_Reg generator_methods[] = {
     {"seed", gen_seed}, {"get_state", gen_get_state}, {"set_state", gen_set_state}, {NULL, NULL}};

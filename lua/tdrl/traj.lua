@@ -36,7 +36,7 @@ local function images_and_labels(ds)
   return x, y, tasks, classes
 end
 
---- extract(model or encoder, data, {granularity = 10 | times = {...}, batch = 500, progress = bar-label})
+--- extract(model or encoder, data, {granularity = 10 | times = {...}, batch = 256 (at most), progress = bar-label})
 --- data: a tdrl.data view, an (N, C, H, W) tensor, or {images =, labels =, tasks =, classes =}
 function M.extract(model, ds, o)
   o = o or {}
@@ -44,7 +44,9 @@ function M.extract(model, ds, o)
   local times = o.times or M.times(o.granularity or 10)
   local X, labels, tasks, classes = images_and_labels(ds)
   local N, P = X:size(1), #times
-  local B = o.batch or 500
+  -- the encoder sees at most 256 images at a time: bigger chunks measured no faster and hold
+  -- activations in proportion (at 1000, 3.6x the memory of 250 for the tiny encoder)
+  local B = math.min(o.batch or 256, 256)
   local was_training = enc.training
   enc:eval()
   local bar = o.progress and require('tdrl.util.progress').new(P * ((N + B - 1) // B), {label = o.progress})
