@@ -334,4 +334,35 @@ describe("memory", function()
     print(string.format("#   resident growth after 30500 x 256 KB tensors: %.0f MB", grown))
     spec.truthy(grown < 100, "resident size grew by " .. grown .. " MB")
   end)
+  local MB4 = 1024 * 1024 -- floats: 4 MB per tensor
+  it("the graph keeps what backward needs, not every intermediate result", function()
+    collectgarbage()
+    local x = T.randn(MB4):requires_grad_(true)
+    local live0 = T.memory().live_bytes
+    local y = x
+    for _ = 1, 10 do y = y + 1 end -- an add saves nothing for its backward
+    collectgarbage()
+    local held = (T.memory().live_bytes - live0) / (4 * MB4)
+    print(string.format("#   10 adds: %.1f tensors of their size held by the graph", held))
+    spec.truthy(held < 1.5, "the graph holds " .. held .. " tensors")
+    y:sum():backward()
+    spec.eq(x.grad:sum():item(), MB4)
+  end)
+  it("backward frees saved tensors as it passes them", function()
+    collectgarbage()
+    local x = T.randn(MB4):requires_grad_(true)
+    local y = x
+    for _ = 1, 10 do y = (y * 0.5):sigmoid() end -- each sigmoid saves its output
+    local loss = y:sum()
+    y = nil
+    collectgarbage()
+    local live = T.memory().live_bytes
+    T.reset_peak_memory()
+    loss:backward()
+    local extra = (T.memory().peak_bytes - live) / (4 * MB4)
+    print(string.format("#   backward through 10 saved outputs: peak %.1f tensors above the forward's", extra))
+    spec.truthy(extra < 4, "backward's peak is " .. extra .. " tensors above the graph's")
+    collectgarbage()
+    spec.truthy(T.memory().live_bytes - live < -8 * 4 * MB4, "the saved outputs were not freed")
+  end)
 end)
