@@ -106,6 +106,8 @@ void host_signals_init(void) {
 
 /* ---- calling Lua -------------------------------------------------------------------------- */
 
+static volatile sig_atomic_t user_stop = 0;
+
 /* lua.c's message handler: appends a traceback; turns non-string errors into a message. */
 static int msghandler(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
@@ -114,6 +116,9 @@ static int msghandler(lua_State *L) {
             return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
+    /* the user's Ctrl-C, or a job that stopped cleanly on it (error "interrupted"): no traceback */
+    if (strcmp(msg, "interrupted") == 0) user_stop = 1;
+    if (host_interrupted || user_stop) return 1;
     luaL_traceback(L, L, msg, 1);
     return 1;
 }
@@ -125,6 +130,7 @@ int host_docall(lua_State *L, int narg, int nres) {
     sigset_t set; /* unblocked while Lua runs; also what programs it starts inherit */
     host_signal_set(&set);
     host_interrupted = 0;
+    user_stop = 0;
     sigint_count = 0;
     td_interrupt_flag = 0;
     td_interrupt_defer = td_interrupt_pending = 0;
@@ -493,11 +499,11 @@ static int pmain(lua_State *L) {
     createargtable(L, argv, argc, script);
     int interrupted = 0;
     if (!runargs(L, argv, optlim)) {
-        interrupted = host_interrupted;
+        interrupted = host_interrupted || user_stop;
         goto failed;
     }
     if (script > 0 && handle_script(L, argv + script) != LUA_OK) {
-        interrupted = host_interrupted;
+        interrupted = host_interrupted || user_stop;
         goto failed;
     }
     if (args & HAS_I) {
@@ -506,7 +512,7 @@ static int pmain(lua_State *L) {
         if (isatty(STDIN_FILENO)) {
             host_repl(L);
         } else if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) {
-            interrupted = host_interrupted;
+            interrupted = host_interrupted || user_stop;
             goto failed;
         }
     }

@@ -254,6 +254,13 @@ int main(void) {
     CHECK(r.status == 130 && strstr(r.err, "interrupted"), "SIGINT stops a long C kernel in batch mode: status 130");
     CHECK(r.secs < 2.0, "... within 1 s of the signal (%.2f s in all)", r.secs);
     if (r.status != 130) show("kernel interrupt", &r);
+    /* a job that defers Ctrl-C to its step boundary and stops cleanly (as the trainer does) */
+    RUN_INT(&r, "", 0.5, "-e", "local T = require 'tdrl'; T.defer_interrupts(true); "
+                               "while not T.interrupt_pending() do end; T.defer_interrupts(false); "
+                               "print('saved'); error('interrupted', 0)");
+    CHECK(r.status == 130 && strstr(r.out, "saved") && strstr(r.err, "interrupted") && !strstr(r.err, "traceback"),
+          "a deferred Ctrl-C ends the job: status 130, 'interrupted', no traceback");
+    if (r.status != 130 || strstr(r.err, "traceback")) show("deferred interrupt", &r);
 
     /* the REPL on a pipe */
     RUN(&r, "z * 2\ntype(T)\n1+1;\n", "-i", "-e", "z = 3");

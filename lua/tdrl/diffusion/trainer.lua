@@ -146,6 +146,7 @@ function M.run(cfg, data, opts)
     if tostring(err):find("interrupted", 1, true) then
       save()
       if not opts.quiet then print(string.format("\ninterrupted at step %d: checkpoint saved to %s", step, tostring(ckpt_path))) end
+      error("interrupted", 0) -- the user's stop, not a fault: no traceback
     end
     error(err, 0)
   end
