@@ -116,9 +116,9 @@ static int msghandler(lua_State *L) {
             return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    /* the user's Ctrl-C, or a job that stopped cleanly on it (error "interrupted"): no traceback */
+    /* a job that stopped cleanly on a Ctrl-C (error "interrupted", as the trainer raises): no traceback */
     if (strcmp(msg, "interrupted") == 0) user_stop = 1;
-    if (host_interrupted || user_stop) return 1;
+    if (user_stop) return 1;
     luaL_traceback(L, L, msg, 1);
     return 1;
 }
