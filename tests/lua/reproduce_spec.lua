@@ -43,3 +43,32 @@ describe("reproduce --quick", function()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 end)
+
+describe("encoder_gain", function()
+  it("compares two trained runs bin by bin on the same images, times and noise", function()
+    local d = os.tmpname()
+    os.remove(d)
+    for _, enc in ipairs({"drl", "none"}) do
+      local cmd = string.format("%s examples/train_diffusion.lua --encoder=%s --iters=2 --batch=8 --eval_every=0 " ..
+        "--samples=false --out=%s/%s 2>&1", exe, enc, d, enc)
+      local p = io.popen(cmd)
+      local out = p:read("a")
+      spec.truthy(p:close(), out:sub(-2000))
+    end
+    local p = io.popen(string.format("%s examples/encoder_gain.lua --runs=%s/drl,%s/none --n=16 --bins=2 --batch=8 2>&1",
+      exe, d, d))
+    local out = p:read("a")
+    spec.truthy(p:close(), out:sub(-2000))
+    local r = require('tdrl.json').decode(fs.read(d .. "/drl/encoder-gain.json"))
+    spec.eq(#r.bins, 2)
+    spec.eq(r.images, 16)
+    for _, b in ipairs(r.bins) do
+      spec.eq(#b.loss, 2)
+      spec.truthy(b.loss[1] > 0 and b.loss[2] > 0 and b.loss[1] ~= b.loss[2], "two different positive losses")
+      spec.near(b.relative, b.loss[1] / b.loss[2] - 1, 1e-9)
+    end
+    spec.truthy(fs.exists(d .. "/drl/encoder-gain.png"))
+    spec.truthy(out:find("0.0-0.5", 1, true) and out:find("%", 1, true), out)
+    os.execute("rm -rf '" .. d .. "'")
+  end)
+end)
