@@ -177,13 +177,19 @@ td_tensor *td_transpose(td_tensor *t, int d0, int d1) {
     return td_permute(t, perm);
 }
 
-/* ---- narrow / slice / select: backward scatters g into zeros of the input's shape ---------- */
+/* ---- narrow / slice / select: backward scatters g into zeros of the input's shape ---------- *
+ * When the input's gradient already exists and belongs to its node alone (another slice of the
+ * same tensor got there first, as when a sequence is read step by step), g is added into its
+ * part of it in place: P slices cost one zero-filled gradient, not P of them. */
 static void slice_backward(td_node *n, td_tensor *g) {
     td_tensor *in = n->in[0];
     int dim = (int)n->iarg[0];
     int64_t start = n->iarg[1], step = n->iarg[2];
     bool select = n->iarg[3];
-    td_tensor *z = td_zeros(TD_F32, in->ndim, in->shape);
+    td_tensor *acc = in->node ? in->node->gout : NULL;
+    bool into = acc && acc->refcount == 1 && acc->storage->refcount == 1 && td_is_contiguous(acc) &&
+                acc->ndim == in->ndim && memcmp(acc->shape, in->shape, sizeof(int64_t) * (size_t)in->ndim) == 0;
+    td_tensor *z = into ? acc : td_zeros(TD_F32, in->ndim, in->shape);
     if (!z) return;
     int64_t shape[TD_MAX_DIMS], st[TD_MAX_DIMS];
     int k = 0;
@@ -198,10 +204,15 @@ static void slice_backward(td_node *n, td_tensor *g) {
         }
     }
     td_tensor *v = td_alias(z, k, shape, st, start * z->stride[dim]);
-    if (v) td_copy_(v, g);
+    if (v) {
+        if (into) td_add_(v, g, 1.0);
+        else td_copy_(v, g);
+    }
     td_release(v);
-    td_node_accum(n, 0, z);
-    td_release(z);
+    if (!into) {
+        td_node_accum(n, 0, z);
+        td_release(z);
+    }
 }
 
 td_tensor *td_slice(td_tensor *t, int dim, int64_t start, int64_t stop, int64_t step) {

@@ -95,6 +95,13 @@ describe("gradcheck views and indexing", function()
   check("narrow", function(a) return a:narrow(2, 2, 2) end, {randn(3, 4)})
   check("slice step 2", function(a) return a:slice(1, 1, 5, 2) end, {randn(5, 2)})
   check("select", function(a) return a:select(2, 3) end, {randn(3, 4)})
+  -- several slices of one intermediate: the later ones add into the gradient the first made
+  check("steps of a sequence read one by one", function(a)
+    local h = a * 2
+    local s = h:select(2, 1) * h:select(2, 3)
+    for k = 1, 4 do s = s + h:select(2, k):sin() end
+    return s + h:narrow(2, 2, 2):sum(2) + h:slice(2, 1, 4, 2):exp():sum(2)
+  end, {randn(3, 4)})
   check("index table x[{{1,2}, 3}]", function(a) return a[{{1, 2}, 3}] end, {randn(3, 4)})
   check("squeeze / unsqueeze", function(a) return a:squeeze(2):unsqueeze(1) end, {randn(3, 1, 4)})
   check("expand", function(a) return a:expand(2, 3, 4) end, {randn(3, 1)})
