@@ -167,6 +167,18 @@ describe("reductions", function()
     spec.eq(x:sum({1, 2}):item(), 21)
     spec.near(x:mean(2)[2], 5)
   end)
+  it("long sums stay within a few float ulps of the exact sum", function()
+    local n = 10000001
+    local exact = n * 0.100000001490116 -- the float nearest 0.1, n times
+    local got = (T.ones(n) * 0.1):sum():item()
+    spec.truthy(math.abs(got - exact) <= 4 * 0.0625, string.format("%.4f vs %.4f", got, exact)) -- ulp at 1e6: 1/16
+    local r = T.rand(300001, T.Generator(3))
+    local ref = 0
+    for i = 1, 300001 do ref = ref + r[i] end
+    for _, v in ipairs({r:sum():item(), r:view(1, -1):sum(2):item(), r:narrow(1, 2, 300000):sum():item() + r[1]}) do
+      spec.truthy(math.abs(v - ref) / ref < 3e-7, string.format("%.6f vs %.6f", v, ref))
+    end
+  end)
   it("var and std (unbiased by default)", function()
     spec.near(x:var():item(), 3.5)
     spec.near(x:var(nil, false, 0):item(), 35 / 12, 1e-6)
