@@ -1,5 +1,6 @@
 -- `make bench`: every workload for tdrl and, where Debian's python3-torch is installed, for
--- PyTorch on the same CPU, run back to back; one table with the ratio (> 1: tdrl is faster)
+-- PyTorch on the same CPU, run back to back (model workloads BENCH_REPS = 3 times each,
+-- interleaved, medians reported); one table with the ratio (> 1: tdrl is faster)
 -- and, for GEMM-shaped work, the fraction of the sgemm ceiling measured in the same run.
 -- Writes the table as JSON with the machine's description under bench/results/.
 -- Each suite is a pair of scripts printing one JSON line per workload:
@@ -15,6 +16,17 @@ local suites = {
   {"models", "bench/models_tdrl.lua", "bench/models_torch.py", per_process = true},
 }
 local only = arg[1] -- a suite name to run alone
+-- model workloads are run this many times each (BENCH_REPS), interleaved with PyTorch's
+local REPS = math.max(1, tonumber(os.getenv("BENCH_REPS") or "3") or 3)
+
+local function median(t)
+  local v = {}
+  for _, x in ipairs(t) do if type(x) == "number" then v[#v + 1] = x end end
+  if #v == 0 then return nil end
+  table.sort(v)
+  local n = #v
+  return n % 2 == 1 and v[(n + 1) // 2] or (v[n // 2] + v[n // 2 + 1]) / 2
+end
 
 local function exists(p) local f = io.open(p) if f then f:close() end return f ~= nil end
 
@@ -41,7 +53,7 @@ for _, s in ipairs(suites) do
   local name, ours, theirs = s[1], s[2], s[3]
   if (not only or only == name) and exists(ours) then
     io.stderr:write(string.format("bench: %s ...\n", name))
-    local mine, peer = {}, {}
+    local peer = {}
     local torch_ok = theirs and have_torch and exists(theirs)
     local runs = {""}
     if s.per_process then
@@ -50,23 +62,47 @@ for _, s in ipairs(suites) do
       for line in p:lines() do runs[#runs + 1] = line end
       p:close()
     end
-    for _, w in ipairs(runs) do -- back to back: tdrl, then PyTorch, per workload
-      if w ~= "" then io.stderr:write("  " .. w .. "\n") end
-      for _, r in ipairs(collect(exe .. " " .. ours .. " " .. w)) do mine[#mine + 1] = r end
-      if torch_ok then
-        for _, r in ipairs(collect(python .. " " .. theirs .. " " .. w)) do peer[r.name] = r end
+    -- per workload: tdrl, then PyTorch, back to back; model workloads `reps` times, interleaved,
+    -- and the medians read (a shared 2-core machine moves single figures by a third)
+    local reps = s.per_process and REPS or 1
+    local seen, by_name = {}, {}
+    for _, w in ipairs(runs) do
+      for rep = 1, reps do
+        if w ~= "" then io.stderr:write(string.format("  %s%s\n", w, reps > 1 and (" (" .. rep .. "/" .. reps .. ")") or "")) end
+        local got = {}
+        for _, r in ipairs(collect(exe .. " " .. ours .. " " .. w)) do
+          got[r.name] = r
+          if not by_name[r.name] then by_name[r.name] = {}; seen[#seen + 1] = r.name end
+        end
+        if torch_ok then
+          for _, r in ipairs(collect(python .. " " .. theirs .. " " .. w)) do peer[r.name] = peer[r.name] or {}; table.insert(peer[r.name], r) end
+        end
+        for n, r in pairs(got) do table.insert(by_name[n], r) end
       end
     end
-    for _, r in ipairs(mine) do
-      if r.ceiling and r.name:find("1024") and r.name:find("threads") then ceiling = r.ceiling end
-      local p = peer[r.name]
-      local ratio
-      if p and p.value and p.value > 0 and r.value and r.value > 0 then
-        ratio = r.higher and r.value / p.value or p.value / r.value
+    for _, n in ipairs(seen) do
+      local ours_runs, theirs_runs = by_name[n], peer[n] or {}
+      local r = ours_runs[1]
+      local vals, pvals, ratios, peaks, ppeaks = {}, {}, {}, {}, {}
+      for i, x in ipairs(ours_runs) do
+        vals[#vals + 1] = x.value
+        peaks[#peaks + 1] = x.peak_mb
+        local p = theirs_runs[i]
+        if p and p.value and p.value > 0 and x.value and x.value > 0 then
+          ratios[#ratios + 1] = x.higher and x.value / p.value or p.value / x.value
+        end
       end
-      table_rows[#table_rows + 1] = {suite = name, name = r.name, unit = r.unit, tdrl = r.value,
-        torch = p and p.value, ratio = ratio, gflops = r.gflops, note = r.note,
-        tdrl_peak_mb = r.peak_mb, torch_peak_mb = p and p.peak_mb}
+      for _, p in ipairs(theirs_runs) do pvals[#pvals + 1] = p.value; ppeaks[#ppeaks + 1] = p.peak_mb end
+      if r.ceiling and r.name:find("1024") and r.name:find("threads") then ceiling = r.ceiling end
+      local value = median(vals)
+      local note = r.note
+      if #ratios > 1 then
+        table.sort(ratios)
+        note = string.format("ratio %.2f-%.2f over %d runs%s", ratios[1], ratios[#ratios], #ratios, note and ("; " .. note) or "")
+      end
+      table_rows[#table_rows + 1] = {suite = name, name = r.name, unit = r.unit, tdrl = value,
+        torch = median(pvals), ratio = median(ratios), gflops = r.gflops and (r.higher and r.gflops * value / r.value or r.gflops * r.value / value), note = note,
+        tdrl_peak_mb = median(peaks), torch_peak_mb = median(ppeaks), runs = #vals, ratios = ratios}
     end
   end
 end
