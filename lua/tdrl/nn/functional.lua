@@ -463,14 +463,13 @@ function F.binary_cross_entropy_with_logits_ref(x, y, opts)
   return reduce(l, red_of(opts), "binary_cross_entropy_with_logits")
 end
 
---- gaussian_kl_ref(mu (N, ...), logvar (N, ...), reduction): KL(N(mu, exp(logvar)) || N(0, I))
---- = -0.5 sum(1 + logvar - mu^2 - exp(logvar)) per sample (summed over all but the first dim);
---- 'none' -> (N), 'mean' -> mean over the batch, 'sum' -> total
+--- gaussian_kl_ref(mu (..., D), logvar (..., D), reduction): KL(N(mu, exp(logvar)) || N(0, I))
+--- = -0.5 sum(1 + logvar - mu^2 - exp(logvar)) over the last dim, one value per code (as the
+--- kernel); 'none' -> (...), 'mean' -> mean over the codes, 'sum' -> total
 function F.gaussian_kl_ref(mu, logvar, reduction)
   check_same("gaussian_kl", mu, logvar)
   local t = (logvar + 1 - mu:square() - logvar:exp()) * -0.5
-  local per
-  if t:dim() <= 1 then per = t else per = t:reshape(t:size(1), -1):sum(2) end
+  local per = t:sum(t:dim())
   return reduce(per, red_of(reduction), "gaussian_kl")
 end
 
