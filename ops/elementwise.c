@@ -57,6 +57,36 @@ static inline int64_t row_offset(int nd, const int64_t *shape, const int64_t *st
     return o;
 }
 
+/* Merges adjacent dims that every stride array walks as one (outer stride = inner stride x inner
+ * size; broadcast dims of stride 0 merge with each other), innermost first, while the merged
+ * innermost run stays at most COALESCE_MAX elements (rows are what threads share). A
+ * (N,C,H,W) + (N,C,1,1) bias add then runs rows of H*W instead of rows of W. s2 may be NULL.
+ * Returns the new number of dims; shape and strides are rewritten in place. */
+#define COALESCE_MAX 16384
+static int coalesce(int nd, int64_t *shape, int64_t *s0, int64_t *s1, int64_t *s2) {
+    if (nd <= 1) return nd;
+    int w = nd - 1;
+    for (int d = nd - 2; d >= 0; d--) {
+        bool ok = (w == nd - 1 ? shape[w] * shape[d] <= COALESCE_MAX : false) && s0[d] == s0[w] * shape[w] &&
+                  s1[d] == s1[w] * shape[w] && (!s2 || s2[d] == s2[w] * shape[w]);
+        if (ok) {
+            shape[w] *= shape[d];
+        } else {
+            w--;
+            shape[w] = shape[d];
+            s0[w] = s0[d];
+            s1[w] = s1[d];
+            if (s2) s2[w] = s2[d];
+        }
+    }
+    int n = nd - w;
+    memmove(shape, shape + w, sizeof(int64_t) * (size_t)n);
+    memmove(s0, s0 + w, sizeof(int64_t) * (size_t)n);
+    memmove(s1, s1 + w, sizeof(int64_t) * (size_t)n);
+    if (s2) memmove(s2, s2 + w, sizeof(int64_t) * (size_t)n);
+    return n;
+}
+
 /* ---- float binary kernel ----------------------------------------------------------------- */
 static inline float bin_f(td_binary_op op, float x, float y) {
     switch (op) {
@@ -131,11 +161,15 @@ static void bin_apply(td_binary_op op, td_tensor *out, const td_tensor *a, const
         }
         return;
     }
-    int64_t inner = out->shape[nd - 1], rows = n / inner;
+    int64_t shape[TD_MAX_DIMS], so[TD_MAX_DIMS];
+    memcpy(shape, out->shape, sizeof(int64_t) * (size_t)nd);
+    for (int d = nd - 1; d >= 0; d--) so[d] = d == nd - 1 ? 1 : so[d + 1] * shape[d + 1];
+    nd = coalesce(nd, shape, so, sa, sb);
+    int64_t inner = shape[nd - 1], rows = n / inner;
     #pragma omp parallel for if (n > PAR_MIN) schedule(static)
     for (int64_t r = 0; r < rows; r++)
-        bin_row(op, po + r * inner, pa + row_offset(nd, out->shape, sa, r), sa[nd - 1],
-                pb + row_offset(nd, out->shape, sb, r), sb[nd - 1], inner);
+        bin_row(op, po + r * inner, pa + row_offset(nd, shape, sa, r), sa[nd - 1], pb + row_offset(nd, shape, sb, r),
+                sb[nd - 1], inner);
 }
 
 /* Slow generic path for int64 operands: computes in double, writes out's dtype. */
@@ -494,16 +528,18 @@ static int inplace_apply(td_tensor *dst, td_tensor *src, int mode, float alpha, 
         td_f32(dst)[0] = mode ? td_f32(dst)[0] + alpha * v : v;
         return 0;
     }
-    int64_t sd[TD_MAX_DIMS], ss[TD_MAX_DIMS];
+    int64_t sd[TD_MAX_DIMS], ss[TD_MAX_DIMS], dshape[TD_MAX_DIMS];
     bstrides(dst, nd, dst->shape, sd);
     bstrides(src, nd, dst->shape, ss);
-    int64_t inner = dst->shape[nd - 1], rows = n / inner;
+    memcpy(dshape, dst->shape, sizeof(int64_t) * (size_t)nd);
+    nd = coalesce(nd, dshape, sd, ss, NULL);
+    int64_t inner = dshape[nd - 1], rows = n / inner;
     float *pd = td_f32(dst);
     const float *ps = td_f32(src);
     #pragma omp parallel for if (n > PAR_MIN) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
-        float *d = pd + row_offset(nd, dst->shape, sd, r);
-        const float *s = ps + row_offset(nd, dst->shape, ss, r);
+        float *d = pd + row_offset(nd, dshape, sd, r);
+        const float *s = ps + row_offset(nd, dshape, ss, r);
         int64_t xd = sd[nd - 1], xs = ss[nd - 1];
         if (mode == 0) {
             if (xd == 1 && xs == 1) memcpy(d, s, (size_t)inner * sizeof(float));

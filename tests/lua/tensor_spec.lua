@@ -128,6 +128,38 @@ describe("elementwise and broadcasting", function()
     spec.eq(table.concat(a:size(), "x"), "3x2x4")
     spec.eq(a:sum():item(), 3 * 4 * (1 + 2))
   end)
+  it("broadcast and strided operands, out of place and in place, element by element", function()
+    local g = T.Generator(17)
+    -- (N, C, H, W) against per-(N, C) biases, per-C, per-W, scalars, transposed views
+    local cases = {
+      {{3, 5, 4, 6}, {3, 5, 1, 1}}, {{2, 3, 8, 8}, {1, 3, 1, 1}}, {{4, 3, 5}, {1, 1, 5}}, {{2, 7, 3}, {1}},
+      {{6, 4}, {6, 1}}, {{2, 3, 4, 5}, {2, 1, 4, 1}}, {{130, 130}, {1, 130}},
+    }
+    for _, c in ipairs(cases) do
+      local a = T.randn(c[1], g)
+      local b = T.randn(c[2], g)
+      local at = a:transpose(1, a:dim()):contiguous():transpose(1, a:dim()) -- same values, other strides
+      for _, x in ipairs({a, at}) do
+        local y = x + b
+        local z = a:clone()
+        z:add_(b) -- in place, broadcast source
+        local ok = true
+        local n = a:numel()
+        local af, yf, zf = a:reshape(-1), y:contiguous():reshape(-1), z:reshape(-1)
+        local bb = b:expand(table.unpack(c[1])):contiguous():reshape(-1)
+        for i = 1, n, math.max(1, n // 997) do
+          local want = af[i] + bb[i]
+          if math.abs(yf[i] - want) > 1e-5 or math.abs(zf[i] - want) > 1e-5 then ok = false end
+        end
+        spec.truthy(ok, table.concat(c[1], "x") .. " + " .. table.concat(c[2], "x"))
+      end
+    end
+    -- in place into a non-contiguous destination
+    local d = T.zeros(4, 6)
+    d:t():add_(T.arange(4):view(1, 4))
+    spec.eq(d:sum():item(), 6 * (0 + 1 + 2 + 3))
+    spec.eq(d[{3, 5}]:item(), 2)
+  end)
   it("metamethods with numbers on either side", function()
     local x = T.tensor({1, 2, 3})
     spec.eq((2 * x)[3], 6); spec.eq((x / 2)[1], 0.5); spec.eq((1 - x)[3], -2)
