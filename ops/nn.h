@@ -68,9 +68,9 @@ td_tensor *td_dropout(td_tensor *x, double p, td_generator *gen);
 td_tensor *td_group_norm(td_tensor *x, int64_t groups, td_tensor *weight, td_tensor *bias, double eps, bool silu);
 /* x (N,C) or (N,C,*); running_mean/var (C) or NULL (then training must be true). training:
  * batch statistics, running buffers updated in place (running = (1-m) running + m batch,
- * unbiased variance); eval: running statistics. */
+ * unbiased variance); eval: running statistics. relu: fused max(0, .) after the affine. */
 td_tensor *td_batch_norm(td_tensor *x, td_tensor *running_mean, td_tensor *running_var, td_tensor *weight,
-                         td_tensor *bias, bool training, double momentum, double eps);
+                         td_tensor *bias, bool training, double momentum, double eps, bool relu);
 /* normalises over the last n_dims dims; weight/bias of those dims' shape, or NULL */
 td_tensor *td_layer_norm(td_tensor *x, int n_dims, td_tensor *weight, td_tensor *bias, double eps);
 

@@ -244,21 +244,45 @@ static void bn_stats(const float *x, int64_t N, int64_t C, int64_t S, float *mea
     }
 }
 
-/* y = x * a[c] + b[c] */
-static void bn_apply(float *y, const float *x, const float *a, const float *b, int64_t N, int64_t C, int64_t S) {
+/* y = x * a[c] + b[c] (then max(0, .)) */
+static void bn_apply(float *y, const float *x, const float *a, const float *b, int64_t N, int64_t C, int64_t S, bool relu) {
     #pragma omp parallel for if (N * C * S > PAR_MIN) schedule(static)
-    for (int64_t nc = 0; nc < N * C; nc++) affine_row(y + nc * S, x + nc * S, S, a[nc % C], b[nc % C], false);
+    for (int64_t nc = 0; nc < N * C; nc++) {
+        float *yr = y + nc * S;
+        affine_row(yr, x + nc * S, S, a[nc % C], b[nc % C], false);
+        if (relu) /* the row is still in cache */
+            for (int64_t i = 0; i < S; i++) yr[i] = yr[i] > 0.0f ? yr[i] : 0.0f;
+    }
+}
+
+/* gm = g where x a[c] + b[c] > 0, else 0: the gradient through the fused ReLU */
+static void relu_mask_grad(float *gm, const float *g, const float *x, const float *a, const float *b, int64_t N, int64_t C,
+                           int64_t S) {
+    #pragma omp parallel for if (N * C * S > PAR_MIN) schedule(static)
+    for (int64_t nc = 0; nc < N * C; nc++) {
+        float ac = a[nc % C], bc = b[nc % C];
+        const float *xr = x + nc * S, *gr = g + nc * S;
+        float *o = gm + nc * S;
+        for (int64_t i = 0; i < S; i++) o[i] = xr[i] * ac + bc > 0.0f ? gr[i] : 0.0f;
+    }
 }
 
 static void batch_norm_backward(td_node *n, td_tensor *g) {
-    td_tensor *x = n->saved[0], *stats = n->saved[1], *w = n->saved[2]; /* stats (2, C): mean, rstd used */
+    /* stats (4, C): mean, rstd, and the applied scale a and shift b (for the fused ReLU's mask) */
+    td_tensor *x = n->saved[0], *stats = n->saved[1], *w = n->saved[2];
     int64_t N = n->iarg[0], C = n->iarg[1], S = n->iarg[2];
-    bool training = n->iarg[3];
-    td_tensor *gc = td_contiguous(g);
+    bool training = n->iarg[3], relu = n->iarg[4];
+    td_tensor *gc = td_contiguous(g), *gm = NULL;
     if (!gc) return;
     const float *xs = td_f32(x), *gs = td_f32(gc), *mean = td_f32(stats), *rstd = td_f32(stats) + C;
     float *sxd = calloc((size_t)C, sizeof(float)), *sd = calloc((size_t)C, sizeof(float));
     td_tensor *dx = n->in[0] ? td_empty(TD_F32, x->ndim, x->shape) : NULL;
+    if (relu) {
+        gm = td_empty(TD_F32, gc->ndim, gc->shape);
+        if (!gm) goto done;
+        relu_mask_grad(td_f32(gm), gs, xs, td_f32(stats) + 2 * C, td_f32(stats) + 3 * C, N, C, S);
+        gs = td_f32(gm);
+    }
     if (!sxd || !sd || (n->in[0] && !dx)) goto done;
     if (S == 1) {
         double *a1 = calloc((size_t)(2 * C), sizeof(double));
@@ -326,6 +350,7 @@ done:
     free(sxd);
     free(sd);
     td_release(dx);
+    td_release(gm);
     td_release(gc);
 }
 
@@ -340,8 +365,8 @@ static int check_buffer(const char *op, td_tensor *x, td_tensor *p, const char *
 }
 
 td_tensor *td_batch_norm(td_tensor *x, td_tensor *rm, td_tensor *rv, td_tensor *weight, td_tensor *bias, bool training,
-                         double momentum, double eps) {
-    const char *op = "batch_norm";
+                         double momentum, double eps, bool relu) {
+    const char *op = relu ? "batch_norm_relu" : "batch_norm";
     char b1[TD_SHAPE_BUF];
     if (x->ndim < 2) return td_fail("%s: input must be (N,C) or (N,C,...), got shape (%s)", op, td_shape_str(x, b1, sizeof b1));
     if (x->dtype != TD_F32) return td_fail("%s: needs a float32 input, got %s", op, td_dtype_name(x->dtype));
@@ -354,7 +379,7 @@ td_tensor *td_batch_norm(td_tensor *x, td_tensor *rm, td_tensor *rv, td_tensor *
     if (training && N * S <= 1)
         return td_fail("%s: expected more than 1 value per channel when training, got input %s", op, td_shape_str(x, b1, sizeof b1));
     if (!(eps >= 0)) return td_fail("%s: eps must be >= 0", op);
-    int64_t sshape[2] = {2, C};
+    int64_t sshape[2] = {4, C};
     td_tensor *xc = td_nn_contig(x), *wc = (xc && weight) ? td_nn_contig(weight) : NULL;
     td_tensor *bc = (xc && bias) ? td_nn_contig(bias) : NULL, *stats = xc ? td_empty(TD_F32, 2, sshape) : NULL;
     td_tensor *y = stats ? td_empty(TD_F32, x->ndim, x->shape) : NULL;
@@ -389,7 +414,8 @@ td_tensor *td_batch_norm(td_tensor *x, td_tensor *rm, td_tensor *rv, td_tensor *
         ab[c] = a;
         ab[C + c] = (bc ? td_f32(bc)[c] : 0.0f) - mean[c] * a;
     }
-    bn_apply(td_f32(y), td_f32(xc), ab, ab + C, N, C, S);
+    memcpy(rstd + C, ab, sizeof(float) * (size_t)(2 * C)); /* a, b: what backward's ReLU mask reads */
+    bn_apply(td_f32(y), td_f32(xc), ab, ab + C, N, C, S, relu);
     td_tensor *ins[3] = {x, weight, bias};
     td_node *n = td_record(y, op, batch_norm_backward, 3, ins);
     if (n) {
@@ -397,6 +423,7 @@ td_tensor *td_batch_norm(td_tensor *x, td_tensor *rm, td_tensor *rv, td_tensor *
         n->iarg[1] = C;
         n->iarg[2] = S;
         n->iarg[3] = training;
+        n->iarg[4] = relu;
         td_node_save(n, 0, xc);
         td_node_save(n, 1, stats);
         td_node_save(n, 2, wc);

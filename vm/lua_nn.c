@@ -3,7 +3,7 @@
  *   T.conv_transpose2d(x, w, b, {stride=, padding=, output_padding=, dilation=})
  *   T.avg_pool2d(x, kernel [, stride])   T.upsample_nearest2d(x, scale)
  *   T.group_norm(x, groups [, weight, bias, eps])   T.group_norm_silu(...)  (eps 1e-5)
- *   T.batch_norm(x, running_mean, running_var [, weight, bias, training, momentum, eps])
+ *   T.batch_norm(x, running_mean, running_var [, weight, bias, training, momentum, eps])   T.batch_norm_relu(...)
  *   T.layer_norm(x, n_last_dims | shape [, weight, bias, eps])
  *   out, weights = T.scaled_dot_product_attention(q, k, v [, {attn_mask=, key_padding_mask=,
  *                                                  scale=, bool_mask=, key_padding_additive=}])
@@ -146,14 +146,16 @@ static int group_norm_impl(lua_State *L, bool silu) {
 static int l_group_norm(lua_State *L) { return group_norm_impl(L, false); }
 static int l_group_norm_silu(lua_State *L) { return group_norm_impl(L, true); }
 
-static int l_batch_norm(lua_State *L) {
-    const char *op = "batch_norm";
+static int batch_norm_impl(lua_State *L, bool relu) {
+    const char *op = relu ? "batch_norm_relu" : "batch_norm";
     td_tensor *x = req_tensor(L, 1, op, "input"), *rm = opt_tensor(L, 2, op, "running_mean");
     td_tensor *rv = opt_tensor(L, 3, op, "running_var"), *w = opt_tensor(L, 4, op, "weight"), *b = opt_tensor(L, 5, op, "bias");
     bool training = lua_toboolean(L, 6);
     double momentum = luaL_optnumber(L, 7, 0.1), eps = luaL_optnumber(L, 8, 1e-5);
-    return tdl_push_tensor(L, td_batch_norm(x, rm, rv, w, b, training, momentum, eps));
+    return tdl_push_tensor(L, td_batch_norm(x, rm, rv, w, b, training, momentum, eps, relu));
 }
+static int l_batch_norm(lua_State *L) { return batch_norm_impl(L, false); }
+static int l_batch_norm_relu(lua_State *L) { return batch_norm_impl(L, true); }
 
 static int l_layer_norm(lua_State *L) {
     const char *op = "layer_norm";
@@ -277,7 +279,7 @@ void tdl_register_nn(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"conv2d", l_conv2d}, {"conv_transpose2d", l_conv_transpose2d}, {"avg_pool2d", l_avg_pool2d},
         {"upsample_nearest2d", l_upsample_nearest2d}, {"group_norm", l_group_norm}, {"group_norm_silu", l_group_norm_silu},
-        {"batch_norm", l_batch_norm}, {"layer_norm", l_layer_norm}, {"scaled_dot_product_attention", l_sdpa},
+        {"batch_norm", l_batch_norm}, {"batch_norm_relu", l_batch_norm_relu}, {"layer_norm", l_layer_norm}, {"scaled_dot_product_attention", l_sdpa},
         {"gru_cell", l_gru_cell}, {"cross_entropy", l_cross_entropy}, {"nll_loss", l_nll_loss},
         {"binary_cross_entropy_with_logits", l_bce_logits}, {"mse_loss", l_mse_loss}, {"l1_loss", l_l1_loss},
         {"gaussian_kl", l_gaussian_kl}, {"linear", l_linear}, {"dropout", l_dropout}, {"nn_scratch_bytes", l_nn_scratch_bytes}, {NULL, NULL}};

@@ -309,14 +309,14 @@ static void test_norms(void) {
     {
         nctx c = {6, 5, 9, 0};
         td_tensor *x = trand(4, T4(6, 5, 3, 3), true), *w = trand(1, T4(5, 0, 0, 0), true), *b = trand(1, T4(5, 0, 0, 0), true);
-        td_tensor *y = td_batch_norm(x, NULL, NULL, w, b, true, 0.1, 1e-5);
+        td_tensor *y = td_batch_norm(x, NULL, NULL, w, b, true, 0.1, 1e-5, false);
         norm_check("batch_norm training (6,5,3,3)", x, w, b, y, 5, 6 * 9, bn_at, bn_p, &c, 1e-5, false, 5);
         td_release(y); td_release(x); td_release(w); td_release(b);
         nctx c2 = {7, 4, 1, 0};
         x = trand(2, T4(7, 4, 0, 0), true);
         w = trand(1, T4(4, 0, 0, 0), true);
         b = trand(1, T4(4, 0, 0, 0), true);
-        y = td_batch_norm(x, NULL, NULL, w, b, true, 0.1, 1e-5);
+        y = td_batch_norm(x, NULL, NULL, w, b, true, 0.1, 1e-5, false);
         norm_check("batch_norm training (7,4)", x, w, b, y, 4, 7, bn_at, bn_p, &c2, 1e-5, false, 4);
         td_release(y); td_release(x); td_release(w); td_release(b);
     }

@@ -163,6 +163,11 @@ describe("gradcheck", function()
   gcheck("batch_norm eval", function(x, w, b)
     return T.batch_norm(x, T.tensor({0.1, -0.2}), T.tensor({0.8, 1.3}), w, b, false)
   end, {randn(3, 2, 2, 2), randn(2), randn(2)})
+  gcheck("batch_norm_relu training", function(x, w, b) return T.batch_norm_relu(x, nil, nil, w, b, true) end,
+    {randn(3, 2, 3, 3), randn(2), randn(2)})
+  gcheck("batch_norm_relu eval", function(x, w, b)
+    return T.batch_norm_relu(x, T.tensor({0.1, -0.2}), T.tensor({0.8, 1.3}), w, b, false)
+  end, {randn(3, 2, 2, 2), randn(2), randn(2)})
   gcheck("layer_norm last dim", function(x, w, b) return T.layer_norm(x, 1, w, b, 1e-5) end,
     {randn(3, 2, 5), randn(5), randn(5)})
   gcheck("layer_norm last 2 dims, no affine", function(x) return T.layer_norm(x, 2) end, {randn(2, 3, 4)})

@@ -429,8 +429,9 @@ describe("fused kernels against the composed references", function()
       end)
     end
   end
-  if F.fused.batch_norm then
-    it("batch_norm (training with running statistics, then eval)", function()
+  for _, name in ipairs({"batch_norm", "batch_norm_relu"}) do
+    if F.fused[name] then
+      it(name .. " (training with running statistics, then eval)", function()
       local x = T.randn({6, 3, 4, 4}, g) * 2 + 1
       local w, b = T.randn({3}, g), T.randn({3}, g)
       local R = T.randn({6, 3, 4, 4}, g)
@@ -442,12 +443,14 @@ describe("fused kernels against the composed references", function()
         local ye = fn(x, rm, rv, w, b, false, 0.2, 1e-5)
         return {y, xx.grad, ww.grad, bb.grad, rm, rv, ye}
       end
-      local k, r = run(F.batch_norm), run(F.batch_norm_ref)
+      local k, r = run(F[name]), run(F[name .. "_ref"])
       local d = 0
       for i = 1, #k do d = math.max(d, reldiff(k[i], r[i])) end
-      print(string.format("#   %-28s kernel vs composed: %.2e", "batch_norm", d))
+      print(string.format("#   %-28s kernel vs composed: %.2e", name, d))
       spec.truthy(d < 1e-4)
+      if name == "batch_norm_relu" then spec.truthy(k[1]:eq(0):mean():item() > 0.2, "the ReLU cut something") end
     end)
+    end
   end
   it("reports which kernels are fused", function()
     local on, off = {}, {}

@@ -32,10 +32,10 @@ function WideBlock:__init(cin, cout, stride, temb_dim, o)
   if stride ~= 1 or cin ~= cout then self.shortcut = nn.Conv2d(cin, cout, 1, stride, 0, g) end
 end
 function WideBlock:forward(x, temb)
-  local h = self.conv1(self.bn1(x):relu())
+  local h = self.conv1(self.bn1:forward_relu(x))
   local d = self.dense(temb:silu())
   h = h + d:view(d:size(1), d:size(2), 1, 1)
-  h = self.conv2(self.bn2(self.drop(h)):relu())
+  h = self.conv2(self.bn2:forward_relu(self.drop(h)))
   return h + (self.shortcut and self.shortcut(x) or x)
 end
 
@@ -76,7 +76,7 @@ function WRN:forward(x, t)
   local temb = self.temb(self.sde:log_sigma(t))
   local h = self.conv1(x)
   for _, b in ipairs(self.blocks) do h = b(h, temb) end
-  local feat = self.bn(h):relu():mean({3, 4})
+  local feat = self.bn:forward_relu(h):mean({3, 4})
   if self.probabilistic then
     local p = self.head(feat):chunk(2, 2)
     return {z = p[1], mu = p[1], logvar = p[2], feat = feat}

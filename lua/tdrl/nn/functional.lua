@@ -253,6 +253,11 @@ end
 
 function F.group_norm_silu_ref(x, G, w, b, eps) return F.group_norm_ref(x, G, w, b, eps):silu() end
 
+--- batch_norm_relu_ref(...): batch_norm_ref(...) then ReLU (the kernel does both in one pass)
+function F.batch_norm_relu_ref(...)
+  return F.batch_norm_ref(...):relu()
+end
+
 --- batch_norm_ref(x (N, C, ...), running_mean, running_var, w, b, training, momentum, eps):
 --- training normalises by the batch statistics (biased variance) and moves the running
 --- statistics in place: r = (1 - momentum) r + momentum * batch (unbiased variance)
@@ -477,7 +482,7 @@ end
 -- F.name = T.name when the binary has the fused kernel, else F.name_ref. The kernels take the
 -- same arguments as the _ref versions.
 local dispatch = {"conv2d", "conv_transpose2d", "avg_pool2d", "upsample_nearest2d", "group_norm", "group_norm_silu",
-                  "batch_norm", "layer_norm", "scaled_dot_product_attention", "gru_cell", "mse_loss", "l1_loss",
+                  "batch_norm", "batch_norm_relu", "layer_norm", "scaled_dot_product_attention", "gru_cell", "mse_loss", "l1_loss",
                   "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits", "gaussian_kl"}
 F.fused = {}
 for _, name in ipairs(dispatch) do

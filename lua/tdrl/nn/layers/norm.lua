@@ -57,7 +57,7 @@ function BatchNorm:extra_repr()
   return string.format("%d, eps=%g, momentum=%s", self.num_features, self.eps, tostring(self.momentum))
 end
 function BatchNorm:_check(x) end
-function BatchNorm:forward(x)
+local function batch_norm(self, fn, x)
   self:_check(x)
   local factor = self.momentum or 0.1
   if self.training and self.track_running_stats then
@@ -65,9 +65,11 @@ function BatchNorm:forward(x)
     if self.momentum == false then factor = 1 / self.num_batches_tracked:item() end
   end
   local use_batch = self.training or not self.track_running_stats
-  return run(self, F.batch_norm, x, self.running_mean, self.running_var, self.weight, self.bias,
-    use_batch, factor, self.eps)
+  return run(self, fn, x, self.running_mean, self.running_var, self.weight, self.bias, use_batch, factor, self.eps)
 end
+function BatchNorm:forward(x) return batch_norm(self, F.batch_norm, x) end
+--- relu(bn(x)) in one pass, without keeping bn(x) for backward (pre-activation ResNet blocks)
+function BatchNorm:forward_relu(x) return batch_norm(self, F.batch_norm_relu, x) end
 
 --- BatchNorm1d: input (N, C) or (N, C, L)
 local BatchNorm1d = class('BatchNorm1d', BatchNorm)
