@@ -2,11 +2,30 @@
  * GEMM accumulates onto it (beta = 1), and the backward makes its three gradients straight
  * from g — no broadcast add forward, no sum-to-shape pass backward. The heads, MINE and the
  * diffusion model's embeddings are chains of these. */
-#include <stdlib.h>
 #include <string.h>
 
 #define TD_NN_INTERNAL
 #include "nn.h"
+
+/* C (M, N, ldc) = A (M, K) @ W^T (W: N x K) + bias rows (bias may be NULL); the GRU cell's
+ * projections use it too */
+int td_linear_rows(float *C, int64_t ldc, const float *A, int64_t M, int64_t K, const float *W, int64_t N,
+                   const float *bias) {
+    if (bias)
+        for (int64_t i = 0; i < M; i++) memcpy(C + i * ldc, bias, sizeof(float) * (size_t)N);
+    return td_gemm(false, true, M, N, K, 1.0f, A, K, W, K, bias ? 1.0f : 0.0f, C, ldc);
+}
+
+/* column sums of G (M, N, ld) into out (N): a bias gradient */
+void td_colsum(float *out, const float *G, int64_t M, int64_t N, int64_t ld) {
+    memset(out, 0, sizeof(float) * (size_t)N);
+    for (int64_t i = 0; i < M; i++) {
+        const float *g = G + i * ld;
+        int64_t j = 0;
+        for (; j + TD_VW <= N; j += TD_VW) td_vstore(out + j, td_vload(out + j) + td_vload(g + j));
+        for (; j < N; j++) out[j] += g[j];
+    }
+}
 
 /* x (M,K), w (N,K), g (M,N) */
 static void linear_backward(td_node *n, td_tensor *g) {
@@ -27,16 +46,12 @@ static void linear_backward(td_node *n, td_tensor *g) {
             td_node_accum(n, 1, dw);
         td_release(dw);
     }
-    if (n->in[2]) { /* db (N) = column sums of g, in double over rows */
+    if (n->in[2]) { /* db (N) = column sums of g */
         td_tensor *db = td_empty(TD_F32, 1, (int64_t[]){N});
-        double *acc = db ? calloc((size_t)N, sizeof(double)) : NULL;
-        if (acc) {
-            for (int64_t r = 0; r < M; r++)
-                for (int64_t j = 0; j < N; j++) acc[j] += gs[r * N + j];
-            for (int64_t j = 0; j < N; j++) td_f32(db)[j] = (float)acc[j];
+        if (db) {
+            td_colsum(td_f32(db), gs, M, N, N);
             td_node_accum(n, 2, db);
         }
-        free(acc);
         td_release(db);
     }
     td_release(gc);
@@ -54,25 +69,16 @@ td_tensor *td_linear(td_tensor *x, td_tensor *w, td_tensor *b) {
     if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
         return td_fail("%s: bias %s must have shape (%lld) for weight %s", op, td_shape_str(b, b3, sizeof b3),
                        (long long)w->shape[0], td_shape_str(w, b2, sizeof b2));
-    int64_t K = w->shape[1], N = w->shape[0], M = K ? td_numel(x) / K : 0;
-    if (K == 0) { /* no inputs: the output is the bias (or zero) per row; rare, left to the general path */
-        M = 1;
-        for (int d = 0; d < x->ndim - 1; d++) M *= x->shape[d];
-    }
+    int64_t K = w->shape[1], N = w->shape[0], M = 1;
+    for (int d = 0; d < x->ndim - 1; d++) M *= x->shape[d];
     int64_t shape[TD_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[x->ndim - 1] = N;
     td_tensor *xc = td_nn_contig(x), *wc = xc ? td_nn_contig(w) : NULL, *bc = (wc && b) ? td_nn_contig(b) : NULL;
     td_tensor *out = (wc && (!b || bc)) ? td_empty(TD_F32, x->ndim, shape) : NULL;
-    if (out) {
-        float *o = td_f32(out);
-        if (bc)
-            for (int64_t r = 0; r < M; r++) memcpy(o + r * N, td_f32(bc), sizeof(float) * (size_t)N);
-        if (K == 0 && !bc) memset(o, 0, sizeof(float) * (size_t)(M * N));
-        if (K > 0 && td_gemm(false, true, M, N, K, 1.0f, td_f32(xc), K, td_f32(wc), K, bc ? 1.0f : 0.0f, o, N)) {
-            td_release(out);
-            out = NULL;
-        }
+    if (out && td_linear_rows(td_f32(out), N, td_f32(xc), M, K, td_f32(wc), N, bc ? td_f32(bc) : NULL)) {
+        td_release(out);
+        out = NULL;
     }
     if (out) {
         td_tensor *ins[3] = {x, w, b};

@@ -185,6 +185,10 @@ static inline double td_vsumsq_dev(const float *p, int64_t n, float m) {
     for (; i < n; i++) s += (double)(p[i] - m) * (p[i] - m);
     return s;
 }
+/* linear.c: C (M,N,ldc) = A (M,K) W^T + bias rows; out (N) = column sums of G (M,N,ld) */
+int td_linear_rows(float *C, int64_t ldc, const float *A, int64_t M, int64_t K, const float *W, int64_t N,
+                   const float *bias);
+void td_colsum(float *out, const float *G, int64_t M, int64_t N, int64_t ld);
 /* contiguous version of t without recording a graph node (new reference) */
 static inline td_tensor *td_nn_contig(td_tensor *t) {
     bool prev = td_set_grad_enabled(false);

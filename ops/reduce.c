@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "fastmath.h"
-#define TD_NN_INTERNAL /* td_vsum */
+#define TD_NN_INTERNAL /* the vector types and loads */
 #include "nn.h"
 
 #define PAR_MIN 32768

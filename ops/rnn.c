@@ -18,25 +18,6 @@
 
 static inline td_vf vtanh(td_vf x) { return 2.0f * td_vsigmoid(2.0f * x) - 1.0f; }
 
-/* C (M, N, ldc) = A (M, K) @ W^T (W: N x K) + bias rows (bias may be NULL) */
-static int linear_rows(float *C, int64_t ldc, const float *A, int64_t M, int64_t K, const float *W, int64_t N,
-                       const float *bias) {
-    if (bias)
-        for (int64_t i = 0; i < M; i++) memcpy(C + i * ldc, bias, sizeof(float) * (size_t)N);
-    return td_gemm(false, true, M, N, K, 1.0f, A, K, W, K, bias ? 1.0f : 0.0f, C, ldc);
-}
-
-/* column sums of G (M, N, ld) into out (N) */
-static void colsum(float *out, const float *G, int64_t M, int64_t N, int64_t ld) {
-    memset(out, 0, sizeof(float) * (size_t)N);
-    for (int64_t i = 0; i < M; i++) {
-        const float *g = G + i * ld;
-        int64_t j = 0;
-        for (; j + TD_VW <= N; j += TD_VW) td_vstore(out + j, td_vload(out + j) + td_vload(g + j));
-        for (; j < N; j++) out[j] += g[j];
-    }
-}
-
 /* ---- hidden half ------------------------------------------------------------------------------------ */
 /* saved: h, w_hh; iarg: B, Hd */
 static void gru_hidden_backward(td_node *n, td_tensor *g) {
@@ -62,7 +43,7 @@ static void gru_hidden_backward(td_node *n, td_tensor *g) {
     if (n->in[2]) {
         td_tensor *db = td_empty(TD_F32, 1, &H3);
         if (db) {
-            colsum(td_f32(db), dhg, B, H3, H4);
+            td_colsum(td_f32(db), dhg, B, H3, H4);
             td_node_accum(n, 2, db);
         }
         td_release(db);
@@ -149,7 +130,7 @@ static void gru_cell_backward(td_node *n, td_tensor *g) {
     if (n->in[2]) {
         td_tensor *db = td_empty(TD_F32, 1, &H3);
         if (db) {
-            colsum(td_f32(db), td_f32(dgi), B, H3, H3);
+            td_colsum(td_f32(db), td_f32(dgi), B, H3, H3);
             td_node_accum(n, 2, db);
         }
         td_release(db);
@@ -189,8 +170,8 @@ td_tensor *td_gru_cell(td_tensor *x, td_tensor *h, td_tensor *w_ih, td_tensor *w
     out = gates ? td_empty(TD_F32, 2, os) : NULL;
     if (!out) goto done;
     float *hgp = td_f32(hg);
-    if (linear_rows(hgp, 4 * Hd, td_f32(c[1]), B, Hd, td_f32(c[3]), H3, c[5] ? td_f32(c[5]) : NULL) ||
-        linear_rows(td_f32(gi), H3, td_f32(c[0]), B, I, td_f32(c[2]), H3, c[4] ? td_f32(c[4]) : NULL)) {
+    if (td_linear_rows(hgp, 4 * Hd, td_f32(c[1]), B, Hd, td_f32(c[3]), H3, c[5] ? td_f32(c[5]) : NULL) ||
+        td_linear_rows(td_f32(gi), H3, td_f32(c[0]), B, I, td_f32(c[2]), H3, c[4] ? td_f32(c[4]) : NULL)) {
         td_release(out);
         out = NULL;
         goto done;

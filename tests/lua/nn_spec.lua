@@ -397,6 +397,7 @@ describe("fused kernels against the composed references", function()
     cross_entropy = function() return {r(5, 4), T.tensor({0, 3, 1, 2, 2}, "int64"), {reduction = "none"}} end,
     nll_loss = function() return {r(5, 4):log_softmax(2), T.tensor({0, 3, 1, 2, 2}, "int64")} end,
     gaussian_kl = function() return {r(4, 3), r(4, 3), "mean"} end,
+    linear = function() return {r(2, 3, 5), r(4, 5), r(4)} end,
     gaussian_kl_3d = function() return {r(2, 3, 4), r(2, 3, 4), "none"} end,
     gaussian_kl_3d_mean = function() return {r(2, 3, 4), r(2, 3, 4), "mean"} end,
   }

@@ -58,9 +58,15 @@ function F.sigmoid(x) return x:sigmoid() end
 function F.softmax(x, dim) return x:softmax(dim or -1) end
 function F.log_softmax(x, dim) return x:log_softmax(dim or -1) end
 
---- linear(x (..., in), w (out, in), b (out) or nil) -> (..., out)
-function F.linear(x, w, b)
-  return T.linear(x, w, b) -- one fused op: bias written first, the GEMM adds onto it (ops/linear.c)
+--- linear_ref(x (..., in), w (out, in), b (out) or nil) -> (..., out): composed; F.linear is the
+--- fused kernel (bias written first, the GEMM adds onto it: ops/linear.c)
+function F.linear_ref(x, w, b)
+  local d = x:dim()
+  local shape = x:size()
+  shape[d] = w:size(1)
+  local y = x:reshape(-1, x:size(d)):matmul(w:t()) -- one GEMM over all leading dimensions
+  if b then y = y + b end
+  return y:view(shape)
 end
 
 --- dropout(x, p, training, generator): zeroes each element with probability p and scales the
@@ -481,7 +487,7 @@ end
 -- ---- kernel dispatch -------------------------------------------------------------------------------
 -- F.name = T.name when the binary has the fused kernel, else F.name_ref. The kernels take the
 -- same arguments as the _ref versions.
-local dispatch = {"conv2d", "conv_transpose2d", "avg_pool2d", "upsample_nearest2d", "group_norm", "group_norm_silu",
+local dispatch = {"linear", "conv2d", "conv_transpose2d", "avg_pool2d", "upsample_nearest2d", "group_norm", "group_norm_silu",
                   "batch_norm", "batch_norm_relu", "layer_norm", "scaled_dot_product_attention", "gru_cell", "mse_loss", "l1_loss",
                   "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits", "gaussian_kl"}
 F.fused = {}
