@@ -71,6 +71,9 @@ static void test_conv_kernels(void) {
         conv_case(4, 3, 6, 6, 5, 1, 1, 1, 1, 2, 2, 1, 1, path); /* padding larger than the kernel reach */
         conv_case(3, 6, 5, 5, 3, 5, 5, 2, 2, 2, 2, 1, 1, path);
         conv_case(7, 2, 4, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1, path);
+        conv_case(2, 64, 8, 8, 128, 3, 3, 1, 1, 1, 1, 1, 1, path); /* weight-gradient tiles of 4, 2 and 1 vectors */
+        conv_case(3, 24, 9, 9, 48, 3, 3, 2, 2, 1, 1, 1, 1, path);
+        conv_case(2, 8, 6, 6, 80, 3, 3, 1, 1, 1, 1, 1, 1, path);
     }
     for (int t = 0; t < 40; t++) {
         int kh = irand(1, 4), kw = irand(1, 4), dh = irand(1, 2), dw = irand(1, 2);
