@@ -266,6 +266,23 @@ static int64_t chunk_images(int64_t floats_per_image, int64_t most) {
     return nb < 1 ? 1 : nb;
 }
 
+/* The same for the micro-kernel's columns: the chunk's P-pixel images are computed NR at a
+ * time, so a chunk of one 8x8 image (64 pixels) would compute 96 columns. Up to twice the
+ * memory (or 3 images) is allowed for a count that wastes less: 3 images of 64 are 4 x 48. */
+static int64_t chunk_images_nr(int64_t floats_per_image, int64_t P, int64_t most) {
+    int64_t nb = chunk_images(floats_per_image, most), best = nb, hi = nb * 2 > 3 ? nb * 2 : 3;
+    if (hi > most) hi = most;
+    double waste = (double)round_up(nb * P, NR) / (double)(nb * P);
+    for (int64_t c = nb + 1; c <= hi; c++) {
+        double w = (double)round_up(c * P, NR) / (double)(c * P);
+        if (w < waste - 0.02) {
+            waste = w;
+            best = c;
+        }
+    }
+    return best;
+}
+
 /* Packs w (rows, K) row-major into panels of MR rows: Ap[(b*K + k)*MR + r] = w[(b*MR + r)*K + k],
  * zero rows past `rows`. `flip` reads the transposed, flipped weight of a stride-1 input
  * gradient instead: rows = C, k = (o, i, j) -> w[o][c][kh-1-i][kw-1-j]. `trans` reads w^T:
@@ -317,7 +334,7 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
         nb = 1;
         row_w = Wp;
     } else {
-        nb = chunk_images(K * OHW, ceil_div(g->N, 4 * omp_get_max_threads()));
+        nb = chunk_images_nr(K * OHW, OHW, ceil_div(g->N, 4 * omp_get_max_threads()));
         Q = round_up(nb * OHW, NR);
         for (int64_t k = 0; k < K; k++) off[k] = k * Q;
         bsz = K * Q;
@@ -391,7 +408,7 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
         bsz = need > O * Hq * Wq ? need : O * Hq * Wq;
         nb = 1;
     } else {
-        nb = chunk_images((K > O ? K : O) * OHW, ceil_div(g->N, 4 * omp_get_max_threads()));
+        nb = chunk_images_nr((K > O ? K : O) * OHW, OHW, ceil_div(g->N, 4 * omp_get_max_threads()));
         Q = round_up(nb * OHW, NR);
         for (int64_t o = 0; o < O; o++) off[o] = o * Q;
         bsz = O * Q;

@@ -2,6 +2,7 @@
  * 1-D operands are promoted with (differentiable) unsqueeze views, so the kernel below only
  * sees >= 2-D operands: a (..., M, K) @ b (..., K, N) -> (..., M, N). */
 #include <cblas.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,26 @@ void td_gemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
 
 #define GEMM_CHUNK ((int64_t)1 << 32) /* multiply-adds per sgemm call: ~50 ms, so Ctrl-C is prompt */
 
+/* One thread's share: sgemm in row chunks of at most GEMM_CHUNK multiply-adds. */
+static int gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                       const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    int64_t rows = M;
+    if (M * N * K > GEMM_CHUNK) rows = GEMM_CHUNK / (N * K) > 0 ? GEMM_CHUNK / (N * K) : 1;
+    for (int64_t i0 = 0; i0 < M; i0 += rows) {
+        if (td_interrupted()) return -1;
+        int64_t m = M - i0 < rows ? M - i0 : rows;
+        const float *Ai = ta ? A + i0 : A + i0 * lda;
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)N,
+                    (int)K, alpha, Ai, (int)lda, B, (int)ldb, beta, C + i0 * ldc, (int)ldc);
+    }
+    return 0;
+}
+
+/* OpenBLAS runs single-threaded (td_set_num_threads); the threads here are OpenMP's. Its own
+ * pthreads spin in sched_yield between calls, and on a 2-core machine that spinning took an
+ * eighth of a training step from the OpenMP workers; one pool of passive OpenMP threads does not.
+ * A large product is split into one block of rows (or columns) per thread; a small one, or one
+ * made inside a parallel region, runs on the calling thread. */
 int td_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
             const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M == 0 || N == 0) return 0;
@@ -29,16 +50,24 @@ int td_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, cons
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
         return 0;
     }
-    int64_t rows = M;
-    if (M * N * K > GEMM_CHUNK) rows = GEMM_CHUNK / (N * K) > 0 ? GEMM_CHUNK / (N * K) : 1;
-    for (int64_t i0 = 0; i0 < M; i0 += rows) {
-        if (td_interrupted()) return td_fail_int("matmul: interrupted");
-        int64_t m = M - i0 < rows ? M - i0 : rows;
-        const float *Ai = ta ? A + i0 : A + i0 * lda;
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)N,
-                    (int)K, alpha, Ai, (int)lda, B, (int)ldb, beta, C + i0 * ldc, (int)ldc);
+    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if ((double)M * N * K < 1 << 17) nt = 1; /* ~3 us of work: a parallel region costs more */
+    bool by_rows = M >= N;
+    int64_t len = by_rows ? M : N, unit = by_rows ? 4 : 16; /* rows: register-tile multiple; columns: a vector */
+    if (nt > len / unit) nt = (int)(len / unit);
+    if (nt <= 1) return gemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) ? td_fail_int("matmul: interrupted") : 0;
+    int64_t part = (len + nt - 1) / nt;
+    part = (part + unit - 1) / unit * unit;
+    int failed = 0;
+    #pragma omp parallel for num_threads(nt) schedule(static, 1) reduction(| : failed)
+    for (int t = 0; t < nt; t++) {
+        int64_t a0 = t * part, n = len - a0 < part ? len - a0 : part;
+        if (n <= 0) continue;
+        if (by_rows) failed |= gemm_serial(ta, tb, n, N, K, alpha, ta ? A + a0 : A + a0 * lda, lda, B, ldb, beta,
+                                           C + a0 * ldc, ldc);
+        else failed |= gemm_serial(ta, tb, M, n, K, alpha, A, lda, tb ? B + a0 * ldb : B + a0, ldb, beta, C + a0, ldc);
     }
-    return 0;
+    return failed ? td_fail_int("matmul: interrupted") : 0;
 }
 
 /* A 2-D matrix view usable by BLAS: unit stride on one of its two dims. */

@@ -52,10 +52,13 @@ static void gru_hidden_backward(td_node *n, td_tensor *g) {
 }
 
 /* ---- cell ------------------------------------------------------------------------------------------- */
-/* gates (B, 3Hd) = r, z, n; hg (B, 4Hd); gi (B, 3Hd) -> out (B, Hd). One thread: the pass is
- * short next to the GEMMs, and an OpenMP region between two OpenBLAS calls leaves its workers
- * spinning against OpenBLAS's own threads (see ../shared/peer/README.md, "OpenMP settings"). */
+/* gates (B, 3Hd) = r, z, n; hg (B, 4Hd); gi (B, 3Hd) -> out (B, Hd). Rows are shared out
+ * among the OpenMP threads (OpenBLAS runs single-threaded, so no thread of its own spins
+ * against them between the GEMMs). */
+static bool gates_parallel(int64_t B, int64_t Hd) { return B > 1 && B * Hd >= 16384 && !omp_in_parallel(); }
+
 static void gru_gates(float *out, float *gates, const float *gi, const float *hg, int64_t B, int64_t Hd) {
+    #pragma omp parallel for if (gates_parallel(B, Hd)) schedule(static)
     for (int64_t b = 0; b < B; b++) {
         const float *ir = gi + b * 3 * Hd, *iz = ir + Hd, *in = iz + Hd;
         const float *hr = hg + b * 4 * Hd, *hz = hr + Hd, *hn = hz + Hd, *hp = hn + Hd;
@@ -84,12 +87,29 @@ static void gru_gates(float *out, float *gates, const float *gi, const float *hg
 /* dgi (B, 3Hd) and dhg (B, 4Hd) (NULL: not needed) from dout */
 static void gru_gates_grad(float *dgi, float *dhg, const float *dout, const float *gates, const float *hg, int64_t B,
                            int64_t Hd) {
+    #pragma omp parallel for if (gates_parallel(B, Hd)) schedule(static)
     for (int64_t b = 0; b < B; b++) {
         const float *r = gates + b * 3 * Hd, *z = r + Hd, *nn = z + Hd, *hn = hg + b * 4 * Hd + 2 * Hd, *hp = hn + Hd;
         const float *g = dout + b * Hd;
         float *ir = dgi + b * 3 * Hd, *iz = ir + Hd, *in = iz + Hd;
         float *hr = dhg ? dhg + b * 4 * Hd : NULL;
-        for (int64_t j = 0; j < Hd; j++) {
+        int64_t j = 0;
+        for (; j + TD_VW <= Hd; j += TD_VW) {
+            td_vf gv = td_vload(g + j), zv = td_vload(z + j), nv = td_vload(nn + j), rv = td_vload(r + j);
+            td_vf dn = gv * (1.0f - zv) * (1.0f - nv * nv);
+            td_vf dz = gv * (td_vload(hp + j) - nv) * zv * (1.0f - zv);
+            td_vf dr = dn * td_vload(hn + j) * rv * (1.0f - rv);
+            td_vstore(ir + j, dr);
+            td_vstore(iz + j, dz);
+            td_vstore(in + j, dn);
+            if (hr) {
+                td_vstore(hr + j, dr);
+                td_vstore(hr + Hd + j, dz);
+                td_vstore(hr + 2 * Hd + j, dn * rv);
+                td_vstore(hr + 3 * Hd + j, gv * zv);
+            }
+        }
+        for (; j < Hd; j++) {
             float gv = g[j], zv = z[j], nv = nn[j], rv = r[j];
             float dn = gv * (1.0f - zv) * (1.0f - nv * nv); /* through tanh */
             float dz = gv * (hp[j] - nv) * zv * (1.0f - zv);

@@ -56,7 +56,7 @@ void td_set_num_threads(int n) {
     if (n < 1) n = 1;
     n_threads = n;
     omp_set_num_threads(n);
-    openblas_set_num_threads(n);
+    openblas_set_num_threads(1); /* td_gemm splits products across the OpenMP threads itself */
 }
 
 int td_get_num_threads(void) { return n_threads; }

@@ -1012,7 +1012,9 @@ static int l_reset_peak_memory(lua_State *L) {
 }
 
 /* T._sgemm(a, b, c): c = a @ b straight through cblas_sgemm on contiguous 2-D tensors, no
- * checks beyond shapes: the benchmark's ceiling, measured from the same binary. */
+ * checks beyond shapes, with OpenBLAS's own threads (as many as tdrl's): the benchmark's
+ * ceiling, measured from the same binary. tdrl's matmul keeps OpenBLAS single-threaded and
+ * splits the product across its OpenMP threads instead (ops/matmul.c). */
 static int l_raw_sgemm(lua_State *L) {
     td_tensor *a = tdl_check_tensor(L, 1), *b = tdl_check_tensor(L, 2), *c = tdl_check_tensor(L, 3);
     if (a->ndim != 2 || b->ndim != 2 || c->ndim != 2 || a->shape[1] != b->shape[0] || c->shape[0] != a->shape[0] ||
@@ -1020,7 +1022,9 @@ static int l_raw_sgemm(lua_State *L) {
         a->dtype != TD_F32 || b->dtype != TD_F32 || c->dtype != TD_F32)
         return luaL_error(L, "_sgemm: needs contiguous float32 matrices a (M,K), b (K,N), c (M,N)");
     int M = (int)a->shape[0], K = (int)a->shape[1], N = (int)b->shape[1];
+    openblas_set_num_threads(td_get_num_threads());
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, td_f32(a), K, td_f32(b), N, 0.0f, td_f32(c), N);
+    openblas_set_num_threads(1);
     return 0;
 }
 

@@ -25,7 +25,7 @@ static double max_abs_diff(const float *a, const float *b, int64_t n) {
 }
 
 static void test_gemm(td_generator *g) {
-    int64_t sizes[][3] = {{1, 1, 1}, {3, 5, 7}, {64, 33, 17}, {130, 70, 260}, {5, 1, 300}};
+    int64_t sizes[][3] = {{1, 1, 1}, {3, 5, 7}, {64, 33, 17}, {130, 70, 260}, {5, 1, 300}, {37, 301, 90}}; /* the last two: split by rows, by columns */
     for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++) {
