@@ -248,6 +248,17 @@ static void col2im_chunk(float *dx, const float *cols, int64_t nb, const td_conv
         }
 }
 
+/* dst[p * ldd + o] = src[o * lds + p] for o < rows, p < cols (cols <= 64 or so). The reads run
+ * along src's rows and the writes stay in a cols x ldd block that L1 holds; gathering a column of
+ * src instead reads rows a plane (often 4 KB) apart, which all fall in one L1 set. */
+static void transpose_into(float *restrict dst, int64_t ldd, const float *restrict src, int64_t lds, int64_t rows,
+                           int64_t cols) {
+    for (int64_t o = 0; o < rows; o++) {
+        const float *s = src + o * lds;
+        for (int64_t p = 0; p < cols; p++) dst[p * ldd + o] = s[p];
+    }
+}
+
 /* ---- path choice ------------------------------------------------------------------------------- */
 int td_conv_path = 0;
 
@@ -519,27 +530,19 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
                 int64_t xsz = g->C * m * plane, need = off[K - 1] + Qk;
                 pad_chunk(B, m * plane, x + n * CHW, CHW, HW, m, g->C, g->H, g->W, g->ph, g->pw, Hp, Wp);
                 if (need > xsz) memset(B + xsz, 0, sizeof(float) * (size_t)(need - xsz));
-                for (int64_t q = 0; q < Qk; q++) {
-                    int64_t j = q / plane, h = (q % plane) / Wp, w = q % Wp;
-                    float *d = Dt + q * Opad;
-                    if (h >= g->OH || w >= g->OW) {
-                        memset(d, 0, sizeof(float) * (size_t)Opad);
-                        continue;
-                    }
-                    const float *s = dyn + j * O * OHW + h * g->OW + w;
-                    for (int64_t o = 0; o < O; o++) d[o] = s[o * OHW];
-                    for (int64_t o = O; o < Opad; o++) d[o] = 0;
-                }
+                memset(Dt, 0, sizeof(float) * (size_t)(Qk * Opad));
+                for (int64_t j = 0; j < m; j++)
+                    for (int64_t h = 0; h < g->OH; h++)
+                        transpose_into(Dt + (j * plane + h * Wp) * Opad, Opad, dyn + j * O * OHW + h * g->OW, OHW, O, g->OW);
             } else { /* B: columns (K, Qk); Dt[q][o], q = (j, p) */
                 Qk = m * OHW;
                 for (int64_t k = 0; k < K; k++) off[k] = k * Qk;
                 im2col_chunk(B, x + n * CHW, m, g, Qk);
-                for (int64_t q = 0; q < Qk; q++) {
-                    const float *s = dyn + (q / OHW) * O * OHW + q % OHW;
-                    float *d = Dt + q * Opad;
-                    for (int64_t o = 0; o < O; o++) d[o] = s[o * OHW];
-                    for (int64_t o = O; o < Opad; o++) d[o] = 0;
-                }
+                if (Opad > O) memset(Dt, 0, sizeof(float) * (size_t)(Qk * Opad));
+                for (int64_t j = 0; j < m; j++)
+                    for (int64_t p0 = 0; p0 < OHW; p0 += 64)
+                        transpose_into(Dt + (j * OHW + p0) * Opad, Opad, dyn + j * O * OHW + p0, OHW, O,
+                                       OHW - p0 < 64 ? OHW - p0 : 64);
             }
             for (int64_t o0 = 0; o0 < Opad; ) {
                 int64_t left = (Opad - o0) / VW;
