@@ -5,7 +5,8 @@
  *   - short sequences (the heads' 11-12 tokens): each (batch, head) is a few hundred dot products
  *     and axpys; run them with vector loops under OpenMP over (batch, head).
  *   - long ones (spatial attention over 16x16 = 256 positions): per (batch, head) GEMMs through
- *     td_gemm (outside any parallel region), the masked softmax and its gradient under OpenMP.
+ *     td_gemm with the masked softmax (or its gradient) between them, (batch, head)s shared out
+ *     under OpenMP (td_gemm runs single-threaded inside a parallel region).
  * td_attention_path forces one (tests). */
 #include <omp.h>
 #include <stdlib.h>
@@ -186,20 +187,23 @@ static bool use_gemm(const attn_geom *g) {
 /* ---- forward ----------------------------------------------------------------------------------------- */
 static int attn_forward(const attn_geom *g, const float *q, const float *k, const float *v, float *P, float *out) {
     int64_t BH = g->BH, Tq = g->Tq, Tk = g->Tk, D = g->D, Dv = g->Dv;
-    if (use_gemm(g)) {
-        for (int64_t bh = 0; bh < BH; bh++)
-            if (td_gemm(false, true, Tq, Tk, D, g->scale, q + bh * Tq * D, D, k + bh * Tk * D, D, 0.0f, P + bh * Tq * Tk, Tk))
-                return -1;
-        #pragma omp parallel for if (BH * Tq * Tk > 16384) schedule(static)
-        for (int64_t r = 0; r < BH * Tq; r++) {
+    if (use_gemm(g)) { /* one (batch, head) per thread at a time: its weights stay in L2 between the GEMMs */
+        int failed = 0;
+        #pragma omp parallel for if (BH > 1) schedule(dynamic, 1) reduction(| : failed)
+        for (int64_t bh = 0; bh < BH; bh++) {
+            if (failed) continue;
+            float *pb = P + bh * Tq * Tk;
+            if (td_gemm(false, true, Tq, Tk, D, g->scale, q + bh * Tq * D, D, k + bh * Tk * D, D, 0.0f, pb, Tk)) {
+                failed = 1;
+                continue;
+            }
             mask_ref m;
-            mask_for(g, r / Tq, &m);
-            masked_softmax_row(P + r * Tk, r % Tq, Tk, Tk, &m);
+            mask_for(g, bh, &m);
+            for (int64_t i = 0; i < Tq; i++) masked_softmax_row(pb + i * Tk, i, Tk, Tk, &m);
+            if (td_gemm(false, false, Tq, Dv, Tk, 1.0f, pb, Tk, v + bh * Tk * Dv, Dv, 0.0f, out + bh * Tq * Dv, Dv))
+                failed = 1;
         }
-        for (int64_t bh = 0; bh < BH; bh++)
-            if (td_gemm(false, false, Tq, Dv, Tk, 1.0f, P + bh * Tq * Tk, Tk, v + bh * Tk * Dv, Dv, 0.0f, out + bh * Tq * Dv, Dv))
-                return -1;
-        return 0;
+        return failed ? -1 : 0;
     }
     int64_t Tkp = (Tk + TD_VW - 1) / TD_VW * TD_VW;
     volatile int oom = 0;
@@ -239,31 +243,25 @@ static int attn_backward(const attn_geom *g, const float *q, const float *k, con
         float *dS = qk ? malloc(sizeof(float) * (size_t)(BH * Tq * Tk + 1)) : NULL;
         if (qk && !dS) return td_fail_int("scaled_dot_product_attention: out of memory");
         if (qk && dw) memcpy(dS, dw, sizeof(float) * (size_t)(BH * Tq * Tk));
-        for (int64_t bh = 0; bh < BH && dout; bh++) {
-            if (dv && td_gemm(true, false, Tk, Dv, Tq, 1.0f, P + bh * Tq * Tk, Tk, dout + bh * Tq * Dv, Dv, 0.0f,
-                              dv + bh * Tk * Dv, Dv))
-                goto fail;
-            if (qk && td_gemm(false, true, Tq, Tk, Dv, 1.0f, dout + bh * Tq * Dv, Dv, v + bh * Tk * Dv, Dv, dw ? 1.0f : 0.0f,
-                              dS + bh * Tq * Tk, Tk))
-                goto fail;
-        }
-        if (qk) {
-            #pragma omp parallel for if (BH * Tq * Tk > 16384) schedule(static)
-            for (int64_t r = 0; r < BH * Tq; r++) softmax_grad_row(dS + r * Tk, P + r * Tk, Tk);
-            for (int64_t bh = 0; bh < BH; bh++) {
-                if (dq && td_gemm(false, false, Tq, D, Tk, g->scale, dS + bh * Tq * Tk, Tk, k + bh * Tk * D, D, 0.0f,
-                                  dq + bh * Tq * D, D))
-                    goto fail;
-                if (dk && td_gemm(true, false, Tk, D, Tq, g->scale, dS + bh * Tq * Tk, Tk, q + bh * Tq * D, D, 0.0f,
-                                  dk + bh * Tk * D, D))
-                    goto fail;
-            }
+        int failed = 0;
+        #pragma omp parallel for if (BH > 1) schedule(dynamic, 1) reduction(| : failed)
+        for (int64_t bh = 0; bh < BH; bh++) {
+            if (failed) continue;
+            float *ds = qk ? dS + bh * Tq * Tk : NULL;
+            const float *pb = P + bh * Tq * Tk;
+            if (dout && dv && td_gemm(true, false, Tk, Dv, Tq, 1.0f, pb, Tk, dout + bh * Tq * Dv, Dv, 0.0f, dv + bh * Tk * Dv, Dv))
+                failed = 1;
+            if (!qk || failed) continue;
+            if (dout && td_gemm(false, true, Tq, Tk, Dv, 1.0f, dout + bh * Tq * Dv, Dv, v + bh * Tk * Dv, Dv, dw ? 1.0f : 0.0f, ds, Tk))
+                failed = 1;
+            for (int64_t i = 0; i < Tq && !failed; i++) softmax_grad_row(ds + i * Tk, pb + i * Tk, Tk);
+            if (!failed && dq && td_gemm(false, false, Tq, D, Tk, g->scale, ds, Tk, k + bh * Tk * D, D, 0.0f, dq + bh * Tq * D, D))
+                failed = 1;
+            if (!failed && dk && td_gemm(true, false, Tk, D, Tq, g->scale, ds, Tk, q + bh * Tq * D, D, 0.0f, dk + bh * Tk * D, D))
+                failed = 1;
         }
         free(dS);
-        return 0;
-    fail:
-        free(dS);
-        return -1;
+        return failed ? -1 : 0;
     }
     int64_t Tkp = (Tk + TD_VW - 1) / TD_VW * TD_VW;
     volatile int oom = 0;
