@@ -39,7 +39,7 @@ static int gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
 
 /* OpenBLAS runs single-threaded (td_set_num_threads); the threads here are OpenMP's. Its own
  * pthreads spin in sched_yield between calls, and on a 2-core machine that spinning took an
- * eighth of a training step from the OpenMP workers; one pool of passive OpenMP threads does not.
+ * eighth of a training step from the OpenMP workers; one pool of OpenMP threads does not.
  * A large product is split into one block of rows (or columns) per thread; a small one, or one
  * made inside a parallel region, runs on the calling thread. */
 int td_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,

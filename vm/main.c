@@ -178,14 +178,19 @@ void host_version_string(char *buf, size_t n) {
  * constructor, before main; so when it fell back on a CPU with AVX2/AVX-512, set the variable
  * and exec ourselves once more. A user's own OPENBLAS_CORETYPE is left alone. */
 /* OpenMP's idle workers spin for a long while (libgomp: ~300k iterations) before sleeping; on a
- * 2-core machine they then take the core from OpenBLAS's threads or from another process and a
- * parallel region waits out whole scheduler ticks (4 ms): a tiny training step measured 6.7 s
- * with spinning workers on a busy machine, 1.7 s with sleeping ones. Like OPENBLAS_CORETYPE
- * this is read before main: set it (unless the user did) and re-exec. */
+ * 2-core machine they then take the core from another process and a parallel region waits out
+ * whole scheduler ticks (4 ms): a tiny training step measured 6.7 s with such workers (and
+ * OpenBLAS's own spinning threads, gone since td_gemm keeps OpenBLAS single-threaded) on a busy
+ * machine, 1.7 s with sleeping ones. Sleeping at once (OMP_WAIT_POLICY=passive) costs a futex
+ * wake-up per parallel region instead, which the heads' and MINE's back-to-back small GEMMs feel:
+ * a short spin (GOMP_SPINCOUNT=10000, tens of microseconds) made the GRU epoch 1.2x and MINE
+ * 1.25x faster than passive, and a tiny step on a machine with one core taken by another process
+ * 11% slower (1.39 vs 1.25 s). Like OPENBLAS_CORETYPE this is read before main: set it (unless the
+ * user chose OMP_WAIT_POLICY or GOMP_SPINCOUNT) and re-exec. */
 static void env_check(char **argv) {
     bool changed = false;
     if (getenv("OMP_WAIT_POLICY") == NULL && getenv("GOMP_SPINCOUNT") == NULL) {
-        setenv("OMP_WAIT_POLICY", "passive", 1);
+        setenv("GOMP_SPINCOUNT", "10000", 1);
         changed = true;
     }
     const char *core = openblas_get_corename();
