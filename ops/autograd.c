@@ -131,6 +131,16 @@ void td_node_accum(td_node *n, int k, td_tensor *g) {
     }
 }
 
+td_tensor *td_node_grad_holder(td_node *n, int k) {
+    td_tensor *in = n->in[k];
+    if (!in) return NULL;
+    td_tensor *h = in->node ? in->node->gout : in->requires_grad ? in->grad : NULL;
+    if (!h || h->dtype != TD_F32 || h->ndim != in->ndim || !td_is_contiguous(h) || h->storage->refcount != 1) return NULL;
+    for (int i = 0; i < h->ndim; i++)
+        if (h->shape[i] != in->shape[i]) return NULL;
+    return h;
+}
+
 typedef struct {
     td_node **v;
     size_t n, cap;

@@ -40,7 +40,10 @@ static void linear_backward(td_node *n, td_tensor *g) {
             td_node_accum(n, 0, dx);
         td_release(dx);
     }
-    if (n->in[1]) { /* dW (N,K) = g^T x */
+    td_tensor *hold = n->in[1] ? td_node_grad_holder(n, 1) : NULL;
+    if (hold) { /* dW (N,K) += g^T x, into the gradient already there */
+        td_gemm(true, false, N, K, M, 1.0f, gs, N, td_f32(x), K, 1.0f, td_f32(hold), K);
+    } else if (n->in[1]) { /* dW (N,K) = g^T x */
         td_tensor *dw = td_empty(TD_F32, 2, (int64_t[]){N, K});
         if (dw && td_gemm(true, false, N, K, M, 1.0f, gs, N, td_f32(x), K, 0.0f, td_f32(dw), K) == 0)
             td_node_accum(n, 1, dw);

@@ -34,7 +34,10 @@ static void gru_hidden_backward(td_node *n, td_tensor *g) {
         }
         td_release(dh);
     }
-    if (n->in[1]) { /* dW_hh = dgh^T @ h */
+    td_tensor *hold = n->in[1] ? td_node_grad_holder(n, 1) : NULL;
+    if (hold) { /* dW_hh += dgh^T @ h: the steps of a sequence add into one gradient */
+        td_gemm(true, false, H3, Hd, B, 1.0f, dhg, H4, td_f32(h), Hd, 1.0f, td_f32(hold), Hd);
+    } else if (n->in[1]) { /* dW_hh = dgh^T @ h */
         td_tensor *dw = td_empty(TD_F32, 2, whh->shape);
         if (dw && td_gemm(true, false, H3, Hd, B, 1.0f, dhg, H4, td_f32(h), Hd, 0.0f, td_f32(dw), Hd) == 0)
             td_node_accum(n, 1, dw);
@@ -141,7 +144,10 @@ static void gru_cell_backward(td_node *n, td_tensor *g) {
             td_node_accum(n, 0, dx);
         td_release(dx);
     }
-    if (n->in[1]) { /* dW_ih = dgi^T @ x */
+    td_tensor *hold = n->in[1] ? td_node_grad_holder(n, 1) : NULL;
+    if (hold) { /* dW_ih += dgi^T @ x */
+        td_gemm(true, false, H3, I, B, 1.0f, td_f32(dgi), H3, td_f32(x), I, 1.0f, td_f32(hold), I);
+    } else if (n->in[1]) { /* dW_ih = dgi^T @ x */
         td_tensor *dw = td_empty(TD_F32, 2, wih->shape);
         if (dw && td_gemm(true, false, H3, I, B, 1.0f, td_f32(dgi), H3, td_f32(x), I, 0.0f, td_f32(dw), I) == 0)
             td_node_accum(n, 1, dw);

@@ -228,6 +228,10 @@ td_node *td_record(td_tensor *out, const char *name, td_backward_fn bw, int n_in
 void td_node_save(td_node *n, int slot, td_tensor *t); /* stores a detached alias */
 /* Adds g (new ref consumed? no: borrowed) to the gradient of input slot k. */
 void td_node_accum(td_node *n, int k, td_tensor *g);
+/* The float32 buffer that already holds input k's gradient, contiguous and of its shape, for a
+ * kernel to add into directly (a GEMM with beta = 1, where td_node_accum would take a fresh
+ * product and add it in a second pass); NULL when there is none yet. Borrowed. */
+td_tensor *td_node_grad_holder(td_node *n, int k);
 /* Runs backprop from root. grad may be NULL for a 1-element root. Returns 0 or -1. */
 int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph);
 int td_set_requires_grad(td_tensor *t, bool on); /* only on leaves */
