@@ -174,9 +174,11 @@ static void pad_chunk(float *dst, int64_t dcs, const float *src, int64_t sis, in
                     continue;
                 }
                 int64_t a = left + w0, b = left + w1; /* [a, b) of the frame row is data */
-                if (a > 0) memset(dr, 0, sizeof(float) * (size_t)a);
-                memcpy(dr + a, sr + w0, sizeof(float) * (size_t)(w1 - w0));
-                if (b < Wp) memset(dr + b, 0, sizeof(float) * (size_t)(Wp - b));
+                /* plain loops: rows are 8-64 floats, where a memcpy call costs more than the copy */
+                for (int64_t c0 = 0; c0 < a; c0++) dr[c0] = 0;
+                const float *srw = sr + w0 - a;
+                for (int64_t c0 = a; c0 < b; c0++) dr[c0] = srw[c0];
+                for (int64_t c0 = b; c0 < Wp; c0++) dr[c0] = 0;
             }
             if (r1 < Hp) memset(d + r1 * Wp, 0, sizeof(float) * (size_t)((Hp - r1) * Wp));
         }
@@ -208,12 +210,13 @@ static void im2col_chunk(float *cols, const float *x, int64_t nb, const td_conv_
                         float *d = row + j * P + oh * g->OW;
                         int64_t ih = oh * g->sh - g->ph + i * g->dh;
                         if (ih < 0 || ih >= g->H) {
-                            memset(d, 0, sizeof(float) * (size_t)g->OW);
+                            for (int64_t ow = 0; ow < g->OW; ow++) d[ow] = 0;
                             continue;
                         }
                         const float *xr = xc + ih * g->W + base;
                         for (int64_t ow = 0; ow < lo; ow++) d[ow] = 0;
-                        if (g->sw == 1) memcpy(d + lo, xr + lo, sizeof(float) * (size_t)(hi - lo));
+                        if (g->sw == 1) /* a loop, not memcpy: rows are short (see pad_chunk) */
+                            for (int64_t ow = lo; ow < hi; ow++) d[ow] = xr[ow];
                         else
                             for (int64_t ow = lo; ow < hi; ow++) d[ow] = xr[ow * g->sw];
                         for (int64_t ow = hi; ow < g->OW; ow++) d[ow] = 0;
