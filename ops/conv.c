@@ -194,32 +194,43 @@ static inline void valid_range(int64_t n, int64_t s, int64_t base, int64_t W, in
     *hi = h;
 }
 
+/* n floats; the sizes of the models' rows as one vector move each (a loop of 8 runs scalar) */
+static inline void copy_row(float *restrict d, const float *restrict s, int64_t n) {
+    switch (n) {
+    case 4: memcpy(d, s, 16); return;
+    case 8: memcpy(d, s, 32); return;
+    case 16: memcpy(d, s, 64); return;
+    case 32: memcpy(d, s, 128); return;
+    default:
+        for (int64_t i = 0; i < n; i++) d[i] = s[i];
+    }
+}
+
 /* cols[k][j*P + oh*OW + ow] = x_j[c][oh*sh - ph + i*dh][ow*sw - pw + jj*dw] (0 outside), k = (c,i,jj),
- * P = OH*OW, for nb images starting at x; columns [nb*P, Q) zero. */
-static void im2col_chunk(float *cols, const float *x, int64_t nb, const td_conv_geom *g, int64_t Q) {
-    int64_t P = g->OH * g->OW, HW = g->H * g->W;
+ * P = OH*OW, for nb images starting at x; columns [nb*P, Q) zero. The images are first copied
+ * into zero frames (xp, C * nb * Hf * Wf floats, im2col_frame), so that every column row is a
+ * plain run of the frame with no edge cases. */
+static void im2col_frame(const td_conv_geom *g, int64_t *Hf, int64_t *Wf) {
+    *Hf = (g->OH - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    *Wf = (g->OW - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+}
+static void im2col_chunk(float *cols, float *xp, const float *x, int64_t nb, const td_conv_geom *g, int64_t Q) {
+    int64_t P = g->OH * g->OW, HW = g->H * g->W, Hf, Wf;
+    im2col_frame(g, &Hf, &Wf);
+    int64_t plane = Hf * Wf;
+    pad_chunk(xp, nb * plane, x, g->C * HW, HW, nb, g->C, g->H, g->W, g->ph, g->pw, Hf, Wf);
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t i = 0; i < g->kh; i++)
             for (int64_t jj = 0; jj < g->kw; jj++) {
                 float *row = cols + ((c * g->kh + i) * g->kw + jj) * Q;
-                int64_t base = jj * g->dw - g->pw, lo, hi;
-                valid_range(g->OW, g->sw, base, g->W, &lo, &hi);
                 for (int64_t j = 0; j < nb; j++) {
-                    const float *xc = x + (j * g->C + c) * HW;
+                    const float *xf = xp + (c * nb + j) * plane + i * g->dh * Wf + jj * g->dw;
                     for (int64_t oh = 0; oh < g->OH; oh++) {
                         float *d = row + j * P + oh * g->OW;
-                        int64_t ih = oh * g->sh - g->ph + i * g->dh;
-                        if (ih < 0 || ih >= g->H) {
-                            for (int64_t ow = 0; ow < g->OW; ow++) d[ow] = 0;
-                            continue;
-                        }
-                        const float *xr = xc + ih * g->W + base;
-                        for (int64_t ow = 0; ow < lo; ow++) d[ow] = 0;
-                        if (g->sw == 1) /* a loop, not memcpy: rows are short (see pad_chunk) */
-                            for (int64_t ow = lo; ow < hi; ow++) d[ow] = xr[ow];
+                        const float *xr = xf + oh * g->sh * Wf;
+                        if (g->sw == 1) copy_row(d, xr, g->OW);
                         else
-                            for (int64_t ow = lo; ow < hi; ow++) d[ow] = xr[ow * g->sw];
-                        for (int64_t ow = hi; ow < g->OW; ow++) d[ow] = 0;
+                            for (int64_t ow = 0; ow < g->OW; ow++) d[ow] = xr[ow * g->sw];
                     }
                 }
                 memset(row + nb * P, 0, sizeof(float) * (size_t)(Q - nb * P));
@@ -357,12 +368,16 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
         row_w = g->OW;
     }
     int nt = n_threads_for(2.0 * g->N * O * OHW * K);
+    int64_t Hf, Wf;
+    im2col_frame(g, &Hf, &Wf);
+    int64_t frame = Hf * Wf;
     volatile int failed = 0;
     #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num();
         float *B = scratch(t, 0, (size_t)bsz + 64), *tb = scratch(t, 1, (size_t)(nob * MR * Q));
-        if (!B || !tb) failed = 1;
+        float *xp = direct ? NULL : scratch(t, 2, (size_t)(g->C * nb * frame) + 64);
+        if (!B || !tb || (!direct && !xp)) failed = 1;
         #pragma omp for schedule(dynamic, 1)
         for (int64_t ci = 0; ci < ceil_div(g->N, nb); ci++) {
             if (failed) continue;
@@ -375,7 +390,7 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
                 pad_chunk(B, Hp * Wp, x + n * CHW, CHW, g->H * g->W, 1, g->C, g->H, g->W, g->ph, g->pw, Hp, Wp);
                 memset(B + g->C * Hp * Wp, 0, sizeof(float) * (size_t)(bsz - g->C * Hp * Wp));
             } else {
-                im2col_chunk(B, x + n * CHW, m, g, Q);
+                im2col_chunk(B, xp, x + n * CHW, m, g, Q);
             }
             for (int64_t p0 = 0; p0 < Q; p0 += NR)
                 for (int64_t ob = 0; ob < nob; ob++) ukern(K, Ap + ob * K * MR, B + p0, off, tb + ob * MR * Q + p0, Q);
@@ -507,6 +522,9 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
     int64_t Qmax = direct ? nbmax * plane : nbmax * OHW;
     int64_t bsz = direct ? g->C * nbmax * plane + g->kh * g->dh * Wp + g->kw * g->dw + 2 * VW : K * Qmax;
     int nt = n_threads_for(2.0 * g->N * O * OHW * K);
+    int64_t Hf, Wf;
+    im2col_frame(g, &Hf, &Wf);
+    int64_t frame = Hf * Wf;
     float *part = calloc((size_t)(nt * Kpad * Opad), sizeof(float)); /* per thread: dw^T (Kpad, Opad) */
     if (!part) return td_fail_int("conv2d: out of memory");
     volatile int failed = 0;
@@ -516,7 +534,8 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
         float *acc = part + t * Kpad * Opad;
         int64_t *off = malloc(sizeof(int64_t) * (size_t)K);
         float *B = scratch(t, 0, (size_t)bsz + 64), *Dt = scratch(t, 1, (size_t)(Qmax * Opad));
-        if (!B || !Dt || !off) failed = 1;
+        float *xp = direct ? NULL : scratch(t, 2, (size_t)(g->C * nbmax * frame) + 64);
+        if (!B || !Dt || !off || (!direct && !xp)) failed = 1;
         #pragma omp for schedule(dynamic, 1)
         for (int64_t ci = 0; ci < ceil_div(g->N, nbmax); ci++) {
             if (failed) continue;
@@ -542,7 +561,7 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
             } else { /* B: columns (K, Qk); Dt[q][o], q = (j, p) */
                 Qk = m * OHW;
                 for (int64_t k = 0; k < K; k++) off[k] = k * Qk;
-                im2col_chunk(B, x + n * CHW, m, g, Qk);
+                im2col_chunk(B, xp, x + n * CHW, m, g, Qk);
                 if (Opad > O) memset(Dt, 0, sizeof(float) * (size_t)(Qk * Opad));
                 for (int64_t j = 0; j < m; j++)
                     for (int64_t p0 = 0; p0 < OHW; p0 += 64)
