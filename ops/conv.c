@@ -419,10 +419,15 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
     if (g->N == 0 || CHW == 0) return 0;
     int64_t Hq = g->H + g->dh * (g->kh - 1), Wq = g->W + g->dw * (g->kw - 1);
     bool direct = g->sh == 1 && g->sw == 1 && direct_ok(g->H, Wq, HW, 1.2);
-    int64_t Kr = direct ? O * g->kh * g->kw : O; /* reduction length of the micro-kernel */
-    int64_t rows = direct ? g->C : K;           /* rows it produces */
+    /* stride 1 on small images: the same flipped-weight convolution, over im2col columns of the
+     * padded dy (g2: the convolution dy -> dx) instead of the direct layout */
+    bool flip = !direct && g->sh == 1 && g->sw == 1;
+    td_conv_geom g2 = {g->N, O, g->OH, g->OW, g->C, g->kh, g->kw, 1, 1, g->dh * (g->kh - 1) - g->ph,
+                       g->dw * (g->kw - 1) - g->pw, g->dh, g->dw, g->H, g->W};
+    int64_t Kr = direct || flip ? O * g->kh * g->kw : O; /* reduction length of the micro-kernel */
+    int64_t rows = direct || flip ? g->C : K;           /* rows it produces */
     int64_t nrb = ceil_div(rows, MR);
-    float *Ap = pack_panels(w, rows, Kr, direct ? 1 : 2, g);
+    float *Ap = pack_panels(w, rows, Kr, direct || flip ? 1 : 2, g);
     int64_t *off = malloc(sizeof(int64_t) * (size_t)(Kr ? Kr : 1));
     if (!Ap || !off) {
         free(Ap);
@@ -438,6 +443,11 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
         int64_t need = (Kr ? off[Kr - 1] : 0) + Q;
         bsz = need > O * Hq * Wq ? need : O * Hq * Wq;
         nb = 1;
+    } else if (flip) {
+        nb = chunk_images_nr(Kr * HW, HW, ceil_div(g->N, 4 * omp_get_max_threads()));
+        Q = round_up(nb * HW, NR);
+        for (int64_t k = 0; k < Kr; k++) off[k] = k * Q;
+        bsz = Kr * Q;
     } else {
         nb = chunk_images_nr((K > O ? K : O) * OHW, OHW, ceil_div(g->N, 4 * omp_get_max_threads()));
         Q = round_up(nb * OHW, NR);
@@ -445,12 +455,15 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
         bsz = O * Q;
     }
     int nt = n_threads_for(2.0 * g->N * O * OHW * K);
+    int64_t Hf, Wf;
+    im2col_frame(&g2, &Hf, &Wf);
     volatile int failed = 0;
     #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num();
         float *B = scratch(t, 0, (size_t)bsz + 64), *tb = scratch(t, 1, (size_t)(nrb * MR * Q));
-        if (!B || !tb) failed = 1;
+        float *xp = flip ? scratch(t, 2, (size_t)(O * nb * Hf * Wf) + 64) : NULL;
+        if (!B || !tb || (flip && !xp)) failed = 1;
         #pragma omp for schedule(dynamic, 1)
         for (int64_t ci = 0; ci < ceil_div(g->N, nb); ci++) {
             if (failed) continue;
@@ -462,6 +475,8 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
             if (direct) {
                 pad_chunk(B, Hq * Wq, dy + n * O * OHW, O * OHW, OHW, 1, O, g->OH, g->OW, qh, qw, Hq, Wq);
                 memset(B + O * Hq * Wq, 0, sizeof(float) * (size_t)(bsz - O * Hq * Wq));
+            } else if (flip) {
+                im2col_chunk(B, xp, dy + n * O * OHW, m, &g2, Q);
             } else { /* dyb[o][j*OHW + p] */
                 for (int64_t o = 0; o < O; o++) {
                     for (int64_t j = 0; j < m; j++)
@@ -480,6 +495,13 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
                         for (int64_t ww = 0; ww < g->W; ww++) xr[ww] = sr[ww] + bb;
                     }
                 }
+            } else if (flip) {
+                for (int64_t j = 0; j < m; j++)
+                    for (int64_t c = 0; c < g->C; c++) {
+                        float bb = bias ? bias[c] : 0.0f, *xo = dx + ((n + j) * g->C + c) * HW;
+                        const float *sr = tb + c * Q + j * HW;
+                        for (int64_t i = 0; i < HW; i++) xo[i] = sr[i] + bb;
+                    }
             } else {
                 float *xo = dx + n * CHW;
                 for (int64_t j = 0; j < m; j++)
