@@ -523,16 +523,16 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
 /* ---- gradient of the weight and bias -------------------------------------------------------------- */
 int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const float *dy, float *dw, float *db) {
     int64_t K = g->C * g->kh * g->kw, O = g->O, OHW = g->OH * g->OW, HW = g->H * g->W, CHW = g->C * HW;
-    if (db) {
-        for (int64_t o = 0; o < O; o++) {
-            double s = 0;
-            for (int64_t n = 0; n < g->N; n++) s += td_vsum(dy + (n * O + o) * OHW, OHW);
-            db[o] = (float)s;
+    if (!dw || g->N == 0 || OHW == 0 || K == 0) {
+        if (db) {
+            #pragma omp parallel for if (g->N * O * OHW > 65536) schedule(static)
+            for (int64_t o = 0; o < O; o++) {
+                double s = 0;
+                for (int64_t n = 0; n < g->N; n++) s += td_vsum(dy + (n * O + o) * OHW, OHW);
+                db[o] = (float)s;
+            }
         }
-    }
-    if (!dw) return 0;
-    if (g->N == 0 || OHW == 0 || K == 0) {
-        memset(dw, 0, sizeof(float) * (size_t)(O * K));
+        if (dw) memset(dw, 0, sizeof(float) * (size_t)(O * K));
         return 0;
     }
     int64_t Opad = round_up(O, VW), Kpad = round_up(K, WACC);
@@ -548,7 +548,12 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
     im2col_frame(g, &Hf, &Wf);
     int64_t frame = Hf * Wf;
     float *part = calloc((size_t)(nt * Kpad * Opad), sizeof(float)); /* per thread: dw^T (Kpad, Opad) */
-    if (!part) return td_fail_int("conv2d: out of memory");
+    double *dbp = calloc((size_t)(nt * O), sizeof(double)); /* per thread: db, summed while dy is in cache */
+    if (!part || !dbp) {
+        free(part);
+        free(dbp);
+        return td_fail_int("conv2d: out of memory");
+    }
     volatile int failed = 0;
     #pragma omp parallel num_threads(nt)
     {
@@ -567,6 +572,9 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
             }
             int64_t n = ci * nbmax, m = g->N - n < nbmax ? g->N - n : nbmax, Qk;
             const float *dyn = dy + n * O * OHW;
+            if (db)
+                for (int64_t j = 0; j < m; j++)
+                    for (int64_t o = 0; o < O; o++) dbp[t * O + o] += td_vsum(dyn + (j * O + o) * OHW, OHW);
             if (direct) { /* B: [c][j][Hp][Wp]; Dt[q][o], q = (j, h, w) over (m, Hp, Wp): dy at h < OH, w < OW */
                 Qk = (m - 1) * plane + g->OH * Wp;
                 for (int64_t c = 0; c < g->C; c++)
@@ -613,7 +621,13 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
                 for (int t = 0; t < nt; t++) s += part[(t * Kpad + k) * Opad + o];
                 dw[o * K + k] = s;
             }
+        for (int64_t o = 0; db && o < O; o++) {
+            double s = 0;
+            for (int t = 0; t < nt; t++) s += dbp[t * O + o];
+            db[o] = (float)s;
+        }
     }
+    free(dbp);
     free(part);
     if (failed == 2) return td_fail_int("conv2d: interrupted");
     if (failed) return td_fail_int("conv2d: out of memory for scratch buffers");
