@@ -152,10 +152,22 @@ static int n_threads_for(double flops) {
 }
 
 /* ---- layouts ----------------------------------------------------------------------------------- */
+/* n floats; the sizes of the models' rows as one vector move each (a loop of 8 runs scalar) */
+static inline void copy_row(float *restrict d, const float *restrict s, int64_t n) {
+    switch (n) {
+    case 4: memcpy(d, s, 16); return;
+    case 8: memcpy(d, s, 32); return;
+    case 16: memcpy(d, s, 64); return;
+    case 32: memcpy(d, s, 128); return;
+    default:
+        for (int64_t i = 0; i < n; i++) d[i] = s[i];
+    }
+}
+
 /* dst[c*dcs + j*Hp*Wp + r*Wp + col]: nb images of C planes (H,W) read from src[j*sis + c*scs + ...],
  * placed at (top, left) (negative: cropped) in a zero (Hp,Wp) frame. Fills whole frames only;
  * anything between nb*Hp*Wp and dcs is the caller's. */
-static void pad_chunk(float *dst, int64_t dcs, const float *src, int64_t sis, int64_t scs, int64_t nb, int64_t C,
+static void pad_chunk(float *restrict dst, int64_t dcs, const float *restrict src, int64_t sis, int64_t scs, int64_t nb, int64_t C,
                       int64_t H, int64_t W, int64_t top, int64_t left, int64_t Hp, int64_t Wp) {
     int64_t w0 = left < 0 ? -left : 0, w1 = W < Wp - left ? W : Wp - left;
     int64_t plane = Hp * Wp;
@@ -176,8 +188,7 @@ static void pad_chunk(float *dst, int64_t dcs, const float *src, int64_t sis, in
                 int64_t a = left + w0, b = left + w1; /* [a, b) of the frame row is data */
                 /* plain loops: rows are 8-64 floats, where a memcpy call costs more than the copy */
                 for (int64_t c0 = 0; c0 < a; c0++) dr[c0] = 0;
-                const float *srw = sr + w0 - a;
-                for (int64_t c0 = a; c0 < b; c0++) dr[c0] = srw[c0];
+                copy_row(dr + a, sr + w0, b - a);
                 for (int64_t c0 = b; c0 < Wp; c0++) dr[c0] = 0;
             }
             if (r1 < Hp) memset(d + r1 * Wp, 0, sizeof(float) * (size_t)((Hp - r1) * Wp));
@@ -192,18 +203,6 @@ static inline void valid_range(int64_t n, int64_t s, int64_t base, int64_t W, in
     if (l > h) l = h;
     *lo = l;
     *hi = h;
-}
-
-/* n floats; the sizes of the models' rows as one vector move each (a loop of 8 runs scalar) */
-static inline void copy_row(float *restrict d, const float *restrict s, int64_t n) {
-    switch (n) {
-    case 4: memcpy(d, s, 16); return;
-    case 8: memcpy(d, s, 32); return;
-    case 16: memcpy(d, s, 64); return;
-    case 32: memcpy(d, s, 128); return;
-    default:
-        for (int64_t i = 0; i < n; i++) d[i] = s[i];
-    }
 }
 
 /* cols[k][j*P + oh*OW + ow] = x_j[c][oh*sh - ph + i*dh][ow*sw - pw + jj*dw] (0 outside), k = (c,i,jj),
