@@ -583,10 +583,18 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
                 int64_t xsz = g->C * m * plane, need = off[K - 1] + Qk;
                 pad_chunk(B, m * plane, x + n * CHW, CHW, HW, m, g->C, g->H, g->W, g->ph, g->pw, Hp, Wp);
                 if (need > xsz) memset(B + xsz, 0, sizeof(float) * (size_t)(need - xsz));
-                memset(Dt, 0, sizeof(float) * (size_t)(Qk * Opad));
                 for (int64_t j = 0; j < m; j++)
-                    for (int64_t h = 0; h < g->OH; h++)
-                        transpose_into(Dt + (j * plane + h * Wp) * Opad, Opad, dyn + j * O * OHW + h * g->OW, OHW, O, g->OW);
+                    for (int64_t h = 0; h < (j < m - 1 ? Hp : g->OH); h++) {
+                        float *d = Dt + (j * plane + h * Wp) * Opad; /* zero what dy does not fill */
+                        if (h >= g->OH) {
+                            memset(d, 0, sizeof(float) * (size_t)(Wp * Opad));
+                            continue;
+                        }
+                        transpose_into(d, Opad, dyn + j * O * OHW + h * g->OW, OHW, O, g->OW);
+                        if (Opad > O)
+                            for (int64_t w = 0; w < g->OW; w++) memset(d + w * Opad + O, 0, sizeof(float) * (size_t)(Opad - O));
+                        memset(d + g->OW * Opad, 0, sizeof(float) * (size_t)((Wp - g->OW) * Opad));
+                    }
             } else { /* B: columns (K, Qk); Dt[q][o], q = (j, p) */
                 Qk = m * OHW;
                 for (int64_t k = 0; k < K; k++) off[k] = k * Qk;
