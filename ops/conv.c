@@ -23,11 +23,12 @@
  *          from the output gradient transposed to (pixel, channel), so the sum over a chunk's
  *          pixels stays in registers. (The earlier form, pixels as the vector dimension, needed
  *          ten vector loads per 24 multiply-adds from L2 and ran at 30-85 GFLOP/s; this one at
- *          90-150 on two cores, 128 channels at 8x8 went from 40 to 140.)
+ *          140-165 on two cores, 128 channels at 8x8 went from 40 to 160.)
  *
  * The gradient of the input of a stride-1 convolution is itself a stride-1 convolution of the
- * padded output gradient with the flipped, transposed weight, so it runs as a direct forward;
- * strided ones compute columns (W^T dy) and scatter them back (col2im).
+ * padded output gradient with the flipped, transposed weight, so it runs as a forward: direct,
+ * or on small images over im2col columns of the padded dy; strided ones compute columns (W^T dy)
+ * and scatter them back (col2im).
  * Images (or chunks of them) are handed to the threads dynamically, so a core shared with another
  * process slows the op by its own share only.
  * The plain loops td_conv2d_*_ref are the specification the tests hold these kernels to. */
