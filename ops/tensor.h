@@ -64,7 +64,7 @@ extern volatile int td_interrupt_flag;
  * can stop at a step boundary and save a consistent checkpoint; a second Ctrl-C interrupts. */
 extern volatile int td_interrupt_defer, td_interrupt_pending;
 static inline bool td_interrupted(void) { return td_interrupt_flag != 0; }
-void td_set_num_threads(int n); /* drives OpenMP and OpenBLAS together */
+void td_set_num_threads(int n); /* OpenMP threads; OpenBLAS stays single-threaded (td_gemm splits products) */
 int td_get_num_threads(void);
 void td_threads_init(void); /* reads TDRL_NUM_THREADS (default: all cores) */
 
