@@ -187,7 +187,7 @@ static void pad_chunk(float *restrict dst, int64_t dcs, const float *restrict sr
                     continue;
                 }
                 int64_t a = left + w0, b = left + w1; /* [a, b) of the frame row is data */
-                /* plain loops: rows are 8-64 floats, where a memcpy call costs more than the copy */
+                /* rows are 4-64 floats: a memcpy call per row cost more than the copy (copy_row) */
                 for (int64_t c0 = 0; c0 < a; c0++) dr[c0] = 0;
                 copy_row(dr + a, sr + w0, b - a);
                 for (int64_t c0 = b; c0 < Wp; c0++) dr[c0] = 0;
