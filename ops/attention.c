@@ -240,27 +240,31 @@ static int attn_backward(const attn_geom *g, const float *q, const float *k, con
     int64_t BH = g->BH, Tq = g->Tq, Tk = g->Tk, D = g->D, Dv = g->Dv;
     bool qk = dq || dk;
     if (use_gemm(g)) {
-        float *dS = qk ? malloc(sizeof(float) * (size_t)(BH * Tq * Tk + 1)) : NULL;
-        if (qk && !dS) return td_fail_int("scaled_dot_product_attention: out of memory");
-        if (qk && dw) memcpy(dS, dw, sizeof(float) * (size_t)(BH * Tq * Tk));
-        int failed = 0;
-        #pragma omp parallel for if (BH > 1) schedule(dynamic, 1) reduction(| : failed)
-        for (int64_t bh = 0; bh < BH; bh++) {
-            if (failed) continue;
-            float *ds = qk ? dS + bh * Tq * Tk : NULL;
-            const float *pb = P + bh * Tq * Tk;
-            if (dout && dv && td_gemm(true, false, Tk, Dv, Tq, 1.0f, pb, Tk, dout + bh * Tq * Dv, Dv, 0.0f, dv + bh * Tk * Dv, Dv))
-                failed = 1;
-            if (!qk || failed) continue;
-            if (dout && td_gemm(false, true, Tq, Tk, Dv, 1.0f, dout + bh * Tq * Dv, Dv, v + bh * Tk * Dv, Dv, dw ? 1.0f : 0.0f, ds, Tk))
-                failed = 1;
-            for (int64_t i = 0; i < Tq && !failed; i++) softmax_grad_row(ds + i * Tk, pb + i * Tk, Tk);
-            if (!failed && dq && td_gemm(false, false, Tq, D, Tk, g->scale, ds, Tk, k + bh * Tk * D, D, 0.0f, dq + bh * Tq * D, D))
-                failed = 1;
-            if (!failed && dk && td_gemm(true, false, Tk, D, Tq, g->scale, ds, Tk, q + bh * Tq * D, D, 0.0f, dk + bh * Tk * D, D))
-                failed = 1;
+        int failed = 0; /* 1: interrupted, 2: out of memory */
+        #pragma omp parallel if (BH > 1) reduction(| : failed)
+        {
+            /* dS of one (batch, head) at a time: (Tq, Tk) per thread, not (BH, Tq, Tk) */
+            float *ds = qk ? malloc(sizeof(float) * (size_t)(Tq * Tk + 1)) : NULL;
+            if (qk && !ds) failed = 2;
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t bh = 0; bh < BH; bh++) {
+                if (failed) continue;
+                const float *pb = P + bh * Tq * Tk;
+                if (dout && dv && td_gemm(true, false, Tk, Dv, Tq, 1.0f, pb, Tk, dout + bh * Tq * Dv, Dv, 0.0f, dv + bh * Tk * Dv, Dv))
+                    failed = 1;
+                if (!qk || failed) continue;
+                if (dw) memcpy(ds, dw + bh * Tq * Tk, sizeof(float) * (size_t)(Tq * Tk));
+                if (dout && td_gemm(false, true, Tq, Tk, Dv, 1.0f, dout + bh * Tq * Dv, Dv, v + bh * Tk * Dv, Dv, dw ? 1.0f : 0.0f, ds, Tk))
+                    failed = 1;
+                for (int64_t i = 0; i < Tq && !failed; i++) softmax_grad_row(ds + i * Tk, pb + i * Tk, Tk);
+                if (!failed && dq && td_gemm(false, false, Tq, D, Tk, g->scale, ds, Tk, k + bh * Tk * D, D, 0.0f, dq + bh * Tq * D, D))
+                    failed = 1;
+                if (!failed && dk && td_gemm(true, false, Tk, D, Tq, g->scale, ds, Tk, q + bh * Tq * D, D, 0.0f, dk + bh * Tk * D, D))
+                    failed = 1;
+            }
+            free(ds);
         }
-        free(dS);
+        if (failed & 2) return td_fail_int("scaled_dot_product_attention: out of memory");
         return failed ? -1 : 0;
     }
     int64_t Tkp = (Tk + TD_VW - 1) / TD_VW * TD_VW;

@@ -183,7 +183,7 @@ void host_version_string(char *buf, size_t n) {
  * OpenBLAS's own spinning threads, gone since td_gemm keeps OpenBLAS single-threaded) on a busy
  * machine, 1.7 s with sleeping ones. Sleeping at once (OMP_WAIT_POLICY=passive) costs a futex
  * wake-up per parallel region instead, which the heads' and MINE's back-to-back small GEMMs feel:
- * a short spin (GOMP_SPINCOUNT=10000, tens of microseconds) made the GRU epoch 1.2x and MINE
+ * a short spin (GOMP_SPINCOUNT=10000 iterations) made the GRU epoch 1.2x and MINE
  * 1.25x faster than passive, and a tiny step on a machine with one core taken by another process
  * 11% slower (1.39 vs 1.25 s). Like OPENBLAS_CORETYPE this is read before main: set it (unless the
  * user chose OMP_WAIT_POLICY or GOMP_SPINCOUNT) and re-exec. */
