@@ -11,12 +11,14 @@
  *   ukern: C[MR rows][NR pixels] = sum_k A[k][r] * B[off[k] + p]: the output channels are
  *          broadcast from a packed weight panel, the pixels are vector loads from B at a per-k
  *          offset. B is either
- *          - "direct": the zero-padded input of one image, (C, Hp, Wp). For stride 1 the input
- *            pixels that meet tap (c, i, j) are the padded image shifted by c*Hp*Wp + i*dh*Wp +
+ *          - "direct": the zero-padded input of a chunk of images, one canvas per channel with
+ *            the images one below the other, sharing their zero rows (frames_for). For stride 1
+ *            the input pixels that meet tap (c, i, j) are the canvas shifted by c*cs + i*dh*Wp +
  *            j*dw, contiguous across output rows if the output is computed Wp wide (the
- *            Wp - OW extra columns per row are computed and dropped). No im2col copy at all.
+ *            Wp - OW extra columns per row, and the rows between images, are computed and
+ *            dropped). No im2col copy at all.
  *          - "im2col": a column matrix (K, Q) built for a chunk of images (any stride), with
- *            off[k] = k*Q. Used for strided convolutions and for small images, where the
+ *            off[k] = k*Q. Used for strided convolutions and for small images (4x4), where the
  *            dropped columns of the direct layout would cost more than the copy.
  *   wtile: acc[k][o] += sum_q B[off[k] + q] * Dt[q][o] (the weight gradient, transposed): taps
  *          are broadcast from the same B rows (direct or im2col), output channels are vector loads
@@ -277,6 +279,8 @@ static void transpose_into(float *restrict dst, int64_t ldd, const float *restri
 
 /* ---- path choice ------------------------------------------------------------------------------- */
 int td_conv_path = 0;
+#define DIRECT_LIMIT 1.5 /* computed / valid positions up to which the direct layout beats im2col */
+#define WGRAD_DIRECT_LIMIT 1.5 /* the same for the weight gradient */
 
 /* Stride-1 direct layout is worth it when the dropped columns (Wp - OW per row) are few. */
 static bool direct_ok(int64_t rows, int64_t row_w, int64_t valid_pixels, double limit) {
@@ -285,12 +289,51 @@ static bool direct_ok(int64_t rows, int64_t row_w, int64_t valid_pixels, double 
     return valid_pixels > 0 && (double)round_up(rows * row_w, NR) <= limit * (double)valid_pixels;
 }
 
+/* Stride-1 direct layout over a chunk of m images: each channel is one canvas of m frames of F
+ * rows (Wp wide), the image at row `pad` of its frame, then `pad` zero rows. When the padding is
+ * within the kernel's reach (0 <= pad <= dil*(k-1)), F = H + pad: an image's bottom padding is the
+ * next frame's top one, so 8x8 images cost 9 rows each instead of 10 and can take the direct path
+ * (no im2col copy); image j's output rows are canvas rows j*F + oh. Otherwise one image per chunk
+ * in its full padded frame (F = H + 2 pad, no trailing rows). */
+typedef struct {
+    int64_t F, tail; /* rows per frame, zero rows after the last frame */
+    bool stacks;     /* chunks of several images allowed */
+} frames_t;
+static frames_t frames_for(int64_t H, int64_t pad, int64_t k, int64_t dil) {
+    bool st = pad >= 0 && pad <= dil * (k - 1);
+    return (frames_t){st ? H + pad : H + 2 * pad, st ? pad : 0, st};
+}
+/* floats per channel of a chunk of m images (room for the chunk size nb) */
+static int64_t frames_cs(frames_t f, int64_t nb, int64_t Wp) { return (nb * f.F + f.tail) * Wp; }
+/* canvas positions computed for m images: up to the last image's last output row */
+static int64_t frames_q(frames_t f, int64_t m, int64_t OH, int64_t Wp) { return ((m - 1) * f.F + OH) * Wp; }
+/* Writes the canvases of m images (C channels of (H, W), image stride sis, channel stride scs) into
+ * dst (channel stride cs), zero everywhere else up to C * cs. */
+static void frames_fill(float *dst, int64_t cs, frames_t f, const float *src, int64_t sis, int64_t scs, int64_t m,
+                        int64_t C, int64_t H, int64_t W, int64_t top, int64_t left, int64_t Wp) {
+    pad_chunk(dst, cs, src, sis, scs, m, C, H, W, top, left, f.F, Wp);
+    for (int64_t c = 0; c < C; c++) memset(dst + c * cs + m * f.F * Wp, 0, sizeof(float) * (size_t)(cs - m * f.F * Wp));
+}
+
 /* Images per im2col chunk: about 512 KB of columns, at least 1, at most `most`. */
 static int64_t chunk_images(int64_t floats_per_image, int64_t most) {
     int64_t nb = (int64_t)(131072 / (floats_per_image > 0 ? floats_per_image : 1));
     if (nb < 1) nb = 1;
     if (nb > most) nb = most;
     return nb < 1 ? 1 : nb;
+}
+
+/* The direct layout's chunk: *nb images (1 unless stacking them wastes fewer computed columns;
+ * `chans` floats of scratch per canvas position), and whether it beats im2col (computed
+ * positions within `limit` times the valid ones). */
+static bool direct_plan(frames_t f, int64_t OH, int64_t OW, int64_t Wp, int64_t chans, int64_t N, double limit,
+                        int64_t *nb) {
+    int64_t m = f.stacks ? chunk_images(chans * f.F * Wp, ceil_div(N, 4 * omp_get_max_threads())) : 1;
+    double w1 = (double)round_up(frames_q(f, 1, OH, Wp), NR) / (double)(OH * OW);
+    double wm = (double)round_up(frames_q(f, m, OH, Wp), NR) / (double)(m * OH * OW);
+    if (!(wm < w1)) m = 1;
+    *nb = m;
+    return direct_ok(frames_q(f, m, OH, Wp) / Wp, Wp, m * OH * OW, limit);
 }
 
 /* The same for the micro-kernel's columns: the chunk's P-pixel images are computed NR at a
@@ -348,18 +391,19 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
         free(off);
         return td_fail_int("conv2d: out of memory");
     }
-    int64_t Hp = g->H + 2 * g->ph, Wp = g->W + 2 * g->pw;
-    bool direct = g->sh == 1 && g->sw == 1 && direct_ok(g->OH, Wp, OHW, 1.2);
-    int64_t Q, bsz, nb, row_w;
+    int64_t Wp = g->W + 2 * g->pw, Q, bsz, nb, row_w, cs = 0, ims = OHW; /* ims: tb's stride between images */
+    frames_t fr = frames_for(g->H, g->ph, g->kh, g->dh);
+    bool direct = g->sh == 1 && g->sw == 1 && direct_plan(fr, g->OH, g->OW, Wp, g->C + O, g->N, DIRECT_LIMIT, &nb);
     if (direct) {
-        Q = round_up(g->OH * Wp, NR);
+        Q = round_up(frames_q(fr, nb, g->OH, Wp), NR);
+        cs = frames_cs(fr, nb, Wp);
         for (int64_t c = 0; c < g->C; c++)
             for (int64_t i = 0; i < g->kh; i++)
-                for (int64_t j = 0; j < g->kw; j++) off[(c * g->kh + i) * g->kw + j] = c * Hp * Wp + i * g->dh * Wp + j * g->dw;
+                for (int64_t j = 0; j < g->kw; j++) off[(c * g->kh + i) * g->kw + j] = c * cs + i * g->dh * Wp + j * g->dw;
         int64_t need = (K ? off[K - 1] : 0) + Q;
-        bsz = need > g->C * Hp * Wp ? need : g->C * Hp * Wp;
-        nb = 1;
+        bsz = need > g->C * cs ? need : g->C * cs;
         row_w = Wp;
+        ims = fr.F * Wp;
     } else {
         nb = chunk_images_nr(K * OHW, OHW, ceil_div(g->N, 4 * omp_get_max_threads()));
         Q = round_up(nb * OHW, NR);
@@ -386,18 +430,19 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
                 continue;
             }
             int64_t n = ci * nb, m = g->N - n < nb ? g->N - n : nb;
+            int64_t Qm = direct ? round_up(frames_q(fr, m, g->OH, Wp), NR) : Q;
             if (direct) {
-                pad_chunk(B, Hp * Wp, x + n * CHW, CHW, g->H * g->W, 1, g->C, g->H, g->W, g->ph, g->pw, Hp, Wp);
-                memset(B + g->C * Hp * Wp, 0, sizeof(float) * (size_t)(bsz - g->C * Hp * Wp));
+                frames_fill(B, cs, fr, x + n * CHW, CHW, g->H * g->W, m, g->C, g->H, g->W, g->ph, g->pw, Wp);
+                memset(B + g->C * cs, 0, sizeof(float) * (size_t)(bsz - g->C * cs));
             } else {
                 im2col_chunk(B, xp, x + n * CHW, m, g, Q);
             }
-            for (int64_t p0 = 0; p0 < Q; p0 += NR)
+            for (int64_t p0 = 0; p0 < Qm; p0 += NR)
                 for (int64_t ob = 0; ob < nob; ob++) ukern(K, Ap + ob * K * MR, B + p0, off, tb + ob * MR * Q + p0, Q);
             for (int64_t j = 0; j < m; j++)
                 for (int64_t o = 0; o < O; o++) {
                     float bias = b ? b[o] : 0.0f, *yo = y + ((n + j) * O + o) * OHW;
-                    const float *s = tb + o * Q + j * OHW;
+                    const float *s = tb + o * Q + j * ims;
                     for (int64_t oh = 0; oh < g->OH; oh++) {
                         const float *sr = s + oh * row_w;
                         float *yr = yo + oh * g->OW;
@@ -417,8 +462,10 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
 int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const float *w, const float *bias, float *dx) {
     int64_t K = g->C * g->kh * g->kw, O = g->O, OHW = g->OH * g->OW, HW = g->H * g->W, CHW = g->C * HW;
     if (g->N == 0 || CHW == 0) return 0;
-    int64_t Hq = g->H + g->dh * (g->kh - 1), Wq = g->W + g->dw * (g->kw - 1);
-    bool direct = g->sh == 1 && g->sw == 1 && direct_ok(g->H, Wq, HW, 1.2);
+    int64_t Wq = g->W + g->dw * (g->kw - 1), qh = g->dh * (g->kh - 1) - g->ph, qw = g->dw * (g->kw - 1) - g->pw;
+    frames_t fr = frames_for(g->OH, qh, g->kh, g->dh); /* frames of the padded dy */
+    int64_t nb = 1, cs = 0;
+    bool direct = g->sh == 1 && g->sw == 1 && direct_plan(fr, g->H, g->W, Wq, O + g->C, g->N, DIRECT_LIMIT, &nb);
     /* stride 1 on small images: the same flipped-weight convolution, over im2col columns of the
      * padded dy (g2: the convolution dy -> dx) instead of the direct layout */
     bool flip = !direct && g->sh == 1 && g->sw == 1;
@@ -434,15 +481,15 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
         free(off);
         return td_fail_int("conv2d: out of memory");
     }
-    int64_t Q, bsz, nb, qh = g->dh * (g->kh - 1) - g->ph, qw = g->dw * (g->kw - 1) - g->pw;
+    int64_t Q, bsz;
     if (direct) {
-        Q = round_up(g->H * Wq, NR);
+        Q = round_up(frames_q(fr, nb, g->H, Wq), NR);
+        cs = frames_cs(fr, nb, Wq);
         for (int64_t o = 0; o < O; o++)
             for (int64_t i = 0; i < g->kh; i++)
-                for (int64_t j = 0; j < g->kw; j++) off[(o * g->kh + i) * g->kw + j] = o * Hq * Wq + i * g->dh * Wq + j * g->dw;
+                for (int64_t j = 0; j < g->kw; j++) off[(o * g->kh + i) * g->kw + j] = o * cs + i * g->dh * Wq + j * g->dw;
         int64_t need = (Kr ? off[Kr - 1] : 0) + Q;
-        bsz = need > O * Hq * Wq ? need : O * Hq * Wq;
-        nb = 1;
+        bsz = need > O * cs ? need : O * cs;
     } else if (flip) {
         nb = chunk_images_nr(Kr * HW, HW, ceil_div(g->N, 4 * omp_get_max_threads()));
         Q = round_up(nb * HW, NR);
@@ -472,9 +519,10 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
                 continue;
             }
             int64_t n = ci * nb, m = g->N - n < nb ? g->N - n : nb;
+            int64_t Qm = direct ? round_up(frames_q(fr, m, g->H, Wq), NR) : Q;
             if (direct) {
-                pad_chunk(B, Hq * Wq, dy + n * O * OHW, O * OHW, OHW, 1, O, g->OH, g->OW, qh, qw, Hq, Wq);
-                memset(B + O * Hq * Wq, 0, sizeof(float) * (size_t)(bsz - O * Hq * Wq));
+                frames_fill(B, cs, fr, dy + n * O * OHW, O * OHW, OHW, m, O, g->OH, g->OW, qh, qw, Wq);
+                memset(B + O * cs, 0, sizeof(float) * (size_t)(bsz - O * cs));
             } else if (flip) {
                 im2col_chunk(B, xp, dy + n * O * OHW, m, &g2, Q);
             } else { /* dyb[o][j*OHW + p] */
@@ -484,17 +532,18 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
                     memset(B + o * Q + m * OHW, 0, sizeof(float) * (size_t)(Q - m * OHW));
                 }
             }
-            for (int64_t p0 = 0; p0 < Q; p0 += NR)
+            for (int64_t p0 = 0; p0 < Qm; p0 += NR)
                 for (int64_t rb = 0; rb < nrb; rb++) ukern(Kr, Ap + rb * Kr * MR, B + p0, off, tb + rb * MR * Q + p0, Q);
             if (direct) {
-                for (int64_t c = 0; c < g->C; c++) {
-                    float bb = bias ? bias[c] : 0.0f, *xo = dx + n * CHW + c * HW;
-                    for (int64_t h = 0; h < g->H; h++) {
-                        const float *sr = tb + c * Q + h * Wq;
-                        float *xr = xo + h * g->W;
-                        for (int64_t ww = 0; ww < g->W; ww++) xr[ww] = sr[ww] + bb;
+                for (int64_t j = 0; j < m; j++)
+                    for (int64_t c = 0; c < g->C; c++) {
+                        float bb = bias ? bias[c] : 0.0f, *xo = dx + (n + j) * CHW + c * HW;
+                        for (int64_t h = 0; h < g->H; h++) {
+                            const float *sr = tb + c * Q + (j * fr.F + h) * Wq;
+                            float *xr = xo + h * g->W;
+                            for (int64_t ww = 0; ww < g->W; ww++) xr[ww] = sr[ww] + bb;
+                        }
                     }
-                }
             } else if (flip) {
                 for (int64_t j = 0; j < m; j++)
                     for (int64_t c = 0; c < g->C; c++) {
@@ -536,13 +585,17 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
         return 0;
     }
     int64_t Opad = round_up(O, VW), Kpad = round_up(K, WACC);
-    int64_t Hp = g->H + 2 * g->ph, Wp = g->W + 2 * g->pw, plane = Hp * Wp;
+    /* direct: the chunk's frames (frames_for; full padded ones when they cannot share rows) one
+     * after another; dy's positions outside an image's output are zero in Dt */
+    int64_t Wp = g->W + 2 * g->pw;
+    frames_t fr = frames_for(g->H, g->ph, g->kh, g->dh);
+    int64_t plane = fr.F * Wp;
     bool direct = g->sh == 1 && g->sw == 1 && td_conv_path != 2 &&
-                  (td_conv_path == 1 || (double)plane <= 1.3 * (double)OHW);
+                  (td_conv_path == 1 || (double)plane <= WGRAD_DIRECT_LIMIT * (double)OHW);
     int64_t per_image = direct ? (g->C + Opad) * plane : (K + Opad) * OHW;
     int64_t nbmax = chunk_images(per_image, ceil_div(g->N, 4 * omp_get_max_threads()));
     int64_t Qmax = direct ? nbmax * plane : nbmax * OHW;
-    int64_t bsz = direct ? g->C * nbmax * plane + g->kh * g->dh * Wp + g->kw * g->dw + 2 * VW : K * Qmax;
+    int64_t bsz = direct ? g->C * frames_cs(fr, nbmax, Wp) + g->kh * g->dh * Wp + g->kw * g->dw + 2 * VW : K * Qmax;
     int nt = n_threads_for(2.0 * g->N * O * OHW * K);
     int64_t Hf, Wf;
     im2col_frame(g, &Hf, &Wf);
@@ -575,17 +628,18 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
             if (db)
                 for (int64_t j = 0; j < m; j++)
                     for (int64_t o = 0; o < O; o++) dbp[t * O + o] += td_vsum(dyn + (j * O + o) * OHW, OHW);
-            if (direct) { /* B: [c][j][Hp][Wp]; Dt[q][o], q = (j, h, w) over (m, Hp, Wp): dy at h < OH, w < OW */
-                Qk = (m - 1) * plane + g->OH * Wp;
+            if (direct) { /* B: [c][j][F][Wp]; Dt[q][o], q = (j, h, w) over (m, F, Wp): dy at h < OH, w < OW */
+                Qk = frames_q(fr, m, g->OH, Wp);
+                int64_t cs = frames_cs(fr, m, Wp);
                 for (int64_t c = 0; c < g->C; c++)
                     for (int64_t i = 0; i < g->kh; i++)
                         for (int64_t j = 0; j < g->kw; j++)
-                            off[(c * g->kh + i) * g->kw + j] = c * m * plane + i * g->dh * Wp + j * g->dw;
-                int64_t xsz = g->C * m * plane, need = off[K - 1] + Qk;
-                pad_chunk(B, m * plane, x + n * CHW, CHW, HW, m, g->C, g->H, g->W, g->ph, g->pw, Hp, Wp);
+                            off[(c * g->kh + i) * g->kw + j] = c * cs + i * g->dh * Wp + j * g->dw;
+                int64_t xsz = g->C * cs, need = off[K - 1] + Qk;
+                frames_fill(B, cs, fr, x + n * CHW, CHW, HW, m, g->C, g->H, g->W, g->ph, g->pw, Wp);
                 if (need > xsz) memset(B + xsz, 0, sizeof(float) * (size_t)(need - xsz));
                 for (int64_t j = 0; j < m; j++)
-                    for (int64_t h = 0; h < (j < m - 1 ? Hp : g->OH); h++) {
+                    for (int64_t h = 0; h < (j < m - 1 ? fr.F : g->OH); h++) {
                         float *d = Dt + (j * plane + h * Wp) * Opad; /* zero what dy does not fill */
                         if (h >= g->OH) {
                             memset(d, 0, sizeof(float) * (size_t)(Wp * Opad));

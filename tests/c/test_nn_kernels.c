@@ -74,6 +74,12 @@ static void test_conv_kernels(void) {
         conv_case(2, 64, 8, 8, 128, 3, 3, 1, 1, 1, 1, 1, 1, path); /* weight-gradient tiles of 4, 2 and 1 vectors */
         conv_case(3, 24, 9, 9, 48, 3, 3, 2, 2, 1, 1, 1, 1, path);
         conv_case(2, 8, 6, 6, 80, 3, 3, 1, 1, 1, 1, 1, 1, path);
+        /* enough images for direct chunks of several stacked frames (padding shared between them) */
+        conv_case(40, 8, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1, path);
+        conv_case(33, 5, 4, 4, 7, 3, 3, 1, 1, 1, 1, 1, 1, path);
+        conv_case(30, 3, 9, 9, 5, 3, 3, 1, 1, 0, 0, 1, 1, path);
+        conv_case(27, 4, 6, 7, 6, 3, 5, 1, 1, 2, 1, 2, 1, path);
+        conv_case(25, 3, 5, 6, 4, 3, 3, 1, 1, 3, 1, 1, 1, path); /* padding beyond the kernel's reach: unstacked */
     }
     for (int t = 0; t < 40; t++) {
         int kh = irand(1, 4), kw = irand(1, 4), dh = irand(1, 2), dw = irand(1, 2);
