@@ -122,6 +122,52 @@ static void wtile4(int64_t Q, const float *const *xr, const float *Dt, int64_t l
     wtile(4, Q, xr, Dt, ldd, acc, lda);
 }
 
+/* The same tile for a kernel 3 taps wide (dilation 1) on the direct layout, where the taps
+ * (c, i, 0..2) of a kernel row are one canvas row at offsets 0, 1, 2: R = WACC / (3 nv) rows,
+ * acc[(r * 3 + j) * lda + o] += sum_q xr[r][q + j] * Dt[q * ldd + o]. One pointer per row, not
+ * per tap: 24 tap pointers did not fit the registers and cost a stack load per two multiply-adds
+ * (16 output channels ran at 40% of the forward's rate). */
+/* GCC's predictive commoning sees that x[r][q + 2] is the next step's x[r][q + 1] and carries the
+ * values across steps in scalars, which spill: keep the three loads. */
+#define NO_PCOM __attribute__((optimize("no-predictive-commoning")))
+static inline __attribute__((always_inline)) void wrow3(const int nv, int64_t Q, const float *const *xr,
+                                                        const float *restrict Dt, int64_t ldd, float *restrict acc,
+                                                        int64_t lda) {
+    const int R = WACC / (3 * nv);
+    vf s[WACC];
+    const float *x[WACC / 3];
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; r++) x[r] = xr[r];
+    #pragma GCC unroll 24
+    for (int i = 0; i < WACC; i++) s[i] = (vf){0};
+    for (int64_t q = 0; q < Q; q++) {
+        vf d[4];
+        #pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) d[v] = *(const vf *)(Dt + q * ldd + v * VW);
+        #pragma GCC unroll 8
+        for (int r = 0; r < R; r++)
+            #pragma GCC unroll 3
+            for (int j = 0; j < 3; j++) {
+                vf a = td_vsplat(x[r][q + j]);
+                #pragma GCC unroll 4
+                for (int v = 0; v < nv; v++) s[(r * 3 + j) * nv + v] += a * d[v];
+            }
+    }
+    #pragma GCC unroll 24
+    for (int i = 0; i < WACC / nv; i++)
+        #pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) *(vfu *)(acc + i * lda + v * VW) += s[i * nv + v];
+}
+NO_PCOM static void wrow3_1(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda) {
+    wrow3(1, Q, xr, Dt, ldd, acc, lda);
+}
+NO_PCOM static void wrow3_2(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda) {
+    wrow3(2, Q, xr, Dt, ldd, acc, lda);
+}
+NO_PCOM static void wrow3_4(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda) {
+    wrow3(4, Q, xr, Dt, ldd, acc, lda);
+}
+
 /* ---- per-thread scratch ------------------------------------------------------------------------ */
 #define MAX_THREADS 64
 #define NSLOT 3
@@ -592,6 +638,7 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
     int64_t plane = fr.F * Wp;
     bool direct = g->sh == 1 && g->sw == 1 && td_conv_path != 2 &&
                   (td_conv_path == 1 || (double)plane <= WGRAD_DIRECT_LIMIT * (double)OHW);
+    bool rows3 = direct && g->kw == 3 && g->dw == 1; /* wrow3 tiles */
     int64_t per_image = direct ? (g->C + Opad) * plane : (K + Opad) * OHW;
     int64_t nbmax = chunk_images(per_image, ceil_div(g->N, 4 * omp_get_max_threads()));
     int64_t Qmax = direct ? nbmax * plane : nbmax * OHW;
@@ -663,6 +710,19 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
             for (int64_t o0 = 0; o0 < Opad; ) {
                 int64_t left = (Opad - o0) / VW;
                 int nv = left >= 4 ? 4 : left >= 2 ? 2 : 1, M = WACC / nv;
+                if (rows3) { /* tiles of kernel rows: taps k = row * 3 + j */
+                    int R = M / 3;
+                    for (int64_t r0 = 0; r0 < K / 3; r0 += R) {
+                        const float *xr[WACC / 3];
+                        for (int r = 0; r < R; r++) xr[r] = B + off[r0 + r < K / 3 ? (r0 + r) * 3 : 0]; /* past K: discarded */
+                        float *a = acc + r0 * 3 * Opad + o0;
+                        if (nv == 4) wrow3_4(Qk, xr, Dt + o0, Opad, a, Opad);
+                        else if (nv == 2) wrow3_2(Qk, xr, Dt + o0, Opad, a, Opad);
+                        else wrow3_1(Qk, xr, Dt + o0, Opad, a, Opad);
+                    }
+                    o0 += nv * VW;
+                    continue;
+                }
                 for (int64_t k0 = 0; k0 < K; k0 += M) {
                     const float *xr[WACC];
                     for (int r = 0; r < M; r++) xr[r] = B + off[k0 + r < K ? k0 + r : 0]; /* rows past K: discarded */
