@@ -95,18 +95,26 @@ void td_node_save(td_node *n, int slot, td_tensor *t) {
     n->saved[slot] = t ? td_alias(t, t->ndim, t->shape, t->stride, t->offset) : NULL;
 }
 
-/* dst (grad holder, may be NULL) += g; returns the holder. g is borrowed. */
-static td_tensor *accumulate(td_tensor *dst, td_tensor *g, int ndim, const int64_t *shape) {
+/* A holder that this slot alone references, with a buffer of its own: it may be added to in place. */
+static bool sole_owner(const td_tensor *h) {
+    return h->refcount == 1 && h->storage->refcount == 1 && td_is_contiguous(h);
+}
+
+/* dst (grad holder, may be NULL) += g; returns the holder. g is borrowed. `leaf`: the holder
+ * becomes a leaf's .grad, which users and optimisers change in place (clip_grad_norm_), so it
+ * must own its buffer from the start; a node's holder may share its first gradient when that is
+ * contiguous (the same g handed to both inputs of an add) and is added to out of place if a
+ * second one comes. */
+static td_tensor *accumulate(td_tensor *dst, td_tensor *g, int ndim, const int64_t *shape, bool leaf) {
     if (!dst) {
         td_tensor *s = td_sum_to(g, ndim, shape);
         if (!s) return NULL;
-        /* The holder is added to in place later, so it must own its buffer alone. A fresh
-         * gradient that only the caller references (refcount 1 before this retain, sole user of
-         * its storage) can be kept as it is; anything shared (the same g handed to two inputs,
-         * a view, a saved tensor) is copied. */
+        /* A fresh gradient that only the caller references (refcount 1 before this retain, sole
+         * user of its storage) is kept as it is; for a leaf anything shared (the same g handed
+         * to two inputs, a view, a saved tensor) is copied. */
         bool exclusive = s->refcount == 2 && s == g && s->storage->refcount == 1 && td_is_contiguous(s);
-        bool own = s != g && s->refcount == 1 && s->storage->refcount == 1 && td_is_contiguous(s);
-        if (!exclusive && !own) {
+        bool own = s != g && sole_owner(s);
+        if (!exclusive && !own && (leaf || !td_is_contiguous(s))) { /* backward functions read gout as contiguous */
             td_tensor *c = td_clone(s);
             td_release(s);
             s = c;
@@ -114,20 +122,26 @@ static td_tensor *accumulate(td_tensor *dst, td_tensor *g, int ndim, const int64
         return s;
     }
     td_tensor *s = td_sum_to(g, ndim, shape);
-    if (s) {
+    if (!s) return dst;
+    if (sole_owner(dst)) {
         td_add_(dst, s, 1.0);
         td_release(s);
+        return dst;
     }
-    return dst;
+    td_tensor *sum = td_binary(TD_ADD, dst, s); /* one pass, where a copy then an add took two */
+    td_release(s);
+    if (!sum) return dst;
+    td_release(dst);
+    return sum;
 }
 
 void td_node_accum(td_node *n, int k, td_tensor *g) {
     td_tensor *in = n->in[k];
     if (!in || !g) return;
     if (in->node) {
-        in->node->gout = accumulate(in->node->gout, g, in->ndim, in->shape);
+        in->node->gout = accumulate(in->node->gout, g, in->ndim, in->shape, false);
     } else if (in->requires_grad) {
-        in->grad = accumulate(in->grad, g, in->ndim, in->shape);
+        in->grad = accumulate(in->grad, g, in->ndim, in->shape, true);
     }
 }
 
@@ -135,7 +149,7 @@ td_tensor *td_node_grad_holder(td_node *n, int k) {
     td_tensor *in = n->in[k];
     if (!in) return NULL;
     td_tensor *h = in->node ? in->node->gout : in->requires_grad ? in->grad : NULL;
-    if (!h || h->dtype != TD_F32 || h->ndim != in->ndim || !td_is_contiguous(h) || h->storage->refcount != 1) return NULL;
+    if (!h || h->dtype != TD_F32 || h->ndim != in->ndim || !sole_owner(h)) return NULL;
     for (int i = 0; i < h->ndim; i++)
         if (h->shape[i] != in->shape[i]) return NULL;
     return h;
@@ -207,7 +221,7 @@ int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph) {
     if (!rn) { /* a leaf: its own gradient */
         td_tensor *g = grad ? grad : td_full(TD_F32, root->ndim, root->shape, 1.0);
         if (!g) return -1;
-        root->grad = accumulate(root->grad, g, root->ndim, root->shape);
+        root->grad = accumulate(root->grad, g, root->ndim, root->shape, true);
         if (!grad) td_release(g);
         return 0;
     }

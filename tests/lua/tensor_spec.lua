@@ -267,6 +267,40 @@ describe("autograd", function()
     x:zero_grad()
     spec.eq(x.grad, nil)
   end)
+  it("a gradient shared by both inputs of an add stays right when one of them gets another", function()
+    -- the add hands one gradient tensor to u and v; u's later contributions must not reach v's
+    -- (the holders share it until a second one comes, then add out of place), in either order,
+    -- and through a linear layer whose weight gradient GEMM adds into a holder it owns alone
+    local a = T.tensor({1, 2, 3}, {requires_grad = true})
+    local b = T.tensor({4, 5, 6}, {requires_grad = true})
+    for order = 1, 3 do
+      a:zero_grad(); b:zero_grad()
+      local u, v = a * 1, b * 1
+      local z
+      if order == 1 then z = (u + v):sum() + (u * 4):sum()
+      elseif order == 2 then z = (u * 4):sum() + (v + u):sum()
+      else z = ((u + v) * 2):sum() + (u * u):sum() + (v * 3):sum() end
+      z:backward()
+      if order < 3 then
+        spec.tensor_near(a.grad, {5, 5, 5}, 1e-6, "order " .. order)
+        spec.tensor_near(b.grad, {1, 1, 1}, 1e-6, "order " .. order)
+      else
+        spec.tensor_near(a.grad, {4, 6, 8}, 1e-6)
+        spec.tensor_near(b.grad, {5, 5, 5}, 1e-6)
+      end
+    end
+    -- the adds share one gradient between w, L and v; L's linear backward then makes w's weight
+    -- gradient, which must not be added into that shared buffer (v's gradient too)
+    local w0 = T.tensor({{1, 2}, {3, 4}}, {requires_grad = true})
+    local x, c = T.tensor({{1, 1}, {2, -1}}), T.tensor({{1, 2}, {3, 4}})
+    for order = 1, 2 do
+      w0:zero_grad()
+      local w, v = w0 * 1, w0 * 3
+      local wl = w + T.linear(x, w)
+      ;((order == 1 and wl + v or v + wl) * c):sum():backward()
+      spec.tensor_near(w0.grad, {{4 + 7, 8 - 2}, {12 + 10, 16 - 2}}, 1e-6, "order " .. order) -- 4c + c^T x
+    end
+  end)
   it("takes a gradient argument for non-scalars", function()
     local x = T.ones(2, 2):requires_grad_()
     local y = x * 3
