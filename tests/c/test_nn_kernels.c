@@ -73,6 +73,8 @@ static void test_conv_kernels(void) {
         conv_case(7, 2, 4, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1, path);
         conv_case(2, 64, 8, 8, 128, 3, 3, 1, 1, 1, 1, 1, 1, path); /* weight-gradient tiles of 4, 2 and 1 vectors */
         conv_case(3, 24, 9, 9, 48, 3, 3, 2, 2, 1, 1, 1, 1, path);
+        conv_case(2, 3, 34, 71, 5, 3, 3, 2, 2, 1, 1, 1, 1, path); /* stride-2 rows of 36: vector moves and a tail */
+        conv_case(2, 2, 12, 66, 3, 3, 3, 1, 2, 0, 0, 1, 1, path);
         conv_case(2, 8, 6, 6, 80, 3, 3, 1, 1, 1, 1, 1, 1, path);
         /* enough images for direct chunks of several stacked frames (padding shared between them) */
         conv_case(40, 8, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1, path);
