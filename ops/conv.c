@@ -156,10 +156,12 @@ static inline __attribute__((always_inline)) void wrow3(const int nv, int64_t Q,
                 for (int v = 0; v < nv; v++) s[(r * 3 + j) * nv + v] += a * d[v];
             }
     }
-    #pragma GCC unroll 24
-    for (int i = 0; i < WACC / nv; i++)
-        #pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) *(vfu *)(acc + i * lda + v * VW) += s[i * nv + v];
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+        #pragma GCC unroll 3
+        for (int j = 0; j < 3; j++)
+            #pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) *(vfu *)(acc + (r * 3 + j) * lda + v * VW) += s[(r * 3 + j) * nv + v];
 }
 NO_PCOM static void wrow3_1(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda) {
     wrow3(1, Q, xr, Dt, ldd, acc, lda);
