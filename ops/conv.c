@@ -25,12 +25,14 @@
  *          from the output gradient transposed to (pixel, channel), so the sum over a chunk's
  *          pixels stays in registers. (The earlier form, pixels as the vector dimension, needed
  *          ten vector loads per 24 multiply-adds from L2 and ran at 30-85 GFLOP/s; this one at
- *          140-165 on two cores, 128 channels at 8x8 went from 40 to 160.)
+ *          140-165 on two cores, 128 channels at 8x8 went from 40 to 160.) For 3-wide kernels on
+ *          the direct layout, wrow3 holds one pointer per kernel row and reads its three taps at
+ *          fixed offsets.
  *
  * The gradient of the input of a stride-1 convolution is itself a stride-1 convolution of the
  * padded output gradient with the flipped, transposed weight, so it runs as a forward: direct,
  * or on small images over im2col columns of the padded dy; strided ones compute columns (W^T dy)
- * and scatter them back (col2im).
+ * and scatter them back (col2im; stride-2 rows with vector permutes, as im2col gathers them).
  * Images (or chunks of them) are handed to the threads dynamically, so a core shared with another
  * process slows the op by its own share only.
  * The plain loops td_conv2d_*_ref are the specification the tests hold these kernels to. */
