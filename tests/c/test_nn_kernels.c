@@ -78,6 +78,7 @@ static void test_conv_kernels(void) {
         conv_case(2, 8, 6, 6, 80, 3, 3, 1, 1, 1, 1, 1, 1, path);
         /* enough images for direct chunks of several stacked frames (padding shared between them) */
         conv_case(40, 8, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1, path);
+        conv_case(60, 4, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, path); /* chunks of 7 (the least waste) and a last of 4 */
         conv_case(33, 5, 4, 4, 7, 3, 3, 1, 1, 1, 1, 1, 1, path);
         conv_case(30, 3, 9, 9, 5, 3, 3, 1, 1, 0, 0, 1, 1, path);
         conv_case(27, 4, 6, 7, 6, 3, 5, 1, 1, 2, 1, 2, 1, path);
