@@ -26,7 +26,7 @@
  *          pixels stays in registers. (The earlier form, pixels as the vector dimension, needed
  *          ten vector loads per 24 multiply-adds from L2 and ran at 30-85 GFLOP/s; this one at
  *          140-165 on two cores, 128 channels at 8x8 went from 40 to 160.) For 3-wide kernels on
- *          the direct layout, wrow3 holds one pointer per kernel row and reads its three taps at
+ *          the direct layout, it holds one pointer per kernel row and reads its three taps at
  *          fixed offsets.
  *
  * The gradient of the input of a stride-1 convolution is itself a stride-1 convolution of the
@@ -85,63 +85,23 @@ static inline void ukern(int64_t K, const float *restrict Ap, const float *restr
         for (int v = 0; v < NV; v++) *(vfu *)(C + r * ldc + v * VW) = acc[r][v];
 }
 
-/* Weight-gradient micro-kernel: acc[r * lda + o] += sum_{q < Q} xr[r][q] * Dt[q * ldd + o] for
- * r < WACC / nv taps and o < nv * VW output channels. The taps are broadcast from their input rows,
- * the output channels are aligned vector loads from the transposed output gradient, so the
- * reduction over pixels stays in registers (no horizontal sums) and each pixel costs nv loads and
- * WACC / nv broadcasts for WACC fused multiply-adds. */
+/* Weight-gradient micro-kernel: acc[(r * T + j) * lda + o] += sum_{q < Q} xr[r][q + j] *
+ * Dt[q * ldd + o] for R = WACC / (T nv) input rows r, j < T taps read from each row at offsets
+ * 0..T-1, and o < nv * VW output channels. The taps are broadcast from their input rows, the
+ * output channels are aligned vector loads from the transposed output gradient, so the reduction
+ * over pixels stays in registers (no horizontal sums) and each pixel costs nv loads and WACC / nv
+ * broadcasts for WACC fused multiply-adds. T = 1: any tap layout, one pointer per tap. T = 3: a
+ * kernel 3 taps wide (dilation 1) on the direct layout, where the taps (c, i, 0..2) of a kernel
+ * row are one canvas row: 24 tap pointers did not fit the registers and cost a stack load per two
+ * multiply-adds (16 output channels ran at 40% of the forward's rate); 8 row pointers do. */
 #define WACC (VW == 16 ? 24 : 12) /* accumulators of a weight-gradient tile */
-static inline __attribute__((always_inline)) void wtile(const int nv, int64_t Q, const float *const *xr,
+static inline __attribute__((always_inline)) void wtile(const int nv, const int T, int64_t Q, const float *const *xr,
                                                         const float *restrict Dt, int64_t ldd, float *restrict acc,
                                                         int64_t lda) {
-    const int M = WACC / nv;
+    const int R = WACC / (T * nv);
     vf s[WACC];
     const float *x[WACC];
     #pragma GCC unroll 24
-    for (int r = 0; r < M; r++) x[r] = xr[r];
-    #pragma GCC unroll 24
-    for (int i = 0; i < WACC; i++) s[i] = (vf){0};
-    for (int64_t q = 0; q < Q; q++) {
-        vf d[4];
-        #pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) d[v] = *(const vf *)(Dt + q * ldd + v * VW);
-        #pragma GCC unroll 24
-        for (int r = 0; r < M; r++) {
-            vf a = td_vsplat(x[r][q]);
-            #pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) s[r * nv + v] += a * d[v];
-        }
-    }
-    #pragma GCC unroll 24
-    for (int r = 0; r < M; r++)
-        #pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) *(vfu *)(acc + r * lda + v * VW) += s[r * nv + v];
-}
-static void wtile1(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda) {
-    wtile(1, Q, xr, Dt, ldd, acc, lda);
-}
-static void wtile2(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda) {
-    wtile(2, Q, xr, Dt, ldd, acc, lda);
-}
-static void wtile4(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda) {
-    wtile(4, Q, xr, Dt, ldd, acc, lda);
-}
-
-/* The same tile for a kernel 3 taps wide (dilation 1) on the direct layout, where the taps
- * (c, i, 0..2) of a kernel row are one canvas row at offsets 0, 1, 2: R = WACC / (3 nv) rows,
- * acc[(r * 3 + j) * lda + o] += sum_q xr[r][q + j] * Dt[q * ldd + o]. One pointer per row, not
- * per tap: 24 tap pointers did not fit the registers and cost a stack load per two multiply-adds
- * (16 output channels ran at 40% of the forward's rate). */
-/* GCC's predictive commoning sees that x[r][q + 2] is the next step's x[r][q + 1] and carries the
- * values across steps in scalars, which spill: keep the three loads. */
-#define NO_PCOM __attribute__((optimize("no-predictive-commoning")))
-static inline __attribute__((always_inline)) void wrow3(const int nv, int64_t Q, const float *const *xr,
-                                                        const float *restrict Dt, int64_t ldd, float *restrict acc,
-                                                        int64_t lda) {
-    const int R = WACC / (3 * nv);
-    vf s[WACC];
-    const float *x[WACC / 3];
-    #pragma GCC unroll 8
     for (int r = 0; r < R; r++) x[r] = xr[r];
     #pragma GCC unroll 24
     for (int i = 0; i < WACC; i++) s[i] = (vf){0};
@@ -149,30 +109,41 @@ static inline __attribute__((always_inline)) void wrow3(const int nv, int64_t Q,
         vf d[4];
         #pragma GCC unroll 4
         for (int v = 0; v < nv; v++) d[v] = *(const vf *)(Dt + q * ldd + v * VW);
-        #pragma GCC unroll 8
+        #pragma GCC unroll 24
         for (int r = 0; r < R; r++)
             #pragma GCC unroll 3
-            for (int j = 0; j < 3; j++) {
+            for (int j = 0; j < T; j++) {
                 vf a = td_vsplat(x[r][q + j]);
                 #pragma GCC unroll 4
-                for (int v = 0; v < nv; v++) s[(r * 3 + j) * nv + v] += a * d[v];
+                for (int v = 0; v < nv; v++) s[(r * T + j) * nv + v] += a * d[v];
             }
     }
-    #pragma GCC unroll 8
+    #pragma GCC unroll 24
     for (int r = 0; r < R; r++)
         #pragma GCC unroll 3
-        for (int j = 0; j < 3; j++)
+        for (int j = 0; j < T; j++)
             #pragma GCC unroll 4
-            for (int v = 0; v < nv; v++) *(vfu *)(acc + (r * 3 + j) * lda + v * VW) += s[(r * 3 + j) * nv + v];
+            for (int v = 0; v < nv; v++) *(vfu *)(acc + (r * T + j) * lda + v * VW) += s[(r * T + j) * nv + v];
 }
-NO_PCOM static void wrow3_1(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda) {
-    wrow3(1, Q, xr, Dt, ldd, acc, lda);
-}
-NO_PCOM static void wrow3_2(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda) {
-    wrow3(2, Q, xr, Dt, ldd, acc, lda);
-}
-NO_PCOM static void wrow3_4(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda) {
-    wrow3(4, Q, xr, Dt, ldd, acc, lda);
+/* GCC's predictive commoning sees that x[r][q + 2] is the next step's x[r][q + 1] and carries the
+ * values across steps in scalars, which spill: keep the three loads. */
+#define NO_PCOM __attribute__((optimize("no-predictive-commoning")))
+typedef void (*wtile_fn)(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda);
+#define WTILE(nv, T)                                                                                                 \
+    NO_PCOM static void wtile_##nv##_##T(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, \
+                                         int64_t lda) {                                                               \
+        wtile(nv, T, Q, xr, Dt, ldd, acc, lda);                                                                       \
+    }
+WTILE(1, 1)
+WTILE(2, 1)
+WTILE(4, 1)
+WTILE(1, 3)
+WTILE(2, 3)
+WTILE(4, 3)
+/* the tile for nv vectors of output channels and T taps per row (1 or 3) */
+static wtile_fn wtile_for(int nv, int T) {
+    if (T == 3) return nv == 4 ? wtile_4_3 : nv == 2 ? wtile_2_3 : wtile_1_3;
+    return nv == 4 ? wtile_4_1 : nv == 2 ? wtile_2_1 : wtile_1_1;
 }
 
 /* ---- per-thread scratch ------------------------------------------------------------------------ */
@@ -689,7 +660,7 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
     int64_t plane = fr.F * Wp;
     bool direct = g->sh == 1 && g->sw == 1 && td_conv_path != 2 &&
                   (td_conv_path == 1 || (double)plane <= WGRAD_DIRECT_LIMIT * (double)OHW);
-    bool rows3 = direct && g->kw == 3 && g->dw == 1; /* wrow3 tiles */
+    bool rows3 = direct && g->kw == 3 && g->dw == 1; /* tiles of whole kernel rows (wtile, T = 3) */
     int64_t per_image = direct ? (g->C + Opad) * plane : (K + Opad) * OHW;
     int64_t nbmax = chunk_images(per_image, ceil_div(g->N, 4 * omp_get_max_threads()));
     int64_t Qmax = direct ? nbmax * plane : nbmax * OHW;
@@ -760,27 +731,12 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
             }
             for (int64_t o0 = 0; o0 < Opad; ) {
                 int64_t left = (Opad - o0) / VW;
-                int nv = left >= 4 ? 4 : left >= 2 ? 2 : 1, M = WACC / nv;
-                if (rows3) { /* tiles of kernel rows: taps k = row * 3 + j */
-                    int R = M / 3;
-                    for (int64_t r0 = 0; r0 < K / 3; r0 += R) {
-                        const float *xr[WACC / 3];
-                        for (int r = 0; r < R; r++) xr[r] = B + off[r0 + r < K / 3 ? (r0 + r) * 3 : 0]; /* past K: discarded */
-                        float *a = acc + r0 * 3 * Opad + o0;
-                        if (nv == 4) wrow3_4(Qk, xr, Dt + o0, Opad, a, Opad);
-                        else if (nv == 2) wrow3_2(Qk, xr, Dt + o0, Opad, a, Opad);
-                        else wrow3_1(Qk, xr, Dt + o0, Opad, a, Opad);
-                    }
-                    o0 += nv * VW;
-                    continue;
-                }
-                for (int64_t k0 = 0; k0 < K; k0 += M) {
+                int nv = left >= 4 ? 4 : left >= 2 ? 2 : 1, T = rows3 ? 3 : 1, R = WACC / (T * nv);
+                wtile_fn tile = wtile_for(nv, T);
+                for (int64_t r0 = 0; r0 < K / T; r0 += R) { /* rows of T taps: k = row * T + j */
                     const float *xr[WACC];
-                    for (int r = 0; r < M; r++) xr[r] = B + off[k0 + r < K ? k0 + r : 0]; /* rows past K: discarded */
-                    float *a = acc + k0 * Opad + o0;
-                    if (nv == 4) wtile4(Qk, xr, Dt + o0, Opad, a, Opad);
-                    else if (nv == 2) wtile2(Qk, xr, Dt + o0, Opad, a, Opad);
-                    else wtile1(Qk, xr, Dt + o0, Opad, a, Opad);
+                    for (int r = 0; r < R; r++) xr[r] = B + off[r0 + r < K / T ? (r0 + r) * T : 0]; /* past K: discarded */
+                    tile(Qk, xr, Dt + o0, Opad, acc + r0 * T * Opad + o0, Opad);
                 }
                 o0 += nv * VW;
             }
