@@ -33,6 +33,8 @@
  * padded output gradient with the flipped, transposed weight, so it runs as a forward: direct,
  * or on small images over im2col columns of the padded dy; strided ones compute columns (W^T dy)
  * and scatter them back (col2im; stride-2 rows with vector permutes, as im2col gathers them).
+ * The forward and the input gradient of 3x3 stride-1 layers with enough channels per row of
+ * tiles take Winograd F(2x2, 3x3) instead (conv_winograd.c: 2.25x fewer products, on ukern too).
  * Images (or chunks of them) are handed to the threads dynamically, so a core shared with another
  * process slows the op by its own share only.
  * The plain loops td_conv2d_*_ref are the specification the tests hold these kernels to. */
@@ -44,46 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TD_NN_INTERNAL
-#include "nn.h"
-
-/* ---- vector micro-kernels --------------------------------------------------------------------- */
-#if defined(__AVX512F__)
-#define VW 16 /* floats per vector register */
-#define MR 8  /* output channels per micro-tile (broadcasts) */
-#define NV 3  /* pixel vectors per micro-tile: 8 x 3 accumulators of 32 registers */
-#else
-#define VW 8
-#define MR 4
-#define NV 2
-#endif
-#define NR (NV * VW)
-typedef float vf __attribute__((vector_size(VW * 4)));
-_Static_assert(VW == TD_VW, "conv.c and nn.h agree on the vector width");
-typedef float vfu __attribute__((vector_size(VW * 4), aligned(4))); /* unaligned access */
-
-static inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
-static inline int64_t ceil_div(int64_t a, int64_t m) { return (a + m - 1) / m; }
-
-/* C[r * ldc + p] = sum_k Ap[k * MR + r] * B[off[k] + p], r < MR, p < NR */
-static inline void ukern(int64_t K, const float *restrict Ap, const float *restrict B, const int64_t *restrict off,
-                         float *restrict C, int64_t ldc) {
-    vf acc[MR][NV];
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = (vf){0};
-    for (int64_t k = 0; k < K; k++) {
-        const float *b = B + off[k];
-        vf bv[NV];
-        for (int v = 0; v < NV; v++) bv[v] = *(const vfu *)(b + v * VW);
-        const float *a = Ap + k * MR;
-        for (int r = 0; r < MR; r++) {
-            vf av = td_vsplat(a[r]);
-            for (int v = 0; v < NV; v++) acc[r][v] += av * bv[v];
-        }
-    }
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) *(vfu *)(C + r * ldc + v * VW) = acc[r][v];
-}
+#include "conv_kern.h"
 
 /* Weight-gradient micro-kernel: acc[(r * T + j) * lda + o] += sum_{q < Q} xr[r][q + j] *
  * Dt[q * ldd + o] for R = WACC / (T nv) input rows r, j < T taps read from each row at offsets
@@ -147,18 +110,15 @@ static wtile_fn wtile_for(int nv, int T) {
 }
 
 /* ---- per-thread scratch ------------------------------------------------------------------------ */
-#define MAX_THREADS 64
-#define NSLOT 3
 static struct {
     float *p;
     size_t cap; /* floats */
-} pool[MAX_THREADS][NSLOT];
+} pool[TD_CONV_MAX_THREADS][TD_CONV_NSLOT];
 static size_t pool_bytes;
 
 size_t td_nn_scratch_bytes(void) { return pool_bytes; }
 
-/* Buffer `slot` of thread `tid`, at least n floats (contents undefined). NULL when out of memory. */
-static float *scratch(int tid, int slot, size_t n) {
+float *td_conv_scratch(int tid, int slot, size_t n) {
     if (pool[tid][slot].cap >= n) return pool[tid][slot].p;
     size_t want = n + n / 4 + 64;
     float *p = aligned_alloc(64, (want * sizeof(float) + 63) & ~(size_t)63);
@@ -171,9 +131,9 @@ static float *scratch(int tid, int slot, size_t n) {
     return p;
 }
 
-static int n_threads_for(double flops) {
+int td_conv_threads(double flops) {
     int t = omp_get_max_threads();
-    if (t > MAX_THREADS) t = MAX_THREADS;
+    if (t > TD_CONV_MAX_THREADS) t = TD_CONV_MAX_THREADS;
     if (flops < 2e6) t = 1; /* a parallel region costs more than it saves */
     return t < 1 ? 1 : t;
 }
@@ -452,6 +412,8 @@ static float *pack_panels(const float *w, int64_t rows, int64_t K, int mode, con
 int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
     int64_t K = g->C * g->kh * g->kw, O = g->O, nob = ceil_div(O, MR), OHW = g->OH * g->OW, CHW = g->C * g->H * g->W;
     if (g->N == 0 || OHW == 0 || O == 0) return 0;
+    if (td_winograd_ok(g->C, O, g->OW, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw))
+        return td_winograd_conv(g->N, g->C, g->H, g->W, O, g->ph, g->pw, g->OH, g->OW, x, w, false, b, y);
     float *Ap = pack_panels(w, O, K, 0, g);
     int64_t *off = malloc(sizeof(int64_t) * (size_t)(K ? K : 1));
     if (!Ap || !off) {
@@ -479,7 +441,7 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
         bsz = K * Q;
         row_w = g->OW;
     }
-    int nt = n_threads_for(2.0 * g->N * O * OHW * K);
+    int nt = td_conv_threads(2.0 * g->N * O * OHW * K);
     int64_t Hf, Wf;
     im2col_frame(g, &Hf, &Wf);
     int64_t frame = Hf * Wf;
@@ -487,8 +449,8 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
     #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num();
-        float *B = scratch(t, 0, (size_t)bsz + 64), *tb = scratch(t, 1, (size_t)(nob * MR * Q));
-        float *xp = direct ? NULL : scratch(t, 2, (size_t)(g->C * nb * frame) + 64);
+        float *B = td_conv_scratch(t, 0, (size_t)bsz + 64), *tb = td_conv_scratch(t, 1, (size_t)(nob * MR * Q));
+        float *xp = direct ? NULL : td_conv_scratch(t, 2, (size_t)(g->C * nb * frame) + 64);
         if (!B || !tb || (!direct && !xp)) failed = 1;
         #pragma omp for schedule(dynamic, 1)
         for (int64_t ci = 0; ci < ceil_div(g->N, nb); ci++) {
@@ -530,6 +492,9 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
 int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const float *w, const float *bias, float *dx) {
     int64_t K = g->C * g->kh * g->kw, O = g->O, OHW = g->OH * g->OW, HW = g->H * g->W, CHW = g->C * HW;
     if (g->N == 0 || CHW == 0) return 0;
+    /* a 3x3 stride-1 input gradient is the 3x3 convolution of dy padded by 2 - p */
+    if (td_winograd_ok(O, g->C, g->W, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, 2 - g->ph, 2 - g->pw))
+        return td_winograd_conv(g->N, O, g->OH, g->OW, g->C, 2 - g->ph, 2 - g->pw, g->H, g->W, dy, w, true, bias, dx);
     int64_t Wq = g->W + g->dw * (g->kw - 1), qh = g->dh * (g->kh - 1) - g->ph, qw = g->dw * (g->kw - 1) - g->pw;
     frames_t fr = frames_for(g->OH, qh, g->kh, g->dh); /* frames of the padded dy */
     int64_t nb = 1, cs = 0;
@@ -569,15 +534,15 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
         for (int64_t o = 0; o < O; o++) off[o] = o * Q;
         bsz = O * Q;
     }
-    int nt = n_threads_for(2.0 * g->N * O * OHW * K);
+    int nt = td_conv_threads(2.0 * g->N * O * OHW * K);
     int64_t Hf, Wf;
     im2col_frame(&g2, &Hf, &Wf);
     volatile int failed = 0;
     #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num();
-        float *B = scratch(t, 0, (size_t)bsz + 64), *tb = scratch(t, 1, (size_t)(nrb * MR * Q));
-        float *xp = flip ? scratch(t, 2, (size_t)(O * nb * Hf * Wf) + 64) : NULL;
+        float *B = td_conv_scratch(t, 0, (size_t)bsz + 64), *tb = td_conv_scratch(t, 1, (size_t)(nrb * MR * Q));
+        float *xp = flip ? td_conv_scratch(t, 2, (size_t)(O * nb * Hf * Wf) + 64) : NULL;
         if (!B || !tb || (flip && !xp)) failed = 1;
         #pragma omp for schedule(dynamic, 1)
         for (int64_t ci = 0; ci < ceil_div(g->N, nb); ci++) {
@@ -665,7 +630,7 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
     int64_t nbmax = chunk_images(per_image, ceil_div(g->N, 4 * omp_get_max_threads()));
     int64_t Qmax = direct ? nbmax * plane : nbmax * OHW;
     int64_t bsz = direct ? g->C * frames_cs(fr, nbmax, Wp) + g->kh * g->dh * Wp + g->kw * g->dw + 2 * VW : K * Qmax;
-    int nt = n_threads_for(2.0 * g->N * O * OHW * K);
+    int nt = td_conv_threads(2.0 * g->N * O * OHW * K);
     int64_t Hf, Wf;
     im2col_frame(g, &Hf, &Wf);
     int64_t frame = Hf * Wf;
@@ -682,8 +647,8 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
         int t = omp_get_thread_num();
         float *acc = part + t * Kpad * Opad;
         int64_t *off = malloc(sizeof(int64_t) * (size_t)K);
-        float *B = scratch(t, 0, (size_t)bsz + 64), *Dt = scratch(t, 1, (size_t)(Qmax * Opad));
-        float *xp = direct ? NULL : scratch(t, 2, (size_t)(g->C * nbmax * frame) + 64);
+        float *B = td_conv_scratch(t, 0, (size_t)bsz + 64), *Dt = td_conv_scratch(t, 1, (size_t)(Qmax * Opad));
+        float *xp = direct ? NULL : td_conv_scratch(t, 2, (size_t)(g->C * nbmax * frame) + 64);
         if (!B || !Dt || !off || (!direct && !xp)) failed = 1;
         #pragma omp for schedule(dynamic, 1)
         for (int64_t ci = 0; ci < ceil_div(g->N, nbmax); ci++) {

@@ -49,7 +49,8 @@ void td_conv2d_fwd_ref(const td_conv_geom *g, const float *x, const float *w, co
 void td_conv2d_bwd_data_ref(const td_conv_geom *g, const float *dy, const float *w, float *dx);
 void td_conv2d_bwd_weight_ref(const td_conv_geom *g, const float *x, const float *dy, float *dw, float *db);
 /* Path selection, for tests: 0 automatic, 1 direct (stride-1 only; falls back otherwise),
- * 2 im2col / col2im everywhere. */
+ * 2 im2col / col2im everywhere, 3 Winograd F(2x2, 3x3) wherever it applies (3x3 kernels of
+ * stride and dilation 1; automatic for the rest), 4 automatic without Winograd. */
 extern int td_conv_path;
 /* Bytes held by the kernels' per-thread scratch buffers (they grow to the largest call, and
  * are reused: a training loop allocates nothing after its first step). The buffers belong to

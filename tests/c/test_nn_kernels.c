@@ -60,7 +60,7 @@ static void conv_case(int N, int C, int H, int W, int O, int kh, int kw, int sh,
 }
 
 static void test_conv_kernels(void) {
-    for (int path = 0; path <= 2; path++) {
+    for (int path = 0; path <= 3; path++) { /* automatic, direct, im2col, Winograd */
         conv_case(2, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, path);
         conv_case(3, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, path);
         conv_case(2, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, path);
@@ -87,8 +87,15 @@ static void test_conv_kernels(void) {
     for (int t = 0; t < 40; t++) {
         int kh = irand(1, 4), kw = irand(1, 4), dh = irand(1, 2), dw = irand(1, 2);
         conv_case(irand(1, 5), irand(1, 9), irand(3, 14), irand(3, 14), irand(1, 19), kh, kw, irand(1, 3), irand(1, 3),
-                  irand(0, 3), irand(0, 3), dh, dw, irand(0, 2));
+                  irand(0, 3), irand(0, 3), dh, dw, irand(0, 3));
     }
+    /* Winograd's tiles: odd and even output sizes, rows of 1 to 40 tiles (several vectors, tails
+     * shorter than one), every padding it takes, chunks of several images */
+    conv_case(3, 16, 64, 80, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3);
+    conv_case(9, 17, 7, 5, 18, 3, 3, 1, 1, 1, 1, 1, 1, 0);
+    for (int t = 0; t < 30; t++)
+        conv_case(irand(1, 12), irand(1, 40), irand(3, 40), irand(3, 40), irand(1, 40), 3, 3, 1, 1, irand(0, 2),
+                  irand(0, 2), 1, 1, 3);
 }
 
 /* ---- tensor helpers --------------------------------------------------------------------------------- */

@@ -1,0 +1,68 @@
+/* Internal to the convolution files (conv.c, conv_winograd.c): the vector micro-kernel both
+ * run their products on, and the per-thread scratch buffers they share. */
+#ifndef TD_CONV_KERN_H
+#define TD_CONV_KERN_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define TD_NN_INTERNAL
+#include "nn.h"
+
+/* ---- vector micro-kernels --------------------------------------------------------------------- */
+#if defined(__AVX512F__)
+#define VW 16 /* floats per vector register */
+#define MR 8  /* output channels per micro-tile (broadcasts) */
+#define NV 3  /* pixel vectors per micro-tile: 8 x 3 accumulators of 32 registers */
+#else
+#define VW 8
+#define MR 4
+#define NV 2
+#endif
+#define NR (NV * VW)
+typedef float vf __attribute__((vector_size(VW * 4)));
+_Static_assert(VW == TD_VW, "conv.c and nn.h agree on the vector width");
+typedef float vfu __attribute__((vector_size(VW * 4), aligned(4))); /* unaligned access */
+
+static inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+static inline int64_t ceil_div(int64_t a, int64_t m) { return (a + m - 1) / m; }
+
+/* C[r * ldc + p] = sum_k Ap[k * MR + r] * B[off[k] + p], r < MR, p < NR */
+static inline void ukern(int64_t K, const float *restrict Ap, const float *restrict B, const int64_t *restrict off,
+                         float *restrict C, int64_t ldc) {
+    vf acc[MR][NV];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = (vf){0};
+    for (int64_t k = 0; k < K; k++) {
+        const float *b = B + off[k];
+        vf bv[NV];
+        for (int v = 0; v < NV; v++) bv[v] = *(const vfu *)(b + v * VW);
+        const float *a = Ap + k * MR;
+        for (int r = 0; r < MR; r++) {
+            vf av = td_vsplat(a[r]);
+            for (int v = 0; v < NV; v++) acc[r][v] += av * bv[v];
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) *(vfu *)(C + r * ldc + v * VW) = acc[r][v];
+}
+
+/* Buffer `slot` (< TD_CONV_NSLOT) of OpenMP thread `tid`, at least n floats (contents undefined),
+ * kept for the next call; NULL when out of memory. */
+#define TD_CONV_NSLOT 3
+#define TD_CONV_MAX_THREADS 64
+float *td_conv_scratch(int tid, int slot, size_t n);
+/* threads worth starting for `flops` of work */
+int td_conv_threads(double flops);
+
+/* Winograd F(2x2, 3x3) (conv_winograd.c). ok: whether the 3x3 stride-1 convolution (C -> O
+ * channels, output width OW, padding ph, pw) takes it, by td_conv_path (0 auto: where it was
+ * measured faster, C O min(tw, VW) >= WINO_MIN_GAIN (C + O) VW for tw = ceil(OW / 2) tiles per
+ * row; 1, 2, 4 never; 3 always). conv: y (N, O, OH, OW) = conv(x (N, C, H, W), w) + bias (bias
+ * may be NULL); w is (O, C, 3, 3), or with flip the (C, O, 3, 3) weight of the convolution whose
+ * input gradient this is, flipped and transposed. 0, or -1 with the error set. */
+#define WINO_MIN_GAIN 10
+bool td_winograd_ok(int64_t C, int64_t O, int64_t OW, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh,
+                    int64_t dw, int64_t ph, int64_t pw);
+int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
+                     int64_t OW, const float *x, const float *w, bool flip, const float *bias, float *y);
+#endif
