@@ -251,20 +251,26 @@ int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int6
                 continue;
             }
             int64_t t0 = bi * NB, t1 = t0 + NB < total ? t0 + NB : total, used = t1 - t0;
+            /* the block's segments of tile rows (divisions once per block, not per channel) */
+            struct { int64_t n, ty, tx0, tx1, v0; } seg[10 * NR + 2];
+            int ns = 0;
+            for (int64_t t = t0; t < t1; ns++) {
+                int64_t row = t / p.tw, tx0 = t - row * p.tw, tx1 = (row + 1) * p.tw < t1 ? p.tw : t1 - row * p.tw;
+                seg[ns].n = row / p.th, seg[ns].ty = row % p.th, seg[ns].tx0 = tx0, seg[ns].tx1 = tx1, seg[ns].v0 = t - t0;
+                t += tx1 - tx0;
+            }
             for (int64_t c = 0; c < C; c++) {
-                int64_t have = -1; /* split rows held: 2 ty' .. 2 ty' + 3 of `have` = (n, ty') */
-                for (int64_t t = t0; t < t1;) { /* segments of tile rows */
-                    int64_t row = t / p.tw, n = row / p.th, ty = row % p.th, tx0 = t - row * p.tw;
-                    int64_t tx1 = (row + 1) * p.tw < t1 ? p.tw : t1 - row * p.tw;
+                int64_t hn = -1, hty = -1; /* the split rows held: 2 hty .. 2 hty + 3 of image hn */
+                for (int i = 0; i < ns; i++) {
+                    int64_t n = seg[i].n, ty = seg[i].ty;
                     const float *xc = x + (n * C + c) * HW;
                     /* slots by padded row mod 4: the next tile row reuses two of the four */
-                    for (int64_t r = have == row - 1 && ty > 0 ? 2 : 0; r < 4; r++)
+                    for (int64_t r = hn == n && hty == ty - 1 ? 2 : 0; r < 4; r++)
                         split_row(&p, xc, 2 * ty + r, E + (2 * ty + r) % 4 * p.ld, D + (2 * ty + r) % 4 * p.ld, rb);
                     float *er[4], *dr[4];
                     for (int r = 0; r < 4; r++) er[r] = E + (2 * ty + r) % 4 * p.ld, dr[r] = D + (2 * ty + r) % 4 * p.ld;
-                    input_transform(&p, er, dr, V + c * p.Qs, tx0, tx1, t - t0);
-                    have = row;
-                    t += tx1 - tx0;
+                    input_transform(&p, er, dr, V + c * p.Qs, seg[i].tx0, seg[i].tx1, seg[i].v0);
+                    hn = n, hty = ty;
                 }
                 for (int xi = 0; xi < 16; xi++) /* the last block's columns up to NR: finite, never read back */
                     for (int64_t q = used; q < round_up(used, NR); q++) V[(xi * C + c) * p.Qs + q] = 0;
@@ -274,14 +280,10 @@ int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int6
                     for (int64_t ob = 0; ob < nob; ob++)
                         ukern(C, Up + (xi * nob + ob) * C * MR, V + xi * C * p.Qs + p0, off,
                               M + (xi * Or + ob * MR) * p.Qs + p0, p.Qs);
-            for (int64_t t = t0; t < t1;) {
-                int64_t row = t / p.tw, n = row / p.th, ty = row % p.th, tx0 = t - row * p.tw;
-                int64_t tx1 = (row + 1) * p.tw < t1 ? p.tw : t1 - row * p.tw;
+            for (int i = 0; i < ns; i++)
                 for (int64_t o = 0; o < O; o++)
-                    output_transform(&p, M, Or, o * p.Qs + t - t0, ty, tx0, tx1, bias ? bias[o] : 0.0f,
-                                     y + (n * O + o) * OHW);
-                t += tx1 - tx0;
-            }
+                    output_transform(&p, M, Or, o * p.Qs + seg[i].v0, seg[i].ty, seg[i].tx0, seg[i].tx1,
+                                     bias ? bias[o] : 0.0f, y + (seg[i].n * O + o) * OHW);
         }
     }
     free(Up);
