@@ -33,8 +33,8 @@
  * padded output gradient with the flipped, transposed weight, so it runs as a forward: direct,
  * or on small images over im2col columns of the padded dy; strided ones compute columns (W^T dy)
  * and scatter them back (col2im; stride-2 rows with vector permutes, as im2col gathers them).
- * The forward and the input gradient of 3x3 stride-1 layers with enough channels per row of
- * tiles take Winograd F(2x2, 3x3) instead (conv_winograd.c: 2.25x fewer products, on ukern too).
+ * The forward and the input gradient of 3x3 stride-1 layers with enough channels take Winograd
+ * F(2x2, 3x3) instead (conv_winograd.c: 2.25x fewer products, on ukern too).
  * Images (or chunks of them) are handed to the threads dynamically, so a core shared with another
  * process slows the op by its own share only.
  * The plain loops td_conv2d_*_ref are the specification the tests hold these kernels to. */

@@ -56,10 +56,10 @@ int td_conv_threads(double flops);
 
 /* Winograd F(2x2, 3x3) (conv_winograd.c). ok: whether the 3x3 stride-1 convolution (C -> O
  * channels, output width OW, padding ph, pw) takes it, by td_conv_path (0 auto: where it was
- * measured faster, C O min(tw, VW) >= WINO_MIN_GAIN (C + O) VW for tw = ceil(OW / 2) tiles per
- * row; 1, 2, 4 never; 3 always). conv: y (N, O, OH, OW) = conv(x (N, C, H, W), w) + bias (bias
- * may be NULL); w is (O, C, 3, 3), or with flip the (C, O, 3, 3) weight of the convolution whose
- * input gradient this is, flipped and transposed. 0, or -1 with the error set. */
+ * measured faster, C O >= WINO_MIN_GAIN (C + O); 1, 2, 4 never; 3 always). conv: y (N, O, OH,
+ * OW) = conv(x (N, C, H, W), w) + bias (bias may be NULL); w is (O, C, 3, 3), or with flip the
+ * (C, O, 3, 3) weight of the convolution whose input gradient this is, flipped and transposed.
+ * 0, or -1 with the error set. */
 #define WINO_MIN_GAIN 10
 bool td_winograd_ok(int64_t C, int64_t O, int64_t OW, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh,
                     int64_t dw, int64_t ph, int64_t pw);

@@ -6,8 +6,9 @@
  * transforms only add, subtract and halve, so the result is as accurate as the direct sum.
  *
  * Per chunk of m images (their tiles numbered one after another: t = (j * th + ty) * tw + tx):
- *   1. input transform  V[xi][c][t], xi = 4 i + s < 16: from each padded row split into its even
- *      and odd columns, so that one tile row of every channel is a few vector operations;
+ *   1. input transform  V[xi][c][t], xi = 4 i + s < 16: from the padded rows split by the parity
+ *      of their rows and columns (fill_planes), so that a vector of tiles is 16 loads however
+ *      short the tile rows;
  *   2. 16 products      M[xi][o][t] = sum_c U[xi][o][c] V[xi][c][t] on conv.c's micro-kernel
  *      (U: the transformed weight, packed in its panels; the tiles are its pixel dimension);
  *   3. output transform Y from M[.][o][t], the two output columns of a tile interleaved back.
@@ -79,65 +80,78 @@ static inline void vst(float *p, vf v) { *(vfu *)p = v; }
 typedef struct {
     int64_t C, H, W, O, ph, pw, OH, OW; /* one image: (C, H, W) -> (O, OH, OW) */
     int64_t th, tw, T1;                 /* tile rows, tiles per row, tiles per image */
-    int64_t ld;                         /* floats per split row (>= tw + 1 + VW) */
+    int64_t ps;                         /* floats per plane: (th + 1) tw + slack */
     int64_t Qs;                         /* stride of V's and M's rows: a block's tiles + slack */
 } wino_t;
 
-/* Padded row h of one channel plane x (H, W), split: e[k] = padded(h, 2k), d[k] = padded(h, 2k + 1)
- * for k < tw + 1 (then zeros). rb: a row buffer whose borders are zero. */
-static void split_row(const wino_t *p, const float *x, int64_t h, float *e, float *d, float *rb) {
-    h -= p->ph;
-    if (h < 0 || h >= p->H) {
-        for (int64_t k = 0; k < p->ld; k += VW) vst(e + k, (vf){0}), vst(d + k, (vf){0});
-        return;
-    }
-    const float *xr = x + h * p->W;
-    /* a block reads a few rows of each of C planes, too short a stream for the hardware
-     * prefetcher: ask for the same row of the next plane (the next channel's, or after the
-     * last channel the next image's first) */
-    for (int64_t j = 0; j < p->W; j += 16) __builtin_prefetch(xr + p->H * p->W + j);
-#if defined(__AVX512F__)
-    /* straight from x with masked loads (lanes outside the row are zero and not read): copying
-     * the row into rb first cost a failed store-to-load forwarding per vector */
-    (void)rb;
-    for (int64_t k = 0; k < p->tw + 1; k += VW) {
-        __m512 v[2];
-        for (int i = 0; i < 2; i++) {
-            int64_t s0 = 2 * k - p->pw + i * VW, lo = s0 < 0 ? -s0 : 0, hi = p->W - s0 < VW ? p->W - s0 : VW;
-            __mmask16 m = hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-            v[i] = _mm512_maskz_loadu_ps(m, xr + s0);
-        }
-        vst(e + k, __builtin_shuffle((vf)v[0], (vf)v[1], EVEN));
-        vst(d + k, __builtin_shuffle((vf)v[0], (vf)v[1], ODD));
+/* Padded-row floats j0 .. j0 + 2 VW - 1 of the input row xr (padded(j) = xr[j - pw], zero off
+ * the row) as two vectors. */
+static inline void load_pair(const wino_t *p, const float *xr, int64_t j0, vf *a, vf *b) {
+#if defined(__AVX512F__) /* masked loads: lanes off the row are zero and not read */
+    for (int i = 0; i < 2; i++) {
+        int64_t s0 = j0 - p->pw + i * VW, lo = s0 < 0 ? -s0 : 0, hi = p->W - s0 < VW ? p->W - s0 : VW;
+        __mmask16 m = hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+        vf v = (vf)_mm512_maskz_loadu_ps(m, xr + s0);
+        if (i) *b = v;
+        else *a = v;
     }
 #else
-    float *r = rb + p->pw;
-    for (int64_t j = 0; j < p->W; j++) r[j] = xr[j];
-    for (int64_t k = 0; k < p->tw + 1; k += VW) {
-        vf a = vld(rb + 2 * k), b = vld(rb + 2 * k + VW);
-        vst(e + k, __builtin_shuffle(a, b, EVEN));
-        vst(d + k, __builtin_shuffle(a, b, ODD));
+    float t[2 * VW];
+    for (int l = 0; l < 2 * VW; l++) {
+        int64_t j = j0 + l - p->pw;
+        t[l] = j >= 0 && j < p->W ? xr[j] : 0.0f;
     }
+    *a = vld(t);
+    *b = vld(t + VW);
 #endif
 }
 
-/* V[(xi * C + c) * Qs + v0 + tx - tx0] for the tiles tx0 <= tx < tx1 of one tile row of channel
- * c, from its four split rows e[r], d[r]. Writes VW tiles at a time: past tx1 into the next
- * segment (written after this one) or into V's slack. */
-static void input_transform(const wino_t *p, float *const *E, float *const *D, float *V, int64_t tx0, int64_t tx1,
-                            int64_t v0) {
+/* The input transform reads, for tile t = ty tw + tx of an image, the padded pixels
+ * (2 ty + r, 2 tx + b), r, b < 4. Held as 8 planes P[(r % 2) * 4 + b][rho * tw + tx] = padded(2 rho
+ * + r % 2, 2 tx + b), they sit at t and t + tw (r >= 2) of four planes: one vector of tiles is
+ * 16 loads whether a tile row is 2 tiles or 40, and rows of 4 or 8 tiles fill the vector's lanes.
+ * Fills rows rho = 0 .. rows - 1 of the planes from padded rows 2 ty0 .. 2 (ty0 + rows) - 1 of the
+ * channel plane x (H, W). */
+static void fill_planes(const wino_t *p, const float *x, int64_t ty0, int64_t rows, float *P) {
+    /* the next channel's rows: a block reads a few rows of each of C planes, too short a stream
+     * for the hardware prefetcher */
+    for (int64_t j = 0; j < p->W; j += 16) __builtin_prefetch(x + p->H * p->W + (2 * ty0 - p->ph) * p->W + j);
+    for (int64_t R = 2 * ty0; R < 2 * (ty0 + rows); R++) {
+        int64_t h = R - p->ph, rho = R / 2 - ty0;
+        float *q = P + (R % 2) * 4 * p->ps + rho * p->tw;
+        if (h < 0 || h >= p->H) {
+            for (int b = 0; b < 4; b++)
+                for (int64_t k = 0; k < p->tw; k += VW) vst(q + b * p->ps + k, (vf){0});
+            continue;
+        }
+        const float *xr = x + h * p->W;
+        for (int64_t k = 0; k < p->tw; k += VW) { /* VW at a time: the spill is the next row's, written next */
+            vf a, b;
+            load_pair(p, xr, 2 * k, &a, &b);
+            vst(q + k, __builtin_shuffle(a, b, EVEN));
+            vst(q + p->ps + k, __builtin_shuffle(a, b, ODD));
+            load_pair(p, xr, 2 * k + 2, &a, &b);
+            vst(q + 2 * p->ps + k, __builtin_shuffle(a, b, EVEN));
+            vst(q + 3 * p->ps + k, __builtin_shuffle(a, b, ODD));
+        }
+    }
+}
+
+/* V[(xi * C + c) * Qs + v0 + u] for u < n tiles starting at plane position u0. Writes VW tiles
+ * at a time: past n into the next segment (written after this one) or into V's slack. */
+static void input_transform(const wino_t *p, const float *P, float *V, int64_t u0, int64_t n, int64_t v0) {
     int64_t cs = p->C * p->Qs; /* stride between the 16 xi */
-    for (int64_t tx = tx0; tx < tx1; tx += VW) {
+    for (int64_t u = 0; u < n; u += VW) {
         vf h[4][4];
         for (int r = 0; r < 4; r++) {
-            const float *e = E[r] + tx, *d = D[r] + tx;
-            vf e0 = vld(e), e1 = vld(e + 1), d0 = vld(d), d1 = vld(d + 1);
+            const float *q = P + (r % 2) * 4 * p->ps + u0 + u + (r / 2) * p->tw;
+            vf e0 = vld(q), d0 = vld(q + p->ps), e1 = vld(q + 2 * p->ps), d1 = vld(q + 3 * p->ps);
             h[r][0] = e0 - e1; /* d B: columns 2tx .. 2tx + 3 are e0, d0, e1, d1 */
             h[r][1] = d0 + e1;
             h[r][2] = e1 - d0;
             h[r][3] = d0 - d1;
         }
-        float *v = V + v0 + tx - tx0;
+        float *v = V + v0 + u;
         for (int s = 0; s < 4; s++) { /* B^T (d B) */
             vst(v + (0 * 4 + s) * cs, h[0][s] - h[2][s]);
             vst(v + (1 * 4 + s) * cs, h[1][s] + h[2][s]);
@@ -147,17 +161,28 @@ static void input_transform(const wino_t *p, float *const *E, float *const *D, f
     }
 }
 
-/* Output rows 2 ty, 2 ty + 1 of one channel, columns 2 tx0 .. 2 tx1 (within OW), + bias, from
- * M[xi * Or * Qs + m0 + tx - tx0]. Writes nothing past the segment (another thread's). */
-static void output_transform(const wino_t *p, const float *M, int64_t Or, int64_t m0, int64_t ty, int64_t tx0,
-                             int64_t tx1, float bias, float *y) {
-    int64_t ms = Or * p->Qs;
-#if !defined(__AVX512F__)
-    float tmp[2 * VW];
+/* floats l0 <= l < l1 of the 2 VW-float sequence (lo, hi) to d[l] */
+static inline void store_lanes(float *d, vf lo, vf hi, int l0, int l1) {
+#if defined(__AVX512F__)
+    uint32_t m = (uint32_t)(((1ull << l1) - 1) & ~((1ull << l0) - 1));
+    _mm512_mask_storeu_ps(d, (__mmask16)(m & 0xffff), (__m512)lo);
+    _mm512_mask_storeu_ps(d + VW, (__mmask16)(m >> 16), (__m512)hi);
+#else
+    float t[2 * VW];
+    vst(t, lo);
+    vst(t + VW, hi);
+    for (int l = l0; l < l1; l++) d[l] = t[l];
 #endif
+}
+
+/* Output channel o of one image, tiles t0 <= t < t1 (image tile numbers), + bias, from
+ * M[xi * Or * Qs + m0 + t - t0]. Writes nothing outside those tiles (another thread's). */
+static void output_transform(const wino_t *p, const float *M, int64_t Or, int64_t m0, int64_t t0, int64_t t1,
+                             float bias, float *y) {
+    int64_t ms = Or * p->Qs;
     vf b = td_vsplat(bias);
-    for (int64_t tx = tx0; tx < tx1; tx += VW) {
-        const float *m = M + m0 + tx - tx0;
+    for (int64_t t = t0; t < t1; t += VW) {
+        const float *m = M + m0 + t - t0;
         vf s0[4], s1[4];
         for (int i = 0; i < 4; i++) { /* (M A) */
             vf m0v = vld(m + (i * 4 + 0) * ms), m1 = vld(m + (i * 4 + 1) * ms);
@@ -165,29 +190,20 @@ static void output_transform(const wino_t *p, const float *M, int64_t Or, int64_
             s0[i] = m0v + m1 + m2;
             s1[i] = m1 - m2 - m3;
         }
-        vf y0[2] = {s0[0] + s0[1] + s0[2] + b, s1[0] + s1[1] + s1[2] + b}; /* A^T: output row 2ty */
-        vf y1[2] = {s0[1] - s0[2] - s0[3] + b, s1[1] - s1[2] - s1[3] + b}; /* row 2ty + 1 */
-        int64_t x0 = 2 * tx, n = 2 * (tx1 - tx);
-        if (n > p->OW - x0) n = p->OW - x0;
-        if (n > 2 * VW) n = 2 * VW;
-        for (int a = 0; a < 2 && 2 * ty + a < p->OH; a++) {
-            vf *q = a ? y1 : y0;
-            float *yr = y + (2 * ty + a) * p->OW + x0;
-            vf lo = __builtin_shuffle(q[0], q[1], ILO), hi = __builtin_shuffle(q[0], q[1], IHI);
-            if (n == 2 * VW) {
-                vst(yr, lo);
-                vst(yr + VW, hi);
-            } else {
-#if defined(__AVX512F__) /* masked: a store then a shorter copy back failed store forwarding */
-                int64_t n1 = n < VW ? n : VW, n2 = n - n1;
-                _mm512_mask_storeu_ps(yr, (__mmask16)((1u << n1) - 1), (__m512)lo);
-                if (n2 > 0) _mm512_mask_storeu_ps(yr + VW, (__mmask16)((1u << n2) - 1), (__m512)hi);
-#else
-                vst(tmp, lo);
-                vst(tmp + VW, hi);
-                memcpy(yr, tmp, sizeof(float) * (size_t)n);
-#endif
-            }
+        vf y00 = s0[0] + s0[1] + s0[2] + b, y01 = s1[0] + s1[1] + s1[2] + b; /* A^T: output row 2ty */
+        vf y10 = s0[1] - s0[2] - s0[3] + b, y11 = s1[1] - s1[2] - s1[3] + b; /* row 2ty + 1 */
+        vf lo0 = __builtin_shuffle(y00, y01, ILO), hi0 = __builtin_shuffle(y00, y01, IHI);
+        vf lo1 = __builtin_shuffle(y10, y11, ILO), hi1 = __builtin_shuffle(y10, y11, IHI);
+        int64_t end = t + VW < t1 ? t + VW : t1;
+        for (int64_t a = t; a < end;) { /* the vector's pieces of tile rows */
+            int64_t ty = a / p->tw, tx = a - ty * p->tw, e = (ty + 1) * p->tw < end ? (ty + 1) * p->tw : end;
+            int64_t cols = 2 * (e - a);
+            if (cols > p->OW - 2 * tx) cols = p->OW - 2 * tx;
+            int l0 = (int)(2 * (a - t));
+            float *yr = y + 2 * ty * p->OW + 2 * tx - l0; /* lane l of the sequence goes to yr[l] */
+            store_lanes(yr, lo0, hi0, l0, l0 + (int)cols);
+            if (2 * ty + 1 < p->OH) store_lanes(yr + p->OW, lo1, hi1, l0, l0 + (int)cols);
+            a = e;
         }
     }
 }
@@ -199,11 +215,11 @@ bool td_winograd_ok(int64_t C, int64_t O, int64_t OW, int64_t kh, int64_t kw, in
         return false;
     if (td_conv_path == 3) return true;
     /* the products save in proportion to C O per tile, the transforms cost in proportion to
-     * C + O per vector of tiles, of which a row fills min(tw, VW) lanes. Measured per layer at
-     * batch 100 (one thread, against the direct kernels): the ratio below at 8 broke even
-     * (16 -> 16 at 32x32, 32 -> 32 at 16x16), at 16 took 0.73-0.80 of the time, at 4 took 1.25. */
-    int64_t tw = (OW + 1) / 2, lanes = tw < VW ? tw : VW;
-    return (double)C * (double)O * (double)lanes >= WINO_MIN_GAIN * (double)(C + O) * VW;
+     * C + O. Measured per layer at batch 100 (one thread, against the direct kernels):
+     * C O / (C + O) = 8 broke even (16 -> 16 at 32x32), 10.7 ran 1.1-1.2x (16 -> 32), 16 ran
+     * 1.2-1.6x (32 -> 32 at 32x32 to 4x4, 64 -> 64 at 16x16), 64 ran 2x (128 -> 128 at 8x8). */
+    (void)OW;
+    return (double)C * (double)O >= WINO_MIN_GAIN * (double)(C + O);
 }
 
 /* The batch's tiles, numbered (n, ty, tx) in order, go in blocks of NB (a multiple of NR) through
@@ -214,7 +230,7 @@ int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int6
     if (N == 0 || OH <= 0 || OW <= 0 || O == 0) return 0;
     wino_t p = {C, H, W, O, ph, pw, OH, OW, (OH + 1) / 2, (OW + 1) / 2, 0, 0, 0};
     p.T1 = p.th * p.tw;
-    p.ld = round_up(p.tw + 1, VW) + VW;
+    p.ps = (p.th + 1) * p.tw + 2 * VW;
     int64_t nob = ceil_div(O, MR), Or = nob * MR, total = N * p.T1;
     int64_t NB = 131072 / (16 * (C + Or)) / NR * NR; /* ~512 KB */
     if (NB < NR) NB = NR;
@@ -233,16 +249,14 @@ int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int6
         return td_fail_int("conv2d: out of memory");
     }
     for (int64_t k = 0; k < C; k++) off[k] = k * p.Qs;
-    int64_t rbn = 2 * round_up(p.tw + 1, VW) + 2 * VW, HW = H * W, OHW = OH * OW;
+    int64_t HW = H * W, OHW = OH * OW;
     volatile int failed = 0;
     #pragma omp parallel num_threads((int)nt)
     {
         int t = omp_get_thread_num();
         float *V = td_conv_scratch(t, 0, (size_t)(16 * C * p.Qs)), *M = td_conv_scratch(t, 1, (size_t)(16 * Or * p.Qs));
-        float *E = td_conv_scratch(t, 2, (size_t)(8 * p.ld + rbn)), *D = E ? E + 4 * p.ld : NULL;
-        float *rb = E ? E + 8 * p.ld : NULL;
-        if (!V || !M || !E) failed = 1;
-        else memset(rb, 0, sizeof(float) * (size_t)rbn); /* the row buffer's borders stay zero */
+        float *P = td_conv_scratch(t, 2, (size_t)(8 * p.ps));
+        if (!V || !M || !P) failed = 1;
         #pragma omp for schedule(dynamic, 1)
         for (int64_t bi = 0; bi < nblk; bi++) {
             if (failed) continue;
@@ -251,26 +265,19 @@ int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int6
                 continue;
             }
             int64_t t0 = bi * NB, t1 = t0 + NB < total ? t0 + NB : total, used = t1 - t0;
-            /* the block's segments of tile rows (divisions once per block, not per channel) */
-            struct { int64_t n, ty, tx0, tx1, v0; } seg[10 * NR + 2];
+            /* the block's pieces of images: tiles ta <= t < tb of image n, at v0 in the block */
+            struct { int64_t n, ta, tb, v0; } seg[10 * NR + 2];
             int ns = 0;
             for (int64_t t = t0; t < t1; ns++) {
-                int64_t row = t / p.tw, tx0 = t - row * p.tw, tx1 = (row + 1) * p.tw < t1 ? p.tw : t1 - row * p.tw;
-                seg[ns].n = row / p.th, seg[ns].ty = row % p.th, seg[ns].tx0 = tx0, seg[ns].tx1 = tx1, seg[ns].v0 = t - t0;
-                t += tx1 - tx0;
+                int64_t n = t / p.T1, ta = t - n * p.T1, tb = (n + 1) * p.T1 < t1 ? p.T1 : t1 - n * p.T1;
+                seg[ns].n = n, seg[ns].ta = ta, seg[ns].tb = tb, seg[ns].v0 = t - t0;
+                t += tb - ta;
             }
             for (int64_t c = 0; c < C; c++) {
-                int64_t hn = -1, hty = -1; /* the split rows held: 2 hty .. 2 hty + 3 of image hn */
                 for (int i = 0; i < ns; i++) {
-                    int64_t n = seg[i].n, ty = seg[i].ty;
-                    const float *xc = x + (n * C + c) * HW;
-                    /* slots by padded row mod 4: the next tile row reuses two of the four */
-                    for (int64_t r = hn == n && hty == ty - 1 ? 2 : 0; r < 4; r++)
-                        split_row(&p, xc, 2 * ty + r, E + (2 * ty + r) % 4 * p.ld, D + (2 * ty + r) % 4 * p.ld, rb);
-                    float *er[4], *dr[4];
-                    for (int r = 0; r < 4; r++) er[r] = E + (2 * ty + r) % 4 * p.ld, dr[r] = D + (2 * ty + r) % 4 * p.ld;
-                    input_transform(&p, er, dr, V + c * p.Qs, seg[i].tx0, seg[i].tx1, seg[i].v0);
-                    hn = n, hty = ty;
+                    int64_t ty0 = seg[i].ta / p.tw, ty1 = (seg[i].tb - 1) / p.tw + 1;
+                    fill_planes(&p, x + (seg[i].n * C + c) * HW, ty0, ty1 - ty0 + 1, P);
+                    input_transform(&p, P, V + c * p.Qs, seg[i].ta - ty0 * p.tw, seg[i].tb - seg[i].ta, seg[i].v0);
                 }
                 for (int xi = 0; xi < 16; xi++) /* the last block's columns up to NR: finite, never read back */
                     for (int64_t q = used; q < round_up(used, NR); q++) V[(xi * C + c) * p.Qs + q] = 0;
@@ -282,8 +289,8 @@ int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int6
                               M + (xi * Or + ob * MR) * p.Qs + p0, p.Qs);
             for (int i = 0; i < ns; i++)
                 for (int64_t o = 0; o < O; o++)
-                    output_transform(&p, M, Or, o * p.Qs + seg[i].v0, seg[i].ty, seg[i].tx0, seg[i].tx1,
-                                     bias ? bias[o] : 0.0f, y + (seg[i].n * O + o) * OHW);
+                    output_transform(&p, M, Or, o * p.Qs + seg[i].v0, seg[i].ta, seg[i].tb, bias ? bias[o] : 0.0f,
+                                     y + (seg[i].n * O + o) * OHW);
         }
     }
     free(Up);
