@@ -33,8 +33,8 @@
  * padded output gradient with the flipped, transposed weight, so it runs as a forward: direct,
  * or on small images over im2col columns of the padded dy; strided ones compute columns (W^T dy)
  * and scatter them back (col2im; stride-2 rows with vector permutes, as im2col gathers them).
- * The forward and the input gradient of 3x3 stride-1 layers with enough channels take Winograd
- * F(2x2, 3x3) instead (conv_winograd.c: 2.25x fewer products, on ukern too).
+ * The three products of 3x3 stride-1 layers with enough channels take Winograd F(2x2, 3x3)
+ * instead (conv_winograd.c: 2.25x fewer products, on ukern too).
  * Images (or chunks of them) are handed to the threads dynamically, so a core shared with another
  * process slows the op by its own share only.
  * The plain loops td_conv2d_*_ref are the specification the tests hold these kernels to. */
@@ -57,7 +57,6 @@
  * kernel 3 taps wide (dilation 1) on the direct layout, where the taps (c, i, 0..2) of a kernel
  * row are one canvas row: 24 tap pointers did not fit the registers and cost a stack load per two
  * multiply-adds (16 output channels ran at 40% of the forward's rate); 8 row pointers do. */
-#define WACC (VW == 16 ? 24 : 12) /* accumulators of a weight-gradient tile */
 static inline __attribute__((always_inline)) void wtile(const int nv, const int T, int64_t Q, const float *const *xr,
                                                         const float *restrict Dt, int64_t ldd, float *restrict acc,
                                                         int64_t lda) {
@@ -91,7 +90,6 @@ static inline __attribute__((always_inline)) void wtile(const int nv, const int 
 /* GCC's predictive commoning sees that x[r][q + 2] is the next step's x[r][q + 1] and carries the
  * values across steps in scalars, which spill: keep the three loads. */
 #define NO_PCOM __attribute__((optimize("no-predictive-commoning")))
-typedef void (*wtile_fn)(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda);
 #define WTILE(nv, T)                                                                                                 \
     NO_PCOM static void wtile_##nv##_##T(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, \
                                          int64_t lda) {                                                               \
@@ -104,7 +102,7 @@ WTILE(1, 3)
 WTILE(2, 3)
 WTILE(4, 3)
 /* the tile for nv vectors of output channels and T taps per row (1 or 3) */
-static wtile_fn wtile_for(int nv, int T) {
+wtile_fn td_conv_wtile(int nv, int T) {
     if (T == 3) return nv == 4 ? wtile_4_3 : nv == 2 ? wtile_2_3 : wtile_1_3;
     return nv == 4 ? wtile_4_1 : nv == 2 ? wtile_2_1 : wtile_1_1;
 }
@@ -412,7 +410,7 @@ static float *pack_panels(const float *w, int64_t rows, int64_t K, int mode, con
 int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
     int64_t K = g->C * g->kh * g->kw, O = g->O, nob = ceil_div(O, MR), OHW = g->OH * g->OW, CHW = g->C * g->H * g->W;
     if (g->N == 0 || OHW == 0 || O == 0) return 0;
-    if (td_winograd_ok(g->C, O, g->OW, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw))
+    if (td_winograd_ok(g->C, O, g->OW, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw, WINO_MIN_GAIN))
         return td_winograd_conv(g->N, g->C, g->H, g->W, O, g->ph, g->pw, g->OH, g->OW, x, w, false, b, y);
     float *Ap = pack_panels(w, O, K, 0, g);
     int64_t *off = malloc(sizeof(int64_t) * (size_t)(K ? K : 1));
@@ -493,7 +491,7 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
     int64_t K = g->C * g->kh * g->kw, O = g->O, OHW = g->OH * g->OW, HW = g->H * g->W, CHW = g->C * HW;
     if (g->N == 0 || CHW == 0) return 0;
     /* a 3x3 stride-1 input gradient is the 3x3 convolution of dy padded by 2 - p */
-    if (td_winograd_ok(O, g->C, g->W, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, 2 - g->ph, 2 - g->pw))
+    if (td_winograd_ok(O, g->C, g->W, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, 2 - g->ph, 2 - g->pw, WINO_MIN_GAIN))
         return td_winograd_conv(g->N, O, g->OH, g->OW, g->C, 2 - g->ph, 2 - g->pw, g->H, g->W, dy, w, true, bias, dx);
     int64_t Wq = g->W + g->dw * (g->kw - 1), qh = g->dh * (g->kh - 1) - g->ph, qw = g->dw * (g->kw - 1) - g->pw;
     frames_t fr = frames_for(g->OH, qh, g->kh, g->dh); /* frames of the padded dy */
@@ -603,18 +601,26 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
 }
 
 /* ---- gradient of the weight and bias -------------------------------------------------------------- */
+static void bias_grad(const td_conv_geom *g, const float *dy, float *db) {
+    int64_t O = g->O, OHW = g->OH * g->OW;
+    #pragma omp parallel for if (g->N * O * OHW > 65536) schedule(static)
+    for (int64_t o = 0; o < O; o++) {
+        double s = 0;
+        for (int64_t n = 0; n < g->N; n++) s += td_vsum(dy + (n * O + o) * OHW, OHW);
+        db[o] = (float)s;
+    }
+}
+
 int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const float *dy, float *dw, float *db) {
     int64_t K = g->C * g->kh * g->kw, O = g->O, OHW = g->OH * g->OW, HW = g->H * g->W, CHW = g->C * HW;
     if (!dw || g->N == 0 || OHW == 0 || K == 0) {
-        if (db) {
-            #pragma omp parallel for if (g->N * O * OHW > 65536) schedule(static)
-            for (int64_t o = 0; o < O; o++) {
-                double s = 0;
-                for (int64_t n = 0; n < g->N; n++) s += td_vsum(dy + (n * O + o) * OHW, OHW);
-                db[o] = (float)s;
-            }
-        }
+        if (db) bias_grad(g, dy, db);
         if (dw) memset(dw, 0, sizeof(float) * (size_t)(O * K));
+        return 0;
+    }
+    if (td_winograd_ok(g->C, O, g->OW, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw, WINO_MIN_GAIN_WGRAD)) {
+        if (td_winograd_wgrad(g->N, g->C, g->H, g->W, O, g->ph, g->pw, g->OH, g->OW, x, dy, dw)) return -1;
+        if (db) bias_grad(g, dy, db);
         return 0;
     }
     int64_t Opad = round_up(O, VW), Kpad = round_up(K, WACC);
@@ -697,7 +703,7 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
             for (int64_t o0 = 0; o0 < Opad; ) {
                 int64_t left = (Opad - o0) / VW;
                 int nv = left >= 4 ? 4 : left >= 2 ? 2 : 1, T = rows3 ? 3 : 1, R = WACC / (T * nv);
-                wtile_fn tile = wtile_for(nv, T);
+                wtile_fn tile = td_conv_wtile(nv, T);
                 for (int64_t r0 = 0; r0 < K / T; r0 += R) { /* rows of T taps: k = row * T + j */
                     const float *xr[WACC];
                     for (int r = 0; r < R; r++) xr[r] = B + off[r0 + r < K / T ? (r0 + r) * T : 0]; /* past K: discarded */

@@ -46,6 +46,13 @@ static inline void ukern(int64_t K, const float *restrict Ap, const float *restr
         for (int v = 0; v < NV; v++) *(vfu *)(C + r * ldc + v * VW) = acc[r][v];
 }
 
+/* The weight-gradient micro-kernel (conv.c, wtile): acc[(r * T + j) * lda + o] += sum_{q < Q}
+ * xr[r][q + j] * Dt[q * ldd + o] for r < WACC / (T nv), j < T, o < nv VW (Dt, ldd aligned to
+ * vectors); nv 1, 2 or 4, T 1 or 3. */
+#define WACC (VW == 16 ? 24 : 12) /* accumulators of a weight-gradient tile */
+typedef void (*wtile_fn)(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda);
+wtile_fn td_conv_wtile(int nv, int T);
+
 /* Buffer `slot` (< TD_CONV_NSLOT) of OpenMP thread `tid`, at least n floats (contents undefined),
  * kept for the next call; NULL when out of memory. */
 #define TD_CONV_NSLOT 3
@@ -56,13 +63,18 @@ int td_conv_threads(double flops);
 
 /* Winograd F(2x2, 3x3) (conv_winograd.c). ok: whether the 3x3 stride-1 convolution (C -> O
  * channels, output width OW, padding ph, pw) takes it, by td_conv_path (0 auto: where it was
- * measured faster, C O >= WINO_MIN_GAIN (C + O); 1, 2, 4 never; 3 always). conv: y (N, O, OH,
+ * measured faster, C O >= min_gain (C + O): WINO_MIN_GAIN for the forward and the input
+ * gradient, WINO_MIN_GAIN_WGRAD for the weight gradient; 1, 2, 4 never; 3 always). conv: y (N, O, OH,
  * OW) = conv(x (N, C, H, W), w) + bias (bias may be NULL); w is (O, C, 3, 3), or with flip the
  * (C, O, 3, 3) weight of the convolution whose input gradient this is, flipped and transposed.
  * 0, or -1 with the error set. */
 #define WINO_MIN_GAIN 10
+#define WINO_MIN_GAIN_WGRAD 16
 bool td_winograd_ok(int64_t C, int64_t O, int64_t OW, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh,
-                    int64_t dw, int64_t ph, int64_t pw);
+                    int64_t dw, int64_t ph, int64_t pw, double min_gain);
 int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
                      int64_t OW, const float *x, const float *w, bool flip, const float *bias, float *y);
+/* its weight gradient: dw (O, C, 3, 3) of that forward (no flip) from x and dy (N, O, OH, OW) */
+int td_winograd_wgrad(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
+                      int64_t OW, const float *x, const float *dy, float *dw);
 #endif

@@ -115,7 +115,8 @@ static inline void load_pair(const wino_t *p, const float *xr, int64_t j0, vf *a
 static void fill_planes(const wino_t *p, const float *x, int64_t ty0, int64_t rows, float *P) {
     /* the next channel's rows: a block reads a few rows of each of C planes, too short a stream
      * for the hardware prefetcher */
-    for (int64_t j = 0; j < p->W; j += 16) __builtin_prefetch(x + p->H * p->W + (2 * ty0 - p->ph) * p->W + j);
+    const float *next = x + p->H * p->W + (2 * ty0 - p->ph) * p->W;
+    for (int64_t j = 0; j < 2 * rows * p->W; j += 16) __builtin_prefetch(next + j);
     for (int64_t R = 2 * ty0; R < 2 * (ty0 + rows); R++) {
         int64_t h = R - p->ph, rho = R / 2 - ty0;
         float *q = P + (R % 2) * 4 * p->ps + rho * p->tw;
@@ -209,7 +210,7 @@ static void output_transform(const wino_t *p, const float *M, int64_t Or, int64_
 }
 
 bool td_winograd_ok(int64_t C, int64_t O, int64_t OW, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh,
-                    int64_t dw, int64_t ph, int64_t pw) {
+                    int64_t dw, int64_t ph, int64_t pw, double min_gain) {
     if (td_conv_path == 1 || td_conv_path == 2 || td_conv_path == 4) return false;
     if (kh != 3 || kw != 3 || sh != 1 || sw != 1 || dh != 1 || dw != 1 || ph < 0 || pw < 0 || ph > 2 || pw > 2)
         return false;
@@ -217,9 +218,59 @@ bool td_winograd_ok(int64_t C, int64_t O, int64_t OW, int64_t kh, int64_t kw, in
     /* the products save in proportion to C O per tile, the transforms cost in proportion to
      * C + O. Measured per layer at batch 100 (one thread, against the direct kernels):
      * C O / (C + O) = 8 broke even (16 -> 16 at 32x32), 10.7 ran 1.1-1.2x (16 -> 32), 16 ran
-     * 1.2-1.6x (32 -> 32 at 32x32 to 4x4, 64 -> 64 at 16x16), 64 ran 2x (128 -> 128 at 8x8). */
+     * 1.2-1.6x (32 -> 32 at 32x32 to 4x4, 64 -> 64 at 16x16), 64 ran 2x (128 -> 128 at 8x8).
+     * The weight gradient gains less (its dY transform is a transpose): 0.92-0.95 at 8 and
+     * 10.7, 1.07-1.3 at 16, 1.6 at 64. */
     (void)OW;
-    return (double)C * (double)O >= WINO_MIN_GAIN * (double)(C + O);
+    return (double)C * (double)O >= min_gain * (double)(C + O);
+}
+
+/* The geometry of a convolution (C, H, W) -> (O, OH, OW) per image, and its blocks: the batch's
+ * tiles, numbered (n, ty, tx) in order, go in blocks of NB (a multiple of NR) through the steps,
+ * so that a block's operands (`floats_per_tile` per tile: 16 (C + O)) stay in L2 between them. */
+static wino_t plan(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
+                   int64_t OW, int64_t floats_per_tile, int64_t nt, int64_t *NB, int64_t *nblk) {
+    wino_t p = {C, H, W, O, ph, pw, OH, OW, (OH + 1) / 2, (OW + 1) / 2, 0, 0, 0};
+    p.T1 = p.th * p.tw;
+    p.ps = (p.th + 1) * p.tw + 2 * VW;
+    int64_t total = N * p.T1, nb = 131072 / floats_per_tile / NR * NR; /* ~512 KB */
+    if (nb < NR) nb = NR;
+    if (nb > 10 * NR) nb = 10 * NR;
+    if (ceil_div(total, nb) < 4 * nt && nb > NR) nb = round_up(ceil_div(total, 4 * nt), NR); /* enough blocks */
+    *NB = nb;
+    *nblk = ceil_div(total, nb);
+    p.Qs = nb + VW;
+    return p;
+}
+
+/* A block's pieces of images: tiles ta <= t < tb of image n, at v0 in the block. */
+typedef struct {
+    int64_t n, ta, tb, v0;
+} segment;
+#define MAX_SEGMENTS (10 * NR + 2)
+static int block_segments(const wino_t *p, int64_t t0, int64_t t1, segment *seg) {
+    int ns = 0;
+    for (int64_t t = t0; t < t1; ns++) {
+        int64_t n = t / p->T1, ta = t - n * p->T1, tb = (n + 1) * p->T1 < t1 ? p->T1 : t1 - n * p->T1;
+        seg[ns] = (segment){n, ta, tb, t - t0};
+        t += tb - ta;
+    }
+    return ns;
+}
+
+/* V for the block's tiles, every channel of x (N, C, H, W); P: the planes' scratch */
+static void block_inputs(const wino_t *p, const float *x, const segment *seg, int ns, int64_t used, float *P, float *V,
+                         bool zero_tail) {
+    for (int64_t c = 0; c < p->C; c++) {
+        for (int i = 0; i < ns; i++) {
+            int64_t ty0 = seg[i].ta / p->tw, ty1 = (seg[i].tb - 1) / p->tw + 1;
+            fill_planes(p, x + (seg[i].n * p->C + c) * p->H * p->W, ty0, ty1 - ty0 + 1, P);
+            input_transform(p, P, V + c * p->Qs, seg[i].ta - ty0 * p->tw, seg[i].tb - seg[i].ta, seg[i].v0);
+        }
+        if (zero_tail) /* the last block's columns up to NR: finite, never read back */
+            for (int xi = 0; xi < 16; xi++)
+                for (int64_t q = used; q < round_up(used, NR); q++) V[(xi * p->C + c) * p->Qs + q] = 0;
+    }
 }
 
 /* The batch's tiles, numbered (n, ty, tx) in order, go in blocks of NB (a multiple of NR) through
@@ -228,19 +279,10 @@ bool td_winograd_ok(int64_t C, int64_t O, int64_t OW, int64_t kh, int64_t kw, in
 int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
                      int64_t OW, const float *x, const float *w, bool flip, const float *bias, float *y) {
     if (N == 0 || OH <= 0 || OW <= 0 || O == 0) return 0;
-    wino_t p = {C, H, W, O, ph, pw, OH, OW, (OH + 1) / 2, (OW + 1) / 2, 0, 0, 0};
-    p.T1 = p.th * p.tw;
-    p.ps = (p.th + 1) * p.tw + 2 * VW;
-    int64_t nob = ceil_div(O, MR), Or = nob * MR, total = N * p.T1;
-    int64_t NB = 131072 / (16 * (C + Or)) / NR * NR; /* ~512 KB */
-    if (NB < NR) NB = NR;
-    if (NB > 10 * NR) NB = 10 * NR;
-    int64_t nblk = ceil_div(total, NB), nt = td_conv_threads(2.0 * 16 * total * C * O);
-    if (nblk < 4 * nt && NB > NR) { /* enough blocks for the threads */
-        NB = round_up(ceil_div(total, 4 * nt), NR);
-        nblk = ceil_div(total, NB);
-    }
-    p.Qs = NB + VW;
+    int64_t nob = ceil_div(O, MR), Or = nob * MR, NB, nblk;
+    int nt = td_conv_threads(2.0 * 16 * N * ((OH + 1) / 2) * ((OW + 1) / 2) * C * O);
+    wino_t p = plan(N, C, H, W, O, ph, pw, OH, OW, 16 * (C + Or), nt, &NB, &nblk);
+    int64_t total = N * p.T1;
     float *Up = pack_transformed(w, O, C, flip);
     int64_t *off = malloc(sizeof(int64_t) * (size_t)(C ? C : 1));
     if (!Up || !off) {
@@ -249,9 +291,9 @@ int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int6
         return td_fail_int("conv2d: out of memory");
     }
     for (int64_t k = 0; k < C; k++) off[k] = k * p.Qs;
-    int64_t HW = H * W, OHW = OH * OW;
+    int64_t OHW = OH * OW;
     volatile int failed = 0;
-    #pragma omp parallel num_threads((int)nt)
+    #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num();
         float *V = td_conv_scratch(t, 0, (size_t)(16 * C * p.Qs)), *M = td_conv_scratch(t, 1, (size_t)(16 * Or * p.Qs));
@@ -265,23 +307,9 @@ int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int6
                 continue;
             }
             int64_t t0 = bi * NB, t1 = t0 + NB < total ? t0 + NB : total, used = t1 - t0;
-            /* the block's pieces of images: tiles ta <= t < tb of image n, at v0 in the block */
-            struct { int64_t n, ta, tb, v0; } seg[10 * NR + 2];
-            int ns = 0;
-            for (int64_t t = t0; t < t1; ns++) {
-                int64_t n = t / p.T1, ta = t - n * p.T1, tb = (n + 1) * p.T1 < t1 ? p.T1 : t1 - n * p.T1;
-                seg[ns].n = n, seg[ns].ta = ta, seg[ns].tb = tb, seg[ns].v0 = t - t0;
-                t += tb - ta;
-            }
-            for (int64_t c = 0; c < C; c++) {
-                for (int i = 0; i < ns; i++) {
-                    int64_t ty0 = seg[i].ta / p.tw, ty1 = (seg[i].tb - 1) / p.tw + 1;
-                    fill_planes(&p, x + (seg[i].n * C + c) * HW, ty0, ty1 - ty0 + 1, P);
-                    input_transform(&p, P, V + c * p.Qs, seg[i].ta - ty0 * p.tw, seg[i].tb - seg[i].ta, seg[i].v0);
-                }
-                for (int xi = 0; xi < 16; xi++) /* the last block's columns up to NR: finite, never read back */
-                    for (int64_t q = used; q < round_up(used, NR); q++) V[(xi * C + c) * p.Qs + q] = 0;
-            }
+            segment seg[MAX_SEGMENTS];
+            int ns = block_segments(&p, t0, t1, seg);
+            block_inputs(&p, x, seg, ns, used, P, V, true);
             for (int64_t p0 = 0; p0 < used; p0 += NR)
                 for (int xi = 0; xi < 16; xi++)
                     for (int64_t ob = 0; ob < nob; ob++)
@@ -295,6 +323,115 @@ int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int6
     }
     free(Up);
     free(off);
+    if (failed == 2) return td_fail_int("conv2d: interrupted");
+    if (failed) return td_fail_int("conv2d: out of memory for scratch buffers");
+    return 0;
+}
+
+/* The output gradient's tiles of one segment, transformed: Dt[(xi * NB + v0 + u) * Opad + o] =
+ * (A dY_t A^T)[xi] for its tiles, A = [1 0; 1 1; 1 -1; 0 -1]. dY's rows 2 ty0 .. are first
+ * transposed to (pixel, channel) in Y (zero off the output and past O), so that the transform
+ * runs over vectors of channels and stores whole vectors where wtile reads them. */
+static void block_grads(const wino_t *p, const float *dy, const segment *sg, int64_t NB, int64_t Opad, float *Y,
+                        float *Dt) {
+    int64_t ty0 = sg->ta / p->tw, ty1 = (sg->tb - 1) / p->tw + 1, rows = 2 * (ty1 - ty0), cols = 2 * p->tw;
+    int64_t OHW = p->OH * p->OW;
+    const float *dyn = dy + sg->n * p->O * OHW;
+    if (p->O < Opad || p->OW < cols || 2 * ty1 > p->OH) memset(Y, 0, sizeof(float) * (size_t)(rows * cols * Opad));
+    for (int64_t r = 0; r < rows && 2 * ty0 + r < p->OH; r++)
+        for (int64_t o = 0; o < p->O; o++) {
+            const float *src = dyn + o * OHW + (2 * ty0 + r) * p->OW;
+            float *d = Y + r * cols * Opad + o;
+            for (int64_t c = 0; c < p->OW; c++) d[c * Opad] = src[c];
+        }
+    int64_t xs = NB * Opad; /* stride between the 16 xi */
+    for (int64_t t = sg->ta; t < sg->tb; t++) {
+        int64_t ty = t / p->tw, tx = t - ty * p->tw;
+        const float *y0 = Y + (2 * (ty - ty0) * cols + 2 * tx) * Opad, *y1 = y0 + cols * Opad;
+        float *d = Dt + (sg->v0 + t - sg->ta) * Opad;
+        for (int64_t o = 0; o < Opad; o += VW) {
+            vf a0 = vld(y0 + o), a1 = vld(y0 + Opad + o), b0 = vld(y1 + o), b1 = vld(y1 + Opad + o);
+            vf r[4][2] = {{a0, a1}, {a0 + b0, a1 + b1}, {a0 - b0, a1 - b1}, {-b0, -b1}}; /* A dY */
+            for (int i = 0; i < 4; i++) { /* (A dY) A^T */
+                vst(d + (i * 4 + 0) * xs + o, r[i][0]);
+                vst(d + (i * 4 + 1) * xs + o, r[i][0] + r[i][1]);
+                vst(d + (i * 4 + 2) * xs + o, r[i][0] - r[i][1]);
+                vst(d + (i * 4 + 3) * xs + o, -r[i][1]);
+            }
+        }
+    }
+}
+
+/* dw (O, C, 3, 3) = G^T dU G for dU[xi][o][c] = sum over the batch's tiles of
+ * (A dY_t A^T)[xi][o] (B^T d_t B)[xi][c]: the 16 products reduce over tiles on conv.c's
+ * weight-gradient kernel (wtile, T = 1), the input rows V[xi][c] as the forward makes them. */
+int td_winograd_wgrad(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
+                      int64_t OW, const float *x, const float *dy, float *dw) {
+    if (N == 0 || OH <= 0 || OW <= 0 || C == 0 || O == 0) {
+        memset(dw, 0, sizeof(float) * (size_t)(O * C * 9));
+        return 0;
+    }
+    int64_t Opad = round_up(O, VW), Cpad = round_up(C, WACC), NB, nblk;
+    int nt = td_conv_threads(2.0 * 16 * N * ((OH + 1) / 2) * ((OW + 1) / 2) * C * O);
+    wino_t p = plan(N, C, H, W, O, ph, pw, OH, OW, 16 * (C + Opad), nt, &NB, &nblk);
+    int64_t total = N * p.T1, ysz = 4 * (NB + 2 * p.tw) * Opad + 4 * p.T1 * Opad;
+    float *part = calloc((size_t)(nt * 16 * Cpad * Opad), sizeof(float)); /* per thread: dU[xi][c][o] */
+    if (!part) return td_fail_int("conv2d: out of memory");
+    volatile int failed = 0;
+    #pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num();
+        float *acc = part + t * 16 * Cpad * Opad;
+        float *V = td_conv_scratch(t, 0, (size_t)(16 * C * p.Qs)), *Dt = td_conv_scratch(t, 1, (size_t)(16 * NB * Opad));
+        float *P = td_conv_scratch(t, 2, (size_t)(8 * p.ps + ysz)), *Y = P ? P + 8 * p.ps : NULL;
+        if (!V || !Dt || !P) failed = 1;
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t bi = 0; bi < nblk; bi++) {
+            if (failed) continue;
+            if (td_interrupted()) {
+                failed = 2;
+                continue;
+            }
+            int64_t t0 = bi * NB, t1 = t0 + NB < total ? t0 + NB : total, used = t1 - t0;
+            segment seg[MAX_SEGMENTS];
+            int ns = block_segments(&p, t0, t1, seg);
+            block_inputs(&p, x, seg, ns, used, P, V, false);
+            for (int i = 0; i < ns; i++) block_grads(&p, dy, &seg[i], NB, Opad, Y, Dt);
+            for (int xi = 0; xi < 16; xi++)
+                for (int64_t o0 = 0; o0 < Opad;) {
+                    int64_t left = (Opad - o0) / VW;
+                    int nv = left >= 4 ? 4 : left >= 2 ? 2 : 1, R = WACC / nv;
+                    wtile_fn tile = td_conv_wtile(nv, 1);
+                    for (int64_t r0 = 0; r0 < C; r0 += R) {
+                        const float *xr[WACC];
+                        for (int r = 0; r < R; r++) xr[r] = V + (xi * C + (r0 + r < C ? r0 + r : 0)) * p.Qs; /* past C: discarded */
+                        tile(used, xr, Dt + xi * NB * Opad + o0, Opad, acc + (xi * Cpad + r0) * Opad + o0, Opad);
+                    }
+                    o0 += nv * VW;
+                }
+        }
+    }
+    if (!failed) {
+        static const float G[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
+        #pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t c = 0; c < C; c++) {
+                float u[16], tmp[3][4];
+                for (int xi = 0; xi < 16; xi++) {
+                    float s = 0;
+                    for (int k = 0; k < nt; k++) s += part[((k * 16 + xi) * Cpad + c) * Opad + o];
+                    u[xi] = s;
+                }
+                for (int i = 0; i < 3; i++) /* G^T dU */
+                    for (int b = 0; b < 4; b++)
+                        tmp[i][b] = G[0][i] * u[b] + G[1][i] * u[4 + b] + G[2][i] * u[8 + b] + G[3][i] * u[12 + b];
+                for (int i = 0; i < 3; i++) /* (G^T dU) G */
+                    for (int j = 0; j < 3; j++)
+                        dw[(o * C + c) * 9 + i * 3 + j] =
+                            tmp[i][0] * G[0][j] + tmp[i][1] * G[1][j] + tmp[i][2] * G[2][j] + tmp[i][3] * G[3][j];
+            }
+    }
+    free(part);
     if (failed == 2) return td_fail_int("conv2d: interrupted");
     if (failed) return td_fail_int("conv2d: out of memory for scratch buffers");
     return 0;
