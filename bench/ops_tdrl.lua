@@ -1,8 +1,10 @@
 -- Fused NN kernels at the paper's model sizes (./tdrl bench/ops_tdrl.lua): conv2d 3x3 forward and
--- forward + backward at the two peer shapes, GroupNorm(8) and GroupNorm + SiLU at (100,32,16,16),
+-- forward + backward at the two peer shapes and the small encoder's 64 channels at 16x16, GroupNorm(8) and GroupNorm + SiLU at (100,32,16,16),
 -- attention over the heads' 11 tokens (B 256, 4 heads of 64), a GRU step (B 256, 128 -> 256).
 -- One JSON line per workload: name, value = median seconds, unit "s", gflops where GEMM-shaped
--- (2 x multiply-adds; forward + backward counted as 3 x forward, as the peer does).
+-- (2 x multiply-adds; forward + backward counted as 3 x forward, as the peer does). A convolution's
+-- are the direct convolution's: layers that run Winograd F(2x2, 3x3) do 2.25x fewer multiply-adds,
+-- so their rate is the model's work per second and can pass the sgemm ceiling.
 -- bench/ops_torch.py runs the same workloads in PyTorch, under the same names.
 --   ./tdrl bench/ops_tdrl.lua [min_seconds_per_workload]
 -- TDRL_BENCH_CLOCK=cpu times with the process's CPU time instead of the wall clock: on a machine
@@ -46,7 +48,7 @@ end
 local function leaf(...) return T.randn({...}, gen):requires_grad_(true) end
 
 -- ---- conv2d 3x3, padding 1 ------------------------------------------------------------------------------
-for _, s in ipairs({{100, 16, 32, 32, 16}, {100, 32, 16, 16, 32}}) do
+for _, s in ipairs({{100, 16, 32, 32, 16}, {100, 32, 16, 16, 32}, {100, 64, 16, 16, 64}}) do
   local B, C, H, W, O = table.unpack(s)
   local x, w, b = leaf(B, C, H, W), leaf(O, C, 3, 3), leaf(O)
   local gy = T.randn({B, O, H, W}, gen)
