@@ -84,25 +84,30 @@ typedef struct {
     int64_t Qs;                         /* stride of V's and M's rows: a block's tiles + slack */
 } wino_t;
 
-/* Padded-row floats j0 .. j0 + 2 VW - 1 of the input row xr (padded(j) = xr[j - pw], zero off
- * the row) as two vectors. */
-static inline void load_pair(const wino_t *p, const float *xr, int64_t j0, vf *a, vf *b) {
-#if defined(__AVX512F__) /* masked loads: lanes off the row are zero and not read */
-    for (int i = 0; i < 2; i++) {
-        int64_t s0 = j0 - p->pw + i * VW, lo = s0 < 0 ? -s0 : 0, hi = p->W - s0 < VW ? p->W - s0 : VW;
-        __mmask16 m = hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-        vf v = (vf)_mm512_maskz_loadu_ps(m, xr + s0);
-        if (i) *b = v;
-        else *a = v;
-    }
+/* The masks of the four loads (padded-row floats 2k .. 2k + 2 VW - 1, then 2k + 2 ..) of vector
+ * k / VW of a row: padded(j) = xr[j - pw], zero off the row. The same for every row. */
+#if defined(__AVX512F__)
+typedef __mmask16 lmask;
+static lmask row_mask(const wino_t *p, int64_t s0) {
+    int64_t lo = s0 < 0 ? -s0 : 0, hi = p->W - s0 < VW ? p->W - s0 : VW;
+    return hi <= lo ? 0 : (lmask)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+/* masked loads: lanes off the row are zero and not read */
+static inline vf load_masked(const float *xr, int64_t s0, lmask m) { return (vf)_mm512_maskz_loadu_ps(m, xr + s0); }
 #else
-    float t[2 * VW];
-    for (int l = 0; l < 2 * VW; l++) {
-        int64_t j = j0 + l - p->pw;
-        t[l] = j >= 0 && j < p->W ? xr[j] : 0.0f;
-    }
-    *a = vld(t);
-    *b = vld(t + VW);
+typedef int lmask;
+static lmask row_mask(const wino_t *p, int64_t s0) { (void)p, (void)s0; return 0; }
+static inline vf load_masked(const float *xr, int64_t s0, lmask m) { (void)xr, (void)s0, (void)m; return (vf){0}; }
+#endif
+static inline vf load_row(const wino_t *p, const float *xr, int64_t s0, const lmask *m) {
+#if defined(__AVX512F__)
+    if (m) return load_masked(xr, s0, *m);
+    return load_masked(xr, s0, row_mask(p, s0));
+#else
+    (void)m;
+    float t[VW];
+    for (int l = 0; l < VW; l++) t[l] = s0 + l >= 0 && s0 + l < p->W ? xr[s0 + l] : 0.0f;
+    return vld(t);
 #endif
 }
 
@@ -117,6 +122,11 @@ static void fill_planes(const wino_t *p, const float *x, int64_t ty0, int64_t ro
      * for the hardware prefetcher */
     const float *next = x + p->H * p->W + (2 * ty0 - p->ph) * p->W;
     for (int64_t j = 0; j < 2 * rows * p->W; j += 16) __builtin_prefetch(next + j);
+    enum { KMAX = 8 }; /* vectors per row whose masks are kept (tw up to 8 VW) */
+    lmask mk[KMAX][4];
+    int64_t nk = ceil_div(p->tw, VW);
+    for (int64_t i = 0; i < nk && i < KMAX; i++)
+        for (int j = 0; j < 4; j++) mk[i][j] = row_mask(p, 2 * i * VW + (j / 2) * 2 + (j % 2) * VW - p->pw);
     for (int64_t R = 2 * ty0; R < 2 * (ty0 + rows); R++) {
         int64_t h = R - p->ph, rho = R / 2 - ty0;
         float *q = P + (R % 2) * 4 * p->ps + rho * p->tw;
@@ -126,12 +136,13 @@ static void fill_planes(const wino_t *p, const float *x, int64_t ty0, int64_t ro
             continue;
         }
         const float *xr = x + h * p->W;
-        for (int64_t k = 0; k < p->tw; k += VW) { /* VW at a time: the spill is the next row's, written next */
-            vf a, b;
-            load_pair(p, xr, 2 * k, &a, &b);
+        for (int64_t i = 0; i < nk; i++) { /* VW at a time: the spill is the next row's, written next */
+            int64_t k = i * VW, s0 = 2 * k - p->pw;
+            const lmask *m = i < KMAX ? mk[i] : NULL;
+            vf a = load_row(p, xr, s0, m ? m : NULL), b = load_row(p, xr, s0 + VW, m ? m + 1 : NULL);
             vst(q + k, __builtin_shuffle(a, b, EVEN));
             vst(q + p->ps + k, __builtin_shuffle(a, b, ODD));
-            load_pair(p, xr, 2 * k + 2, &a, &b);
+            a = load_row(p, xr, s0 + 2, m ? m + 2 : NULL), b = load_row(p, xr, s0 + 2 + VW, m ? m + 3 : NULL);
             vst(q + 2 * p->ps + k, __builtin_shuffle(a, b, EVEN));
             vst(q + 3 * p->ps + k, __builtin_shuffle(a, b, ODD));
         }

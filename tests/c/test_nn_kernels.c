@@ -93,6 +93,7 @@ static void test_conv_kernels(void) {
      * shorter than one), every padding it takes, chunks of several images */
     conv_case(3, 16, 64, 80, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3);
     conv_case(9, 17, 7, 5, 18, 3, 3, 1, 1, 1, 1, 1, 1, 0);
+    conv_case(2, 16, 6, 300, 16, 3, 3, 1, 1, 1, 2, 1, 1, 3); /* rows of more vectors than fill_planes keeps masks for */
     for (int t = 0; t < 30; t++)
         conv_case(irand(1, 12), irand(1, 40), irand(3, 40), irand(3, 40), irand(1, 40), 3, 3, 1, 1, irand(0, 2),
                   irand(0, 2), 1, 1, 3);
