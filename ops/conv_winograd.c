@@ -5,15 +5,17 @@
  * which is what the models' 3x3 layers (most of a training step) spend their time on. The
  * transforms only add, subtract and halve, so the result is as accurate as the direct sum.
  *
- * Per chunk of m images (their tiles numbered one after another: t = (j * th + ty) * tw + tx):
+ * The batch's tiles are numbered t = (n * th + ty) * tw + tx and go in blocks of NB (plan), each
+ * through three steps while its operands stay in L2:
  *   1. input transform  V[xi][c][t], xi = 4 i + s < 16: from the padded rows split by the parity
  *      of their rows and columns (fill_planes), so that a vector of tiles is 16 loads however
  *      short the tile rows;
  *   2. 16 products      M[xi][o][t] = sum_c U[xi][o][c] V[xi][c][t] on conv.c's micro-kernel
  *      (U: the transformed weight, packed in its panels; the tiles are its pixel dimension);
  *   3. output transform Y from M[.][o][t], the two output columns of a tile interleaved back.
- * Used for the forward (x -> y) and for the gradient of the input (dy -> dx, the same product
- * with the flipped, transposed weight). The tests hold it to td_conv2d_*_ref. */
+ * Used for the forward (x -> y), the gradient of the input (dy -> dx, the same product with the
+ * flipped, transposed weight) and the gradient of the weight (td_winograd_wgrad: the products
+ * reduce over tiles instead). The tests hold all three to td_conv2d_*_ref. */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
