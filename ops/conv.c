@@ -410,8 +410,8 @@ static float *pack_panels(const float *w, int64_t rows, int64_t K, int mode, con
 int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
     int64_t K = g->C * g->kh * g->kw, O = g->O, nob = ceil_div(O, MR), OHW = g->OH * g->OW, CHW = g->C * g->H * g->W;
     if (g->N == 0 || OHW == 0 || O == 0) return 0;
-    if (td_winograd_ok(g->C, O, g->OW, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw, WINO_MIN_GAIN))
-        return td_winograd_conv(g->N, g->C, g->H, g->W, O, g->ph, g->pw, g->OH, g->OW, x, w, false, b, y);
+    int wm = td_winograd_tile(g->C, O, g->OH, g->OW, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw, false);
+    if (wm) return td_winograd_conv(wm, g->N, g->C, g->H, g->W, O, g->ph, g->pw, g->OH, g->OW, x, w, false, b, y);
     float *Ap = pack_panels(w, O, K, 0, g);
     int64_t *off = malloc(sizeof(int64_t) * (size_t)(K ? K : 1));
     if (!Ap || !off) {
@@ -491,8 +491,8 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
     int64_t K = g->C * g->kh * g->kw, O = g->O, OHW = g->OH * g->OW, HW = g->H * g->W, CHW = g->C * HW;
     if (g->N == 0 || CHW == 0) return 0;
     /* a 3x3 stride-1 input gradient is the 3x3 convolution of dy padded by 2 - p */
-    if (td_winograd_ok(O, g->C, g->W, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, 2 - g->ph, 2 - g->pw, WINO_MIN_GAIN))
-        return td_winograd_conv(g->N, O, g->OH, g->OW, g->C, 2 - g->ph, 2 - g->pw, g->H, g->W, dy, w, true, bias, dx);
+    int wm = td_winograd_tile(O, g->C, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, 2 - g->ph, 2 - g->pw, false);
+    if (wm) return td_winograd_conv(wm, g->N, O, g->OH, g->OW, g->C, 2 - g->ph, 2 - g->pw, g->H, g->W, dy, w, true, bias, dx);
     int64_t Wq = g->W + g->dw * (g->kw - 1), qh = g->dh * (g->kh - 1) - g->ph, qw = g->dw * (g->kw - 1) - g->pw;
     frames_t fr = frames_for(g->OH, qh, g->kh, g->dh); /* frames of the padded dy */
     int64_t nb = 1, cs = 0;
@@ -618,8 +618,9 @@ int td_conv2d_bwd_weight_kernel(const td_conv_geom *g, const float *x, const flo
         if (dw) memset(dw, 0, sizeof(float) * (size_t)(O * K));
         return 0;
     }
-    if (td_winograd_ok(g->C, O, g->OW, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw, WINO_MIN_GAIN_WGRAD)) {
-        if (td_winograd_wgrad(g->N, g->C, g->H, g->W, O, g->ph, g->pw, g->OH, g->OW, x, dy, dw)) return -1;
+    int wm = td_winograd_tile(g->C, O, g->OH, g->OW, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw, true);
+    if (wm) {
+        if (td_winograd_wgrad(wm, g->N, g->C, g->H, g->W, O, g->ph, g->pw, g->OH, g->OW, x, dy, dw)) return -1;
         if (db) bias_grad(g, dy, db);
         return 0;
     }

@@ -61,20 +61,27 @@ float *td_conv_scratch(int tid, int slot, size_t n);
 /* threads worth starting for `flops` of work */
 int td_conv_threads(double flops);
 
-/* Winograd F(2x2, 3x3) (conv_winograd.c). ok: whether the 3x3 stride-1 convolution (C -> O
- * channels, output width OW, padding ph, pw) takes it, by td_conv_path (0 auto: where it was
- * measured faster, C O >= min_gain (C + O): WINO_MIN_GAIN for the forward and the input
- * gradient, WINO_MIN_GAIN_WGRAD for the weight gradient; 1, 2, 4 never; 3 always). conv: y (N, O, OH,
- * OW) = conv(x (N, C, H, W), w) + bias (bias may be NULL); w is (O, C, 3, 3), or with flip the
- * (C, O, 3, 3) weight of the convolution whose input gradient this is, flipped and transposed.
- * 0, or -1 with the error set. */
+/* Winograd (conv_winograd.c, conv_winograd4.c). tile: the tile m (2: F(2x2, 3x3), 4: F(4x4,
+ * 3x3)) the 3x3 stride-1 convolution (C -> O channels, output OH x OW, padding ph, pw) takes, or
+ * 0 for none, by td_conv_path (0 auto: where it was measured faster, by C O / (C + O) against
+ * WINO_MIN_GAIN and WINO4_MIN_GAIN, or the _WGRAD ones for the weight gradient, F(4x4) only on
+ * images of at least a vector of its tiles; 1, 2, 4 none; 3 always F(2x2); 5 always F(4x4)).
+ * conv: y (N, O, OH, OW) = conv(x (N, C, H, W), w) + bias (bias may be NULL) in tiles of m; w is
+ * (O, C, 3, 3), or with flip the (C, O, 3, 3) weight of the convolution whose input gradient this
+ * is, flipped and transposed. 0, or -1 with the error set. */
 #define WINO_MIN_GAIN 10
-#define WINO_MIN_GAIN_WGRAD 16
-bool td_winograd_ok(int64_t C, int64_t O, int64_t OW, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh,
-                    int64_t dw, int64_t ph, int64_t pw, double min_gain);
-int td_winograd_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
+#ifndef WINO4_MIN_GAIN
+#define WINO4_MIN_GAIN 6
+#endif
+#define WINO_MIN_GAIN_WGRAD 10
+#ifndef WINO4_MIN_GAIN_WGRAD
+#define WINO4_MIN_GAIN_WGRAD 6
+#endif
+int td_winograd_tile(int64_t C, int64_t O, int64_t OH, int64_t OW, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                     int64_t dh, int64_t dw, int64_t ph, int64_t pw, bool wgrad);
+int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
                      int64_t OW, const float *x, const float *w, bool flip, const float *bias, float *y);
 /* its weight gradient: dw (O, C, 3, 3) of that forward (no flip) from x and dy (N, O, OH, OW) */
-int td_winograd_wgrad(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
+int td_winograd_wgrad(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
                       int64_t OW, const float *x, const float *dy, float *dw);
 #endif

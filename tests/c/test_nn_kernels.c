@@ -53,14 +53,15 @@ static void conv_case(int N, int C, int H, int W, int O, int kh, int kw, int sh,
     td_conv2d_bwd_data_ref(&g, dy, w, dx2);
     td_conv2d_bwd_weight_ref(&g, x, dy, dw2, db2);
     double e1 = relerr(y1, y2, ny), e2 = relerr(dx1, dx2, nx), e3 = relerr(dw1, dw2, nw), e4 = relerr(db1, db2, O);
-    CHECK(rc == 0 && e1 < 1e-5 && e2 < 1e-5 && e3 < 1e-5 && e4 < 1e-5,
+    double tol = path == 5 ? 3e-5 : 1e-5; /* F(4x4)'s transforms scale by up to 8 and 1/24: ~10x the rounding */
+    CHECK(rc == 0 && e1 < tol && e2 < tol && e3 < tol && e4 < 1e-5,
           "conv path %d x(%d,%d,%d,%d) w(%d,%d,%d,%d) s(%d,%d) p(%d,%d) d(%d,%d): y %.1e dx %.1e dw %.1e db %.1e", path, N,
           C, H, W, O, C, kh, kw, sh, sw, ph, pw, dh, dw, e1, e2, e3, e4);
     free(x); free(w); free(b); free(dy); free(y1); free(y2); free(dx1); free(dx2); free(dw1); free(dw2); free(db1); free(db2);
 }
 
 static void test_conv_kernels(void) {
-    for (int path = 0; path <= 3; path++) { /* automatic, direct, im2col, Winograd */
+    for (int path = 0; path <= 5; path++) { /* automatic, direct, im2col, Winograd F(2x2), no Winograd, F(4x4) */
         conv_case(2, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, path);
         conv_case(3, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, path);
         conv_case(2, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, path);
@@ -93,10 +94,14 @@ static void test_conv_kernels(void) {
      * shorter than one), every padding it takes, chunks of several images */
     conv_case(3, 16, 64, 80, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3);
     conv_case(9, 17, 7, 5, 18, 3, 3, 1, 1, 1, 1, 1, 1, 0);
-    conv_case(2, 16, 6, 300, 16, 3, 3, 1, 1, 1, 2, 1, 1, 3); /* rows of more vectors than fill_planes keeps masks for */
-    for (int t = 0; t < 30; t++)
-        conv_case(irand(1, 12), irand(1, 40), irand(3, 40), irand(3, 40), irand(1, 40), 3, 3, 1, 1, irand(0, 2),
-                  irand(0, 2), 1, 1, 3);
+    for (int path = 3; path <= 5; path += 2) {
+        conv_case(3, 16, 64, 80, 24, 3, 3, 1, 1, 1, 1, 1, 1, path);
+        conv_case(2, 16, 6, 300, 16, 3, 3, 1, 1, 1, 2, 1, 1, path); /* rows of more vectors than fill_planes keeps masks for */
+        conv_case(2, 8, 5, 600, 8, 3, 3, 1, 1, 2, 0, 1, 1, path);
+        for (int t = 0; t < 30; t++)
+            conv_case(irand(1, 12), irand(1, 40), irand(3, 40), irand(3, 40), irand(1, 40), 3, 3, 1, 1, irand(0, 2),
+                      irand(0, 2), 1, 1, path);
+    }
 }
 
 /* ---- tensor helpers --------------------------------------------------------------------------------- */

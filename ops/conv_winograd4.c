@@ -1,0 +1,265 @@
+/* Winograd F(4x4, 3x3): every 4x4 block of outputs from a 6x6 patch of the padded input,
+ *     Y = A^T [ sum_c (G g_oc G^T) .* (B^T d_c B) ] A,
+ * 36 multiplies per tile and channel pair instead of 144 (4x fewer than the direct products,
+ * 1.78x fewer than F(2x2)), and per output pixel 2.25 transformed floats per channel to write
+ * and read instead of 4. The price is accuracy: the transforms scale by up to 8 and 1/24, so the
+ * rounding error is ~10x the direct sum's (still ~1e-6 of the output's scale in the tests).
+ * Points 0, +-1, +-2 and infinity (Lavin and Gray, 2016):
+ *     B^T = [4  0 -5  0 1 0;  0 -4 -4  1 1 0;  0 4 -4 -1 1 0;  0 -2 -1  2 1 0;  0 2 -1 -2 1 0;
+ *            0  4  0 -5 0 1]
+ *     G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+ *     A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * Only the transforms live here; td_winograd_conv (conv_winograd.c) runs them, with the
+ * products, on blocks of tiles, as it does F(2x2)'s. */
+#include <string.h>
+
+#include "winograd.h"
+
+static const float G[6][3] = {{0.25f, 0, 0},
+                              {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                              {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                              {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                              {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                              {0, 0, 1}};
+
+void td_wino4_weight(const float g[9], float u[36]) {
+    float t[6][3]; /* G g */
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 3; j++) t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+    for (int i = 0; i < 6; i++) /* (G g) G^T */
+        for (int l = 0; l < 6; l++) u[i * 6 + l] = t[i][0] * G[l][0] + t[i][1] * G[l][1] + t[i][2] * G[l][2];
+}
+
+/* o = B^T z for a column of 6 vectors */
+static inline void bt6(const vf z[6], vf o[6]) {
+    vf a = z[4] - 4.0f * z[2], b = z[3] - 4.0f * z[1], c = z[4] - z[2], d = 2.0f * (z[3] - z[1]);
+    o[0] = 4.0f * (z[0] - z[2]) + c;
+    o[1] = a + b;
+    o[2] = a - b;
+    o[3] = c + d;
+    o[4] = c - d;
+    o[5] = 4.0f * (z[1] - z[3]) + (z[5] - z[3]);
+}
+
+/* o = A^T m for a column of 6 vectors */
+static inline void at6(const vf m[6], vf o[4]) {
+    vf p = m[1] + m[2], q = m[1] - m[2], r = m[3] + m[4], s = m[3] - m[4];
+    o[0] = m[0] + p + r;
+    o[1] = q + 2.0f * s;
+    o[2] = p + 4.0f * r;
+    o[3] = q + 8.0f * s + m[5];
+}
+
+/* The input transform reads, for tile t = ty tw + tx of an image, the padded pixels (4 ty + r,
+ * 4 tx + b), r, b < 6. Held as 24 planes P[(r % 4) * 6 + b][rho * tw + tx] = padded(4 rho + r % 4,
+ * 4 tx + b), they sit at t (r < 4) and t + tw (r >= 4) of six planes: one vector of tiles is 36
+ * loads however short the tile rows (F(2x2)'s fill_planes, with columns of stride 4). Fills rows
+ * rho = 0 .. rows - 1 of the planes from padded rows 4 ty0 .. 4 (ty0 + rows) - 1 of the channel
+ * plane x (H, W). */
+#if defined(__AVX512F__)
+/* fill_planes4 for rows of fewer tiles than a vector (16x16 and 32x32 images): a vector of plane
+ * positions holds g = VW / tw plane rows, its 4 VW padded floats pv = 4 tw / VW vectors of each
+ * of g padded rows 4 apart, loaded masked (zero off the image). g and pv constant per call site. */
+static inline __attribute__((always_inline)) void fill_grouped(const wino_t *p, const float *x, int64_t ty0,
+                                                               int64_t rows, float *P, const int g, const int pv) {
+    lmask cm[2][2]; /* [half][k]: the columns of vector k of a row piece, shifted by 4 half */
+    for (int half = 0; half < 2; half++)
+        for (int k = 0; k < pv; k++) cm[half][k] = row_mask(p, k * VW - p->pw + 4 * half);
+    for (int64_t rho0 = 0; rho0 < rows; rho0 += g)
+        for (int q = 0; q < 4; q++) {
+            const float *rp[4];
+            for (int j = 0; j < g; j++) {
+                int64_t h = 4 * (ty0 + rho0 + j) + q - p->ph;
+                rp[j] = h >= 0 && h < p->H ? x + h * p->W : NULL;
+            }
+            float *d = P + q * 6 * p->ps + rho0 * p->tw;
+            for (int half = 0; half < 2; half++) { /* columns 4 tx + b, b < 4; then b = 4, 5 */
+                vf a[4];
+                for (int v = 0; v < 4; v++) {
+                    const float *r = rp[v / pv];
+                    a[v] = r ? load_masked(r, (v % pv) * VW - p->pw + 4 * half, cm[half][v % pv]) : (vf){0};
+                }
+                vf e01 = __builtin_shuffle(a[0], a[1], EVEN), o01 = __builtin_shuffle(a[0], a[1], ODD);
+                vf e23 = __builtin_shuffle(a[2], a[3], EVEN), o23 = __builtin_shuffle(a[2], a[3], ODD);
+                float *dh = d + 4 * half * p->ps;
+                vst(dh, __builtin_shuffle(e01, e23, EVEN));
+                vst(dh + p->ps, __builtin_shuffle(o01, o23, EVEN));
+                if (half) continue;
+                vst(dh + 2 * p->ps, __builtin_shuffle(e01, e23, ODD));
+                vst(dh + 3 * p->ps, __builtin_shuffle(o01, o23, ODD));
+            }
+        }
+}
+#endif
+
+static void fill_planes4(const wino_t *p, const float *x, int64_t ty0, int64_t rows, float *P) {
+#if defined(__AVX512F__)
+    if (p->tw == 4 || p->tw == 8) {
+        if (p->tw == 4) fill_grouped(p, x, ty0, rows, P, 4, 1);
+        else fill_grouped(p, x, ty0, rows, P, 2, 2);
+        return;
+    }
+#endif
+    const float *next = x + p->H * p->W + (4 * ty0 - p->ph) * p->W; /* see fill_planes */
+    for (int64_t j = 0; j < 4 * rows * p->W; j += 16) __builtin_prefetch(next + j);
+    enum { KMAX = 8 }; /* vectors per row whose masks are kept (tw up to 8 VW) */
+    lmask mk[KMAX][8];
+    int64_t nk = ceil_div(p->tw, VW);
+    for (int64_t i = 0; i < nk && i < KMAX; i++)
+        for (int j = 0; j < 8; j++) mk[i][j] = row_mask(p, 4 * i * VW + (j / 4) * 4 + (j % 4) * VW - p->pw);
+    for (int64_t R = 4 * ty0; R < 4 * (ty0 + rows); R++) {
+        int64_t h = R - p->ph, rho = R / 4 - ty0;
+        float *q = P + (R % 4) * 6 * p->ps + rho * p->tw;
+        if (h < 0 || h >= p->H) {
+            for (int b = 0; b < 6; b++)
+                for (int64_t k = 0; k < p->tw; k += VW) vst(q + b * p->ps + k, (vf){0});
+            continue;
+        }
+        const float *xr = x + h * p->W;
+        for (int64_t i = 0; i < nk; i++) { /* VW at a time: the spill is the next row's, written next */
+            int64_t k = i * VW, s0 = 4 * k - p->pw;
+            const lmask *m = i < KMAX ? mk[i] : NULL;
+            for (int half = 0; half < 2; half++) { /* columns 4 tx + b, b < 4; then b = 4, 5 */
+                int64_t s = s0 + 4 * half;
+                const lmask *mh = m ? m + 4 * half : NULL;
+                vf a0 = load_row(p, xr, s, mh ? mh : NULL), a1 = load_row(p, xr, s + VW, mh ? mh + 1 : NULL);
+                vf a2 = load_row(p, xr, s + 2 * VW, mh ? mh + 2 : NULL), a3 = load_row(p, xr, s + 3 * VW, mh ? mh + 3 : NULL);
+                vf e01 = __builtin_shuffle(a0, a1, EVEN), o01 = __builtin_shuffle(a0, a1, ODD);
+                vf e23 = __builtin_shuffle(a2, a3, EVEN), o23 = __builtin_shuffle(a2, a3, ODD);
+                float *d = q + 4 * half * p->ps + k;
+                vst(d, __builtin_shuffle(e01, e23, EVEN));
+                vst(d + p->ps, __builtin_shuffle(o01, o23, EVEN));
+                if (half) continue;
+                vst(d + 2 * p->ps, __builtin_shuffle(e01, e23, ODD));
+                vst(d + 3 * p->ps, __builtin_shuffle(o01, o23, ODD));
+            }
+        }
+    }
+}
+
+/* V[xi * vxs + c * Qs + v0 + u] for u < n tiles starting at plane position u0, xi = 6 i + s.
+ * Writes VW tiles at a time: past n into the next segment (written after this one) or into V's
+ * slack. */
+static void input_transform4(const wino_t *p, const float *P, float *V, int64_t u0, int64_t n, int64_t v0) {
+    int64_t cs = p->vxs;
+    for (int64_t u = 0; u < n; u += VW) {
+        vf h[6][6]; /* h[s][r] = (d B)[r][s] */
+        for (int r = 0; r < 6; r++) {
+            const float *q = P + (r % 4) * 6 * p->ps + u0 + u + (r / 4) * p->tw;
+            vf z[6], o[6];
+            for (int b = 0; b < 6; b++) z[b] = vld(q + b * p->ps);
+            bt6(z, o);
+            for (int s = 0; s < 6; s++) h[s][r] = o[s];
+        }
+        float *v = V + v0 + u;
+        for (int s = 0; s < 6; s++) { /* B^T (d B) */
+            vf o[6];
+            bt6(h[s], o);
+            for (int i = 0; i < 6; i++) vst(v + (i * 6 + s) * cs, o[i]);
+        }
+    }
+}
+
+void td_wino4_inputs(const wino_t *p, const float *x, const segment *seg, int ns, float *P, float *V) {
+    for (int64_t c = 0; c < p->C; c++)
+        for (int i = 0; i < ns; i++) {
+            int64_t ty0 = seg[i].ta / p->tw, ty1 = (seg[i].tb - 1) / p->tw + 1;
+            fill_planes4(p, x + (seg[i].n * p->C + c) * p->H * p->W, ty0, ty1 - ty0 + 1, P);
+            input_transform4(p, P, V + c * p->Qs, seg[i].ta - ty0 * p->tw, seg[i].tb - seg[i].ta, seg[i].v0);
+        }
+}
+
+/* Writes nothing outside tiles t0 .. t1 - 1 (another thread's). */
+void td_wino4_output(const wino_t *p, const float *M, int64_t m0, int64_t t0, int64_t t1, float bias, float *y) {
+    int64_t ms = p->mxs;
+    for (int64_t t = t0; t < t1; t += VW) {
+        const float *m = M + m0 + t - t0;
+        vf w[4][6]; /* w[b][i] = (M A)[i][b] */
+        for (int i = 0; i < 6; i++) {
+            vf mi[6], o[4];
+            for (int j = 0; j < 6; j++) mi[j] = vld(m + (i * 6 + j) * ms);
+            at6(mi, o);
+            for (int b = 0; b < 4; b++) w[b][i] = o[b];
+        }
+        vf Y[4][4]; /* Y[a][b]: output row 4 ty + a, column 4 tx + b */
+        for (int b = 0; b < 4; b++) {
+            vf o[4];
+            at6(w[b], o);
+            for (int a = 0; a < 4; a++) Y[a][b] = o[a] + bias;
+        }
+        vf seq[4][4]; /* row a's lanes in output order: lane 4 l + b is Y[a][b][l] */
+        for (int a = 0; a < 4; a++) {
+            vf plo = __builtin_shuffle(Y[a][0], Y[a][2], ILO), phi = __builtin_shuffle(Y[a][0], Y[a][2], IHI);
+            vf qlo = __builtin_shuffle(Y[a][1], Y[a][3], ILO), qhi = __builtin_shuffle(Y[a][1], Y[a][3], IHI);
+            seq[a][0] = __builtin_shuffle(plo, qlo, ILO);
+            seq[a][1] = __builtin_shuffle(plo, qlo, IHI);
+            seq[a][2] = __builtin_shuffle(phi, qhi, ILO);
+            seq[a][3] = __builtin_shuffle(phi, qhi, IHI);
+        }
+        int64_t end = t + VW < t1 ? t + VW : t1;
+        for (int64_t a = t; a < end;) { /* the vector's pieces of tile rows */
+            int64_t ty = a / p->tw, tx = a - ty * p->tw, e = (ty + 1) * p->tw < end ? (ty + 1) * p->tw : end;
+            int64_t cols = 4 * (e - a);
+            if (cols > p->OW - 4 * tx) cols = p->OW - 4 * tx;
+            int l0 = (int)(4 * (a - t));
+            float *yr = y + 4 * ty * p->OW + 4 * tx - l0; /* lane l of the sequence goes to yr[l] */
+            for (int r = 0; r < 4 && 4 * ty + r < p->OH; r++) store_lanes(yr + r * p->OW, seq[r], 4, l0, l0 + (int)cols);
+            a = e;
+        }
+    }
+}
+
+/* o = A z for a column of 4 vectors, A = (A^T)^T */
+static inline void a4(const vf z[4], vf o[6]) {
+    vf p = z[0] + z[2], q = z[1] + z[3], r = z[0] + 4.0f * z[2], s = 2.0f * z[1] + 8.0f * z[3];
+    o[0] = z[0];
+    o[1] = p + q;
+    o[2] = p - q;
+    o[3] = r + s;
+    o[4] = r - s;
+    o[5] = z[3];
+}
+
+void td_wino4_grads(const wino_t *p, const float *dy, const segment *sg, int64_t xs, int64_t Opad, float *Y, float *Dt) {
+    int64_t ty0 = sg->ta / p->tw, ty1 = (sg->tb - 1) / p->tw + 1, rows = 4 * (ty1 - ty0), cols = 4 * p->tw;
+    int64_t OHW = p->OH * p->OW;
+    const float *dyn = dy + sg->n * p->O * OHW;
+    if (p->O < Opad || p->OW < cols || 4 * ty1 > p->OH) memset(Y, 0, sizeof(float) * (size_t)(rows * cols * Opad));
+    for (int64_t r = 0; r < rows && 4 * ty0 + r < p->OH; r++)
+        rows_to_pixels(dyn + (4 * ty0 + r) * p->OW, OHW, p->O, p->OW, Y + r * cols * Opad, Opad);
+    for (int64_t t = sg->ta; t < sg->tb; t++) {
+        int64_t ty = t / p->tw, tx = t - ty * p->tw;
+        const float *y0 = Y + (4 * (ty - ty0) * cols + 4 * tx) * Opad;
+        float *d = Dt + (sg->v0 + t - sg->ta) * Opad;
+        for (int64_t o = 0; o < Opad; o += VW) {
+            vf w[6][4]; /* w[s][r] = (dY A^T)[r][s] */
+            for (int r = 0; r < 4; r++) {
+                vf z[4], q[6];
+                for (int b = 0; b < 4; b++) z[b] = vld(y0 + (r * cols + b) * Opad + o);
+                a4(z, q);
+                for (int s = 0; s < 6; s++) w[s][r] = q[s];
+            }
+            for (int s = 0; s < 6; s++) { /* A (dY A^T) */
+                vf q[6];
+                a4(w[s], q);
+                for (int i = 0; i < 6; i++) vst(d + (i * 6 + s) * xs + o, q[i]);
+            }
+        }
+    }
+}
+
+void td_wino4_weight_grad(const float u[36], float dw[9]) {
+    float t[3][6]; /* G^T dU */
+    for (int i = 0; i < 3; i++)
+        for (int b = 0; b < 6; b++) {
+            float s = 0;
+            for (int a = 0; a < 6; a++) s += G[a][i] * u[a * 6 + b];
+            t[i][b] = s;
+        }
+    for (int i = 0; i < 3; i++) /* (G^T dU) G */
+        for (int j = 0; j < 3; j++) {
+            float s = 0;
+            for (int b = 0; b < 6; b++) s += t[i][b] * G[b][j];
+            dw[i * 3 + j] = s;
+        }
+}
