@@ -411,17 +411,33 @@ td_tensor *td_argmax(td_tensor *t, int dim, bool keepdim, bool is_min) {
 }
 
 /* ---- softmax / log_softmax along a dim ------------------------------------------------------ */
-/* rows of length L, contiguous: y = softmax(x) or log_softmax(x) */
+/* rows of length L, contiguous: y = softmax(x) or log_softmax(x). Vector lanes for the max, the
+ * exponentials and the partial sums (float per lane, double across lanes and the tail): the
+ * score network's attention runs 6.5M of them per forward. */
 static void softmax_rows(float *y, const float *x, int64_t rows, int64_t L, bool logsm) {
     #pragma omp parallel for if (rows * L > PAR_MIN / 4) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         const float *p = x + r * L;
         float *q = y + r * L;
+        int64_t nv = L / TD_VW * TD_VW;
+        td_vf vm = td_vsplat(-INFINITY);
+        for (int64_t i = 0; i < nv; i += TD_VW) {
+            td_vf v = td_vload(p + i);
+            vm = td_vsel(v > vm, v, vm);
+        }
         float m = -INFINITY;
-        for (int64_t i = 0; i < L; i++) m = p[i] > m ? p[i] : m;
+        for (int l = 0; l < TD_VW; l++) m = vm[l] > m ? vm[l] : m;
+        for (int64_t i = nv; i < L; i++) m = p[i] > m ? p[i] : m;
         if (m == -INFINITY) m = 0; /* a fully masked row: uniform would be wrong; give nan-free zeros */
-        double s = 0;
-        for (int64_t i = 0; i < L; i++) {
+        td_vf acc = {0};
+        for (int64_t i = 0; i < nv; i += TD_VW) {
+            td_vf e = td_vexp(td_vload(p + i) - m);
+            e = td_vsel(td_vload(p + i) == -INFINITY, td_vsplat(0.0f), e); /* exactly 0, as expf gives */
+            if (!logsm) td_vstore(q + i, e);
+            acc += e;
+        }
+        double s = td_vhsum(acc);
+        for (int64_t i = nv; i < L; i++) {
             float e = td_expf(p[i] - m);
             if (!logsm) q[i] = e;
             s += e;
@@ -431,7 +447,9 @@ static void softmax_rows(float *y, const float *x, int64_t rows, int64_t L, bool
             for (int64_t i = 0; i < L; i++) q[i] = p[i] - ls;
         } else {
             float inv = s > 0 ? (float)(1.0 / s) : 0;
-            for (int64_t i = 0; i < L; i++) q[i] *= inv;
+            int64_t i = 0;
+            for (; i < nv; i += TD_VW) td_vstore(q + i, td_vload(q + i) * inv);
+            for (; i < L; i++) q[i] *= inv;
         }
     }
 }
@@ -442,13 +460,22 @@ static void softmax_rows_grad(float *dx, const float *g, const float *y, int64_t
     for (int64_t r = 0; r < rows; r++) {
         const float *gp = g + r * L, *yp = y + r * L;
         float *d = dx + r * L;
-        double s = 0;
+        int64_t nv = L / TD_VW * TD_VW, i;
+        td_vf acc = {0};
         if (logsm) {
-            for (int64_t i = 0; i < L; i++) s += gp[i];
-            for (int64_t i = 0; i < L; i++) d[i] = gp[i] - td_expf(yp[i]) * (float)s;
+            for (i = 0; i < nv; i += TD_VW) acc += td_vload(gp + i);
+            double s = td_vhsum(acc);
+            for (i = nv; i < L; i++) s += gp[i];
+            float sf = (float)s;
+            for (i = 0; i < nv; i += TD_VW) td_vstore(d + i, td_vload(gp + i) - td_vexp(td_vload(yp + i)) * sf);
+            for (i = nv; i < L; i++) d[i] = gp[i] - td_expf(yp[i]) * sf;
         } else {
-            for (int64_t i = 0; i < L; i++) s += (double)gp[i] * yp[i];
-            for (int64_t i = 0; i < L; i++) d[i] = yp[i] * (gp[i] - (float)s);
+            for (i = 0; i < nv; i += TD_VW) acc += td_vload(gp + i) * td_vload(yp + i);
+            double s = td_vhsum(acc);
+            for (i = nv; i < L; i++) s += (double)gp[i] * yp[i];
+            float sf = (float)s;
+            for (i = 0; i < nv; i += TD_VW) td_vstore(d + i, td_vload(yp + i) * (td_vload(gp + i) - sf));
+            for (i = nv; i < L; i++) d[i] = yp[i] * (gp[i] - sf);
         }
     }
 }

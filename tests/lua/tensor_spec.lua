@@ -231,6 +231,44 @@ describe("reductions", function()
     local l = T.randn(3, 5)
     spec.tensor_near(l:log_softmax(1):exp(), l:softmax(1), 1e-6)
   end)
+  it("softmax and log_softmax on rows of vectors and a tail equal exp(x - m) / sum, -inf keys 0", function()
+    local g = T.Generator(5)
+    for _, L in ipairs({16, 37, 300}) do
+      local x = T.randn(5, L, g) * 4
+      x[2][3] = -math.huge
+      x[4][L] = -math.huge
+      local y, ly = x:softmax(2), x:log_softmax(2)
+      local worst, lworst = 0, 0
+      for r = 1, 5 do
+        local m, s = -math.huge, 0
+        for i = 1, L do m = math.max(m, x[r][i]) end
+        for i = 1, L do s = s + math.exp(x[r][i] - m) end
+        for i = 1, L do
+          local want = math.exp(x[r][i] - m) / s
+          worst = math.max(worst, math.abs(y[r][i] - want) / (want + 1e-30))
+          if x[r][i] > -math.huge then
+            lworst = math.max(lworst, math.abs(ly[r][i] - (x[r][i] - m - math.log(s))))
+          else
+            spec.eq(y[r][i], 0)
+          end
+        end
+      end
+      spec.truthy(worst < 1e-5 and lworst < 1e-5, string.format("L %d: softmax rel error %.2e, log_softmax %.2e", L, worst, lworst))
+      -- the gradients: softmax's y (g - <g, y>), log_softmax's g - e^y sum g
+      local xg = T.randn(3, L, g):requires_grad_(true)
+      local w = T.randn(3, L, g)
+      local p = xg:softmax(2)
+      local loss = (p * w):sum()
+      loss:backward()
+      local want = p:detach() * (w - (w * p:detach()):sum(2, true))
+      spec.tensor_near(xg.grad, want, 1e-5)
+      local xl = xg:detach():requires_grad_(true)
+      local lp = xl:log_softmax(2)
+      local lloss = (lp * w):sum()
+      lloss:backward()
+      spec.tensor_near(xl.grad, w - lp:detach():exp() * w:sum(2, true), 1e-5)
+    end
+  end)
   it("norm", function()
     spec.near(T.tensor({3, 4}):norm():item(), 5)
     spec.near(T.tensor({3, -4}):norm(1):item(), 7)
