@@ -316,6 +316,39 @@ td_tensor *td_binary_scalar(td_binary_op op, td_tensor *a, double s, bool scalar
     return r;
 }
 
+/* (a + b) * s in one pass, for the residual tails (x + h) / sqrt 2 of every block of the score
+ * network: the sum is never stored, and the backward is one scaled gradient shared by a and b
+ * (the composition stores the sum, reads it again, and scales the gradient as a third pass).
+ * Other shapes than two equal dense float ones go through the composition. */
+static void add_scaled_backward(td_node *n, td_tensor *g) {
+    td_tensor *gs = td_binary_scalar(TD_MUL, g, n->farg[0], false);
+    if (!gs) return;
+    td_node_accum(n, 0, gs);
+    td_node_accum(n, 1, gs);
+    td_release(gs);
+}
+
+td_tensor *td_add_scaled(td_tensor *a, td_tensor *b, double s) {
+    bool same = a->dtype == TD_F32 && b->dtype == TD_F32 && a->ndim == b->ndim && td_is_contiguous(a) &&
+                td_is_contiguous(b) && memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim) == 0;
+    if (!same) {
+        td_tensor *sum = td_binary(TD_ADD, a, b), *r = sum ? td_binary_scalar(TD_MUL, sum, s, false) : NULL;
+        td_release(sum);
+        return r;
+    }
+    td_tensor *out = td_empty(TD_F32, a->ndim, a->shape);
+    if (!out) return NULL;
+    int64_t n = td_numel(out);
+    float *restrict po = td_f32(out), sf = (float)s;
+    const float *restrict pa = td_f32(a), *restrict pb = td_f32(b);
+    #pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (int64_t i = 0; i < n; i++) po[i] = (pa[i] + pb[i]) * sf;
+    td_tensor *ins[2] = {a, b};
+    td_node *nd = td_record(out, "add_scaled", add_scaled_backward, 2, ins);
+    if (nd) nd->farg[0] = s;
+    return out;
+}
+
 /* ---- unary ------------------------------------------------------------------------------- */
 static inline float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 static inline float sigmoid_f(float x) { return td_sigmoidf(x); }

@@ -156,6 +156,8 @@ extern const char *const td_unary_names[TD_UNARY_COUNT];
 
 td_tensor *td_binary(td_binary_op op, td_tensor *a, td_tensor *b);
 td_tensor *td_binary_scalar(td_binary_op op, td_tensor *a, double s, bool scalar_first);
+/* (a + b) * s, fused when a and b are dense float tensors of one shape (else a + b then * s) */
+td_tensor *td_add_scaled(td_tensor *a, td_tensor *b, double s);
 td_tensor *td_unary(td_unary_op op, td_tensor *a);
 td_tensor *td_elu(td_tensor *a, double alpha);
 td_tensor *td_clamp(td_tensor *a, double lo, double hi); /* +-INFINITY for an open side */

@@ -3,6 +3,7 @@
  *   T.conv_transpose2d(x, w, b, {stride=, padding=, output_padding=, dilation=})
  *   T.avg_pool2d(x, kernel [, stride])   T.upsample_nearest2d(x, scale)
  *   T.group_norm(x, groups [, weight, bias, eps])   T.group_norm_silu(...)  (eps 1e-5)
+ *   T.add_scaled(a, b, s)   (a + b) * s in one pass (the residual tails (x + h) / sqrt 2)
  *   T.batch_norm(x, running_mean, running_var [, weight, bias, training, momentum, eps])   T.batch_norm_relu(...)
  *   T.layer_norm(x, n_last_dims | shape [, weight, bias, eps])
  *   out, weights = T.scaled_dot_product_attention(q, k, v [, {attn_mask=, key_padding_mask=,
@@ -144,6 +145,10 @@ static int group_norm_impl(lua_State *L, bool silu) {
     return tdl_push_tensor(L, td_group_norm(x, (int64_t)g, w, b, eps, silu));
 }
 static int l_group_norm(lua_State *L) { return group_norm_impl(L, false); }
+static int l_add_scaled(lua_State *L) {
+    td_tensor *a = req_tensor(L, 1, "add_scaled", "a"), *b = req_tensor(L, 2, "add_scaled", "b");
+    return tdl_push_tensor(L, td_add_scaled(a, b, luaL_checknumber(L, 3)));
+}
 static int l_group_norm_silu(lua_State *L) { return group_norm_impl(L, true); }
 
 static int batch_norm_impl(lua_State *L, bool relu) {
@@ -278,7 +283,7 @@ static int l_nn_scratch_bytes(lua_State *L) {
 void tdl_register_nn(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"conv2d", l_conv2d}, {"conv_transpose2d", l_conv_transpose2d}, {"avg_pool2d", l_avg_pool2d},
-        {"upsample_nearest2d", l_upsample_nearest2d}, {"group_norm", l_group_norm}, {"group_norm_silu", l_group_norm_silu},
+        {"upsample_nearest2d", l_upsample_nearest2d}, {"group_norm", l_group_norm}, {"group_norm_silu", l_group_norm_silu}, {"add_scaled", l_add_scaled},
         {"batch_norm", l_batch_norm}, {"batch_norm_relu", l_batch_norm_relu}, {"layer_norm", l_layer_norm}, {"scaled_dot_product_attention", l_sdpa},
         {"gru_cell", l_gru_cell}, {"cross_entropy", l_cross_entropy}, {"nll_loss", l_nll_loss},
         {"binary_cross_entropy_with_logits", l_bce_logits}, {"mse_loss", l_mse_loss}, {"l1_loss", l_l1_loss},

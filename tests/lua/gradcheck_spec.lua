@@ -29,6 +29,13 @@ describe("gradcheck binary", function()
     check(op .. " broadcast (3x1x4, 2x1)", function(a, b) return a[op](a, b) end, {randn(3, 1, 4), randn(2, 1)})
     check(op .. " scalar", function(a) return a[op](a, 1.7) end, {randn(5)})
   end
+  do -- its own generator: the draws of the checks after it stay as they were
+    local g2 = T.Generator(77)
+    local function rn(...) return leaf(T.randn({...}, g2)) end
+    check("add_scaled", function(a, b) return T.add_scaled(a, b, 0.7) end, {rn(3, 4), rn(3, 4)})
+    check("add_scaled broadcast (composed)", function(a, b) return T.add_scaled(a, b, -1.3) end, {rn(3, 4), rn(4)})
+    check("add_scaled of a view (composed)", function(a, b) return T.add_scaled(a:t(), b, 2) end, {rn(4, 3), rn(3, 4)})
+  end
   check("div", function(a, b) return a / b end, {randn(3, 4), away(3, 4)})
   check("div broadcast", function(a, b) return a / b end, {randn(2, 3), away(3)})
   check("number / tensor", function(a) return 2 / a end, {away(4)})
