@@ -42,22 +42,19 @@ static void weight_transform(const float g[9], float u[16]) {
 }
 
 /* Up[((xi * nob + ob) * C + c) * MR + r] = U_xi of output o = ob * MR + r, input channel c (zero
- * rows past O), for tiles of m. flip: the product of the input gradient, w being the forward's
- * (C, O, 3, 3) weight read as w2[o][c][i][j] = w[c][o][2 - i][2 - j]. */
-static float *pack_transformed(int64_t m, const float *w, int64_t O, int64_t C, bool flip) {
+ * rows past O), for tiles of m: the rows of output o. flip: the product of the input gradient,
+ * w being the forward's (C, O, 3, 3) weight read as w2[o][c][i][j] = w[c][o][2 - i][2 - j]. */
+static void pack_transformed(int64_t m, const float *w, int64_t O, int64_t C, bool flip, int64_t o, float *Up) {
     int64_t nob = (O + MR - 1) / MR, XI = (m + 2) * (m + 2);
-    float *Up = aligned_alloc(64, (size_t)round_up(XI * nob * C * MR * (int64_t)sizeof(float), 64));
-    if (!Up) return td_fail("conv2d: out of memory packing Winograd weights");
-    memset(Up, 0, sizeof(float) * (size_t)(XI * nob * C * MR));
-    for (int64_t o = 0; o < O; o++)
-        for (int64_t c = 0; c < C; c++) {
-            float g[9], u[36];
+    for (int64_t c = 0; c < C; c++) {
+        float g[9], u[36] = {0};
+        if (o < O) {
             for (int k = 0; k < 9; k++) g[k] = flip ? w[(c * O + o) * 9 + 8 - k] : w[(o * C + c) * 9 + k];
             if (m == 4) td_wino4_weight(g, u);
             else weight_transform(g, u);
-            for (int64_t xi = 0; xi < XI; xi++) Up[((xi * nob + o / MR) * C + c) * MR + o % MR] = u[xi];
         }
-    return Up;
+        for (int64_t xi = 0; xi < XI; xi++) Up[((xi * nob + o / MR) * C + c) * MR + o % MR] = u[xi];
+    }
 }
 
 /* The input transform reads, for tile t = ty tw + tx of an image, the padded pixels
@@ -198,7 +195,7 @@ int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t 
     int nt = td_conv_threads(2.0 * XI * N * ceil_div(OH, m) * ceil_div(OW, m) * C * O);
     wino_t p = wino_plan(m, N, C, H, W, O, ph, pw, OH, OW, XI * (C + Or), nt, &NB, &nblk);
     int64_t total = N * p.T1, nplanes = m == 4 ? 24 : 8;
-    float *Up = pack_transformed(m, w, O, C, flip);
+    float *Up = aligned_alloc(64, (size_t)round_up(XI * Or * C * (int64_t)sizeof(float), 64));
     int64_t *off = malloc(sizeof(int64_t) * (size_t)(C ? C : 1));
     if (!Up || !off) {
         free(Up);
@@ -214,6 +211,8 @@ int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t 
         float *V = td_conv_scratch(t, 0, (size_t)(XI * p.vxs)), *M = td_conv_scratch(t, 1, (size_t)(XI * p.mxs));
         float *P = td_conv_scratch(t, 2, (size_t)(nplanes * p.ps));
         if (!V || !M || !P) failed = 1;
+        #pragma omp for schedule(static) /* the weights' transform, shared: the other thread would wait */
+        for (int64_t o = 0; o < Or; o++) pack_transformed(m, w, O, C, flip, o, Up);
         #pragma omp for schedule(dynamic, 1)
         for (int64_t bi = 0; bi < nblk; bi++) {
             if (failed) continue;

@@ -93,6 +93,8 @@ static inline __attribute__((always_inline)) void fill_grouped(const wino_t *p, 
 #endif
 
 static void fill_planes4(const wino_t *p, const float *x, int64_t ty0, int64_t rows, float *P) {
+    const float *next = x + p->H * p->W + (4 * ty0 - p->ph) * p->W; /* see fill_planes */
+    for (int64_t j = 0; j < 4 * rows * p->W; j += 16) __builtin_prefetch(next + j);
 #if defined(__AVX512F__)
     if (p->tw == 4 || p->tw == 8) {
         if (p->tw == 4) fill_grouped(p, x, ty0, rows, P, 4, 1);
@@ -100,8 +102,6 @@ static void fill_planes4(const wino_t *p, const float *x, int64_t ty0, int64_t r
         return;
     }
 #endif
-    const float *next = x + p->H * p->W + (4 * ty0 - p->ph) * p->W; /* see fill_planes */
-    for (int64_t j = 0; j < 4 * rows * p->W; j += 16) __builtin_prefetch(next + j);
     enum { KMAX = 8 }; /* vectors per row whose masks are kept (tw up to 8 VW) */
     lmask mk[KMAX][8];
     int64_t nk = ceil_div(p->tw, VW);
