@@ -267,6 +267,39 @@ static void relu_mask_grad(float *gm, const float *g, const float *x, const floa
     }
 }
 
+/* The fused ReLU's gradient read in place: g where x a + b > 0, else 0, never stored. sums
+ * sum(g' (x - mean)) and sum(g') of one row; dx = k1 g' + k2 (x - mean) + k3 of one row. */
+static inline void relu_grad_sums(const float *g, const float *x, int64_t n, float a, float b, float mean, double *sxd,
+                                  double *sd) {
+    td_vf s1 = {0}, s2 = {0};
+    int64_t i = 0;
+    for (; i + TD_VW <= n; i += TD_VW) {
+        td_vf xv = td_vload(x + i), gv = td_vsel(xv * a + b > 0.0f, td_vload(g + i), td_vsplat(0.0f));
+        s1 += gv * (xv - mean);
+        s2 += gv;
+    }
+    double a1 = td_vhsum(s1), a2 = td_vhsum(s2);
+    for (; i < n; i++) {
+        float gv = x[i] * a + b > 0.0f ? g[i] : 0.0f;
+        a1 += (double)gv * (x[i] - mean);
+        a2 += gv;
+    }
+    *sxd = a1;
+    *sd = a2;
+}
+static inline void relu_dx_row(float *dx, const float *g, const float *x, int64_t n, float a, float b, float k1, float k2,
+                               float k3, float mean) {
+    int64_t i = 0;
+    for (; i + TD_VW <= n; i += TD_VW) {
+        td_vf xv = td_vload(x + i), gv = td_vsel(xv * a + b > 0.0f, td_vload(g + i), td_vsplat(0.0f));
+        td_vstore(dx + i, gv * k1 + (xv - mean) * k2 + k3);
+    }
+    for (; i < n; i++) {
+        float gv = x[i] * a + b > 0.0f ? g[i] : 0.0f;
+        dx[i] = gv * k1 + (x[i] - mean) * k2 + k3;
+    }
+}
+
 static void batch_norm_backward(td_node *n, td_tensor *g) {
     /* stats (4, C): mean, rstd, and the applied scale a and shift b (for the fused ReLU's mask) */
     td_tensor *x = n->saved[0], *stats = n->saved[1], *w = n->saved[2];
@@ -277,7 +310,11 @@ static void batch_norm_backward(td_node *n, td_tensor *g) {
     const float *xs = td_f32(x), *gs = td_f32(gc), *mean = td_f32(stats), *rstd = td_f32(stats) + C;
     float *sxd = calloc((size_t)C, sizeof(float)), *sd = calloc((size_t)C, sizeof(float));
     td_tensor *dx = n->in[0] ? td_empty(TD_F32, x->ndim, x->shape) : NULL;
-    if (relu) {
+    /* the ReLU's mask: applied in the passes below when rows are long (one pass less over
+     * memory), stored first when they are single values */
+    const float *ra = td_f32(stats) + 2 * C, *rb = td_f32(stats) + 3 * C;
+    bool inline_relu = relu && S > 1;
+    if (relu && !inline_relu) {
         gm = td_empty(TD_F32, gc->ndim, gc->shape);
         if (!gm) goto done;
         relu_mask_grad(td_f32(gm), gs, xs, td_f32(stats) + 2 * C, td_f32(stats) + 3 * C, N, C, S);
@@ -304,7 +341,8 @@ static void batch_norm_backward(td_node *n, td_tensor *g) {
             double s1 = 0, s2 = 0;
             for (int64_t i = 0; i < N; i++) {
                 double a, b;
-                grad_row(NULL, gs + (i * C + c) * S, xs + (i * C + c) * S, S, 1, 0, mean[c], false, &a, &b);
+                if (inline_relu) relu_grad_sums(gs + (i * C + c) * S, xs + (i * C + c) * S, S, ra[c], rb[c], mean[c], &a, &b);
+                else grad_row(NULL, gs + (i * C + c) * S, xs + (i * C + c) * S, S, 1, 0, mean[c], false, &a, &b);
                 s1 += a;
                 s2 += b;
             }
@@ -328,7 +366,8 @@ static void batch_norm_backward(td_node *n, td_tensor *g) {
         #pragma omp parallel for if (N * C * S > PAR_MIN) schedule(static)
         for (int64_t nc = 0; nc < N * C; nc++) {
             int64_t c = nc % C;
-            dx_row(d + nc * S, gs + nc * S, xs + nc * S, S, k1[c], k2[c], k3[c], mean[c]);
+            if (inline_relu) relu_dx_row(d + nc * S, gs + nc * S, xs + nc * S, S, ra[c], rb[c], k1[c], k2[c], k3[c], mean[c]);
+            else dx_row(d + nc * S, gs + nc * S, xs + nc * S, S, k1[c], k2[c], k3[c], mean[c]);
         }
         free(k1);
         td_node_accum(n, 0, dx);
