@@ -57,10 +57,9 @@
  * kernel 3 taps wide (dilation 1) on the direct layout, where the taps (c, i, 0..2) of a kernel
  * row are one canvas row: 24 tap pointers did not fit the registers and cost a stack load per two
  * multiply-adds (16 output channels ran at 40% of the forward's rate); 8 row pointers do. */
-static inline __attribute__((always_inline)) void wtile(const int nv, const int T, int64_t Q, const float *const *xr,
-                                                        const float *restrict Dt, int64_t ldd, float *restrict acc,
-                                                        int64_t lda) {
-    const int R = WACC / (T * nv);
+static inline __attribute__((always_inline)) void wtile(const int nv, const int T, const int R, int64_t Q,
+                                                        const float *const *xr, const float *restrict Dt, int64_t ldd,
+                                                        float *restrict acc, int64_t lda) {
     vf s[WACC];
     const float *x[WACC];
     #pragma GCC unroll 24
@@ -93,7 +92,7 @@ static inline __attribute__((always_inline)) void wtile(const int nv, const int 
 #define WTILE(nv, T)                                                                                                 \
     NO_PCOM static void wtile_##nv##_##T(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, \
                                          int64_t lda) {                                                               \
-        wtile(nv, T, Q, xr, Dt, ldd, acc, lda);                                                                       \
+        wtile(nv, T, WACC / (T * nv), Q, xr, Dt, ldd, acc, lda);                                                      \
     }
 WTILE(1, 1)
 WTILE(2, 1)
@@ -105,6 +104,26 @@ WTILE(4, 3)
 wtile_fn td_conv_wtile(int nv, int T) {
     if (T == 3) return nv == 4 ? wtile_4_3 : nv == 2 ? wtile_2_3 : wtile_1_3;
     return nv == 4 ? wtile_4_1 : nv == 2 ? wtile_2_1 : wtile_1_1;
+}
+/* T = 1 tiles of fewer rows (2/3 and 1/3 of the accumulators), for the last rows of a layer whose
+ * row count is not a multiple of WACC / nv: 16 channels in tiles of 24 rows did a third of their
+ * multiply-adds on discarded rows */
+#define WTILE_R(nv, R)                                                                                       \
+    NO_PCOM static void wtile_##nv##_1_r##R(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, \
+                                            float *acc, int64_t lda) {                                      \
+        wtile(nv, 1, (R) * WACC / 24, Q, xr, Dt, ldd, acc, lda);                                            \
+    }
+WTILE_R(1, 16)
+WTILE_R(1, 8)
+WTILE_R(2, 8)
+WTILE_R(2, 4)
+WTILE_R(4, 4)
+WTILE_R(4, 2)
+wtile_fn td_conv_wtile_rows(int nv, int rows, int *R) {
+    int full = WACC / nv, two = 2 * full / 3, one = full / 3;
+    if (rows > two || one == 0) return *R = full, td_conv_wtile(nv, 1);
+    if (rows > one) return *R = two, nv == 4 ? wtile_4_1_r4 : nv == 2 ? wtile_2_1_r8 : wtile_1_1_r16;
+    return *R = one, nv == 4 ? wtile_4_1_r2 : nv == 2 ? wtile_2_1_r4 : wtile_1_1_r8;
 }
 
 /* ---- per-thread scratch ------------------------------------------------------------------------ */

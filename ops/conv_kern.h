@@ -52,6 +52,8 @@ static inline void ukern(int64_t K, const float *restrict Ap, const float *restr
 #define WACC (VW == 16 ? 24 : 12) /* accumulators of a weight-gradient tile */
 typedef void (*wtile_fn)(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, int64_t lda);
 wtile_fn td_conv_wtile(int nv, int T);
+/* a T = 1 tile of the fewest rows (WACC / nv, 2/3 or 1/3 of it, in *R) that holds `rows` */
+wtile_fn td_conv_wtile_rows(int nv, int rows, int *R);
 
 /* Buffer `slot` (< TD_CONV_NSLOT) of OpenMP thread `tid`, at least n floats (contents undefined),
  * kept for the next call; NULL when out of memory. */

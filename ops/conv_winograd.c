@@ -124,6 +124,7 @@ static void input_transform(const wino_t *p, const float *P, float *V, int64_t u
 static void output_transform(const wino_t *p, const float *M, int64_t m0, int64_t t0, int64_t t1, float bias, float *y) {
     int64_t ms = p->mxs;
     vf b = td_vsplat(bias);
+    int64_t ty = t0 / p->tw, tx = t0 - ty * p->tw; /* the next piece's tile, kept without divisions */
     for (int64_t t = t0; t < t1; t += VW) {
         const float *m = M + m0 + t - t0;
         vf s0[4], s1[4];
@@ -138,14 +139,16 @@ static void output_transform(const wino_t *p, const float *M, int64_t m0, int64_
         vf lo0 = __builtin_shuffle(y00, y01, ILO), hi0 = __builtin_shuffle(y00, y01, IHI);
         vf lo1 = __builtin_shuffle(y10, y11, ILO), hi1 = __builtin_shuffle(y10, y11, IHI);
         int64_t end = t + VW < t1 ? t + VW : t1;
-        for (int64_t a = t; a < end;) { /* the vector's pieces of tile rows */
-            int64_t ty = a / p->tw, tx = a - ty * p->tw, e = (ty + 1) * p->tw < end ? (ty + 1) * p->tw : end;
+        for (int64_t a = t; a < end;) { /* the vector's pieces of tile rows; (ty, tx): a's tile */
+            int64_t e = a + (p->tw - tx) < end ? a + (p->tw - tx) : end;
             int64_t cols = 2 * (e - a);
             if (cols > p->OW - 2 * tx) cols = p->OW - 2 * tx;
             int l0 = (int)(2 * (a - t));
             float *yr = y + 2 * ty * p->OW + 2 * tx - l0; /* lane l of the sequence goes to yr[l] */
             store_lanes(yr, (vf[2]){lo0, hi0}, 2, l0, l0 + (int)cols);
             if (2 * ty + 1 < p->OH) store_lanes(yr + p->OW, (vf[2]){lo1, hi1}, 2, l0, l0 + (int)cols);
+            tx += e - a;
+            if (tx == p->tw) ty++, tx = 0;
             a = e;
         }
     }
@@ -261,8 +264,7 @@ static void block_grads(const wino_t *p, const float *dy, const segment *sg, int
     if (p->O < Opad || p->OW < cols || 2 * ty1 > p->OH) memset(Y, 0, sizeof(float) * (size_t)(rows * cols * Opad));
     for (int64_t r = 0; r < rows && 2 * ty0 + r < p->OH; r++)
         rows_to_pixels(dyn + (2 * ty0 + r) * p->OW, OHW, p->O, p->OW, Y + r * cols * Opad, Opad);
-    for (int64_t t = sg->ta; t < sg->tb; t++) {
-        int64_t ty = t / p->tw, tx = t - ty * p->tw;
+    for (int64_t t = sg->ta, ty = t / p->tw, tx = t - ty * p->tw; t < sg->tb; t++, tx = tx + 1 < p->tw ? tx + 1 : (ty++, 0)) {
         const float *y0 = Y + (2 * (ty - ty0) * cols + 2 * tx) * Opad, *y1 = y0 + cols * Opad;
         float *d = Dt + (sg->v0 + t - sg->ta) * Opad;
         for (int64_t o = 0; o < Opad; o += VW) {
@@ -322,9 +324,9 @@ int td_winograd_wgrad(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t
             for (int64_t xi = 0; xi < XI; xi++)
                 for (int64_t o0 = 0; o0 < Opad;) {
                     int64_t left = (Opad - o0) / VW;
-                    int nv = left >= 4 ? 4 : left >= 2 ? 2 : 1, R = WACC / nv;
-                    wtile_fn tile = td_conv_wtile(nv, 1);
+                    int nv = left >= 4 ? 4 : left >= 2 ? 2 : 1, R;
                     for (int64_t r0 = 0; r0 < C; r0 += R) {
+                        wtile_fn tile = td_conv_wtile_rows(nv, (int)(C - r0 < WACC ? C - r0 : WACC), &R);
                         const float *xr[WACC];
                         for (int r = 0; r < R; r++) xr[r] = V + xi * p.vxs + (r0 + r < C ? r0 + r : 0) * p.Qs; /* past C: discarded */
                         tile(used, xr, Dt + xi * xs + o0, Opad, acc + (xi * Cpad + r0) * Opad + o0, Opad);

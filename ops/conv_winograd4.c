@@ -172,6 +172,7 @@ void td_wino4_inputs(const wino_t *p, const float *x, const segment *seg, int ns
 /* Writes nothing outside tiles t0 .. t1 - 1 (another thread's). */
 void td_wino4_output(const wino_t *p, const float *M, int64_t m0, int64_t t0, int64_t t1, float bias, float *y) {
     int64_t ms = p->mxs;
+    int64_t ty = t0 / p->tw, tx = t0 - ty * p->tw; /* the next piece's tile, kept without divisions */
     for (int64_t t = t0; t < t1; t += VW) {
         const float *m = M + m0 + t - t0;
         vf w[4][6]; /* w[b][i] = (M A)[i][b] */
@@ -197,13 +198,15 @@ void td_wino4_output(const wino_t *p, const float *M, int64_t m0, int64_t t0, in
             seq[a][3] = __builtin_shuffle(phi, qhi, IHI);
         }
         int64_t end = t + VW < t1 ? t + VW : t1;
-        for (int64_t a = t; a < end;) { /* the vector's pieces of tile rows */
-            int64_t ty = a / p->tw, tx = a - ty * p->tw, e = (ty + 1) * p->tw < end ? (ty + 1) * p->tw : end;
+        for (int64_t a = t; a < end;) { /* the vector's pieces of tile rows; (ty, tx): a's tile */
+            int64_t e = a + (p->tw - tx) < end ? a + (p->tw - tx) : end;
             int64_t cols = 4 * (e - a);
             if (cols > p->OW - 4 * tx) cols = p->OW - 4 * tx;
             int l0 = (int)(4 * (a - t));
             float *yr = y + 4 * ty * p->OW + 4 * tx - l0; /* lane l of the sequence goes to yr[l] */
             for (int r = 0; r < 4 && 4 * ty + r < p->OH; r++) store_lanes(yr + r * p->OW, seq[r], 4, l0, l0 + (int)cols);
+            tx += e - a;
+            if (tx == p->tw) ty++, tx = 0;
             a = e;
         }
     }
@@ -227,8 +230,7 @@ void td_wino4_grads(const wino_t *p, const float *dy, const segment *sg, int64_t
     if (p->O < Opad || p->OW < cols || 4 * ty1 > p->OH) memset(Y, 0, sizeof(float) * (size_t)(rows * cols * Opad));
     for (int64_t r = 0; r < rows && 4 * ty0 + r < p->OH; r++)
         rows_to_pixels(dyn + (4 * ty0 + r) * p->OW, OHW, p->O, p->OW, Y + r * cols * Opad, Opad);
-    for (int64_t t = sg->ta; t < sg->tb; t++) {
-        int64_t ty = t / p->tw, tx = t - ty * p->tw;
+    for (int64_t t = sg->ta, ty = t / p->tw, tx = t - ty * p->tw; t < sg->tb; t++, tx = tx + 1 < p->tw ? tx + 1 : (ty++, 0)) {
         const float *y0 = Y + (4 * (ty - ty0) * cols + 4 * tx) * Opad;
         float *d = Dt + (sg->v0 + t - sg->ta) * Opad;
         for (int64_t o = 0; o < Opad; o += VW) {
