@@ -145,8 +145,8 @@ static void output_transform(const wino_t *p, const float *M, int64_t m0, int64_
             if (cols > p->OW - 2 * tx) cols = p->OW - 2 * tx;
             int l0 = (int)(2 * (a - t));
             float *yr = y + 2 * ty * p->OW + 2 * tx - l0; /* lane l of the sequence goes to yr[l] */
-            store_lanes(yr, (vf[2]){lo0, hi0}, 2, l0, l0 + (int)cols);
-            if (2 * ty + 1 < p->OH) store_lanes(yr + p->OW, (vf[2]){lo1, hi1}, 2, l0, l0 + (int)cols);
+            const vf seq[2][4] = {{lo0, hi0}, {lo1, hi1}};
+            store_rows(yr, p->OW, 2 * ty + 1 < p->OH ? 2 : 1, seq, 2, l0, l0 + (int)cols);
             tx += e - a;
             if (tx == p->tw) ty++, tx = 0;
             a = e;

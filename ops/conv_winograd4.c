@@ -204,7 +204,8 @@ void td_wino4_output(const wino_t *p, const float *M, int64_t m0, int64_t t0, in
             if (cols > p->OW - 4 * tx) cols = p->OW - 4 * tx;
             int l0 = (int)(4 * (a - t));
             float *yr = y + 4 * ty * p->OW + 4 * tx - l0; /* lane l of the sequence goes to yr[l] */
-            for (int r = 0; r < 4 && 4 * ty + r < p->OH; r++) store_lanes(yr + r * p->OW, seq[r], 4, l0, l0 + (int)cols);
+            int rows = p->OH - 4 * ty < 4 ? (int)(p->OH - 4 * ty) : 4;
+            store_rows(yr, p->OW, rows, (const vf(*)[4])seq, 4, l0, l0 + (int)cols);
             tx += e - a;
             if (tx == p->tw) ty++, tx = 0;
             a = e;

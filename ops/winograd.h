@@ -71,22 +71,31 @@ static inline vf load_row(const wino_t *p, const float *xr, int64_t s0, const lm
 #endif
 }
 
-/* floats l0 <= l < l1 of the nv VW-float sequence v[0], v[1], ... to d[l] */
-static inline void store_lanes(float *d, const vf *v, int nv, int l0, int l1) {
+/* floats l0 <= l < l1 of the nv VW-float sequences v[r][0], v[r][1], ... to d[r * ld + l] for
+ * r < rows (nv <= 4): the lanes' masks computed once for the rows, whole vectors stored plainly */
+static inline void store_rows(float *d, int64_t ld, int rows, const vf (*v)[4], int nv, int l0, int l1) {
+#if defined(__AVX512F__)
+    __mmask16 mk[4];
     for (int k = 0; k < nv; k++) {
         int lo = l0 - k * VW, hi = l1 - k * VW;
         if (lo < 0) lo = 0;
         if (hi > VW) hi = VW;
-        if (hi <= lo) continue;
-#if defined(__AVX512F__)
-        _mm512_mask_storeu_ps(d + k * VW, (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1)), (__m512)v[k]);
-#else
-        float t[VW];
-        vst(t, v[k]);
-        for (int l = lo; l < hi; l++) d[k * VW + l] = t[l];
-#endif
+        mk[k] = hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
     }
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < nv; k++) {
+            if (mk[k] == 0xffff) vst(d + r * ld + k * VW, v[r][k]);
+            else if (mk[k]) _mm512_mask_storeu_ps(d + r * ld + k * VW, mk[k], (__m512)v[r][k]);
+        }
+#else
+    for (int r = 0; r < rows; r++) {
+        float t[4 * VW];
+        for (int k = 0; k < nv; k++) vst(t + k * VW, v[r][k]);
+        for (int l = l0; l < l1; l++) d[r * ld + l] = t[l];
+    }
+#endif
 }
+
 
 /* dst[c * ldd + o] = src[o * lds + c] for c < n, o < round_up(O, VW) (zero past O): rows of
  * channels to vectors of channels per pixel, VW x VW at a time, transposed in registers
