@@ -66,18 +66,18 @@ int td_conv_threads(double flops);
 /* Winograd (conv_winograd.c, conv_winograd4.c). tile: the tile m (2: F(2x2, 3x3), 4: F(4x4,
  * 3x3)) the 3x3 stride-1 convolution (C -> O channels, output OH x OW, padding ph, pw) takes, or
  * 0 for none, by td_conv_path (0 auto: where it was measured faster, by C O / (C + O) against
- * WINO_MIN_GAIN and WINO4_MIN_GAIN, or the _WGRAD ones for the weight gradient, F(4x4) only on
- * images of at least a vector of its tiles; 1, 2, 4 none; 3 always F(2x2); 5 always F(4x4)).
+ * WINO_MIN_GAIN and WINO4_MIN_GAIN (O rounded up to the direct kernel's MR there), or the _WGRAD
+ * ones for the weight gradient, F(4x4) only on images of at least a vector of its tiles; 1, 2, 4 none; 3 always F(2x2); 5 always F(4x4)).
  * conv: y (N, O, OH, OW) = conv(x (N, C, H, W), w) + bias (bias may be NULL) in tiles of m; w is
  * (O, C, 3, 3), or with flip the (C, O, 3, 3) weight of the convolution whose input gradient this
  * is, flipped and transposed. 0, or -1 with the error set. */
 #define WINO_MIN_GAIN 10
 #ifndef WINO4_MIN_GAIN
-#define WINO4_MIN_GAIN 6
+#define WINO4_MIN_GAIN 5
 #endif
 #define WINO_MIN_GAIN_WGRAD 10
 #ifndef WINO4_MIN_GAIN_WGRAD
-#define WINO4_MIN_GAIN_WGRAD 6
+#define WINO4_MIN_GAIN_WGRAD 2.4
 #endif
 int td_winograd_tile(int64_t C, int64_t O, int64_t OH, int64_t OW, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                      int64_t dh, int64_t dw, int64_t ph, int64_t pw, bool wgrad);

@@ -170,11 +170,18 @@ int td_winograd_tile(int64_t C, int64_t O, int64_t OH, int64_t OW, int64_t kh, i
      *   at gain 16 to 64), where F(4x4) has 4 and 1 tiles per image and its transforms run on
      *   mostly empty vectors (0.6-1.2x);
      *   weight gradient: F(4x4) 1.4x at gain 8, 1.3x at 10.7, 1.7-2.0x at 16 to 21, 0.8x at 5.3
-     *   (8 -> 16); F(2x2) 1.0x at 8, 1.2x at 10.7, 1.4-2.1x at 16 and above (8x8 and 4x4 too). */
+     *   (8 -> 16); F(2x2) 1.0x at 8, 1.2x at 10.7, 1.4-2.1x at 16 and above (8x8 and 4x4 too).
+     * Again on a quiet host, with the weight gradient's row tiles fitted (all on 32x32 but the
+     * last): F(4x4) forward 1.5x at 8 -> 16 (gain 5.3), 1.5x at 16 -> 3, 0.75x at 3 -> 16; weight
+     * gradient 1.2x at 3 -> 16 (gain 2.5), 1.5x at 16 -> 3, 1.3x at 8 -> 16 and 16 -> 16, 1.7-2.5x
+     * from 16 -> 32 up; F(2x2)'s 1.5-2.1x on 8x8 and 4x4 images against F(4x4)'s 0.9-1.6x. */
     double gain = (double)C * (double)O / (double)(C + O);
+    /* the direct forward computes outputs in micro-tiles of MR: with fewer (16 -> 3) it wastes
+     * the rest, which F(4x4) does not (1.5x there; 3 -> 16 stays direct, 0.75x) */
+    double gain_fwd = (double)C * (double)round_up(O, MR) / (double)(C + O);
     bool big = ceil_div(OH, 4) * ceil_div(OW, 4) >= VW;
     if (wgrad) return big && gain >= WINO4_MIN_GAIN_WGRAD ? 4 : gain >= WINO_MIN_GAIN_WGRAD ? 2 : 0;
-    if (big && gain >= WINO4_MIN_GAIN) return 4;
+    if (big && gain_fwd >= WINO4_MIN_GAIN) return 4;
     return gain >= WINO_MIN_GAIN ? 2 : 0;
 }
 
