@@ -395,7 +395,10 @@ double td_get_flat(const td_tensor *t, int64_t i) {
 }
 
 /* ---- strided copy (the one gather-to-contiguous loop every op reuses) ------------------- */
-/* Copies the logical contents of src into the contiguous buffer dst (same dtype). */
+/* Copies the logical contents of src into the contiguous buffer dst (same dtype). Dims that are
+ * contiguous with the next are merged first (a channel slice of NCHW is N runs of C H W), and each
+ * thread walks its rows with a counter, not with divisions per row (three 64-bit divisions per
+ * 32-float row cost four times the copy). */
 void td_copy_to_contiguous(const td_tensor *src, void *dst) {
     int64_t n = td_numel(src);
     if (n == 0) return;
@@ -404,24 +407,47 @@ void td_copy_to_contiguous(const td_tensor *src, void *dst) {
         memcpy(dst, (char *)src->storage->data + src->offset * es, (size_t)n * es);
         return;
     }
-    int nd = src->ndim;
-    int64_t inner = src->shape[nd - 1], is = src->stride[nd - 1];
-    int64_t rows = n / inner;
-    #pragma omp parallel for if (n > 65536) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t rem = r, o = src->offset;
-        for (int d = nd - 2; d >= 0; d--) {
-            o += (rem % src->shape[d]) * src->stride[d];
-            rem /= src->shape[d];
+    int64_t shape[TD_MAX_DIMS], stride[TD_MAX_DIMS];
+    int nd = 0;
+    for (int d = 0; d < src->ndim; d++) {
+        if (src->shape[d] == 1) continue;
+        if (nd && stride[nd - 1] == src->stride[d] * src->shape[d]) { /* merge with the dim before */
+            shape[nd - 1] *= src->shape[d];
+            stride[nd - 1] = src->stride[d];
+            continue;
         }
-        if (src->dtype == TD_F32) {
-            const float *s = (const float *)src->storage->data + o;
-            float *q = (float *)dst + r * inner;
-            for (int64_t i = 0; i < inner; i++) q[i] = s[i * is];
-        } else {
-            const int64_t *s = (const int64_t *)src->storage->data + o;
-            int64_t *q = (int64_t *)dst + r * inner;
-            for (int64_t i = 0; i < inner; i++) q[i] = s[i * is];
+        shape[nd] = src->shape[d];
+        stride[nd] = src->stride[d];
+        nd++;
+    }
+    const char *base = (const char *)src->storage->data + src->offset * es;
+    if (nd == 0) { /* one element, every dim of size 1 */
+        memcpy(dst, base, es);
+        return;
+    }
+    int64_t inner = shape[nd - 1], is = stride[nd - 1], rows = n / inner;
+    #pragma omp parallel if (n > 65536)
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt, idx[TD_MAX_DIMS] = {0}, o = 0, rem = r0;
+        for (int d = nd - 2; d >= 0; d--) {
+            idx[d] = rem % shape[d];
+            rem /= shape[d];
+            o += idx[d] * stride[d];
+        }
+        for (int64_t r = r0; r < r1; r++) {
+            char *q = (char *)dst + (size_t)(r * inner) * es;
+            if (is == 1) memcpy(q, base + o * es, (size_t)inner * es);
+            else if (es == 4)
+                for (int64_t i = 0; i < inner; i++) ((float *)q)[i] = ((const float *)base)[o + i * is];
+            else
+                for (int64_t i = 0; i < inner; i++) ((int64_t *)q)[i] = ((const int64_t *)base)[o + i * is];
+            for (int d = nd - 2; d >= 0; d--) { /* the next row */
+                o += stride[d];
+                if (++idx[d] < shape[d]) break;
+                o -= stride[d] * shape[d];
+                idx[d] = 0;
+            }
         }
     }
 }

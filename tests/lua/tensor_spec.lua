@@ -120,6 +120,30 @@ describe("views", function()
     spec.raises(function() x:index_select(1, T.tensor({3}, "int64")) end, "index_select", "index 3 out of range")
     spec.raises(function() x:gather(2, T.tensor({1}, "int64")) end, "gather")
   end)
+  it("contiguous copies of strided views equal their elements (merged dims, rows split over threads)", function()
+    local x = T.randn(6, 7, 40, 50, T.Generator(3)) -- 84,000 floats: the parallel copy
+    local views = {
+      ["channel slice"] = x:narrow(2, 2, 3), ["transpose of the last two"] = x:transpose(3, 4),
+      ["permute"] = x:permute(4, 1, 3, 2), ["column slice"] = x:narrow(4, 5, 20),
+      ["expand"] = x:narrow(2, 1, 1):expand(6, 7, 40, 50), ["unit dims"] = x:narrow(1, 2, 1):narrow(3, 4, 1),
+      ["int64 transpose"] = T.arange(0, 84000):view(6, 7, 40, 50):transpose(1, 3),
+    }
+    for name, v in pairs(views) do
+      local c = v:contiguous()
+      spec.truthy(c:is_contiguous(), name)
+      local a, b, bad = c:view(-1):totable(), nil, 0
+      local flat = {}
+      local function walk(t)
+        if type(t) ~= "table" then flat[#flat + 1] = t return end
+        for _, e in ipairs(t) do walk(e) end
+      end
+      walk(v:totable())
+      b = flat
+      spec.eq(#a, #b, name)
+      for i = 1, #a do if a[i] ~= b[i] then bad = bad + 1 end end
+      spec.eq(bad, 0, name .. ": elements differ")
+    end
+  end)
 end)
 
 describe("elementwise and broadcasting", function()
