@@ -72,18 +72,14 @@ int td_conv_threads(double flops);
  * (O, C, 3, 3), or with flip the (C, O, 3, 3) weight of the convolution whose input gradient this
  * is, flipped and transposed. 0, or -1 with the error set. */
 #define WINO_MIN_GAIN 10
-#ifndef WINO4_MIN_GAIN
 #define WINO4_MIN_GAIN 5
-#endif
 #define WINO_MIN_GAIN_WGRAD 10
-#ifndef WINO4_MIN_GAIN_WGRAD
 #define WINO4_MIN_GAIN_WGRAD 2.4
-#endif
 int td_winograd_tile(int64_t C, int64_t O, int64_t OH, int64_t OW, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                      int64_t dh, int64_t dw, int64_t ph, int64_t pw, bool wgrad);
 int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
                      int64_t OW, const float *x, const float *w, bool flip, const float *bias, float *y);
-/* its weight gradient: dw (O, C, 3, 3) of that forward (no flip) from x and dy (N, O, OH, OW) */
+/* its weight gradient in tiles of m: dw (O, C, 3, 3) of that forward (no flip) from x and dy (N, O, OH, OW) */
 int td_winograd_wgrad(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
                       int64_t OW, const float *x, const float *dy, float *dw);
 #endif

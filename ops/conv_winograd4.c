@@ -57,7 +57,7 @@ static inline void at6(const vf m[6], vf o[4]) {
  * rho = 0 .. rows - 1 of the planes from padded rows 4 ty0 .. 4 (ty0 + rows) - 1 of the channel
  * plane x (H, W). */
 #if defined(__AVX512F__)
-/* fill_planes4 for rows of fewer tiles than a vector (16x16 and 32x32 images): a vector of plane
+/* td_wino4_fill for rows of fewer tiles than a vector (16x16 and 32x32 images): a vector of plane
  * positions holds g = VW / tw plane rows, its 4 VW padded floats pv = 4 tw / VW vectors of each
  * of g padded rows 4 apart, loaded masked (zero off the image). g and pv constant per call site. */
 static inline __attribute__((always_inline)) void fill_grouped(const wino_t *p, const float *x, int64_t ty0,
@@ -92,7 +92,7 @@ static inline __attribute__((always_inline)) void fill_grouped(const wino_t *p, 
 }
 #endif
 
-static void fill_planes4(const wino_t *p, const float *x, int64_t ty0, int64_t rows, float *P) {
+void td_wino4_fill(const wino_t *p, const float *x, int64_t ty0, int64_t rows, float *P) {
     const float *next = x + p->H * p->W + (4 * ty0 - p->ph) * p->W; /* see fill_planes */
     for (int64_t j = 0; j < 4 * rows * p->W; j += 16) __builtin_prefetch(next + j);
 #if defined(__AVX512F__)
@@ -140,7 +140,7 @@ static void fill_planes4(const wino_t *p, const float *x, int64_t ty0, int64_t r
 /* V[xi * vxs + c * Qs + v0 + u] for u < n tiles starting at plane position u0, xi = 6 i + s.
  * Writes VW tiles at a time: past n into the next segment (written after this one) or into V's
  * slack. */
-static void input_transform4(const wino_t *p, const float *P, float *V, int64_t u0, int64_t n, int64_t v0) {
+void td_wino4_input(const wino_t *p, const float *P, float *V, int64_t u0, int64_t n, int64_t v0) {
     int64_t cs = p->vxs;
     for (int64_t u = 0; u < n; u += VW) {
         vf h[6][6]; /* h[s][r] = (d B)[r][s] */
@@ -158,15 +158,6 @@ static void input_transform4(const wino_t *p, const float *P, float *V, int64_t 
             for (int i = 0; i < 6; i++) vst(v + (i * 6 + s) * cs, o[i]);
         }
     }
-}
-
-void td_wino4_inputs(const wino_t *p, const float *x, const segment *seg, int ns, float *P, float *V) {
-    for (int64_t c = 0; c < p->C; c++)
-        for (int i = 0; i < ns; i++) {
-            int64_t ty0 = seg[i].ta / p->tw, ty1 = (seg[i].tb - 1) / p->tw + 1;
-            fill_planes4(p, x + (seg[i].n * p->C + c) * p->H * p->W, ty0, ty1 - ty0 + 1, P);
-            input_transform4(p, P, V + c * p->Qs, seg[i].ta - ty0 * p->tw, seg[i].tb - seg[i].ta, seg[i].v0);
-        }
 }
 
 /* Writes nothing outside tiles t0 .. t1 - 1 (another thread's). */
@@ -197,19 +188,7 @@ void td_wino4_output(const wino_t *p, const float *M, int64_t m0, int64_t t0, in
             seq[a][2] = __builtin_shuffle(phi, qhi, ILO);
             seq[a][3] = __builtin_shuffle(phi, qhi, IHI);
         }
-        int64_t end = t + VW < t1 ? t + VW : t1;
-        for (int64_t a = t; a < end;) { /* the vector's pieces of tile rows; (ty, tx): a's tile */
-            int64_t e = a + (p->tw - tx) < end ? a + (p->tw - tx) : end;
-            int64_t cols = 4 * (e - a);
-            if (cols > p->OW - 4 * tx) cols = p->OW - 4 * tx;
-            int l0 = (int)(4 * (a - t));
-            float *yr = y + 4 * ty * p->OW + 4 * tx - l0; /* lane l of the sequence goes to yr[l] */
-            int rows = p->OH - 4 * ty < 4 ? (int)(p->OH - 4 * ty) : 4;
-            store_rows(yr, p->OW, rows, (const vf(*)[4])seq, 4, l0, l0 + (int)cols);
-            tx += e - a;
-            if (tx == p->tw) ty++, tx = 0;
-            a = e;
-        }
+        store_tiles(p, 4, y, (const vf(*)[4])seq, t, t + VW < t1 ? t + VW : t1, &ty, &tx);
     }
 }
 
@@ -225,12 +204,7 @@ static inline void a4(const vf z[4], vf o[6]) {
 }
 
 void td_wino4_grads(const wino_t *p, const float *dy, const segment *sg, int64_t xs, int64_t Opad, float *Y, float *Dt) {
-    int64_t ty0 = sg->ta / p->tw, ty1 = (sg->tb - 1) / p->tw + 1, rows = 4 * (ty1 - ty0), cols = 4 * p->tw;
-    int64_t OHW = p->OH * p->OW;
-    const float *dyn = dy + sg->n * p->O * OHW;
-    if (p->O < Opad || p->OW < cols || 4 * ty1 > p->OH) memset(Y, 0, sizeof(float) * (size_t)(rows * cols * Opad));
-    for (int64_t r = 0; r < rows && 4 * ty0 + r < p->OH; r++)
-        rows_to_pixels(dyn + (4 * ty0 + r) * p->OW, OHW, p->O, p->OW, Y + r * cols * Opad, Opad);
+    int64_t ty0 = segment_grads_to_pixels(p, dy, sg, Opad, Y), cols = 4 * p->tw;
     for (int64_t t = sg->ta, ty = t / p->tw, tx = t - ty * p->tw; t < sg->tb; t++, tx = tx + 1 < p->tw ? tx + 1 : (ty++, 0)) {
         const float *y0 = Y + (4 * (ty - ty0) * cols + 4 * tx) * Opad;
         float *d = Dt + (sg->v0 + t - sg->ta) * Opad;

@@ -73,7 +73,7 @@ static inline vf load_row(const wino_t *p, const float *xr, int64_t s0, const lm
 
 /* floats l0 <= l < l1 of the nv VW-float sequences v[r][0], v[r][1], ... to d[r * ld + l] for
  * r < rows (nv <= 4): the lanes' masks computed once for the rows, whole vectors stored plainly */
-static inline void store_rows(float *d, int64_t ld, int rows, const vf (*v)[4], int nv, int l0, int l1) {
+static inline __attribute__((always_inline)) void store_rows(float *d, int64_t ld, int rows, const vf (*v)[4], int nv, int l0, int l1) {
 #if defined(__AVX512F__)
     __mmask16 mk[4];
     for (int k = 0; k < nv; k++) {
@@ -96,6 +96,30 @@ static inline void store_rows(float *d, int64_t ld, int rows, const vf (*v)[4], 
 #endif
 }
 
+
+/* The output rows of tiles t .. end - 1 of one image and channel (t..end within VW), from the
+ * sequences seq[r][0 .. m - 1] of output row m ty + r (lane m (u - t) + b: column b of tile u),
+ * the vector's pieces of tile rows one after another; (ty, tx): tile t's row and column on entry,
+ * end's on return (kept without divisions). m (= p->m) a constant at the call: the stores unroll.
+ * Writes nothing outside those tiles. */
+static inline __attribute__((always_inline)) void store_tiles(const wino_t *p, const int m, float *y,
+                                                              const vf (*seq)[4], int64_t t, int64_t end, int64_t *pty,
+                                                              int64_t *ptx) {
+    int64_t ty = *pty, tx = *ptx; /* locals: the stores below may alias anything, *pty would be reloaded */
+    for (int64_t a = t; a < end;) {
+        int64_t e = a + (p->tw - tx) < end ? a + (p->tw - tx) : end, cols = m * (e - a);
+        if (cols > p->OW - m * tx) cols = p->OW - m * tx;
+        int l0 = (int)(m * (a - t));
+        float *yr = y + m * ty * p->OW + m * tx - l0; /* lane l of the sequence goes to yr[l] */
+        int rows = p->OH - m * ty < m ? (int)(p->OH - m * ty) : m;
+        store_rows(yr, p->OW, rows, seq, m, l0, l0 + (int)cols);
+        tx += e - a;
+        if (tx == p->tw) ty++, tx = 0;
+        a = e;
+    }
+    *pty = ty;
+    *ptx = tx;
+}
 
 /* dst[c * ldd + o] = src[o * lds + c] for c < n, o < round_up(O, VW) (zero past O): rows of
  * channels to vectors of channels per pixel, VW x VW at a time, transposed in registers
@@ -166,16 +190,31 @@ static inline int block_segments(const wino_t *p, int64_t t0, int64_t t1, segmen
     return ns;
 }
 
+/* For the weight gradient: the output gradient's rows m ty0 .. m ty1 - 1 of the segment's tile
+ * rows, transposed to (pixel, channel) in Y[(r * m tw + c) * Opad + o] (zero off the output and
+ * past O), so that the dY transform runs over vectors of channels. Returns ty0. */
+static inline int64_t segment_grads_to_pixels(const wino_t *p, const float *dy, const segment *sg, int64_t Opad,
+                                              float *Y) {
+    int64_t m = p->m, ty0 = sg->ta / p->tw, ty1 = (sg->tb - 1) / p->tw + 1, rows = m * (ty1 - ty0), cols = m * p->tw;
+    int64_t OHW = p->OH * p->OW;
+    const float *dyn = dy + sg->n * p->O * OHW;
+    if (p->O < Opad || p->OW < cols || m * ty1 > p->OH) memset(Y, 0, sizeof(float) * (size_t)(rows * cols * Opad));
+    for (int64_t r = 0; r < rows && m * ty0 + r < p->OH; r++)
+        rows_to_pixels(dyn + (m * ty0 + r) * p->OW, OHW, p->O, p->OW, Y + r * cols * Opad, Opad);
+    return ty0;
+}
+
 /* F(4x4, 3x3) (conv_winograd4.c), the steps td_winograd_conv runs for m = 4:
- * u[36] = G g G^T of a 3x3 g; V[xi * vxs + c * Qs + v] for the block's tiles (P: 24 planes of
- * ps floats); output channel o of one image, tiles t0 <= t < t1, from M[xi * mxs + m0 + t - t0],
- * + bias. */
+ * u[36] = G g G^T of a 3x3 g; the 24 planes P (ps floats each) of tile rows ty0 .. ty0 + rows - 1
+ * of one channel plane x (H, W); V[xi * vxs + v0 + u] for u < n tiles from plane position u0;
+ * output channel o of one image, tiles t0 <= t < t1, from M[xi * mxs + m0 + t - t0], + bias. */
 void td_wino4_weight(const float g[9], float u[36]);
-void td_wino4_inputs(const wino_t *p, const float *x, const segment *seg, int ns, float *P, float *V);
+void td_wino4_fill(const wino_t *p, const float *x, int64_t ty0, int64_t rows, float *P);
+void td_wino4_input(const wino_t *p, const float *P, float *V, int64_t u0, int64_t n, int64_t v0);
 void td_wino4_output(const wino_t *p, const float *M, int64_t m0, int64_t t0, int64_t t1, float bias, float *y);
 /* For the weight gradient: Dt[xi * xs + (v0 + u) * Opad + o] = (A dY_t A^T)[xi] for the
- * segment's tiles (Y: scratch for its rows of dY as (pixel, channel), 16 (NB + 2 tw) Opad
- * floats); dw = G^T dU G of the reduced products dU[36]. */
+ * segment's tiles (Y: scratch for segment_grads_to_pixels, 16 (NB + 2 tw) Opad floats);
+ * dw = G^T dU G of the reduced products dU[36]. */
 void td_wino4_grads(const wino_t *p, const float *dy, const segment *sg, int64_t xs, int64_t Opad, float *Y, float *Dt);
 void td_wino4_weight_grad(const float u[36], float dw[9]);
 #endif

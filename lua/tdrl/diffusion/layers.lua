@@ -41,12 +41,6 @@ end
 function M.group_norm(c) return nn.GroupNorm(math.min(c // 4, 32), c, 1e-6) end
 
 --- GroupNorm followed by SiLU, through the fused kernel when the core has one
---- (a + b) * s, fused where the binary has it
-function M.add_scaled(a, b, s)
-  if T.add_scaled then return T.add_scaled(a, b, s) end
-  return (a + b) * s
-end
-
 function M.gn_silu(gn, x)
   if T.group_norm_silu then return T.group_norm_silu(x, gn.num_groups, gn.weight, gn.bias, gn.eps) end
   return gn(x):silu()
@@ -105,7 +99,7 @@ function ResBlock:forward(x, temb)
   end
   h = self.conv1(self.drop(M.gn_silu(self.gn1, h)))
   if self.skip then x = self.skip(x) end
-  return M.add_scaled(x, h, 1 / SQRT2)
+  return T.add_scaled(x, h, 1 / SQRT2)
 end
 
 --- AttnBlock(c): self-attention over the H*W positions, one head of width C, scale C^-1/2,
@@ -128,7 +122,7 @@ function AttnBlock:forward(x)
   local v = self.v(h):view(B, C, H * W)
   local w = (q:transpose(2, 3):matmul(k) * (C ^ -0.5)):softmax(3) -- (B, HW, HW)
   local a = v:matmul(w:transpose(2, 3)):view(B, C, H, W)
-  return M.add_scaled(x, self.o(a), 1 / SQRT2)
+  return T.add_scaled(x, self.o(a), 1 / SQRT2)
 end
 
 --- pads right and bottom by one zero row / column: (B, C, H, W) -> (B, C, H+1, W+1)
