@@ -27,47 +27,26 @@ typedef struct {
 } mask_ref;
 
 /* Masks applied to one row of scores s (Tk) in place (masked: -inf), then softmax in place.
- * Lanes of s past Tk (up to a vector multiple the caller owns, `padded`) come back 0. */
+ * Lanes of s past Tk (up to a vector multiple the caller owns, `padded`) come back 0, and so
+ * does a row whose every key is masked (PyTorch would give NaN). */
 static inline void masked_softmax_row(float *s, int64_t i, int64_t Tk, int64_t padded, const mask_ref *m) {
-    for (int64_t j = 0; j < Tk; j++) {
-        float v = s[j];
-        bool dead = false;
-        if (m->kpm) {
-            if (m->kpm_add) v += m->kpm[j];
-            else dead = m->kpm[j] != 0;
+    if (m->kpm || m->am)
+        for (int64_t j = 0; j < Tk; j++) {
+            float v = s[j];
+            bool dead = false;
+            if (m->kpm) {
+                if (m->kpm_add) v += m->kpm[j];
+                else dead = m->kpm[j] != 0;
+            }
+            if (m->am) {
+                float a = m->am[i * m->am_si + j * m->am_sj];
+                if (m->am_bool) dead |= a != 0;
+                else v += a;
+            }
+            s[j] = dead ? -INFINITY : v;
         }
-        if (m->am) {
-            float a = m->am[i * m->am_si + j * m->am_sj];
-            if (m->am_bool) dead |= a != 0;
-            else v += a;
-        }
-        s[j] = dead ? -INFINITY : v;
-    }
     for (int64_t j = Tk; j < padded; j++) s[j] = -INFINITY;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < Tk; j++) mx = s[j] > mx ? s[j] : mx;
-    if (mx == -INFINITY) { /* every key masked: zero weights (PyTorch would give NaN) */
-        memset(s, 0, sizeof(float) * (size_t)(padded > Tk ? padded : Tk));
-        return;
-    }
-    td_vf acc = {0};
-    int64_t j = 0;
-    for (; j + TD_VW <= padded; j += TD_VW) {
-        td_vf x = td_vload(s + j), e = td_vexp(x - mx);
-        e = td_vsel(x == -INFINITY, td_vsplat(0.0f), e); /* masked keys get exactly 0 */
-        td_vstore(s + j, e);
-        acc += e;
-    }
-    double sum = td_vhsum(acc);
-    for (; j < Tk; j++) {
-        float e = s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
-        s[j] = e;
-        sum += e;
-    }
-    float inv = (float)(1.0 / sum);
-    j = 0;
-    for (; j + TD_VW <= padded; j += TD_VW) td_vstore(s + j, td_vload(s + j) * inv);
-    for (; j < Tk; j++) s[j] *= inv;
+    td_softmax_row(s, s, padded > Tk ? padded : Tk, false);
 }
 
 /* C[i*ldc + j] (= or +=) alpha * sum_k A[i*lda + k] B[k*ldb + j], i < M, j < N: the small products
@@ -148,6 +127,7 @@ static inline void softmax_grad_row(float *dp, const float *p, int64_t Tk) {
 typedef struct {
     int64_t BH, Tq, Tk, D, Dv;
     float scale;
+    bool cf; /* channels first: q, k, v, out (and dout) stored (D, T) per (batch, head) */
     /* masks */
     const float *am;
     int64_t am_off_stride[TD_MAX_DIMS]; /* strides of the lead dims of the expanded mask */
@@ -179,9 +159,13 @@ static void mask_for(const attn_geom *g, int64_t bh, mask_ref *m) {
     }
 }
 
-static bool use_gemm(const attn_geom *g) {
+static bool gemm_sized(int64_t Tq, int64_t Tk, int64_t D, int64_t Dv) {
     if (td_attention_path) return td_attention_path == 2;
-    return g->Tq * g->Tk * (g->D + g->Dv) > 65536;
+    return Tq * Tk * (D + Dv) > 65536;
+}
+
+static bool use_gemm(const attn_geom *g) {
+    return g->cf || gemm_sized(g->Tq, g->Tk, g->D, g->Dv); /* the loops read (T, D) rows */
 }
 
 /* ---- forward ----------------------------------------------------------------------------------------- */
@@ -193,14 +177,20 @@ static int attn_forward(const attn_geom *g, const float *q, const float *k, cons
         for (int64_t bh = 0; bh < BH; bh++) {
             if (failed) continue;
             float *pb = P + bh * Tq * Tk;
-            if (td_gemm(false, true, Tq, Tk, D, g->scale, q + bh * Tq * D, D, k + bh * Tk * D, D, 0.0f, pb, Tk)) {
+            const float *qb = q + bh * Tq * D, *kb = k + bh * Tk * D, *vb = v + bh * Tk * Dv;
+            float *ob = out + bh * Tq * Dv;
+            /* S = scale q k^T; channels first: scale q^T k */
+            if (g->cf ? td_gemm(true, false, Tq, Tk, D, g->scale, qb, Tq, kb, Tk, 0.0f, pb, Tk)
+                      : td_gemm(false, true, Tq, Tk, D, g->scale, qb, D, kb, D, 0.0f, pb, Tk)) {
                 failed = 1;
                 continue;
             }
             mask_ref m;
             mask_for(g, bh, &m);
             for (int64_t i = 0; i < Tq; i++) masked_softmax_row(pb + i * Tk, i, Tk, Tk, &m);
-            if (td_gemm(false, false, Tq, Dv, Tk, 1.0f, pb, Tk, v + bh * Tk * Dv, Dv, 0.0f, out + bh * Tq * Dv, Dv))
+            /* out = P v; channels first: v P^T */
+            if (g->cf ? td_gemm(false, true, Dv, Tq, Tk, 1.0f, vb, Tk, pb, Tk, 0.0f, ob, Tq)
+                      : td_gemm(false, false, Tq, Dv, Tk, 1.0f, pb, Tk, vb, Dv, 0.0f, ob, Dv))
                 failed = 1;
         }
         return failed ? -1 : 0;
@@ -249,17 +239,28 @@ static int attn_backward(const attn_geom *g, const float *q, const float *k, con
             #pragma omp for schedule(dynamic, 1)
             for (int64_t bh = 0; bh < BH; bh++) {
                 if (failed) continue;
-                const float *pb = P + bh * Tq * Tk;
-                if (dout && dv && td_gemm(true, false, Tk, Dv, Tq, 1.0f, pb, Tk, dout + bh * Tq * Dv, Dv, 0.0f, dv + bh * Tk * Dv, Dv))
+                const float *pb = P + bh * Tq * Tk, *gb = dout ? dout + bh * Tq * Dv : NULL;
+                const float *qb = q + bh * Tq * D, *kb = k + bh * Tk * D, *vb = v ? v + bh * Tk * Dv : NULL;
+                bool cf = g->cf;
+                float *dvb = dv ? dv + bh * Tk * Dv : NULL, *dqb = dq ? dq + bh * Tq * D : NULL, *dkb = dk ? dk + bh * Tk * D : NULL;
+                /* dv = P^T dout; channels first: dout P */
+                if (gb && dvb && (cf ? td_gemm(false, false, Dv, Tk, Tq, 1.0f, gb, Tq, pb, Tk, 0.0f, dvb, Tk)
+                                     : td_gemm(true, false, Tk, Dv, Tq, 1.0f, pb, Tk, gb, Dv, 0.0f, dvb, Dv)))
                     failed = 1;
                 if (!qk || failed) continue;
                 if (dw) memcpy(ds, dw + bh * Tq * Tk, sizeof(float) * (size_t)(Tq * Tk));
-                if (dout && td_gemm(false, true, Tq, Tk, Dv, 1.0f, dout + bh * Tq * Dv, Dv, v + bh * Tk * Dv, Dv, dw ? 1.0f : 0.0f, ds, Tk))
+                /* dP = dout v^T (+ dw); channels first: dout^T v */
+                float beta = dw ? 1.0f : 0.0f;
+                if (gb && (cf ? td_gemm(true, false, Tq, Tk, Dv, 1.0f, gb, Tq, vb, Tk, beta, ds, Tk)
+                              : td_gemm(false, true, Tq, Tk, Dv, 1.0f, gb, Dv, vb, Dv, beta, ds, Tk)))
                     failed = 1;
                 for (int64_t i = 0; i < Tq && !failed; i++) softmax_grad_row(ds + i * Tk, pb + i * Tk, Tk);
-                if (!failed && dq && td_gemm(false, false, Tq, D, Tk, g->scale, ds, Tk, k + bh * Tk * D, D, 0.0f, dq + bh * Tq * D, D))
+                /* dq = scale dS k, dk = scale dS^T q; channels first: scale k dS^T, scale q dS */
+                if (!failed && dqb && (cf ? td_gemm(false, true, D, Tq, Tk, g->scale, kb, Tk, ds, Tk, 0.0f, dqb, Tq)
+                                          : td_gemm(false, false, Tq, D, Tk, g->scale, ds, Tk, kb, D, 0.0f, dqb, D)))
                     failed = 1;
-                if (!failed && dk && td_gemm(true, false, Tk, D, Tq, g->scale, ds, Tk, q + bh * Tq * D, D, 0.0f, dk + bh * Tk * D, D))
+                if (!failed && dkb && (cf ? td_gemm(false, false, D, Tk, Tq, g->scale, qb, Tq, ds, Tk, 0.0f, dkb, Tk)
+                                          : td_gemm(true, false, Tk, D, Tq, g->scale, ds, Tk, qb, D, 0.0f, dkb, D)))
                     failed = 1;
             }
             free(ds);
@@ -320,6 +321,7 @@ static attn_geom geom_from_node(const td_node *n) {
     ge.D = n->iarg[3];
     ge.Dv = n->iarg[4];
     ge.scale = (float)n->farg[0];
+    ge.cf = n->iarg[5];
     return ge;
 }
 
@@ -366,12 +368,13 @@ static void geom_to_node(td_node *n, const attn_geom *g) {
     n->iarg[2] = g->Tk;
     n->iarg[3] = g->D;
     n->iarg[4] = g->Dv;
+    n->iarg[5] = g->cf;
     n->farg[0] = g->scale;
 }
 
 td_tensor *td_sdpa(td_tensor *q, td_tensor *k, td_tensor *v, const td_sdpa_opts *o, td_tensor **weights) {
     const char *op = "scaled_dot_product_attention";
-    td_sdpa_opts none = {NULL, false, NULL, false, NAN};
+    td_sdpa_opts none = {NULL, false, NULL, false, NAN, false};
     if (!o) o = &none;
     td_tensor *attn_mask = o->attn_mask, *kpm = o->key_padding_mask;
     bool mask_bool = o->bool_mask;
@@ -383,17 +386,20 @@ td_tensor *td_sdpa(td_tensor *q, td_tensor *k, td_tensor *v, const td_sdpa_opts 
                        td_shape_str(k, b2, sizeof b2), td_shape_str(v, b3, sizeof b3));
     if (q->dtype != TD_F32 || k->dtype != TD_F32 || v->dtype != TD_F32)
         return td_fail("%s: q, k, v must be float32", op);
-    int nd = q->ndim, nl = nd - 2;
-    bool ok = q->shape[nd - 1] == k->shape[nd - 1] && k->shape[nd - 2] == v->shape[nd - 2];
+    int nd = q->ndim, nl = nd - 2, dd = o->channels_first ? nd - 2 : nd - 1, dt = o->channels_first ? nd - 1 : nd - 2;
+    bool ok = q->shape[dd] == k->shape[dd] && k->shape[dt] == v->shape[dt];
     for (int i = 0; i < nl; i++) ok &= q->shape[i] == k->shape[i] && q->shape[i] == v->shape[i];
     if (!ok)
-        return td_fail("%s: shapes q (%s), k (%s), v (%s) do not fit (...,Tq,D), (...,Tk,D), (...,Tk,Dv)", op,
-                       td_shape_str(q, b1, sizeof b1), td_shape_str(k, b2, sizeof b2), td_shape_str(v, b3, sizeof b3));
+        return td_fail("%s: shapes q (%s), k (%s), v (%s) do not fit %s", op, td_shape_str(q, b1, sizeof b1),
+                       td_shape_str(k, b2, sizeof b2), td_shape_str(v, b3, sizeof b3),
+                       o->channels_first ? "(...,D,Tq), (...,D,Tk), (...,Dv,Tk) (channels first)"
+                                         : "(...,Tq,D), (...,Tk,D), (...,Tk,Dv)");
     attn_geom g = {0};
-    g.Tq = q->shape[nd - 2];
-    g.Tk = k->shape[nd - 2];
-    g.D = q->shape[nd - 1];
-    g.Dv = v->shape[nd - 1];
+    g.cf = o->channels_first;
+    g.Tq = q->shape[dt];
+    g.Tk = k->shape[dt];
+    g.D = q->shape[dd];
+    g.Dv = v->shape[dd];
     g.BH = 1;
     g.nlead = nl;
     for (int i = 0; i < nl; i++) {
@@ -401,6 +407,20 @@ td_tensor *td_sdpa(td_tensor *q, td_tensor *k, td_tensor *v, const td_sdpa_opts 
         g.BH *= q->shape[i];
     }
     g.scale = isnan(scale) ? (float)(1.0 / sqrt((double)(g.D > 0 ? g.D : 1))) : (float)scale;
+    if (g.cf && !gemm_sized(g.Tq, g.Tk, g.D, g.Dv)) { /* short: the loops on (T, D) copies, out back to (Dv, Tq) */
+        td_sdpa_opts o2 = *o;
+        o2.channels_first = false;
+        o2.scale = g.scale;
+        td_tensor *qt = td_transpose(q, nd - 2, nd - 1), *kt = qt ? td_transpose(k, nd - 2, nd - 1) : NULL;
+        td_tensor *vt = kt ? td_transpose(v, nd - 2, nd - 1) : NULL, *ot = vt ? td_sdpa(qt, kt, vt, &o2, weights) : NULL;
+        td_tensor *t = ot ? td_transpose(ot, nd - 2, nd - 1) : NULL, *out = t ? td_contiguous(t) : NULL;
+        td_release(qt);
+        td_release(kt);
+        td_release(vt);
+        td_release(ot);
+        td_release(t);
+        return out;
+    }
     /* masks */
     td_tensor *amf = NULL, *amx = NULL, *kpf = NULL;
     int64_t full[TD_MAX_DIMS];
@@ -462,7 +482,7 @@ td_tensor *td_sdpa(td_tensor *q, td_tensor *k, td_tensor *v, const td_sdpa_opts 
     vc = kc ? td_nn_contig(v) : NULL;
     int64_t oshape[TD_MAX_DIMS];
     memcpy(oshape, q->shape, sizeof(int64_t) * (size_t)nd);
-    oshape[nd - 1] = g.Dv;
+    oshape[dd] = g.Dv;
     P = vc ? td_empty(TD_F32, nd, full) : NULL;
     out = P ? td_empty(TD_F32, nd, oshape) : NULL;
     if (!out) goto done;

@@ -82,8 +82,12 @@ typedef struct td_sdpa_opts {
     td_tensor *key_padding_mask; /* (B,Tk) with B the first leading dim ((Tk) without leading dims), or NULL */
     bool key_padding_additive;   /* float key_padding_mask added to the scores instead */
     double scale;                /* NAN: 1/sqrt(D) */
+    bool channels_first;         /* q, k, v, out as (...,D,T): see below */
 } td_sdpa_opts;
-/* q (...,Tq,D), k (...,Tk,D), v (...,Tk,Dv) with equal leading dims -> out (...,Tq,Dv).
+/* q (...,Tq,D), k (...,Tk,D), v (...,Tk,Dv) with equal leading dims -> out (...,Tq,Dv); with
+ * channels_first q (...,D,Tq), k (...,D,Tk), v (...,Dv,Tk) -> out (...,Dv,Tq), the layout of a
+ * feature map's (B, C, H*W) view: spatial attention without transposing copies (same products,
+ * the GEMMs' operands transposed).
  * Boolean masks: nonzero = masked (score -inf). Additive masks are added to the scaled scores.
  * *weights (if not NULL) receives the softmax weights (...,Tq,Tk), differentiable w.r.t. q and k
  * (a loss may use both outputs). A fully masked row gets zero weights (PyTorch gives NaN). */
@@ -115,6 +119,7 @@ td_tensor *td_gaussian_kl(td_tensor *mu, td_tensor *logvar, td_reduction red);
 /* ---- internal helpers shared by the kernel files (not part of the API) -------------------------- */
 #ifdef TD_NN_INTERNAL
 #include <math.h>
+#include "fastmath.h"
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define TD_VW 16
@@ -172,6 +177,44 @@ static inline td_vf td_vsigmoid(td_vf x) {
 #else
     return 1.0f / d;
 #endif
+}
+/* One row of L floats: y = softmax(x) (or log_softmax), y may be x. Vector lanes for the max,
+ * the exponentials and the partial sums (float per lane, double across lanes and the tail); -inf
+ * entries get exactly 0 and a row of -inf comes back all 0 (log: -inf), not NaN. Shared by the
+ * softmax op (reduce.c) and attention (attention.c). */
+static inline void td_softmax_row(float *y, const float *x, int64_t L, bool logsm) {
+    int64_t nv = L / TD_VW * TD_VW;
+    td_vf vm = td_vsplat(-INFINITY);
+    for (int64_t i = 0; i < nv; i += TD_VW) {
+        td_vf v = td_vload(x + i);
+        vm = td_vsel(v > vm, v, vm);
+    }
+    float m = -INFINITY;
+    for (int l = 0; l < TD_VW; l++) m = vm[l] > m ? vm[l] : m;
+    for (int64_t i = nv; i < L; i++) m = x[i] > m ? x[i] : m;
+    if (m == -INFINITY) m = 0;
+    td_vf acc = {0};
+    for (int64_t i = 0; i < nv; i += TD_VW) {
+        td_vf v = td_vload(x + i), e = td_vexp(v - m);
+        e = td_vsel(v == -INFINITY, td_vsplat(0.0f), e);
+        if (!logsm) td_vstore(y + i, e);
+        acc += e;
+    }
+    double s = td_vhsum(acc);
+    for (int64_t i = nv; i < L; i++) {
+        float e = x[i] == -INFINITY ? 0.0f : td_expf(x[i] - m);
+        if (!logsm) y[i] = e;
+        s += e;
+    }
+    if (logsm) {
+        float ls = (float)log(s) + m;
+        for (int64_t i = 0; i < L; i++) y[i] = x[i] - ls;
+    } else {
+        float inv = s > 0 ? (float)(1.0 / s) : 0;
+        int64_t i = 0;
+        for (; i < nv; i += TD_VW) td_vstore(y + i, td_vload(y + i) * inv);
+        for (; i < L; i++) y[i] *= inv;
+    }
 }
 /* sum of n floats, vector partial sums, double across blocks */
 static inline double td_vsum(const float *p, int64_t n) {

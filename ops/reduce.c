@@ -411,47 +411,10 @@ td_tensor *td_argmax(td_tensor *t, int dim, bool keepdim, bool is_min) {
 }
 
 /* ---- softmax / log_softmax along a dim ------------------------------------------------------ */
-/* rows of length L, contiguous: y = softmax(x) or log_softmax(x). Vector lanes for the max, the
- * exponentials and the partial sums (float per lane, double across lanes and the tail): the
- * score network's attention runs 6.5M of them per forward. */
+/* rows of length L, contiguous: y = softmax(x) or log_softmax(x), td_softmax_row (nn.h) per row */
 static void softmax_rows(float *y, const float *x, int64_t rows, int64_t L, bool logsm) {
     #pragma omp parallel for if (rows * L > PAR_MIN / 4) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *p = x + r * L;
-        float *q = y + r * L;
-        int64_t nv = L / TD_VW * TD_VW;
-        td_vf vm = td_vsplat(-INFINITY);
-        for (int64_t i = 0; i < nv; i += TD_VW) {
-            td_vf v = td_vload(p + i);
-            vm = td_vsel(v > vm, v, vm);
-        }
-        float m = -INFINITY;
-        for (int l = 0; l < TD_VW; l++) m = vm[l] > m ? vm[l] : m;
-        for (int64_t i = nv; i < L; i++) m = p[i] > m ? p[i] : m;
-        if (m == -INFINITY) m = 0; /* a fully masked row: uniform would be wrong; give nan-free zeros */
-        td_vf acc = {0};
-        for (int64_t i = 0; i < nv; i += TD_VW) {
-            td_vf e = td_vexp(td_vload(p + i) - m);
-            e = td_vsel(td_vload(p + i) == -INFINITY, td_vsplat(0.0f), e); /* exactly 0, as expf gives */
-            if (!logsm) td_vstore(q + i, e);
-            acc += e;
-        }
-        double s = td_vhsum(acc);
-        for (int64_t i = nv; i < L; i++) {
-            float e = td_expf(p[i] - m);
-            if (!logsm) q[i] = e;
-            s += e;
-        }
-        if (logsm) {
-            float ls = (float)log(s) + m;
-            for (int64_t i = 0; i < L; i++) q[i] = p[i] - ls;
-        } else {
-            float inv = s > 0 ? (float)(1.0 / s) : 0;
-            int64_t i = 0;
-            for (; i < nv; i += TD_VW) td_vstore(q + i, td_vload(q + i) * inv);
-            for (; i < L; i++) q[i] *= inv;
-        }
-    }
+    for (int64_t r = 0; r < rows; r++) td_softmax_row(y + r * L, x + r * L, L, logsm);
 }
 
 /* dx from g and y (both contiguous rows): softmax dx = y (g - <g, y>); log: dx = g - e^y sum g */

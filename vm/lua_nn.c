@@ -189,10 +189,11 @@ static int l_layer_norm(lua_State *L) {
 static int l_sdpa(lua_State *L) {
     const char *op = "scaled_dot_product_attention";
     td_tensor *q = req_tensor(L, 1, op, "q"), *k = req_tensor(L, 2, op, "k"), *v = req_tensor(L, 3, op, "v");
-    td_sdpa_opts o = {NULL, false, NULL, false, NAN};
+    td_sdpa_opts o = {NULL, false, NULL, false, NAN, false};
     if (!lua_isnoneornil(L, 4)) {
         luaL_argexpected(L, lua_istable(L, 4), 4, "option table");
-        static const char *const keys[] = {"attn_mask", "key_padding_mask", "scale", "bool_mask", "key_padding_additive", NULL};
+        static const char *const keys[] = {"attn_mask", "key_padding_mask", "scale", "bool_mask", "key_padding_additive",
+                                           "channels_first", NULL};
         check_keys(L, 4, op, keys);
         int top = lua_gettop(L);
         lua_getfield(L, 4, "attn_mask"); /* the masks stay on the stack until return */
@@ -205,7 +206,9 @@ static int l_sdpa(lua_State *L) {
         o.bool_mask = lua_toboolean(L, -1);
         lua_getfield(L, 4, "key_padding_additive");
         o.key_padding_additive = lua_toboolean(L, -1);
-        lua_pop(L, 3);
+        lua_getfield(L, 4, "channels_first");
+        o.channels_first = lua_toboolean(L, -1);
+        lua_pop(L, 4);
     }
     td_tensor *wts = NULL, *out = td_sdpa(q, k, v, &o, &wts);
     if (!out) return tdl_error(L);

@@ -361,6 +361,52 @@ static void test_norms(void) {
     }
 }
 
+/* a contiguous copy of t with dims 2 and 3 swapped, outside the graph */
+static td_tensor *swap23(td_tensor *t) {
+    bool prev = td_set_grad_enabled(false);
+    td_tensor *tr = td_transpose(t, 2, 3), *c = td_clone(tr);
+    td_release(tr);
+    td_set_grad_enabled(prev);
+    return c;
+}
+
+/* channels first (q (B,H,D,Tq), ...) against the row-major op on transposed copies: the
+ * short-sequence fallback (path 1), the transposed GEMMs (path 2, and the automatic choice at
+ * the score network's 256 positions), masks, out, weights and every gradient */
+static void test_attention_channels_first(void) {
+    const int64_t cases[][6] = {{2, 2, 5, 7, 6, 4}, {1, 3, 9, 11, 3, 5}, {3, 1, 37, 40, 8, 6}, {2, 1, 256, 256, 32, 32}};
+    for (int ci = 0; ci < 4; ci++)
+        for (int path = 1; path <= 2; path++) {
+            int64_t B = cases[ci][0], H = cases[ci][1], Tq = cases[ci][2], Tk = cases[ci][3], D = cases[ci][4], Dv = cases[ci][5];
+            if (ci == 3 && path == 1) continue; /* the automatic choice runs below instead */
+            td_tensor *q = trand(4, T4(B, H, D, Tq), true), *k = trand(4, T4(B, H, D, Tk), true), *v = trand(4, T4(B, H, Dv, Tk), true);
+            td_tensor *am = trand(2, T4(Tq, Tk, 0, 0), false), *kpm = td_zeros(TD_F32, 2, T4(B, Tk, 0, 0));
+            for (int64_t i = 0; i < B; i++) td_f32(kpm)[i * Tk + irand(0, (int)Tk - 1)] = 1;
+            td_sdpa_opts o = {ci == 3 ? NULL : am, false, ci == 3 ? NULL : kpm, false, 0.3, true};
+            td_attention_path = ci == 3 ? 0 : path;
+            td_tensor *wts = NULL, *y = td_sdpa(q, k, v, &o, &wts);
+            td_attention_path = 0;
+            bool shaped = y && y->ndim == 4 && y->shape[2] == Dv && y->shape[3] == Tq && td_is_contiguous(y);
+            td_tensor *R = backprop(y);
+            /* the reference: the same inputs as (T, D) rows, out compared as (Dv, Tq) */
+            td_tensor *qr = swap23(q), *kr = swap23(k), *vr = swap23(v), *Rt = swap23(R);
+            td_set_requires_grad(qr, true), td_set_requires_grad(kr, true), td_set_requires_grad(vr, true);
+            o.channels_first = false;
+            td_tensor *w2 = NULL, *y2 = td_sdpa(qr, kr, vr, &o, &w2);
+            td_tensor *p2 = td_binary(TD_MUL, y2, Rt), *s2 = td_sum(p2, 0, false);
+            td_backward(s2, NULL, false);
+            td_tensor *yt = swap23(y2), *gq = swap23(qr->grad), *gk = swap23(kr->grad), *gv = swap23(vr->grad);
+            double e[5] = {terr(y, td_f32(yt)), terr(wts, td_f32(w2)), terr(q->grad, td_f32(gq)), terr(k->grad, td_f32(gk)),
+                           terr(v->grad, td_f32(gv))};
+            CHECK(shaped && e[0] < 1e-5 && e[1] < 1e-5 && e[2] < 1e-5 && e[3] < 1e-5 && e[4] < 1e-5,
+                  "attention channels first %s (%lld,%lld,%lld|%lld,%lld|%lld)%s: out %.1e w %.1e dq %.1e dk %.1e dv %.1e",
+                  ci == 3 ? "auto" : path == 1 ? "short" : "gemm", (long long)B, (long long)H, (long long)Tq, (long long)Tk,
+                  (long long)D, (long long)Dv, ci == 3 ? "" : " masks", e[0], e[1], e[2], e[3], e[4]);
+            td_tensor *rel[] = {q, k, v, am, kpm, y, wts, R, qr, kr, vr, Rt, w2, y2, p2, s2, yt, gq, gk, gv};
+            for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) td_release(rel[i]);
+        }
+}
+
 /* ---- attention against double-precision loops, both paths ------------------------------------------------------- */
 static void test_attention(void) {
     for (int path = 1; path <= 2; path++)
@@ -369,7 +415,7 @@ static void test_attention(void) {
             td_tensor *q = trand(4, T4(B, H, Tq, D), true), *k = trand(4, T4(B, H, Tk, D), true), *v = trand(4, T4(B, H, Tk, Dv), true);
             td_tensor *am = trand(2, T4(Tq, Tk, 0, 0), false), *kpm = td_zeros(TD_F32, 2, T4(B, Tk, 0, 0));
             for (int64_t i = 0; i < B; i++) td_f32(kpm)[i * Tk + irand(0, (int)Tk - 1)] = 1; /* one masked key per batch */
-            td_sdpa_opts o = {am, false, kpm, false, NAN};
+            td_sdpa_opts o = {am, false, kpm, false, NAN, false};
             td_attention_path = path;
             td_tensor *wts = NULL, *y = td_sdpa(q, k, v, &o, &wts);
             td_attention_path = 0;
@@ -556,6 +602,7 @@ int main(void) {
     test_pool_upsample();
     test_norms();
     test_attention();
+    test_attention_channels_first();
     test_gru();
     test_losses();
     return check_failures ? 1 : 0;

@@ -4,6 +4,7 @@
 -- as oracles of the fused ones, behaviour (running statistics, masks, memory), bad input.
 local T = require 'tdrl'
 local gc = require 'tdrl.gradcheck'
+local F = require 'tdrl.nn.functional'
 
 local gen = T.Generator(4321)
 local TOL = 2e-2 -- float32 central differences at eps 1e-2 (as tests/lua/gradcheck_spec.lua)
@@ -190,6 +191,13 @@ describe("gradcheck", function()
   gcheck("attention (GEMM path: 48 tokens)", function(q, k, v)
     return (T.scaled_dot_product_attention(q, k, v, {scale = 0.2}))
   end, {randn(1, 48, 16), randn(1, 48, 16), randn(1, 48, 16)}, 3e-2)
+  local am48 = T.randn({48, 48}, gen)
+  gcheck("attention channels first (transposed GEMMs: 48 tokens), mask", function(q, k, v)
+    return (T.scaled_dot_product_attention(q, k, v, {channels_first = true, attn_mask = am48}))
+  end, {randn(2, 16, 48), randn(2, 16, 48), randn(2, 8, 48)}, 3e-2)
+  gcheck("attention channels first (short: the loops on transposed copies)", function(q, k, v)
+    return (T.scaled_dot_product_attention(q, k, v, {channels_first = true, key_padding_mask = T.tensor({{0, 1, 0, 0}})}))
+  end, {randn(1, 5, 3), randn(1, 5, 4), randn(1, 2, 4)})
   gcheck("gru_cell", T.gru_cell, {randn(3, 4), randn(3, 5), randn(15, 4), randn(15, 5), randn(15), randn(15)})
   gcheck("gru_cell no biases", function(x, h, a, b) return T.gru_cell(x, h, a, b) end,
     {randn(2, 3), randn(2, 2), randn(6, 3), randn(6, 2)})
@@ -362,6 +370,23 @@ describe("fused vs composed", function()
     d = math.max(d, reldiff((T.scaled_dot_product_attention(q2, k2, v2)), s2:softmax(4):matmul(v2)))
     print(string.format("#   attention fused vs composed: %.2e", d))
     spec.truthy(d < 1e-5)
+  end)
+  it("attention channels first equals the reference on (B, C, L) feature maps, both sizes", function()
+    local d = 0
+    for _, L in ipairs({16, 256}) do
+      local q, k, v = T.randn({3, 8, L}, gen), T.randn({3, 8, L}, gen), T.randn({3, 5, L}, gen)
+      local got, w = T.scaled_dot_product_attention(q, k, v, {channels_first = true, scale = 0.4})
+      local want, ww = F.scaled_dot_product_attention_ref(q, k, v, {channels_first = true, scale = 0.4})
+      local s = q:transpose(2, 3):matmul(k) * 0.4
+      spec.eq(table.concat(got:size(), "x"), "3x5x" .. L)
+      d = math.max(d, reldiff(got, want), reldiff(w, ww), reldiff(got, v:matmul(s:softmax(3):transpose(2, 3))))
+    end
+    print(string.format("#   attention channels first vs reference: %.2e", d))
+    spec.truthy(d < 1e-5)
+    spec.raises(function()
+      T.scaled_dot_product_attention(T.randn({2, 8, 16}, gen), T.randn({2, 7, 16}, gen), T.randn({2, 8, 16}, gen),
+        {channels_first = true})
+    end, "scaled_dot_product_attention", "2x7x16", "channels first")
   end)
   it("attention's gradients through both outputs, the weights too, equal the composed ones (GEMM path)", function()
     -- 80 tokens x (8 + 6) > 65536: the GEMM path

@@ -120,8 +120,8 @@ function AttnBlock:forward(x)
   local q = self.q(h):view(B, C, H * W)
   local k = self.k(h):view(B, C, H * W)
   local v = self.v(h):view(B, C, H * W)
-  local w = (q:transpose(2, 3):matmul(k) * (C ^ -0.5)):softmax(3) -- (B, HW, HW)
-  local a = v:matmul(w:transpose(2, 3)):view(B, C, H, W)
+  -- softmax(q^T k C^-1/2) weights (B, HW, HW) applied to v, in the (B, C, HW) layout as it is
+  local a = T.scaled_dot_product_attention(q, k, v, {channels_first = true, scale = C ^ -0.5}):view(B, C, H, W)
   return T.add_scaled(x, self.o(a), 1 / SQRT2)
 end
 

@@ -317,9 +317,17 @@ local function is_int(t) return t:type() == "int64" end
 
 --- scaled_dot_product_attention_ref(q (..., L, E), k (..., S, E), v (..., S, Ev),
 ---   {attn_mask = (L, S) or broadcastable, key_padding_mask = (N, S), scale = 1/sqrt(E)})
---- -> out (..., L, Ev), weights (..., L, S)
+--- -> out (..., L, Ev), weights (..., L, S); with channels_first = true q (..., E, L),
+--- k (..., E, S), v (..., Ev, S) -> out (..., Ev, L) (a feature map's (B, C, H*W) layout)
 function F.scaled_dot_product_attention_ref(q, k, v, opts)
   opts = opts or {}
+  if opts.channels_first then
+    local o = {}
+    for key, val in pairs(opts) do o[key] = val end
+    o.channels_first = nil
+    local out, a = F.scaled_dot_product_attention_ref(q:transpose(-2, -1), k:transpose(-2, -1), v:transpose(-2, -1), o)
+    return out:transpose(-2, -1):contiguous(), a
+  end
   local E = q:size(-1)
   local scale = opts.scale or 1 / math.sqrt(E)
   local s = q:matmul(k:transpose(-2, -1)) * scale
