@@ -192,6 +192,15 @@ int main(void) {
     RUN(&r, "", "-l", "T=tdrl", "-e", "print(type(T), type(T.zeros))");
     CHECK(r.status == 0 && strcmp(r.out, "table\tfunction\n") == 0, "the tdrl library is found next to the binary");
     if (r.status != 0) show("-l T=tdrl", &r);
+    /* denormals: flushed to zero on the main thread and on OpenMP's workers (200,000 elements run
+     * on all threads), kept with TDRL_DENORMALS=1 */
+    const char *tiny = "local x = T.full({200000}, 1e-37) * 1e-3; print(x:max():item() == 0, x:min():item() == 0)";
+    RUN(&r, "", "-l", "T=tdrl", "-e", tiny);
+    CHECK(r.status == 0 && strcmp(r.out, "true\ttrue\n") == 0, "denormal results are flushed to zero on every thread");
+    setenv("TDRL_DENORMALS", "1", 1);
+    RUN(&r, "", "-l", "T=tdrl", "-e", tiny);
+    CHECK(r.status == 0 && strcmp(r.out, "false\tfalse\n") == 0, "TDRL_DENORMALS=1 keeps denormals");
+    unsetenv("TDRL_DENORMALS");
     RUN(&r, "", "-e", "print(T, nn, optim)");
     CHECK(r.status == 0 && strcmp(r.out, "nil\tnil\tnil\n") == 0, "batch mode sets no short globals");
     RUN(&r, "", "-e", "print(package.loaded['tdrl.core'] == nil, package.preload['tdrl.core'] ~= nil)");
