@@ -97,37 +97,48 @@ static void gn_forward(float *y, float *stats, const float *x, const float *w, c
     }
 }
 
-/* dx (or NULL), and per-(n,c) sums for the parameter gradients: sxd[n][c] = sum dz*(x-mean), sd = sum dz */
-static void gn_backward(float *dx, float *sxd, float *sd, float *dzbuf, const float *dy, const float *x, const float *stats,
-                        const float *w, const float *b, int64_t N, int64_t C, int64_t S, int64_t G, bool silu) {
+/* dx (or NULL), and per-(n,c) sums for the parameter gradients: sxd[n][c] = sum dz*(x-mean), sd = sum dz.
+ * With SiLU, dz = dy silu'(.) of one group at a time goes to a per-thread scratch of M floats that
+ * stays in L1/L2 until dx reads it (a full-size buffer had cost a write-back stream). Returns -1
+ * when that scratch cannot be had. */
+static int gn_backward(float *dx, float *sxd, float *sd, const float *dy, const float *x, const float *stats,
+                       const float *w, const float *b, int64_t N, int64_t C, int64_t S, int64_t G, bool silu) {
     int64_t cg = C / G, M = cg * S;
-    #pragma omp parallel for if (N * C * S > PAR_MIN / 2) schedule(static)
-    for (int64_t ng = 0; ng < N * G; ng++) {
-        int64_t n = ng / G, gi = ng % G;
-        const float *xp = x + ng * M, *gp = dy + ng * M;
-        float *zp = silu ? dzbuf + ng * M : NULL;
-        float mean = stats[2 * ng], rstd = stats[2 * ng + 1];
-        double t1 = 0, t2 = 0; /* sum w*sd, sum w*sxd over the group */
-        for (int64_t j = 0; j < cg; j++) {
-            int64_t c = gi * cg + j;
-            float wc = w ? w[c] : 1.0f, a = rstd * wc, bb = (b ? b[c] : 0.0f) - mean * a;
-            double s1, s2;
-            grad_row(silu ? zp + j * S : NULL, gp + j * S, xp + j * S, S, a, bb, mean, silu, &s1, &s2);
-            sxd[n * C + c] = (float)s1;
-            sd[n * C + c] = (float)s2;
-            t1 += (double)wc * s2;
-            t2 += (double)wc * s1;
+    int failed = 0;
+    #pragma omp parallel if (N * C * S > PAR_MIN / 2) reduction(| : failed)
+    {
+        float *zp = silu ? malloc(sizeof(float) * (size_t)(M + 1)) : NULL;
+        if (silu && !zp) failed = 1;
+        #pragma omp for schedule(static)
+        for (int64_t ng = 0; ng < N * G; ng++) {
+            if (silu && !zp) continue;
+            int64_t n = ng / G, gi = ng % G;
+            const float *xp = x + ng * M, *gp = dy + ng * M;
+            float mean = stats[2 * ng], rstd = stats[2 * ng + 1];
+            double t1 = 0, t2 = 0; /* sum w*sd, sum w*sxd over the group */
+            for (int64_t j = 0; j < cg; j++) {
+                int64_t c = gi * cg + j;
+                float wc = w ? w[c] : 1.0f, a = rstd * wc, bb = (b ? b[c] : 0.0f) - mean * a;
+                double s1, s2;
+                grad_row(silu ? zp + j * S : NULL, gp + j * S, xp + j * S, S, a, bb, mean, silu, &s1, &s2);
+                sxd[n * C + c] = (float)s1;
+                sd[n * C + c] = (float)s2;
+                t1 += (double)wc * s2;
+                t2 += (double)wc * s1;
+            }
+            if (!dx) continue;
+            /* dx = rstd * (w dz - t1/M - xhat * rstd t2 / M), xhat = (x - mean) rstd */
+            float k3 = (float)(-rstd * t1 / (double)M), k2 = (float)(-(double)rstd * rstd * rstd * t2 / (double)M);
+            const float *src = silu ? zp : gp;
+            for (int64_t j = 0; j < cg; j++) {
+                int64_t c = gi * cg + j;
+                float k1 = rstd * (w ? w[c] : 1.0f);
+                dx_row(dx + ng * M + j * S, src + j * S, xp + j * S, S, k1, k2, k3, mean);
+            }
         }
-        if (!dx) continue;
-        /* dx = rstd * (w dz - t1/M - xhat * rstd t2 / M), xhat = (x - mean) rstd */
-        float k3 = (float)(-rstd * t1 / (double)M), k2 = (float)(-(double)rstd * rstd * rstd * t2 / (double)M);
-        const float *src = silu ? zp : gp;
-        for (int64_t j = 0; j < cg; j++) {
-            int64_t c = gi * cg + j;
-            float k1 = rstd * (w ? w[c] : 1.0f);
-            dx_row(dx + ng * M + j * S, src + j * S, xp + j * S, S, k1, k2, k3, mean);
-        }
+        free(zp);
     }
+    return failed ? -1 : 0;
 }
 
 static void group_norm_backward(td_node *n, td_tensor *g) {
@@ -137,10 +148,9 @@ static void group_norm_backward(td_node *n, td_tensor *g) {
     td_tensor *gc = td_contiguous(g);
     td_tensor *dx = (gc && n->in[0]) ? td_empty(TD_F32, x->ndim, x->shape) : NULL;
     float *sxd = malloc(sizeof(float) * (size_t)(N * C + 1)), *sd = malloc(sizeof(float) * (size_t)(N * C + 1));
-    float *dz = silu ? malloc(sizeof(float) * (size_t)(N * C * S + 1)) : NULL;
-    if (gc && sxd && sd && (!silu || dz) && (!n->in[0] || dx)) {
-        gn_backward(dx ? td_f32(dx) : NULL, sxd, sd, dz, td_f32(gc), td_f32(x), td_f32(stats), w ? td_f32(w) : NULL,
-                    b ? td_f32(b) : NULL, N, C, S, G, silu);
+    if (gc && sxd && sd && (!n->in[0] || dx) &&
+        gn_backward(dx ? td_f32(dx) : NULL, sxd, sd, td_f32(gc), td_f32(x), td_f32(stats), w ? td_f32(w) : NULL,
+                    b ? td_f32(b) : NULL, N, C, S, G, silu) == 0) {
         if (dx) td_node_accum(n, 0, dx);
         if (n->in[1] || n->in[2]) {
             td_tensor *dw = td_empty(TD_F32, 1, &C), *db = td_empty(TD_F32, 1, &C);
@@ -164,7 +174,6 @@ static void group_norm_backward(td_node *n, td_tensor *g) {
     }
     free(sxd);
     free(sd);
-    free(dz);
     td_release(dx);
     td_release(gc);
 }
