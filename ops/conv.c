@@ -430,7 +430,7 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
     int64_t K = g->C * g->kh * g->kw, O = g->O, nob = ceil_div(O, MR), OHW = g->OH * g->OW, CHW = g->C * g->H * g->W;
     if (g->N == 0 || OHW == 0 || O == 0) return 0;
     int wm = td_winograd_tile(g->C, O, g->OH, g->OW, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw, false);
-    if (wm) return td_winograd_conv(wm, g->N, g->C, g->H, g->W, O, g->ph, g->pw, g->OH, g->OW, x, w, false, b, y);
+    if (wm) return td_winograd_conv(wm, g->N, g->C, g->H, g->W, O, g->ph, g->pw, g->OH, g->OW, x, w, false, b, g->bs, y);
     float *Ap = pack_panels(w, O, K, 0, g);
     int64_t *off = malloc(sizeof(int64_t) * (size_t)(K ? K : 1));
     if (!Ap || !off) {
@@ -488,7 +488,7 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
                 for (int64_t ob = 0; ob < nob; ob++) ukern(K, Ap + ob * K * MR, B + p0, off, tb + ob * MR * Q + p0, Q);
             for (int64_t j = 0; j < m; j++)
                 for (int64_t o = 0; o < O; o++) {
-                    float bias = b ? b[o] : 0.0f, *yo = y + ((n + j) * O + o) * OHW;
+                    float bias = b ? b[(n + j) * g->bs + o] : 0.0f, *yo = y + ((n + j) * O + o) * OHW;
                     const float *s = tb + o * Q + j * ims;
                     for (int64_t oh = 0; oh < g->OH; oh++) {
                         const float *sr = s + oh * row_w;
@@ -511,7 +511,7 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
     if (g->N == 0 || CHW == 0) return 0;
     /* a 3x3 stride-1 input gradient is the 3x3 convolution of dy padded by 2 - p */
     int wm = td_winograd_tile(O, g->C, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, 2 - g->ph, 2 - g->pw, false);
-    if (wm) return td_winograd_conv(wm, g->N, O, g->OH, g->OW, g->C, 2 - g->ph, 2 - g->pw, g->H, g->W, dy, w, true, bias, dx);
+    if (wm) return td_winograd_conv(wm, g->N, O, g->OH, g->OW, g->C, 2 - g->ph, 2 - g->pw, g->H, g->W, dy, w, true, bias, 0, dx);
     int64_t Wq = g->W + g->dw * (g->kw - 1), qh = g->dh * (g->kh - 1) - g->ph, qw = g->dw * (g->kw - 1) - g->pw;
     frames_t fr = frames_for(g->OH, qh, g->kh, g->dh); /* frames of the padded dy */
     int64_t nb = 1, cs = 0;
@@ -520,7 +520,7 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
      * padded dy (g2: the convolution dy -> dx) instead of the direct layout */
     bool flip = !direct && g->sh == 1 && g->sw == 1;
     td_conv_geom g2 = {g->N, O, g->OH, g->OW, g->C, g->kh, g->kw, 1, 1, g->dh * (g->kh - 1) - g->ph,
-                       g->dw * (g->kw - 1) - g->pw, g->dh, g->dw, g->H, g->W};
+                       g->dw * (g->kw - 1) - g->pw, g->dh, g->dw, g->H, g->W, 0};
     int64_t Kr = direct || flip ? O * g->kh * g->kw : O; /* reduction length of the micro-kernel */
     int64_t rows = direct || flip ? g->C : K;           /* rows it produces */
     int64_t nrb = ceil_div(rows, MR);
@@ -620,6 +620,13 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
 }
 
 /* ---- gradient of the weight and bias -------------------------------------------------------------- */
+/* db[n][o] = sum of dy over image n's plane o: the gradient of a bias per image (N, O) */
+static void bias_grad_per_image(const td_conv_geom *g, const float *dy, float *db) {
+    int64_t NO = g->N * g->O, OHW = g->OH * g->OW;
+    #pragma omp parallel for if (NO * OHW > 65536) schedule(static)
+    for (int64_t i = 0; i < NO; i++) db[i] = (float)td_vsum(dy + i * OHW, OHW);
+}
+
 static void bias_grad(const td_conv_geom *g, const float *dy, float *db) {
     int64_t O = g->O, OHW = g->OH * g->OW;
     #pragma omp parallel for if (g->N * O * OHW > 65536) schedule(static)
@@ -760,7 +767,7 @@ void td_conv2d_fwd_ref(const td_conv_geom *g, const float *x, const float *w, co
         for (int64_t o = 0; o < g->O; o++)
             for (int64_t oh = 0; oh < g->OH; oh++)
                 for (int64_t ow = 0; ow < g->OW; ow++) {
-                    double s = b ? b[o] : 0;
+                    double s = b ? b[n * g->bs + o] : 0;
                     for (int64_t c = 0; c < g->C; c++)
                         for (int64_t i = 0; i < g->kh; i++)
                             for (int64_t j = 0; j < g->kw; j++) {
@@ -836,13 +843,13 @@ static td_tensor *raw_contig(td_tensor *t) {
 }
 
 static void geom_to_node(td_node *n, const td_conv_geom *g) {
-    int64_t v[15] = {g->N, g->C, g->H, g->W, g->O, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->OH, g->OW};
+    int64_t v[16] = {g->N, g->C, g->H, g->W, g->O, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, g->bs};
     memcpy(n->iarg, v, sizeof v);
 }
 
 static td_conv_geom geom_from_node(const td_node *n) {
     const int64_t *v = n->iarg;
-    td_conv_geom g = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14]};
+    td_conv_geom g = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]};
     return g;
 }
 
@@ -862,9 +869,15 @@ static int check_conv(const char *op, td_tensor *x, td_tensor *w, td_tensor *b, 
                            td_shape_str(x, b1, sizeof b1), (long long)x->shape[1], td_shape_str(w, b2, sizeof b2),
                            (long long)w->shape[transposed ? 0 : 1]);
     int64_t O = w->shape[transposed ? 1 : 0];
-    if (b && (b->ndim != 1 || b->shape[0] != O))
-        return td_fail_int("%s: bias of shape (%s) for weight (%s): needs (%lld)", op, td_shape_str(b, b3, sizeof b3),
-                           td_shape_str(w, b2, sizeof b2), (long long)O);
+    bool per_image = !transposed && b && b->ndim == 2 && b->shape[0] == x->shape[0] && b->shape[1] == O;
+    if (b && !per_image && (b->ndim != 1 || b->shape[0] != O)) {
+        if (transposed)
+            return td_fail_int("%s: bias of shape (%s) for weight (%s): needs (%lld)", op, td_shape_str(b, b3, sizeof b3),
+                               td_shape_str(w, b2, sizeof b2), (long long)O);
+        return td_fail_int("%s: bias of shape (%s) for input (%s) and weight (%s): needs (%lld), or (%lld,%lld) for one per image",
+                           op, td_shape_str(b, b3, sizeof b3), td_shape_str(x, b1, sizeof b1), td_shape_str(w, b2, sizeof b2),
+                           (long long)O, (long long)x->shape[0], (long long)O);
+    }
     for (int i = 0; i < 2; i++) {
         if (o->stride[i] < 1 || o->dilation[i] < 1 || o->padding[i] < 0 || o->output_padding[i] < 0)
             return td_fail_int("%s: stride (%lld,%lld) and dilation (%lld,%lld) must be >= 1, padding (%lld,%lld) >= 0", op,
@@ -892,10 +905,13 @@ static void conv2d_backward(td_node *n, td_tensor *g) {
         td_release(dx);
     }
     if (n->in[1] || n->in[2]) {
+        int64_t dbshape[2] = {ge.N, ge.O};
         td_tensor *dw = n->in[1] ? td_empty(TD_F32, 4, w->shape) : NULL;
-        td_tensor *db = n->in[2] ? td_empty(TD_F32, 1, &ge.O) : NULL;
+        td_tensor *db = n->in[2] ? (ge.bs ? td_empty(TD_F32, 2, dbshape) : td_empty(TD_F32, 1, &ge.O)) : NULL;
+        if (db && ge.bs) bias_grad_per_image(&ge, td_f32(gc), td_f32(db));
         if ((!n->in[1] || dw) && (!n->in[2] || db) &&
-            td_conv2d_bwd_weight_kernel(&ge, td_f32(x), td_f32(gc), dw ? td_f32(dw) : NULL, db ? td_f32(db) : NULL) == 0) {
+            td_conv2d_bwd_weight_kernel(&ge, td_f32(x), td_f32(gc), dw ? td_f32(dw) : NULL,
+                                        db && !ge.bs ? td_f32(db) : NULL) == 0) {
             if (dw) td_node_accum(n, 1, dw);
             if (db) td_node_accum(n, 2, db);
         }
@@ -939,7 +955,8 @@ td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opt
     }
     if (check_conv("conv2d", x, w, b, o, false)) return NULL;
     td_conv_geom g = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2], w->shape[3],
-                      o->stride[0], o->stride[1], o->padding[0], o->padding[1], o->dilation[0], o->dilation[1], 0, 0};
+                      o->stride[0], o->stride[1], o->padding[0], o->padding[1], o->dilation[0], o->dilation[1], 0, 0,
+                      b && b->ndim == 2 ? w->shape[0] : 0};
     int64_t eh = g.dh * (g.kh - 1) + 1, ew = g.dw * (g.kw - 1) + 1;
     if (g.H + 2 * g.ph < eh || g.W + 2 * g.pw < ew) {
         char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF];
@@ -1005,7 +1022,7 @@ td_tensor *td_conv_transpose2d(td_tensor *x, td_tensor *w, td_tensor *b, const t
     }
     /* the adjoint conv: input (N,O,OH,OW), weight (C,O,kh,kw) as (out=C, in=O), output (N,C,H,W) */
     td_conv_geom g = {N, O, OH, OW, C, kh, kw, o->stride[0], o->stride[1], o->padding[0], o->padding[1],
-                      o->dilation[0], o->dilation[1], H, W};
+                      o->dilation[0], o->dilation[1], H, W, 0};
     int64_t oshape[4] = {N, O, OH, OW};
     return conv_apply(&g, oshape, x, w, b, td_conv2d_bwd_data_kernel, "conv_transpose2d", conv_transpose2d_backward);
 }

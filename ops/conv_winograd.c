@@ -209,7 +209,7 @@ static inline __attribute__((always_inline)) void block_inputs(const wino_t *p, 
  * the three steps, so that a block's V and M (XI (C + O) NB floats) stay in L2 between them; a
  * block holds segments of tile rows. */
 int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
-                     int64_t OW, const float *x, const float *w, bool flip, const float *bias, float *y) {
+                     int64_t OW, const float *x, const float *w, bool flip, const float *bias, int64_t bias_ns, float *y) {
     if (N == 0 || OH <= 0 || OW <= 0 || O == 0) return 0;
     int64_t nob = ceil_div(O, MR), Or = nob * MR, NB, nblk, XI = (m + 2) * (m + 2);
     int nt = td_conv_threads(2.0 * XI * N * ceil_div(OH, m) * ceil_div(OW, m) * C * O);
@@ -256,7 +256,7 @@ int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t 
                               M + xi * p.mxs + ob * MR * p.Qs + p0, p.Qs);
             for (int i = 0; i < ns; i++)
                 for (int64_t o = 0; o < O; o++) {
-                    float bo = bias ? bias[o] : 0.0f, *yo = y + (seg[i].n * O + o) * OHW;
+                    float bo = bias ? bias[seg[i].n * bias_ns + o] : 0.0f, *yo = y + (seg[i].n * O + o) * OHW;
                     if (m == 4) td_wino4_output(&p, M, o * p.Qs + seg[i].v0, seg[i].ta, seg[i].tb, bo, yo);
                     else output_transform(&p, M, o * p.Qs + seg[i].v0, seg[i].ta, seg[i].tb, bo, yo);
                 }

@@ -36,9 +36,10 @@ td_tensor *td_upsample_nearest2d(td_tensor *x, int64_t scale_h, int64_t scale_w)
  * (O,C,kh,kw), output (N,O,OH,OW); all arrays contiguous float32. */
 typedef struct td_conv_geom {
     int64_t N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
+    int64_t bs; /* the forward's bias stride per image: 0 for a bias (O), O for one per image (N, O) */
 } td_conv_geom;
 /* Raw kernels (exposed for the tests and the benchmark). fwd: y = conv(x, w) + b (b may be
- * NULL). bwd_data: dx = conv^T(dy, w) (+ bias per input channel when bias != NULL; written, not
+ * NULL; b[n * bs + o]). bwd_data: dx = conv^T(dy, w) (+ bias per input channel when bias != NULL; written, not
  * accumulated). bwd_weight: dw (O,C,kh,kw) and db (O) written; either may be NULL.
  * Return 0, or -1 when interrupted / out of memory (error set). */
 int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, const float *b, float *y);

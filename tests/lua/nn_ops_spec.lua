@@ -222,6 +222,12 @@ describe("gradcheck", function()
   gcheck("dropout p = 0.4 (mask fixed by the key)", function(x)
     return T.dropout(x, 0.4, T.Generator(9))
   end, {randn(4, 6)})
+  local cg = T.Generator(202) -- their own draws: the checks above keep their inputs
+  local function crandn(...) return leaf(T.randn({...}, cg)) end
+  gcheck("conv2d 3x3 with a bias per image (N, O)", function(x, w, b) return T.conv2d(x, w, b, {padding = 1}) end,
+    {crandn(3, 2, 5, 4), crandn(4, 2, 3, 3), crandn(3, 4)})
+  gcheck("conv2d_ref with a bias per image (N, O)", function(x, w, b) return F.conv2d_ref(x, w, b, {stride = 2}) end,
+    {crandn(2, 2, 5, 5), crandn(3, 2, 3, 3), crandn(2, 3)})
 end)
 
 describe("linear", function()

@@ -669,6 +669,16 @@ end)
 
 -- ---- MultiheadAttention and Transformer details -------------------------------------------------------------------
 describe("unbatched images", function()
+  it("Conv2d adds a shift per image and channel (N, out) in its output pass, as conv + shift", function()
+    local m, x, shift = nn.Conv2d(3, 4, 3, {padding = 1}), T.randn(2, 3, 6, 6), T.randn(2, 4)
+    local want = m(x) + shift:view(2, 4, 1, 1)
+    spec.eq(spec.maxdiff(m(x, shift), want) < 1e-5, true)
+    local nb = nn.Conv2d(3, 4, 3, {padding = 1, bias = false})
+    spec.eq(spec.maxdiff(nb(x, shift), nb(x) + shift:view(2, 4, 1, 1)) < 1e-5, true)
+    spec.raises(function() m(x, T.randn(3, 4)) end, "Conv2d(3 -> 4, k=3, padding=1)", "shift must be (N, 4)", "got 3x4")
+    spec.raises(function() m(x[1], shift) end, "shift must be (N, 4)")
+  end)
+
   it("Conv2d, ConvTranspose2d and AvgPool2d take one image (C, H, W)", function()
     local x = T.randn(3, 6, 6)
     for _, m in ipairs({nn.Conv2d(3, 4, 3, {padding = 1}), nn.ConvTranspose2d(3, 2, 3, {stride = 2}), nn.AvgPool2d(2)}) do

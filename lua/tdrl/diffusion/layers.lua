@@ -91,12 +91,9 @@ end
 
 function ResBlock:forward(x, temb)
   local h = M.gn_silu(self.gn0, x)
-  h = self.conv0(resample(self, h))
+  -- + Dense(silu(temb)) per image and channel, added in the convolution's output pass
+  h = self.conv0(resample(self, h), self.dense and self.dense(temb:silu()) or nil)
   x = resample(self, x)
-  if self.dense then
-    local d = self.dense(temb:silu())
-    h = h + d:view(d:size(1), d:size(2), 1, 1)
-  end
   h = self.conv1(self.drop(M.gn_silu(self.gn1, h)))
   if self.skip then x = self.skip(x) end
   return T.add_scaled(x, h, 1 / SQRT2)

@@ -32,9 +32,7 @@ function WideBlock:__init(cin, cout, stride, temb_dim, o)
   if stride ~= 1 or cin ~= cout then self.shortcut = nn.Conv2d(cin, cout, 1, stride, 0, g) end
 end
 function WideBlock:forward(x, temb)
-  local h = self.conv1(self.bn1:forward_relu(x))
-  local d = self.dense(temb:silu())
-  h = h + d:view(d:size(1), d:size(2), 1, 1)
+  local h = self.conv1(self.bn1:forward_relu(x), self.dense(temb:silu())) -- + the time's projection per image
   h = self.conv2(self.bn2:forward_relu(self.drop(h)))
   return h + (self.shortcut and self.shortcut(x) or x)
 end

@@ -123,7 +123,7 @@ local function grouped(op, x, w, b, opts, G, w_out_dim)
     if w_out_dim == 1 then -- conv2d: w (OC, C/G, ...), output channels split
       local og = w:size(1) // G
       wg = w:narrow(1, gi * og + 1, og)
-      bg = b and b:narrow(1, gi * og + 1, og) or nil
+      bg = b and b:narrow(b:dim(), gi * og + 1, og) or nil -- (OC) or one per image (N, OC)
     else -- conv_transpose2d: w (C, OC/G, ...), input channels split
       wg = w:narrow(1, gi * Cg + 1, Cg)
       bg = b and b:narrow(1, gi * Og + 1, Og) or nil
@@ -133,7 +133,8 @@ local function grouped(op, x, w, b, opts, G, w_out_dim)
   return T.cat(outs, 2)
 end
 
---- conv2d_ref(x (N,C,H,W), w (OC,C/groups,KH,KW), b (OC) or nil, {stride=, padding=, dilation=, groups=})
+--- conv2d_ref(x (N,C,H,W), w (OC,C/groups,KH,KW), b (OC), (N,OC) (one bias per image) or nil,
+---   {stride=, padding=, dilation=, groups=})
 --- composed: strided slices of the padded input stacked into columns, one batched matmul
 function F.conv2d_ref(x, w, b, opts)
   opts = opts or {}
@@ -169,7 +170,7 @@ function F.conv2d_ref(x, w, b, opts)
   end
   local col = T.stack(cols, 3):reshape(N, C * KH * KW, OH * OW)
   local y = w:reshape(OC, C * KH * KW):matmul(col)
-  if b then y = y + b:view(1, OC, 1) end
+  if b then y = y + (b:dim() == 2 and b:view(N, OC, 1) or b:view(1, OC, 1)) end
   return y:view(N, OC, OH, OW)
 end
 

@@ -97,11 +97,22 @@ function Conv2d:extra_repr()
   return s
 end
 
-function Conv2d:forward(x)
+--- forward(x [, shift]): shift (N, out), when given, is added to every position of image n's
+--- output channels: conv(x) + bias + shift[:, :, None, None] in the convolution's own output
+--- pass (a time embedding's projection, as the diffusion blocks add it), not a second one
+function Conv2d:forward(x, shift)
   local sq
   x, sq = check_input(self, x, self.in_channels)
   if self.same then x = F.pad2d(x, table.unpack(self.same)) end
-  return unbatch(run(self, F.conv2d, x, self.weight, self.bias,
+  local b = self.bias
+  if shift then
+    if sq or shift:dim() ~= 2 or shift:size(1) ~= x:size(1) or shift:size(2) ~= self.out_channels then
+      U.fail(self, "shift must be (N, %d) for an input batch (N, %d, H, W), got %s for input %s", self.out_channels,
+        self.in_channels, U.shape(shift), U.shape(x))
+    end
+    b = b and shift + b:view(1, self.out_channels) or shift
+  end
+  return unbatch(run(self, F.conv2d, x, self.weight, b,
     {stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups}), sq)
 end
 
