@@ -75,6 +75,7 @@ int td_conv_threads(double flops);
 #define WINO4_MIN_GAIN 5
 #define WINO_MIN_GAIN_WGRAD 10
 #define WINO4_MIN_GAIN_WGRAD 2.4
+#define WINO4_MIN_GAIN_SMALL 2.4 /* F(4x4) forward on small images, several to a vector */
 int td_winograd_tile(int64_t C, int64_t O, int64_t OH, int64_t OW, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                      int64_t dh, int64_t dw, int64_t ph, int64_t pw, bool wgrad);
 int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,

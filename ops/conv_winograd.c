@@ -176,14 +176,27 @@ int td_winograd_tile(int64_t C, int64_t O, int64_t OH, int64_t OW, int64_t kh, i
      * Again on a quiet host, with the weight gradient's row tiles fitted (all on 32x32 but the
      * last): F(4x4) forward 1.5x at 8 -> 16 (gain 5.3), 1.5x at 16 -> 3, 0.75x at 3 -> 16; weight
      * gradient 1.2x at 3 -> 16 (gain 2.5), 1.5x at 16 -> 3, 1.3x at 8 -> 16 and 16 -> 16, 1.7-2.5x
-     * from 16 -> 32 up; F(2x2)'s 1.5-2.1x on 8x8 and 4x4 images against F(4x4)'s 0.9-1.6x. */
+     * from 16 -> 32 up; F(2x2)'s 1.5-2.1x on 8x8 and 4x4 images against F(4x4)'s 0.9-1.6x.
+     * With the tiles of several small images in one vector (td_wino4_stacked), F(4x4) on 8x8 and
+     * 4x4 outputs against F(2x2) (2026-12-04 evening): forward 1.3x (32 -> 32, 8x8), 1.2x (64),
+     * 1.1x (128), 1.3-1.5x on 4x4; weight gradient 1.6x, 1.6x, 1.05x, 1.7-2.1x; against the direct
+     * kernels 1.0x forward at gain 2.5 (3 -> 16), 1.5-3.3x from gain 4, and the weight gradient
+     * 1.5x from gain 2.5 (2 -> 2, gain 1: 0.9x). Not at 128 -> 128 on two threads: a block's V and M
+     * (XI (C + O) NR floats) and each thread's weight-gradient sums (XI C O) outgrow L2 there
+     * (forward 1.0x, weight gradient 0.7x of F(2x2)); both kept under 1 MB. */
     double gain = (double)C * (double)O / (double)(C + O);
     /* the direct forward computes outputs in micro-tiles of MR: with fewer (16 -> 3) it wastes
      * the rest, which F(4x4) does not (1.5x there; 3 -> 16 stays direct, 0.75x) */
     double gain_fwd = (double)C * (double)round_up(O, MR) / (double)(C + O);
-    bool big = ceil_div(OH, 4) * ceil_div(OW, 4) >= VW;
-    if (wgrad) return big && gain >= WINO4_MIN_GAIN_WGRAD ? 4 : gain >= WINO_MIN_GAIN_WGRAD ? 2 : 0;
+    int64_t T1 = ceil_div(OH, 4) * ceil_div(OW, 4);
+    bool big = T1 >= VW, small = td_wino4_stacked(T1, C, OH + 2, OW + 2); /* (the input's size bounds, conservatively) */
+    if (wgrad) {
+        small = small && 36 * round_up(C, WACC) * round_up(O, VW) <= 262144;
+        return (big || small) && gain >= WINO4_MIN_GAIN_WGRAD ? 4 : gain >= WINO_MIN_GAIN_WGRAD ? 2 : 0;
+    }
+    small = small && 36 * (C + round_up(O, MR)) * NR <= 262144;
     if (big && gain_fwd >= WINO4_MIN_GAIN) return 4;
+    if (small && gain_fwd >= WINO4_MIN_GAIN_SMALL) return 4;
     return gain >= WINO_MIN_GAIN ? 2 : 0;
 }
 
@@ -243,7 +256,8 @@ int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t 
             int64_t t0 = bi * NB, t1 = t0 + NB < total ? t0 + NB : total, used = t1 - t0;
             segment seg[MAX_SEGMENTS];
             int ns = block_segments(&p, t0, t1, seg);
-            if (m == 4) block_inputs(&p, 4, x, seg, ns, P, V);
+            if (p.stacked) td_wino4_input_stacked(&p, x, t0, used, V);
+            else if (m == 4) block_inputs(&p, 4, x, seg, ns, P, V);
             else block_inputs(&p, 2, x, seg, ns, P, V);
             if (used % NR) /* the last block's columns up to NR: finite, never read back */
                 for (int64_t xi = 0; xi < XI; xi++)
@@ -254,7 +268,8 @@ int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t 
                     for (int64_t ob = 0; ob < nob; ob++)
                         ukern(C, Up + (xi * nob + ob) * C * MR, V + xi * p.vxs + p0, off,
                               M + xi * p.mxs + ob * MR * p.Qs + p0, p.Qs);
-            for (int i = 0; i < ns; i++)
+            for (int64_t o = 0; p.stacked && o < O; o++) td_wino4_output_stacked(&p, M, o, t0, used, bias, bias_ns, y);
+            for (int i = 0; !p.stacked && i < ns; i++)
                 for (int64_t o = 0; o < O; o++) {
                     float bo = bias ? bias[seg[i].n * bias_ns + o] : 0.0f, *yo = y + (seg[i].n * O + o) * OHW;
                     if (m == 4) td_wino4_output(&p, M, o * p.Qs + seg[i].v0, seg[i].ta, seg[i].tb, bo, yo);
@@ -325,7 +340,8 @@ int td_winograd_wgrad(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t
             int64_t t0 = bi * NB, t1 = t0 + NB < total ? t0 + NB : total, used = t1 - t0;
             segment seg[MAX_SEGMENTS];
             int ns = block_segments(&p, t0, t1, seg);
-            if (m == 4) block_inputs(&p, 4, x, seg, ns, P, V);
+            if (p.stacked) td_wino4_input_stacked(&p, x, t0, used, V);
+            else if (m == 4) block_inputs(&p, 4, x, seg, ns, P, V);
             else block_inputs(&p, 2, x, seg, ns, P, V);
             for (int i = 0; i < ns; i++) {
                 if (m == 4) td_wino4_grads(&p, dy, &seg[i], xs, Opad, Y, Dt);

@@ -192,6 +192,103 @@ void td_wino4_output(const wino_t *p, const float *M, int64_t m0, int64_t t0, in
     }
 }
 
+#if defined(__AVX512F__)
+/* Lane l of a stacked vector: tile l % T1 of image l / T1, counted from the vector's first
+ * image; the gather offset of its patch's corner (padded row 4 ty, column 4 tx) from that image's
+ * channel plane, and the lanes whose patch row r / column b falls on the image. */
+typedef struct {
+    __m512i base;
+    __mmask16 row_ok[6], col_ok[6];
+} stack_lanes;
+
+static stack_lanes stacked_lanes(const wino_t *p) {
+    stack_lanes s;
+    int32_t base[VW];
+    for (int r = 0; r < 6; r++) s.row_ok[r] = s.col_ok[r] = 0;
+    for (int l = 0; l < VW; l++) {
+        int64_t j = l / p->T1, tau = l % p->T1, ty = tau / p->tw, tx = tau % p->tw;
+        int64_t h0 = 4 * ty - p->ph, w0 = 4 * tx - p->pw;
+        base[l] = (int32_t)(j * p->C * p->H * p->W + h0 * p->W + w0);
+        for (int r = 0; r < 6; r++) {
+            if (h0 + r >= 0 && h0 + r < p->H) s.row_ok[r] |= (__mmask16)(1u << l);
+            if (w0 + r >= 0 && w0 + r < p->W) s.col_ok[r] |= (__mmask16)(1u << l);
+        }
+    }
+    s.base = _mm512_loadu_si512(base);
+    return s;
+}
+
+void td_wino4_input_stacked(const wino_t *p, const float *x, int64_t t0, int64_t used, float *V) {
+    stack_lanes s = stacked_lanes(p);
+    int64_t cs = p->vxs, HW = p->H * p->W;
+    for (int64_t u = 0; u < used; u += VW) {
+        int64_t n = (t0 + u) / p->T1, left = used - u;
+        __mmask16 live = left >= VW ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); /* images past the batch: none */
+        for (int64_t c = 0; c < p->C; c++) {
+            const float *xc = x + (n * p->C + c) * HW;
+            vf h[6][6]; /* h[s][r] = (d B)[r][s] */
+            for (int r = 0; r < 6; r++) {
+                vf z[6], o[6];
+                for (int b = 0; b < 6; b++) {
+                    __m512i idx = _mm512_add_epi32(s.base, _mm512_set1_epi32((int32_t)(r * p->W + b)));
+                    z[b] = (vf)_mm512_mask_i32gather_ps(_mm512_setzero_ps(), live & s.row_ok[r] & s.col_ok[b], idx, xc, 4);
+                }
+                bt6(z, o);
+                for (int q = 0; q < 6; q++) h[q][r] = o[q];
+            }
+            float *v = V + c * p->Qs + u;
+            for (int q = 0; q < 6; q++) { /* B^T (d B) */
+                vf o[6];
+                bt6(h[q], o);
+                for (int i = 0; i < 6; i++) vst(v + (i * 6 + q) * cs, o[i]);
+            }
+        }
+    }
+}
+
+void td_wino4_output_stacked(const wino_t *p, const float *M, int64_t o, int64_t t0, int64_t used, const float *bias,
+                             int64_t bias_ns, float *y) {
+    int64_t ms = p->mxs, OHW = p->OH * p->OW, g = VW / p->T1;
+    int cols = (int)(4 * p->tw < p->OW ? 4 * p->tw : p->OW);
+    for (int64_t u = 0; u < used; u += VW) {
+        int64_t n = (t0 + u) / p->T1, imgs = (used - u) / p->T1 < g ? (used - u) / p->T1 : g;
+        const float *m = M + o * p->Qs + u;
+        float bl[VW]; /* lane l's bias: its image's */
+        for (int l = 0; l < VW; l++) bl[l] = bias ? bias[(n + (l / p->T1 < imgs ? l / p->T1 : 0)) * bias_ns + o] : 0.0f;
+        vf bv = vld(bl), w[4][6]; /* w[b][i] = (M A)[i][b] */
+        for (int i = 0; i < 6; i++) {
+            vf mi[6], r[4];
+            for (int j = 0; j < 6; j++) mi[j] = vld(m + (i * 6 + j) * ms);
+            at6(mi, r);
+            for (int b = 0; b < 4; b++) w[b][i] = r[b];
+        }
+        vf Y[4][4]; /* Y[a][b]: output row 4 ty + a, column 4 tx + b of each lane's tile */
+        for (int b = 0; b < 4; b++) {
+            vf r[4];
+            at6(w[b], r);
+            for (int a = 0; a < 4; a++) Y[a][b] = r[a] + bv;
+        }
+        vf seq[4][4]; /* row a's lanes in output order: lane 4 l + b is Y[a][b][l] */
+        for (int a = 0; a < 4; a++) {
+            vf plo = __builtin_shuffle(Y[a][0], Y[a][2], ILO), phi = __builtin_shuffle(Y[a][0], Y[a][2], IHI);
+            vf qlo = __builtin_shuffle(Y[a][1], Y[a][3], ILO), qhi = __builtin_shuffle(Y[a][1], Y[a][3], IHI);
+            seq[a][0] = __builtin_shuffle(plo, qlo, ILO);
+            seq[a][1] = __builtin_shuffle(plo, qlo, IHI);
+            seq[a][2] = __builtin_shuffle(phi, qhi, ILO);
+            seq[a][3] = __builtin_shuffle(phi, qhi, IHI);
+        }
+        for (int64_t j = 0; j < imgs; j++) { /* image n + j: its tile rows, each 4 tw floats of the sequences */
+            float *yo = y + ((n + j) * p->O + o) * OHW;
+            for (int64_t ty = 0; ty < p->th; ty++) {
+                int l0 = (int)(4 * (j * p->T1 + ty * p->tw));
+                int rows = p->OH - 4 * ty < 4 ? (int)(p->OH - 4 * ty) : 4;
+                store_rows(yo + 4 * ty * p->OW - l0, p->OW, rows, (const vf(*)[4])seq, 4, l0, l0 + cols);
+            }
+        }
+    }
+}
+#endif
+
 /* o = A z for a column of 4 vectors, A = (A^T)^T */
 static inline void a4(const vf z[4], vf o[6]) {
     vf p = z[0] + z[2], q = z[1] + z[3], r = z[0] + 4.0f * z[2], s = 2.0f * z[1] + 8.0f * z[3];

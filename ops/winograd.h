@@ -37,6 +37,7 @@ typedef struct {
     int64_t ps;                         /* floats per plane: (th + 1) tw + slack */
     int64_t Qs;                         /* stride of V's and M's rows: a block's tiles + slack */
     int64_t vxs, mxs;                   /* V's and M's stride between their XI planes */
+    bool stacked;                       /* F(4x4) on small images: see td_wino4_stacked */
 } wino_t;
 
 /* a stride of n floats (a multiple of VW) made an odd number of vectors: the XI planes' rows at
@@ -154,13 +155,27 @@ static inline void rows_to_pixels(const float *src, int64_t lds, int64_t O, int6
         }
 }
 
+/* F(4x4) on images of fewer tiles than a vector, T1 of them dividing VW (outputs of up to 4x4,
+ * 4x8, 8x8, ...): each vector holds the tiles of VW / T1 whole images, gathered from x and
+ * stored to y image by image (td_wino4_input_stacked, td_wino4_output_stacked), where the
+ * per-image planes would leave most lanes empty. AVX-512 only (its gathers); the blocks start
+ * at multiples of VW tiles, so at image boundaries. */
+static inline bool td_wino4_stacked(int64_t T1, int64_t C, int64_t H, int64_t W) {
+#if defined(__AVX512F__)
+    return T1 < VW && VW % T1 == 0 && (VW / T1) * C * H * W < ((int64_t)1 << 30); /* 32-bit gather offsets */
+#else
+    (void)T1, (void)C, (void)H, (void)W;
+    return false;
+#endif
+}
+
 /* The geometry of a convolution (C, H, W) -> (O, OH, OW) per image in tiles of m x m, and its
  * blocks: the batch's tiles, numbered (n, ty, tx) in order, go in blocks of NB (a multiple of
  * NR) through the steps, so that a block's operands (`floats_per_tile` per tile: XI (C + O)) stay
  * in L2 between them. */
 static inline wino_t wino_plan(int64_t m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw,
                                int64_t OH, int64_t OW, int64_t floats_per_tile, int64_t nt, int64_t *NB, int64_t *nblk) {
-    wino_t p = {C, H, W, O, ph, pw, OH, OW, m, ceil_div(OH, m), ceil_div(OW, m), 0, 0, 0, 0, 0};
+    wino_t p = {C, H, W, O, ph, pw, OH, OW, m, ceil_div(OH, m), ceil_div(OW, m), 0, 0, 0, 0, 0, false};
     p.T1 = p.th * p.tw;
     p.ps = (p.th + 1) * p.tw + 2 * VW;
     int64_t total = N * p.T1, nb = 131072 / floats_per_tile / NR * NR; /* ~512 KB */
@@ -172,6 +187,7 @@ static inline wino_t wino_plan(int64_t m, int64_t N, int64_t C, int64_t H, int64
     p.Qs = nb + VW;
     p.vxs = odd_vectors(C * p.Qs);
     p.mxs = odd_vectors(round_up(O, MR) * p.Qs);
+    p.stacked = m == 4 && td_wino4_stacked(p.T1, C, H, W) && *NB % VW == 0;
     return p;
 }
 
@@ -212,6 +228,11 @@ void td_wino4_weight(const float g[9], float u[36]);
 void td_wino4_fill(const wino_t *p, const float *x, int64_t ty0, int64_t rows, float *P);
 void td_wino4_input(const wino_t *p, const float *P, float *V, int64_t u0, int64_t n, int64_t v0);
 void td_wino4_output(const wino_t *p, const float *M, int64_t m0, int64_t t0, int64_t t1, float bias, float *y);
+/* p->stacked: V for the block's tiles t0 .. t0 + used - 1 (whole images), every channel of x
+ * (N, C, H, W); output channel o of those images from M[xi * mxs + o * Qs + u], + bias[n bias_ns + o] */
+void td_wino4_input_stacked(const wino_t *p, const float *x, int64_t t0, int64_t used, float *V);
+void td_wino4_output_stacked(const wino_t *p, const float *M, int64_t o, int64_t t0, int64_t used, const float *bias,
+                             int64_t bias_ns, float *y);
 /* For the weight gradient: Dt[xi * xs + (v0 + u) * Opad + o] = (A dY_t A^T)[xi] for the
  * segment's tiles (Y: scratch for segment_grads_to_pixels, 16 (NB + 2 tw) Opad floats);
  * dw = G^T dU G of the reduced products dU[36]. */
