@@ -11,20 +11,7 @@
 
 #define PAR_MIN 65536
 
-/* 32-bit avalanche mixer ("lowbias32", C. Wellons): every input bit flips each output bit
- * with probability close to 1/2. Two rounds keyed by both halves of the 64-bit key. */
-static inline uint32_t mix32(uint32_t h) {
-    h ^= h >> 16;
-    h *= 0x7feb352dU;
-    h ^= h >> 15;
-    h *= 0x846ca68bU;
-    h ^= h >> 16;
-    return h;
-}
-static inline uint32_t keep_hash(uint32_t k0, uint32_t k1, uint64_t i) {
-    return mix32(mix32((uint32_t)i ^ k0) + (k1 ^ (uint32_t)(i >> 32)));
-}
-
+/* the hash: td_keep_hash (nn.h), shared with GroupNorm + SiLU + dropout */
 /* out[i] = keep(i) ? x[i] * scale : 0, keep(i) = hash(key, i) >= thresh (P(keep) = 1 - p) */
 static void apply(const float *x, float *out, int64_t n, uint64_t key, uint32_t thresh, float scale) {
     uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
@@ -32,7 +19,7 @@ static void apply(const float *x, float *out, int64_t n, uint64_t key, uint32_t 
     for (int64_t b = 0; b < n; b += 4096) {
         int64_t e = b + 4096 < n ? b + 4096 : n;
         #pragma omp simd
-        for (int64_t i = b; i < e; i++) out[i] = keep_hash(k0, k1, (uint64_t)i) >= thresh ? x[i] * scale : 0.0f;
+        for (int64_t i = b; i < e; i++) out[i] = td_keep_hash(k0, k1, (uint64_t)i) >= thresh ? x[i] * scale : 0.0f;
     }
 }
 

@@ -68,6 +68,10 @@ td_tensor *td_dropout(td_tensor *x, double p, td_generator *gen);
 /* ---- normalisation (norm.c) ----------------------------------------------------------------- */
 /* x (N,C,*) ; weight, bias (C) or NULL; biased variance; silu: fused SiLU after the affine */
 td_tensor *td_group_norm(td_tensor *x, int64_t groups, td_tensor *weight, td_tensor *bias, double eps, bool silu);
+/* dropout(silu(group_norm(x))) in the same passes, forward and backward: the mask that
+ * td_dropout(y, p, gen) would draw (the same key from gen, the same hash), never stored */
+td_tensor *td_group_norm_silu_dropout(td_tensor *x, int64_t groups, td_tensor *weight, td_tensor *bias, double eps, double p,
+                                      td_generator *gen);
 /* x (N,C) or (N,C,*); running_mean/var (C) or NULL (then training must be true). training:
  * batch statistics, running buffers updated in place (running = (1-m) running + m batch,
  * unbiased variance); eval: running statistics. relu: fused max(0, .) after the affine. */
@@ -240,6 +244,43 @@ static inline void td_softmax_row(float *y, const float *x, int64_t L, bool logs
         for (; i < nv; i += TD_VW) td_vstore(y + i, td_vload(y + i) * inv);
         for (; i < L; i++) y[i] *= inv;
     }
+}
+/* Dropout's keep/drop decision of element i: a counter-based hash of (key, i), kept when
+ * hash >= thresh (P(keep) = 1 - thresh / 2^32). 32-bit avalanche mixer ("lowbias32", C.
+ * Wellons), two rounds keyed by both halves of the 64-bit key. Shared by dropout (dropout.c)
+ * and GroupNorm + SiLU + dropout (norm.c), which make the same mask from the same key. */
+typedef struct {
+    uint32_t k0, k1, thresh;
+    float scale; /* 1 / (1 - p) */
+} td_drop;
+static inline uint32_t td_mix32(uint32_t h) {
+    h ^= h >> 16;
+    h *= 0x7feb352dU;
+    h ^= h >> 15;
+    h *= 0x846ca68bU;
+    h ^= h >> 16;
+    return h;
+}
+static inline uint32_t td_keep_hash(uint32_t k0, uint32_t k1, uint64_t i) {
+    return td_mix32(td_mix32((uint32_t)i ^ k0) + (k1 ^ (uint32_t)(i >> 32)));
+}
+typedef uint32_t td_vu __attribute__((vector_size(TD_VW * 4)));
+static inline td_vu td_vmix32(td_vu h) {
+    h ^= h >> 16;
+    h *= 0x7feb352dU;
+    h ^= h >> 15;
+    h *= 0x846ca68bU;
+    h ^= h >> 16;
+    return h;
+}
+/* the factors (scale or 0) of elements i0 .. i0 + VW - 1, as td_keep_hash decides them */
+static inline td_vf td_vdrop(const td_drop *d, uint64_t i0) {
+    td_vu lane, lo0;
+    for (int l = 0; l < TD_VW; l++) lane[l] = (uint32_t)l, lo0[l] = (uint32_t)i0;
+    td_vu lo = lo0 + lane, hi = (lo0 - lo0) + (uint32_t)(i0 >> 32);
+    hi -= (td_vu)(lo < lo0); /* a carry into the high half past 2^32 elements */
+    td_vu h = td_vmix32(td_vmix32(lo ^ d->k0) + (d->k1 ^ hi));
+    return td_vsel((td_vi)(h >= d->thresh), td_vsplat(d->scale), td_vsplat(0.0f));
 }
 /* sum of n floats, vector partial sums, double across blocks */
 static inline double td_vsum(const float *p, int64_t n) {

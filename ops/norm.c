@@ -12,28 +12,33 @@
 
 #define PAR_MIN 32768
 
-/* y[i] = x[i] * a + b (then SiLU), n floats */
-static inline void affine_row(float *y, const float *x, int64_t n, float a, float b, bool silu) {
+/* y[i] = x[i] * a + b (then SiLU, then dropout's factor of element i0 + i when d), n floats */
+static inline void affine_row(float *y, const float *x, int64_t n, float a, float b, bool silu, const td_drop *d,
+                              uint64_t i0) {
     int64_t i = 0;
     for (; i + TD_VW <= n; i += TD_VW) {
         td_vf z = td_vload(x + i) * a + b;
         if (silu) z = z * td_vsigmoid(z);
+        if (d) z *= td_vdrop(d, i0 + (uint64_t)i);
         td_vstore(y + i, z);
     }
     for (; i < n; i++) {
         float z = x[i] * a + b;
-        y[i] = silu ? z / (1.0f + expf(-z)) : z;
+        z = silu ? z / (1.0f + expf(-z)) : z;
+        if (d) z = td_keep_hash(d->k0, d->k1, i0 + (uint64_t)i) >= d->thresh ? z * d->scale : 0.0f;
+        y[i] = z;
     }
 }
 
 /* For one row of n: dz = dy (or dy * silu'(x a + b)) written to dz (may alias nothing), and
  * returns sums sum(dz * (x - mean)) in *sxd and sum(dz) in *sd. */
 static inline void grad_row(float *dz, const float *dy, const float *x, int64_t n, float a, float b, float mean,
-                            bool silu, double *sxd, double *sd) {
+                            bool silu, double *sxd, double *sd, const td_drop *d, uint64_t i0) {
     td_vf s1 = {0}, s2 = {0};
     int64_t i = 0;
     for (; i + TD_VW <= n; i += TD_VW) {
         td_vf xv = td_vload(x + i), g = td_vload(dy + i);
+        if (d) g *= td_vdrop(d, i0 + (uint64_t)i); /* dropout's backward first: the same factors */
         if (silu) {
             td_vf z = xv * a + b, s = td_vsigmoid(z);
             g = g * (s * (1.0f + z * (1.0f - s)));
@@ -45,6 +50,7 @@ static inline void grad_row(float *dz, const float *dy, const float *x, int64_t 
     double a1 = td_vhsum(s1), a2 = td_vhsum(s2);
     for (; i < n; i++) {
         float g = dy[i];
+        if (d) g = td_keep_hash(d->k0, d->k1, i0 + (uint64_t)i) >= d->thresh ? g * d->scale : 0.0f;
         if (silu) {
             float z = x[i] * a + b, s = 1.0f / (1.0f + expf(-z));
             g *= s * (1.0f + z * (1.0f - s));
@@ -77,7 +83,7 @@ static int check_affine(const char *op, td_tensor *x, td_tensor *p, const char *
 /* ---- group norm --------------------------------------------------------------------------------- */
 /* x (N, C, S) contiguous; stats (N, G, 2) = mean, rstd. */
 static void gn_forward(float *y, float *stats, const float *x, const float *w, const float *b, int64_t N, int64_t C,
-                       int64_t S, int64_t G, double eps, bool silu) {
+                       int64_t S, int64_t G, double eps, bool silu, const td_drop *d) {
     int64_t cg = C / G, M = cg * S;
     #pragma omp parallel for if (N * C * S > PAR_MIN) schedule(static)
     for (int64_t ng = 0; ng < N * G; ng++) {
@@ -92,7 +98,7 @@ static void gn_forward(float *y, float *stats, const float *x, const float *w, c
         for (int64_t j = 0; j < cg; j++) {
             int64_t c = gi * cg + j;
             float a = rstd * (w ? w[c] : 1.0f), bb = (b ? b[c] : 0.0f) - mean * a;
-            affine_row(yp + j * S, xp + j * S, S, a, bb, silu);
+            affine_row(yp + j * S, xp + j * S, S, a, bb, silu, d, (uint64_t)(ng * M + j * S));
         }
     }
 }
@@ -102,7 +108,8 @@ static void gn_forward(float *y, float *stats, const float *x, const float *w, c
  * stays in L1/L2 until dx reads it (a full-size buffer had cost a write-back stream). Returns -1
  * when that scratch cannot be had. */
 static int gn_backward(float *dx, float *sxd, float *sd, const float *dy, const float *x, const float *stats,
-                       const float *w, const float *b, int64_t N, int64_t C, int64_t S, int64_t G, bool silu) {
+                       const float *w, const float *b, int64_t N, int64_t C, int64_t S, int64_t G, bool silu,
+                       const td_drop *d) {
     int64_t cg = C / G, M = cg * S;
     int failed = 0;
     #pragma omp parallel if (N * C * S > PAR_MIN / 2) reduction(| : failed)
@@ -120,7 +127,8 @@ static int gn_backward(float *dx, float *sxd, float *sd, const float *dy, const 
                 int64_t c = gi * cg + j;
                 float wc = w ? w[c] : 1.0f, a = rstd * wc, bb = (b ? b[c] : 0.0f) - mean * a;
                 double s1, s2;
-                grad_row(silu ? zp + j * S : NULL, gp + j * S, xp + j * S, S, a, bb, mean, silu, &s1, &s2);
+                grad_row(silu ? zp + j * S : NULL, gp + j * S, xp + j * S, S, a, bb, mean, silu, &s1, &s2, d,
+                         (uint64_t)(ng * M + j * S));
                 sxd[n * C + c] = (float)s1;
                 sd[n * C + c] = (float)s2;
                 t1 += (double)wc * s2;
@@ -129,7 +137,7 @@ static int gn_backward(float *dx, float *sxd, float *sd, const float *dy, const 
             if (!dx) continue;
             /* dx = rstd * (w dz - t1/M - xhat * rstd t2 / M), xhat = (x - mean) rstd */
             float k3 = (float)(-rstd * t1 / (double)M), k2 = (float)(-(double)rstd * rstd * rstd * t2 / (double)M);
-            const float *src = silu ? zp : gp;
+            const float *src = silu ? zp : gp; /* (with dropout, silu: its factors are in dz) */
             for (int64_t j = 0; j < cg; j++) {
                 int64_t c = gi * cg + j;
                 float k1 = rstd * (w ? w[c] : 1.0f);
@@ -145,12 +153,14 @@ static void group_norm_backward(td_node *n, td_tensor *g) {
     td_tensor *x = n->saved[0], *stats = n->saved[1], *w = n->saved[2], *b = n->saved[3];
     int64_t N = n->iarg[0], C = n->iarg[1], S = n->iarg[2], G = n->iarg[3];
     bool silu = n->iarg[4];
+    uint64_t key = (uint64_t)n->iarg[6];
+    td_drop drop = {(uint32_t)key, (uint32_t)(key >> 32), (uint32_t)n->iarg[7], (float)n->farg[0]};
     td_tensor *gc = td_contiguous(g);
     td_tensor *dx = (gc && n->in[0]) ? td_empty(TD_F32, x->ndim, x->shape) : NULL;
     float *sxd = malloc(sizeof(float) * (size_t)(N * C + 1)), *sd = malloc(sizeof(float) * (size_t)(N * C + 1));
     if (gc && sxd && sd && (!n->in[0] || dx) &&
         gn_backward(dx ? td_f32(dx) : NULL, sxd, sd, td_f32(gc), td_f32(x), td_f32(stats), w ? td_f32(w) : NULL,
-                    b ? td_f32(b) : NULL, N, C, S, G, silu) == 0) {
+                    b ? td_f32(b) : NULL, N, C, S, G, silu, n->iarg[5] ? &drop : NULL) == 0) {
         if (dx) td_node_accum(n, 0, dx);
         if (n->in[1] || n->in[2]) {
             td_tensor *dw = td_empty(TD_F32, 1, &C), *db = td_empty(TD_F32, 1, &C);
@@ -178,8 +188,9 @@ static void group_norm_backward(td_node *n, td_tensor *g) {
     td_release(gc);
 }
 
-td_tensor *td_group_norm(td_tensor *x, int64_t groups, td_tensor *weight, td_tensor *bias, double eps, bool silu) {
-    const char *op = silu ? "group_norm_silu" : "group_norm";
+static td_tensor *gn_impl(td_tensor *x, int64_t groups, td_tensor *weight, td_tensor *bias, double eps, bool silu,
+                          double p, td_generator *gen) {
+    const char *op = p > 0 ? "group_norm_silu_dropout" : silu ? "group_norm_silu" : "group_norm";
     char b1[TD_SHAPE_BUF];
     if (x->ndim < 2) return td_fail("%s: input must be (N,C,...), got shape (%s)", op, td_shape_str(x, b1, sizeof b1));
     if (x->dtype != TD_F32) return td_fail("%s: needs a float32 input, got %s", op, td_dtype_name(x->dtype));
@@ -189,13 +200,22 @@ td_tensor *td_group_norm(td_tensor *x, int64_t groups, td_tensor *weight, td_ten
                        td_shape_str(x, b1, sizeof b1));
     if (check_affine(op, x, weight, "weight", C) || check_affine(op, x, bias, "bias", C)) return NULL;
     if (!(eps >= 0)) return td_fail("%s: eps must be >= 0", op);
+    if (!(p >= 0 && p <= 1)) return td_fail("%s: dropout probability must be in [0, 1], got %g", op, p);
+    td_drop drop = {0, 0, 0, 1.0f};
+    uint64_t key = 0;
+    if (p > 0) { /* as td_dropout draws and thresholds it */
+        key = td_rand_u64(gen ? gen : td_default_generator());
+        double t = p * 4294967296.0;
+        drop = (td_drop){(uint32_t)key, (uint32_t)(key >> 32), t >= 4294967295.0 ? UINT32_MAX : (uint32_t)(t + 0.5),
+                         p >= 1 ? 0.0f : (float)(1.0 / (1.0 - p))};
+    }
     int64_t sshape[3] = {N, groups, 2};
     td_tensor *xc = td_nn_contig(x), *wc = (xc && weight) ? td_nn_contig(weight) : NULL;
     td_tensor *bc = (xc && bias) ? td_nn_contig(bias) : NULL, *stats = xc ? td_empty(TD_F32, 3, sshape) : NULL;
     td_tensor *y = stats ? td_empty(TD_F32, x->ndim, x->shape) : NULL;
     if (y && (!weight || wc) && (!bias || bc)) {
         gn_forward(td_f32(y), td_f32(stats), td_f32(xc), wc ? td_f32(wc) : NULL, bc ? td_f32(bc) : NULL, N, C, S, groups,
-                   eps, silu);
+                   eps, silu, p > 0 ? &drop : NULL);
         td_tensor *ins[3] = {x, weight, bias};
         td_node *n = td_record(y, op, group_norm_backward, 3, ins);
         if (n) {
@@ -204,6 +224,10 @@ td_tensor *td_group_norm(td_tensor *x, int64_t groups, td_tensor *weight, td_ten
             n->iarg[2] = S;
             n->iarg[3] = groups;
             n->iarg[4] = silu;
+            n->iarg[5] = p > 0;
+            n->iarg[6] = (int64_t)key;
+            n->iarg[7] = drop.thresh;
+            n->farg[0] = drop.scale;
             td_node_save(n, 0, xc);
             td_node_save(n, 1, stats);
             td_node_save(n, 2, wc);
@@ -218,6 +242,15 @@ td_tensor *td_group_norm(td_tensor *x, int64_t groups, td_tensor *weight, td_ten
     td_release(bc);
     td_release(stats);
     return y;
+}
+
+td_tensor *td_group_norm(td_tensor *x, int64_t groups, td_tensor *weight, td_tensor *bias, double eps, bool silu) {
+    return gn_impl(x, groups, weight, bias, eps, silu, 0, NULL);
+}
+
+td_tensor *td_group_norm_silu_dropout(td_tensor *x, int64_t groups, td_tensor *weight, td_tensor *bias, double eps, double p,
+                                      td_generator *gen) {
+    return gn_impl(x, groups, weight, bias, eps, true, p, gen);
 }
 
 /* ---- batch norm ----------------------------------------------------------------------------------- */
@@ -258,7 +291,7 @@ static void bn_apply(float *y, const float *x, const float *a, const float *b, i
     #pragma omp parallel for if (N * C * S > PAR_MIN) schedule(static)
     for (int64_t nc = 0; nc < N * C; nc++) {
         float *yr = y + nc * S;
-        affine_row(yr, x + nc * S, S, a[nc % C], b[nc % C], false);
+        affine_row(yr, x + nc * S, S, a[nc % C], b[nc % C], false, NULL, 0);
         if (relu) /* the row is still in cache */
             for (int64_t i = 0; i < S; i++) yr[i] = yr[i] > 0.0f ? yr[i] : 0.0f;
     }
@@ -351,7 +384,7 @@ static void batch_norm_backward(td_node *n, td_tensor *g) {
             for (int64_t i = 0; i < N; i++) {
                 double a, b;
                 if (inline_relu) relu_grad_sums(gs + (i * C + c) * S, xs + (i * C + c) * S, S, ra[c], rb[c], mean[c], &a, &b);
-                else grad_row(NULL, gs + (i * C + c) * S, xs + (i * C + c) * S, S, 1, 0, mean[c], false, &a, &b);
+                else grad_row(NULL, gs + (i * C + c) * S, xs + (i * C + c) * S, S, 1, 0, mean[c], false, &a, &b, NULL, 0);
                 s1 += a;
                 s2 += b;
             }
@@ -590,7 +623,7 @@ td_tensor *td_layer_norm(td_tensor *x, int nd, td_tensor *weight, td_tensor *bia
         st[2 * r] = mean;
         st[2 * r + 1] = rstd;
         if (!wp && !bp) {
-            affine_row(yr, xr, D, rstd, -mean * rstd, false);
+            affine_row(yr, xr, D, rstd, -mean * rstd, false, NULL, 0);
             continue;
         }
         int64_t i = 0;

@@ -2,12 +2,14 @@
  *   T.conv2d(x, w, b, {stride=, padding=, dilation=, groups=})      numbers or {h, w} pairs
  *   T.conv_transpose2d(x, w, b, {stride=, padding=, output_padding=, dilation=})
  *   T.avg_pool2d(x, kernel [, stride])   T.upsample_nearest2d(x, scale)
- *   T.group_norm(x, groups [, weight, bias, eps])   T.group_norm_silu(...)  (eps 1e-5)
+ *   T.group_norm(x, groups [, weight, bias, eps])   T.group_norm_silu(... [, p, generator])  (eps 1e-5;
+ *       p > 0: dropout(silu(group_norm(x)), p) in the same passes, T.dropout's mask)
  *   T.add_scaled(a, b, s)   (a + b) * s in one pass (the residual tails (x + h) / sqrt 2)
  *   T.batch_norm(x, running_mean, running_var [, weight, bias, training, momentum, eps])   T.batch_norm_relu(...)
  *   T.layer_norm(x, n_last_dims | shape [, weight, bias, eps])
  *   out, weights = T.scaled_dot_product_attention(q, k, v [, {attn_mask=, key_padding_mask=,
- *                                                  scale=, bool_mask=, key_padding_additive=}])
+ *                                                  scale=, bool_mask=, key_padding_additive=,
+ *                                                  channels_first=}])
  *       masks: an int64 attn_mask, or a float one with bool_mask = true, masks where nonzero; a
  *       float attn_mask is otherwise added to the scores. key_padding_mask (B,Tk): nonzero =
  *       masked, or added when key_padding_additive = true. weights (...,Tq,Tk) are differentiable.
@@ -141,7 +143,9 @@ static int group_norm_impl(lua_State *L, bool silu) {
     td_tensor *x = req_tensor(L, 1, op, "input");
     lua_Integer g = luaL_checkinteger(L, 2);
     td_tensor *w = opt_tensor(L, 3, op, "weight"), *b = opt_tensor(L, 4, op, "bias");
-    double eps = luaL_optnumber(L, 5, 1e-5);
+    double eps = luaL_optnumber(L, 5, 1e-5), p = silu ? luaL_optnumber(L, 6, 0) : 0;
+    if (p != 0) /* T.group_norm_silu(x, groups, w, b, eps, p [, generator]): then dropout, fused */
+        return tdl_push_tensor(L, td_group_norm_silu_dropout(x, (int64_t)g, w, b, eps, p, tdl_opt_generator(L, 7)));
     return tdl_push_tensor(L, td_group_norm(x, (int64_t)g, w, b, eps, silu));
 }
 static int l_group_norm(lua_State *L) { return group_norm_impl(L, false); }

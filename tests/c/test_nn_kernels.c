@@ -430,6 +430,54 @@ static void test_vector_exp(void) {
           r[5], r[6], r[7]);
 }
 
+/* GroupNorm + SiLU + dropout fused: equal to td_dropout of td_group_norm(silu) drawn from a
+ * generator in the same state (same key, same mask), forward and every gradient, on rows with
+ * vector tails; the vector mask equal to the scalar hash, across the 2^32-element carry */
+static void test_gn_silu_dropout(void) {
+    for (int t = 0; t < 2; t++) {
+        int64_t N = t ? 3 : 2, C = t ? 32 : 8, S = t ? 256 : 35, G = t ? 8 : 4;
+        double p = t ? 0.1 : 0.45;
+        td_tensor *x = trand(3, T4(N, C, S, 0), true), *w = trand(1, T4(C, 0, 0, 0), true), *b = trand(1, T4(C, 0, 0, 0), true);
+        td_generator g1, g2;
+        td_generator_seed(&g1, 77);
+        td_generator_seed(&g2, 77);
+        td_tensor *y = td_group_norm_silu_dropout(x, G, w, b, 1e-6, p, &g1);
+        td_tensor *R = backprop(y);
+        td_tensor *x2 = trand(3, x->shape, true), *w2 = trand(1, w->shape, true), *b2 = trand(1, b->shape, true);
+        memcpy(td_f32(x2), td_f32(x), 4 * (size_t)td_numel(x));
+        memcpy(td_f32(w2), td_f32(w), 4 * (size_t)td_numel(w));
+        memcpy(td_f32(b2), td_f32(b), 4 * (size_t)td_numel(b));
+        td_tensor *h = td_group_norm(x2, G, w2, b2, 1e-6, true), *y2 = td_dropout(h, p, &g2);
+        td_tensor *p2 = td_binary(TD_MUL, y2, R), *s2 = td_sum(p2, 0, false);
+        td_backward(s2, NULL, false);
+        int64_t zeros = 0;
+        for (int64_t i = 0; i < td_numel(y); i++) zeros += td_f32(y)[i] == 0;
+        double e[4] = {terr(y, td_f32(y2)), terr(x->grad, td_f32(x2->grad)), terr(w->grad, td_f32(w2->grad)),
+                       terr(b->grad, td_f32(b2->grad))};
+        double frac = (double)zeros / (double)td_numel(y);
+        CHECK(e[0] == 0 && e[1] < 1e-6 && e[2] < 1e-6 && e[3] < 1e-6 && fabs(frac - p) < 0.05,
+              "group_norm_silu_dropout (%lld,%lld,%lld) p %.2f = dropout(group_norm_silu): y %.1e dx %.1e dw %.1e db %.1e, "
+              "%.3f dropped", (long long)N, (long long)C, (long long)S, p, e[0], e[1], e[2], e[3], frac);
+        td_tensor *rel[] = {x, w, b, y, R, x2, w2, b2, h, y2, p2, s2};
+        for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) td_release(rel[i]);
+    }
+    td_drop d = {0x9e3779b9u, 0x7f4a7c15u, 1u << 31, 2.0f};
+    int bad = 0;
+    const uint64_t starts[] = {0, 1000, (1ull << 32) - 5, (1ull << 33) + 3};
+    for (int k = 0; k < 4; k++) {
+        float f[TD_VW];
+        td_vstore(f, td_vdrop(&d, starts[k]));
+        for (int l = 0; l < TD_VW; l++)
+            bad += f[l] != (td_keep_hash(d.k0, d.k1, starts[k] + (uint64_t)l) >= d.thresh ? 2.0f : 0.0f);
+    }
+    CHECK(bad == 0, "dropout's vector mask equals its scalar hash, across 2^32 (%d lanes differ)", bad);
+    td_tensor *x = trand(3, T4(2, 4, 3, 0), false);
+    td_tensor *y = td_group_norm_silu_dropout(x, 2, NULL, NULL, 1e-5, 1.5, NULL);
+    CHECK(!y && strstr(td_last_error(), "group_norm_silu_dropout: dropout probability must be in [0, 1], got 1.5"),
+          "group_norm_silu_dropout refuses p = 1.5: %s", td_last_error());
+    td_release(x);
+}
+
 /* a contiguous copy of t with dims 2 and 3 swapped, outside the graph */
 static td_tensor *swap23(td_tensor *t) {
     bool prev = td_set_grad_enabled(false);
@@ -672,6 +720,7 @@ int main(void) {
     test_norms();
     test_vector_exp();
     test_attention();
+    test_gn_silu_dropout();
     test_conv_bias_per_image();
     test_attention_channels_first();
     test_gru();

@@ -228,6 +228,9 @@ describe("gradcheck", function()
     {crandn(3, 2, 5, 4), crandn(4, 2, 3, 3), crandn(3, 4)})
   gcheck("conv2d_ref with a bias per image (N, O)", function(x, w, b) return F.conv2d_ref(x, w, b, {stride = 2}) end,
     {crandn(2, 2, 5, 5), crandn(3, 2, 3, 3), crandn(2, 3)})
+  gcheck("group_norm_silu + dropout 0.3 (the mask fixed by the generator's seed)", function(x, w, b)
+    return T.group_norm_silu(x, 2, w, b, 1e-6, 0.3, T.Generator(5))
+  end, {crandn(2, 4, 3, 5), crandn(4), crandn(4)})
 end)
 
 describe("linear", function()

@@ -40,10 +40,16 @@ function M.dense(cin, cout, o)
 end
 function M.group_norm(c) return nn.GroupNorm(math.min(c // 4, 32), c, 1e-6) end
 
---- GroupNorm followed by SiLU, through the fused kernel when the core has one
-function M.gn_silu(gn, x)
-  if T.group_norm_silu then return T.group_norm_silu(x, gn.num_groups, gn.weight, gn.bias, gn.eps) end
-  return gn(x):silu()
+--- GroupNorm followed by SiLU (and the Dropout module drop, when given), through the fused
+--- kernel when the core has one: dropout in the same passes, with the mask nn.Dropout would draw
+function M.gn_silu(gn, x, drop)
+  local p = drop and drop.training and drop.p or 0
+  if T.group_norm_silu then
+    if p > 0 then return T.group_norm_silu(x, gn.num_groups, gn.weight, gn.bias, gn.eps, p, drop.generator) end
+    return T.group_norm_silu(x, gn.num_groups, gn.weight, gn.bias, gn.eps)
+  end
+  local h = gn(x):silu()
+  return drop and drop(h) or h
 end
 
 --- FourierTimeEmbedding(nf = 16, scale = 16): Gaussian Fourier features of log sigma ->
@@ -94,7 +100,7 @@ function ResBlock:forward(x, temb)
   -- + Dense(silu(temb)) per image and channel, added in the convolution's output pass
   h = self.conv0(resample(self, h), self.dense and self.dense(temb:silu()) or nil)
   x = resample(self, x)
-  h = self.conv1(self.drop(M.gn_silu(self.gn1, h)))
+  h = self.conv1(M.gn_silu(self.gn1, h, self.drop))
   if self.skip then x = self.skip(x) end
   return T.add_scaled(x, h, 1 / SQRT2)
 end
