@@ -430,7 +430,9 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
     int64_t K = g->C * g->kh * g->kw, O = g->O, nob = ceil_div(O, MR), OHW = g->OH * g->OW, CHW = g->C * g->H * g->W;
     if (g->N == 0 || OHW == 0 || O == 0) return 0;
     int wm = td_winograd_tile(g->C, O, g->OH, g->OW, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, g->ph, g->pw, false);
-    if (wm) return td_winograd_conv(wm, g->N, g->C, g->H, g->W, O, g->ph, g->pw, g->OH, g->OW, x, w, false, b, g->bs, y);
+    if (wm)
+        return td_winograd_conv(wm, g->N, g->C, g->H, g->W, O, g->ph, g->pw, g->OH, g->OW, x, w, false, b, g->bs, g->res,
+                                g->scale ? g->scale : 1.0f, y);
     float *Ap = pack_panels(w, O, K, 0, g);
     int64_t *off = malloc(sizeof(int64_t) * (size_t)(K ? K : 1));
     if (!Ap || !off) {
@@ -489,11 +491,17 @@ int td_conv2d_fwd_kernel(const td_conv_geom *g, const float *x, const float *w, 
             for (int64_t j = 0; j < m; j++)
                 for (int64_t o = 0; o < O; o++) {
                     float bias = b ? b[(n + j) * g->bs + o] : 0.0f, *yo = y + ((n + j) * O + o) * OHW;
-                    const float *s = tb + o * Q + j * ims;
+                    float sc = g->scale ? g->scale : 1.0f;
+                    const float *s = tb + o * Q + j * ims, *ro = g->res ? g->res + ((n + j) * O + o) * OHW : NULL;
                     for (int64_t oh = 0; oh < g->OH; oh++) {
                         const float *sr = s + oh * row_w;
                         float *yr = yo + oh * g->OW;
-                        for (int64_t ow = 0; ow < g->OW; ow++) yr[ow] = sr[ow] + bias;
+                        if (ro)
+                            for (int64_t ow = 0; ow < g->OW; ow++) yr[ow] = (sr[ow] + bias + ro[oh * g->OW + ow]) * sc;
+                        else if (sc != 1.0f)
+                            for (int64_t ow = 0; ow < g->OW; ow++) yr[ow] = (sr[ow] + bias) * sc;
+                        else
+                            for (int64_t ow = 0; ow < g->OW; ow++) yr[ow] = sr[ow] + bias;
                     }
                 }
         }
@@ -511,7 +519,9 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
     if (g->N == 0 || CHW == 0) return 0;
     /* a 3x3 stride-1 input gradient is the 3x3 convolution of dy padded by 2 - p */
     int wm = td_winograd_tile(O, g->C, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->dh, g->dw, 2 - g->ph, 2 - g->pw, false);
-    if (wm) return td_winograd_conv(wm, g->N, O, g->OH, g->OW, g->C, 2 - g->ph, 2 - g->pw, g->H, g->W, dy, w, true, bias, 0, dx);
+    if (wm)
+        return td_winograd_conv(wm, g->N, O, g->OH, g->OW, g->C, 2 - g->ph, 2 - g->pw, g->H, g->W, dy, w, true, bias, 0, NULL,
+                                1.0f, dx);
     int64_t Wq = g->W + g->dw * (g->kw - 1), qh = g->dh * (g->kh - 1) - g->ph, qw = g->dw * (g->kw - 1) - g->pw;
     frames_t fr = frames_for(g->OH, qh, g->kh, g->dh); /* frames of the padded dy */
     int64_t nb = 1, cs = 0;
@@ -520,7 +530,7 @@ int td_conv2d_bwd_data_kernel(const td_conv_geom *g, const float *dy, const floa
      * padded dy (g2: the convolution dy -> dx) instead of the direct layout */
     bool flip = !direct && g->sh == 1 && g->sw == 1;
     td_conv_geom g2 = {g->N, O, g->OH, g->OW, g->C, g->kh, g->kw, 1, 1, g->dh * (g->kh - 1) - g->ph,
-                       g->dw * (g->kw - 1) - g->pw, g->dh, g->dw, g->H, g->W, 0};
+                       g->dw * (g->kw - 1) - g->pw, g->dh, g->dw, g->H, g->W, 0, NULL, 1.0f};
     int64_t Kr = direct || flip ? O * g->kh * g->kw : O; /* reduction length of the micro-kernel */
     int64_t rows = direct || flip ? g->C : K;           /* rows it produces */
     int64_t nrb = ceil_div(rows, MR);
@@ -768,6 +778,7 @@ void td_conv2d_fwd_ref(const td_conv_geom *g, const float *x, const float *w, co
             for (int64_t oh = 0; oh < g->OH; oh++)
                 for (int64_t ow = 0; ow < g->OW; ow++) {
                     double s = b ? b[n * g->bs + o] : 0;
+                    int64_t yi = ((n * g->O + o) * g->OH + oh) * g->OW + ow;
                     for (int64_t c = 0; c < g->C; c++)
                         for (int64_t i = 0; i < g->kh; i++)
                             for (int64_t j = 0; j < g->kw; j++) {
@@ -776,7 +787,8 @@ void td_conv2d_fwd_ref(const td_conv_geom *g, const float *x, const float *w, co
                                 s += (double)x[((n * g->C + c) * g->H + ih) * g->W + iw] *
                                      w[((o * g->C + c) * g->kh + i) * g->kw + j];
                             }
-                    y[((n * g->O + o) * g->OH + oh) * g->OW + ow] = (float)s;
+                    double sc = g->scale ? g->scale : 1;
+                    y[yi] = g->res ? (float)((s + g->res[yi]) * sc) : (float)(s * sc);
                 }
 }
 
@@ -832,6 +844,7 @@ void td_conv_opts_default(td_conv_opts *o) {
     o->stride[0] = o->stride[1] = 1;
     o->dilation[0] = o->dilation[1] = 1;
     o->groups = 1;
+    o->scale = 1;
 }
 
 /* A contiguous float view of t without recording anything (new reference). */
@@ -844,12 +857,14 @@ static td_tensor *raw_contig(td_tensor *t) {
 
 static void geom_to_node(td_node *n, const td_conv_geom *g) {
     int64_t v[16] = {g->N, g->C, g->H, g->W, g->O, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, g->bs};
+    n->farg[0] = g->scale;
     memcpy(n->iarg, v, sizeof v);
 }
 
 static td_conv_geom geom_from_node(const td_node *n) {
     const int64_t *v = n->iarg;
-    td_conv_geom g = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]};
+    td_conv_geom g = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15],
+                      NULL, (float)n->farg[0]};
     return g;
 }
 
@@ -895,14 +910,25 @@ static int check_conv(const char *op, td_tensor *x, td_tensor *w, td_tensor *b, 
     return 0;
 }
 
+/* y = s (conv(x, w) + b + r): dy reaches the convolution as s dy, which is s folded into a copy
+ * of the (small) weight for dx and into dw and db afterwards; r's gradient is s dy itself (dy,
+ * shared, when s = 1) */
 static void conv2d_backward(td_node *n, td_tensor *g) {
     td_conv_geom ge = geom_from_node(n);
     td_tensor *x = n->saved[0], *w = n->saved[1], *gc = td_contiguous(g);
     if (!gc) return;
+    float s = ge.scale ? ge.scale : 1.0f;
+    if (n->in[3]) {
+        td_tensor *dr = s == 1.0f ? (td_retain(gc), gc) : td_binary_scalar(TD_MUL, gc, s, false);
+        td_node_accum(n, 3, dr);
+        td_release(dr);
+    }
     if (n->in[0]) {
-        td_tensor *dx = td_empty(TD_F32, 4, x->shape);
-        if (dx && td_conv2d_bwd_data_kernel(&ge, td_f32(gc), td_f32(w), NULL, td_f32(dx)) == 0) td_node_accum(n, 0, dx);
+        td_tensor *dx = td_empty(TD_F32, 4, x->shape), *ws = s == 1.0f ? (td_retain(w), w) : td_binary_scalar(TD_MUL, w, s, false);
+        if (dx && ws && td_conv2d_bwd_data_kernel(&ge, td_f32(gc), td_f32(ws), NULL, td_f32(dx)) == 0)
+            td_node_accum(n, 0, dx);
         td_release(dx);
+        td_release(ws);
     }
     if (n->in[1] || n->in[2]) {
         int64_t dbshape[2] = {ge.N, ge.O};
@@ -912,6 +938,8 @@ static void conv2d_backward(td_node *n, td_tensor *g) {
         if ((!n->in[1] || dw) && (!n->in[2] || db) &&
             td_conv2d_bwd_weight_kernel(&ge, td_f32(x), td_f32(gc), dw ? td_f32(dw) : NULL,
                                         db && !ge.bs ? td_f32(db) : NULL) == 0) {
+            for (int64_t i = 0; s != 1.0f && dw && i < td_numel(dw); i++) td_f32(dw)[i] *= s;
+            for (int64_t i = 0; s != 1.0f && db && i < td_numel(db); i++) td_f32(db)[i] *= s;
             if (dw) td_node_accum(n, 1, dw);
             if (db) td_node_accum(n, 2, db);
         }
@@ -925,16 +953,20 @@ static void conv2d_backward(td_node *n, td_tensor *g) {
  * gradient) on contiguous copies of x, w, b into a new (oshape) tensor, and records its node. */
 typedef int (*conv_kernel_fn)(const td_conv_geom *g, const float *x, const float *w, const float *b, float *y);
 static td_tensor *conv_apply(td_conv_geom *g, const int64_t *oshape, td_tensor *x, td_tensor *w, td_tensor *b,
-                             conv_kernel_fn kernel, const char *name, td_backward_fn backward) {
+                             td_tensor *r, conv_kernel_fn kernel, const char *name, td_backward_fn backward) {
     td_tensor *xc = raw_contig(x), *wc = xc ? raw_contig(w) : NULL, *bc = (wc && b) ? raw_contig(b) : NULL;
-    td_tensor *y = (wc && (!b || bc)) ? td_empty(TD_F32, 4, oshape) : NULL;
+    td_tensor *rc = (wc && r) ? raw_contig(r) : NULL;
+    td_tensor *y = (wc && (!b || bc) && (!r || rc)) ? td_empty(TD_F32, 4, oshape) : NULL;
+    g->res = rc ? td_f32(rc) : NULL;
     if (y && kernel(g, td_f32(xc), td_f32(wc), bc ? td_f32(bc) : NULL, td_f32(y))) {
         td_release(y);
         y = NULL;
     }
+    g->res = NULL;
+    td_release(rc);
     if (y) {
-        td_tensor *ins[3] = {x, w, b};
-        td_node *n = td_record(y, name, backward, 3, ins);
+        td_tensor *ins[4] = {x, w, b, r};
+        td_node *n = td_record(y, name, backward, r ? 4 : 3, ins);
         if (n) {
             geom_to_node(n, g);
             td_node_save(n, 0, xc);
@@ -956,7 +988,7 @@ td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opt
     if (check_conv("conv2d", x, w, b, o, false)) return NULL;
     td_conv_geom g = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2], w->shape[3],
                       o->stride[0], o->stride[1], o->padding[0], o->padding[1], o->dilation[0], o->dilation[1], 0, 0,
-                      b && b->ndim == 2 ? w->shape[0] : 0};
+                      b && b->ndim == 2 ? w->shape[0] : 0, NULL, 1.0f};
     int64_t eh = g.dh * (g.kh - 1) + 1, ew = g.dw * (g.kw - 1) + 1;
     if (g.H + 2 * g.ph < eh || g.W + 2 * g.pw < ew) {
         char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF];
@@ -967,7 +999,15 @@ td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opt
     g.OH = (g.H + 2 * g.ph - eh) / g.sh + 1;
     g.OW = (g.W + 2 * g.pw - ew) / g.sw + 1;
     int64_t oshape[4] = {g.N, g.O, g.OH, g.OW};
-    return conv_apply(&g, oshape, x, w, b, td_conv2d_fwd_kernel, "conv2d", conv2d_backward);
+    td_tensor *r = o->residual;
+    if (r && (r->dtype != TD_F32 || r->ndim != 4 || memcmp(r->shape, oshape, sizeof oshape))) {
+        char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF], b3[TD_SHAPE_BUF];
+        return td_fail("conv2d: residual of shape (%s) for input (%s) and weight (%s): needs the output's (%lld,%lld,%lld,%lld), float32",
+                       td_shape_str(r, b1, sizeof b1), td_shape_str(x, b2, sizeof b2), td_shape_str(w, b3, sizeof b3),
+                       (long long)g.N, (long long)g.O, (long long)g.OH, (long long)g.OW);
+    }
+    g.scale = o->scale ? (float)o->scale : 1.0f;
+    return conv_apply(&g, oshape, x, w, b, r, td_conv2d_fwd_kernel, "conv2d", conv2d_backward);
 }
 
 /* conv_transpose2d is the adjoint of a convolution whose input has the transposed conv's output
@@ -1022,9 +1062,9 @@ td_tensor *td_conv_transpose2d(td_tensor *x, td_tensor *w, td_tensor *b, const t
     }
     /* the adjoint conv: input (N,O,OH,OW), weight (C,O,kh,kw) as (out=C, in=O), output (N,C,H,W) */
     td_conv_geom g = {N, O, OH, OW, C, kh, kw, o->stride[0], o->stride[1], o->padding[0], o->padding[1],
-                      o->dilation[0], o->dilation[1], H, W, 0};
+                      o->dilation[0], o->dilation[1], H, W, 0, NULL, 1.0f};
     int64_t oshape[4] = {N, O, OH, OW};
-    return conv_apply(&g, oshape, x, w, b, td_conv2d_bwd_data_kernel, "conv_transpose2d", conv_transpose2d_backward);
+    return conv_apply(&g, oshape, x, w, b, NULL, td_conv2d_bwd_data_kernel, "conv_transpose2d", conv_transpose2d_backward);
 }
 
 /* ---- average pooling ------------------------------------------------------------------------------ */

@@ -79,8 +79,10 @@ int td_conv_threads(double flops);
 int td_winograd_tile(int64_t C, int64_t O, int64_t OH, int64_t OW, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                      int64_t dh, int64_t dw, int64_t ph, int64_t pw, bool wgrad);
 int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
-                     int64_t OW, const float *x, const float *w, bool flip, const float *bias, int64_t bias_ns, float *y);
-/* (bias[n * bias_ns + o]: bias_ns 0 for one bias per channel, O for one per image) */
+                     int64_t OW, const float *x, const float *w, bool flip, const float *bias, int64_t bias_ns,
+                     const float *res, float scale, float *y);
+/* (bias[n * bias_ns + o]: bias_ns 0 for one bias per channel, O for one per image; y = scale
+ * (conv + bias + res), res (N, O, OH, OW) or NULL) */
 /* its weight gradient in tiles of m: dw (O, C, 3, 3) of that forward (no flip) from x and dy (N, O, OH, OW) */
 int td_winograd_wgrad(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
                       int64_t OW, const float *x, const float *dy, float *dw);

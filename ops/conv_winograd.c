@@ -148,7 +148,7 @@ static void output_transform(const wino_t *p, const float *M, int64_t m0, int64_
             int l0 = (int)(2 * (a - t));
             float *yr = y + 2 * ty * p->OW + 2 * tx - l0; /* lane l of the sequence goes to yr[l] */
             const vf seq[2][4] = {{lo0, hi0}, {lo1, hi1}};
-            store_rows(yr, p->OW, 2 * ty + 1 < p->OH ? 2 : 1, seq, 2, l0, l0 + (int)cols);
+            store_rows(p, yr, p->OW, 2 * ty + 1 < p->OH ? 2 : 1, seq, 2, l0, l0 + (int)cols);
             tx += e - a;
             if (tx == p->tw) ty++, tx = 0;
             a = e;
@@ -222,11 +222,15 @@ static inline __attribute__((always_inline)) void block_inputs(const wino_t *p, 
  * the three steps, so that a block's V and M (XI (C + O) NB floats) stay in L2 between them; a
  * block holds segments of tile rows. */
 int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw, int64_t OH,
-                     int64_t OW, const float *x, const float *w, bool flip, const float *bias, int64_t bias_ns, float *y) {
+                     int64_t OW, const float *x, const float *w, bool flip, const float *bias, int64_t bias_ns,
+                     const float *res, float scale, float *y) {
     if (N == 0 || OH <= 0 || OW <= 0 || O == 0) return 0;
     int64_t nob = ceil_div(O, MR), Or = nob * MR, NB, nblk, XI = (m + 2) * (m + 2);
     int nt = td_conv_threads(2.0 * XI * N * ceil_div(OH, m) * ceil_div(OW, m) * C * O);
     wino_t p = wino_plan(m, N, C, H, W, O, ph, pw, OH, OW, XI * (C + Or), nt, &NB, &nblk);
+    p.y = y;
+    p.res = res;
+    p.scale = scale;
     int64_t total = N * p.T1, nplanes = m == 4 ? 24 : 8;
     float *Up = aligned_alloc(64, (size_t)round_up(XI * Or * C * (int64_t)sizeof(float), 64));
     int64_t *off = malloc(sizeof(int64_t) * (size_t)(C ? C : 1));

@@ -282,7 +282,7 @@ void td_wino4_output_stacked(const wino_t *p, const float *M, int64_t o, int64_t
             for (int64_t ty = 0; ty < p->th; ty++) {
                 int l0 = (int)(4 * (j * p->T1 + ty * p->tw));
                 int rows = p->OH - 4 * ty < 4 ? (int)(p->OH - 4 * ty) : 4;
-                store_rows(yo + 4 * ty * p->OW - l0, p->OW, rows, (const vf(*)[4])seq, 4, l0, l0 + cols);
+                store_rows(p, yo + 4 * ty * p->OW - l0, p->OW, rows, (const vf(*)[4])seq, 4, l0, l0 + cols);
             }
         }
     }

@@ -20,8 +20,10 @@ typedef struct td_conv_opts {
     int64_t dilation[2];       /* >= 1 */
     int64_t output_padding[2]; /* conv_transpose2d only: < stride or < dilation */
     int64_t groups;            /* 1 (other values are refused) */
+    td_tensor *residual;       /* conv2d only: NULL, or a tensor of the output's shape ... */
+    double scale;              /* ... and y = scale (conv + bias + residual), in the output pass (1) */
 } td_conv_opts;
-void td_conv_opts_default(td_conv_opts *o); /* stride 1, padding 0, dilation 1, groups 1 */
+void td_conv_opts_default(td_conv_opts *o); /* stride 1, padding 0, dilation 1, groups 1, scale 1 */
 
 /* x (N,C,H,W), w (O,C,kh,kw), b (O) or NULL -> (N,O,OH,OW) */
 td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opts *o);
@@ -37,6 +39,8 @@ td_tensor *td_upsample_nearest2d(td_tensor *x, int64_t scale_h, int64_t scale_w)
 typedef struct td_conv_geom {
     int64_t N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
     int64_t bs; /* the forward's bias stride per image: 0 for a bias (O), O for one per image (N, O) */
+    const float *res; /* the forward: NULL, or y = scale (conv + b + res), res of y's shape */
+    float scale;      /* (0 is taken as 1) */
 } td_conv_geom;
 /* Raw kernels (exposed for the tests and the benchmark). fwd: y = conv(x, w) + b (b may be
  * NULL; b[n * bs + o]). bwd_data: dx = conv^T(dy, w) (+ bias per input channel when bias != NULL; written, not

@@ -38,6 +38,9 @@ typedef struct {
     int64_t Qs;                         /* stride of V's and M's rows: a block's tiles + slack */
     int64_t vxs, mxs;                   /* V's and M's stride between their XI planes */
     bool stacked;                       /* F(4x4) on small images: see td_wino4_stacked */
+    float *y;                           /* the output (N, O, OH, OW) ... */
+    const float *res;                   /* ... and, when not NULL, a residual of its shape: */
+    float scale;                        /* y = scale (conv + bias + res) (store_rows) */
 } wino_t;
 
 /* a stride of n floats (a multiple of VW) made an odd number of vectors: the XI planes' rows at
@@ -73,8 +76,12 @@ static inline vf load_row(const wino_t *p, const float *xr, int64_t s0, const lm
 }
 
 /* floats l0 <= l < l1 of the nv VW-float sequences v[r][0], v[r][1], ... to d[r * ld + l] for
- * r < rows (nv <= 4): the lanes' masks computed once for the rows, whole vectors stored plainly */
-static inline __attribute__((always_inline)) void store_rows(float *d, int64_t ld, int rows, const vf (*v)[4], int nv, int l0, int l1) {
+ * r < rows (nv <= 4), d within p->y: the lanes' masks computed once for the rows, whole vectors
+ * stored plainly; with p->res, (v + the residual there) p->scale, else v p->scale */
+static inline __attribute__((always_inline)) void store_rows(const wino_t *p, float *d, int64_t ld, int rows,
+                                                             const vf (*v)[4], int nv, int l0, int l1) {
+    const float *rd = p->res ? p->res + (d - p->y) : NULL; /* (d may point before a plane: only its lanes l0.. are touched) */
+    float sc = p->scale;
 #if defined(__AVX512F__)
     __mmask16 mk[4];
     for (int k = 0; k < nv; k++) {
@@ -85,14 +92,18 @@ static inline __attribute__((always_inline)) void store_rows(float *d, int64_t l
     }
     for (int r = 0; r < rows; r++)
         for (int k = 0; k < nv; k++) {
-            if (mk[k] == 0xffff) vst(d + r * ld + k * VW, v[r][k]);
-            else if (mk[k]) _mm512_mask_storeu_ps(d + r * ld + k * VW, mk[k], (__m512)v[r][k]);
+            if (!mk[k]) continue;
+            vf o = v[r][k];
+            if (rd) o = (o + (vf)_mm512_maskz_loadu_ps(mk[k], rd + r * ld + k * VW)) * sc;
+            else if (sc != 1.0f) o *= sc;
+            if (mk[k] == 0xffff) vst(d + r * ld + k * VW, o);
+            else _mm512_mask_storeu_ps(d + r * ld + k * VW, mk[k], (__m512)o);
         }
 #else
     for (int r = 0; r < rows; r++) {
         float t[4 * VW];
         for (int k = 0; k < nv; k++) vst(t + k * VW, v[r][k]);
-        for (int l = l0; l < l1; l++) d[r * ld + l] = t[l];
+        for (int l = l0; l < l1; l++) d[r * ld + l] = rd ? (t[l] + rd[r * ld + l]) * sc : t[l] * sc;
     }
 #endif
 }
@@ -113,7 +124,7 @@ static inline __attribute__((always_inline)) void store_tiles(const wino_t *p, c
         int l0 = (int)(m * (a - t));
         float *yr = y + m * ty * p->OW + m * tx - l0; /* lane l of the sequence goes to yr[l] */
         int rows = p->OH - m * ty < m ? (int)(p->OH - m * ty) : m;
-        store_rows(yr, p->OW, rows, seq, m, l0, l0 + (int)cols);
+        store_rows(p, yr, p->OW, rows, seq, m, l0, l0 + (int)cols);
         tx += e - a;
         if (tx == p->tw) ty++, tx = 0;
         a = e;
@@ -175,7 +186,7 @@ static inline bool td_wino4_stacked(int64_t T1, int64_t C, int64_t H, int64_t W)
  * in L2 between them. */
 static inline wino_t wino_plan(int64_t m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t ph, int64_t pw,
                                int64_t OH, int64_t OW, int64_t floats_per_tile, int64_t nt, int64_t *NB, int64_t *nblk) {
-    wino_t p = {C, H, W, O, ph, pw, OH, OW, m, ceil_div(OH, m), ceil_div(OW, m), 0, 0, 0, 0, 0, false};
+    wino_t p = {C, H, W, O, ph, pw, OH, OW, m, ceil_div(OH, m), ceil_div(OW, m), 0, 0, 0, 0, 0, false, NULL, NULL, 1.0f};
     p.T1 = p.th * p.tw;
     p.ps = (p.th + 1) * p.tw + 2 * VW;
     int64_t total = N * p.T1, nb = 131072 / floats_per_tile / NR * NR; /* ~512 KB */

@@ -1,5 +1,6 @@
 /* Lua bindings of the fused NN kernels (ops/nn.h), as module functions:
- *   T.conv2d(x, w, b, {stride=, padding=, dilation=, groups=})      numbers or {h, w} pairs
+ *   T.conv2d(x, w, b, {stride=, padding=, dilation=, groups=})      numbers or {h, w} pairs; b (O) or
+ *       one per image (N, O); {residual = r, scale = s}: s (conv + b + r) in the output pass
  *   T.conv_transpose2d(x, w, b, {stride=, padding=, output_padding=, dilation=})
  *   T.avg_pool2d(x, kernel [, stride])   T.upsample_nearest2d(x, scale)
  *   T.group_norm(x, groups [, weight, bias, eps])   T.group_norm_silu(... [, p, generator])  (eps 1e-5;
@@ -93,7 +94,7 @@ static void conv_opts_arg(lua_State *L, int idx, const char *op, td_conv_opts *o
     td_conv_opts_default(o);
     if (lua_isnoneornil(L, idx)) return;
     luaL_argexpected(L, lua_istable(L, idx), idx, "option table");
-    static const char *const keys[] = {"stride", "padding", "dilation", "groups", NULL};
+    static const char *const keys[] = {"stride", "padding", "dilation", "groups", "residual", "scale", NULL};
     static const char *const tkeys[] = {"stride", "padding", "dilation", "groups", "output_padding", NULL};
     check_keys(L, idx, op, transposed ? tkeys : keys);
     field_pair(L, idx, op, "stride", o->stride);
@@ -103,6 +104,12 @@ static void conv_opts_arg(lua_State *L, int idx, const char *op, td_conv_opts *o
     lua_getfield(L, idx, "groups");
     if (!lua_isnil(L, -1)) o->groups = (int64_t)luaL_checkinteger(L, -1);
     lua_pop(L, 1);
+    if (transposed) return;
+    lua_getfield(L, idx, "residual"); /* the tensor stays referenced by the option table */
+    if (!lua_isnil(L, -1)) o->residual = tdl_check_tensor(L, -1);
+    lua_getfield(L, idx, "scale");
+    if (!lua_isnil(L, -1)) o->scale = luaL_checknumber(L, -1);
+    lua_pop(L, 2);
 }
 
 static int l_conv2d(lua_State *L) {

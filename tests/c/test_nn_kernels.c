@@ -38,7 +38,7 @@ static double relerr(const float *a, const float *b, int64_t n) {
 /* ---- convolution kernels ------------------------------------------------------------------------ */
 static void conv_case(int N, int C, int H, int W, int O, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
                       int path) {
-    td_conv_geom g = {N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, 0, 0, 0};
+    td_conv_geom g = {N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, 0, 0, 0, NULL, 1};
     g.OH = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
     g.OW = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
     if (g.OH < 1 || g.OW < 1) return;
@@ -124,13 +124,14 @@ static td_tensor *backprop(td_tensor *y) {
 }
 static double terr(const td_tensor *a, const float *b) { return relerr(td_f32(a), b, td_numel(a)); }
 
-/* conv2d with one bias per image (N, O): equal to the convolution without bias plus the bias
- * broadcast over the plane, forward and every gradient (db[n][o] = sum of dy's plane), on each
- * kernel path (direct, im2col, F(2x2), F(4x4)) and a strided layer */
+/* conv2d with one bias per image (N, O), and half the time a residual and a scale: equal to the
+ * convolution without bias plus the bias broadcast over the plane (plus r, times s), forward and
+ * every gradient (db[n][o] = sum of dy's plane), on each kernel path (direct, im2col, F(2x2),
+ * F(4x4) on big and on stacked small images) and a strided layer */
 static void test_conv_bias_per_image(void) {
-    const int64_t cases[][6] = {{3, 4, 9, 10, 5, 1}, {2, 6, 16, 16, 7, 1}, {2, 3, 11, 12, 4, 2}}; /* N C H W O stride */
+    const int64_t cases[][6] = {{3, 4, 9, 10, 5, 1}, {2, 6, 16, 16, 7, 1}, {2, 3, 11, 12, 4, 2}, {5, 5, 8, 8, 6, 1}}; /* N C H W O stride */
     const int paths[] = {0, 1, 2, 3, 5};
-    for (int ci = 0; ci < 3; ci++)
+    for (int ci = 0; ci < 4; ci++)
         for (int pi = 0; pi < 5; pi++) {
             int64_t N = cases[ci][0], C = cases[ci][1], H = cases[ci][2], W = cases[ci][3], O = cases[ci][4];
             td_conv_opts o;
@@ -138,30 +139,49 @@ static void test_conv_bias_per_image(void) {
             o.stride[0] = o.stride[1] = cases[ci][5];
             o.padding[0] = o.padding[1] = 1;
             td_tensor *x = trand(4, T4(N, C, H, W), true), *w = trand(4, T4(O, C, 3, 3), true), *b = trand(2, T4(N, O, 0, 0), true);
+            /* the odd paths also add a residual and scale the sum: y = 0.7 (conv + b + r) */
+            bool resid = (pi + ci) % 2 == 1; /* each path with and without, F(4x4) on big and stacked small images */
+            int64_t OH = (H + 2 - 3) / cases[ci][5] + 1, OW = (W + 2 - 3) / cases[ci][5] + 1;
+            td_tensor *r = resid ? trand(4, T4(N, O, OH, OW), true) : NULL;
+            o.residual = r;
+            o.scale = resid ? 0.7 : 1;
             td_conv_path = paths[pi];
             td_tensor *y = td_conv2d(x, w, b, &o);
             td_conv_path = 0;
+            o.residual = NULL;
+            o.scale = 1;
             td_tensor *R = backprop(y);
             td_tensor *x2 = trand(4, x->shape, true), *w2 = trand(4, w->shape, true), *b2 = trand(2, b->shape, true);
+            td_tensor *r2 = resid ? trand(4, r->shape, true) : NULL;
             memcpy(td_f32(x2), td_f32(x), 4 * (size_t)td_numel(x));
             memcpy(td_f32(w2), td_f32(w), 4 * (size_t)td_numel(w));
             memcpy(td_f32(b2), td_f32(b), 4 * (size_t)td_numel(b));
-            td_tensor *c2 = td_conv2d(x2, w2, NULL, &o), *bv = td_view(b2, 4, T4(N, O, 1, 1)), *y2 = td_binary(TD_ADD, c2, bv);
+            if (resid) memcpy(td_f32(r2), td_f32(r), 4 * (size_t)td_numel(r));
+            td_tensor *c2 = td_conv2d(x2, w2, NULL, &o), *bv = td_view(b2, 4, T4(N, O, 1, 1)), *y1 = td_binary(TD_ADD, c2, bv);
+            td_tensor *yr = resid ? td_binary(TD_ADD, y1, r2) : NULL, *y2 = resid ? td_binary_scalar(TD_MUL, yr, 0.7, false) : y1;
+            if (!resid) td_retain(y2);
             td_tensor *p2 = td_binary(TD_MUL, y2, R), *s2 = td_sum(p2, 0, false);
             td_backward(s2, NULL, false);
-            double e[4] = {terr(y, td_f32(y2)), terr(x->grad, td_f32(x2->grad)), terr(w->grad, td_f32(w2->grad)),
-                           terr(b->grad, td_f32(b2->grad))};
-            CHECK(e[0] < 3e-5 && e[1] < 3e-5 && e[2] < 3e-5 && e[3] < 1e-6 && b->grad->ndim == 2,
-                  "conv2d bias per image (%lld,%lld,%lldx%lld)->%lld stride %lld path %d: y %.1e dx %.1e dw %.1e db %.1e",
-                  (long long)N, (long long)C, (long long)H, (long long)W, (long long)O, (long long)cases[ci][5], paths[pi],
-                  e[0], e[1], e[2], e[3]);
-            td_tensor *rel[] = {x, w, b, y, R, x2, w2, b2, c2, bv, y2, p2, s2};
+            double e[5] = {terr(y, td_f32(y2)), terr(x->grad, td_f32(x2->grad)), terr(w->grad, td_f32(w2->grad)),
+                           terr(b->grad, td_f32(b2->grad)), resid ? terr(r->grad, td_f32(r2->grad)) : 0};
+            CHECK(y && e[0] < 3e-5 && e[1] < 3e-5 && e[2] < 3e-5 && e[3] < 1e-6 && e[4] < 1e-6 && b->grad->ndim == 2,
+                  "conv2d bias per image%s (%lld,%lld,%lldx%lld)->%lld stride %lld path %d: y %.1e dx %.1e dw %.1e db %.1e dr %.1e",
+                  resid ? ", residual, scale 0.7" : "", (long long)N, (long long)C, (long long)H, (long long)W, (long long)O,
+                  (long long)cases[ci][5], paths[pi], e[0], e[1], e[2], e[3], e[4]);
+            td_tensor *rel[] = {x, w, b, y, R, x2, w2, b2, c2, bv, y1, y2, p2, s2, r, r2, yr};
             for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) td_release(rel[i]);
         }
     td_tensor *x = trand(4, T4(2, 3, 5, 5), false), *w = trand(4, T4(4, 3, 3, 3), false), *b = trand(2, T4(3, 4, 0, 0), false);
     td_tensor *y = td_conv2d(x, w, b, NULL);
     CHECK(!y && strstr(td_last_error(), "(4), or (2,4) for one per image"), "conv2d names the bias shapes it takes: %s",
           td_last_error());
+    td_conv_opts o;
+    td_conv_opts_default(&o);
+    o.residual = trand(4, T4(2, 4, 5, 5), false);
+    td_tensor *y2 = td_conv2d(x, w, NULL, &o);
+    CHECK(!y2 && strstr(td_last_error(), "residual of shape (2x4x5x5)") && strstr(td_last_error(), "(2,4,3,3)"),
+          "conv2d names the residual's shape and the output's: %s", td_last_error());
+    td_release(o.residual);
     td_release(x); td_release(w); td_release(b);
 }
 
@@ -174,7 +194,7 @@ static void test_conv_ops(void) {
     o.dilation[1] = 2;
     td_tensor *x = trand(4, T4(3, 4, 9, 10), true), *w = trand(4, T4(5, 4, 3, 3), true), *b = trand(1, T4(5, 0, 0, 0), true);
     td_tensor *y = td_conv2d(x, w, b, &o);
-    td_conv_geom g = {3, 4, 9, 10, 5, 3, 3, 2, 1, 1, 1, 1, 2, y->shape[2], y->shape[3], 0};
+    td_conv_geom g = {3, 4, 9, 10, 5, 3, 3, 2, 1, 1, 1, 1, 2, y->shape[2], y->shape[3], 0, NULL, 1};
     float *yr = malloc(4 * td_numel(y)), *dx = malloc(4 * td_numel(x)), *dw = malloc(4 * td_numel(w)), *db = malloc(4 * 5);
     td_conv2d_fwd_ref(&g, td_f32(x), td_f32(w), td_f32(b), yr);
     td_tensor *R = backprop(y);
@@ -196,7 +216,7 @@ static void test_conv_ops(void) {
     b = trand(1, T4(6, 0, 0, 0), true);
     y = td_conv_transpose2d(x, w, b, &o);
     CHECK(y && y->shape[1] == 6 && y->shape[2] == 10 && y->shape[3] == 8, "conv_transpose2d output shape (2,6,10,8)");
-    td_conv_geom gt = {2, 6, 10, 8, 3, 3, 3, 2, 2, 1, 1, 1, 1, 5, 4, 0};
+    td_conv_geom gt = {2, 6, 10, 8, 3, 3, 3, 2, 2, 1, 1, 1, 1, 5, 4, 0, NULL, 1};
     float *yt = malloc(4 * td_numel(y)), *gx = malloc(4 * td_numel(x)), *gw = malloc(4 * td_numel(w));
     td_conv2d_bwd_data_ref(&gt, td_f32(x), td_f32(w), yt);
     for (int64_t i = 0; i < td_numel(y); i++) yt[i] += td_f32(b)[(i / 80) % 6];
@@ -210,7 +230,7 @@ static void test_conv_ops(void) {
     td_release(R); td_release(y); td_release(x); td_release(w); td_release(b);
 
     /* results do not depend on the thread count beyond rounding */
-    td_conv_geom g2 = {6, 8, 12, 12, 8, 3, 3, 1, 1, 1, 1, 1, 1, 12, 12, 0};
+    td_conv_geom g2 = {6, 8, 12, 12, 8, 3, 3, 1, 1, 1, 1, 1, 1, 12, 12, 0, NULL, 1};
     float *xa = randv(6 * 8 * 144), *wa = randv(8 * 8 * 9), *y1 = malloc(4 * 6 * 8 * 144), *y2 = malloc(4 * 6 * 8 * 144);
     float *w1 = malloc(4 * 8 * 8 * 9), *w2 = malloc(4 * 8 * 8 * 9);
     td_set_num_threads(1);

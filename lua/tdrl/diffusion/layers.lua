@@ -100,9 +100,9 @@ function ResBlock:forward(x, temb)
   -- + Dense(silu(temb)) per image and channel, added in the convolution's output pass
   h = self.conv0(resample(self, h), self.dense and self.dense(temb:silu()) or nil)
   x = resample(self, x)
-  h = self.conv1(M.gn_silu(self.gn1, h, self.drop))
   if self.skip then x = self.skip(x) end
-  return T.add_scaled(x, h, 1 / SQRT2)
+  -- (x + conv1(...)) / sqrt 2 in conv1's output pass
+  return self.conv1:forward_residual(M.gn_silu(self.gn1, h, self.drop), x, 1 / SQRT2)
 end
 
 --- AttnBlock(c): self-attention over the H*W positions, one head of width C, scale C^-1/2,
@@ -125,7 +125,7 @@ function AttnBlock:forward(x)
   local v = self.v(h):view(B, C, H * W)
   -- softmax(q^T k C^-1/2) weights (B, HW, HW) applied to v, in the (B, C, HW) layout as it is
   local a = T.scaled_dot_product_attention(q, k, v, {channels_first = true, scale = C ^ -0.5}):view(B, C, H, W)
-  return T.add_scaled(x, self.o(a), 1 / SQRT2)
+  return self.o:forward_residual(a, x, 1 / SQRT2) -- (x + o(a)) / sqrt 2 in one pass
 end
 
 --- pads right and bottom by one zero row / column: (B, C, H, W) -> (B, C, H+1, W+1)

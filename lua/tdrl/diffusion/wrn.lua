@@ -33,8 +33,8 @@ function WideBlock:__init(cin, cout, stride, temb_dim, o)
 end
 function WideBlock:forward(x, temb)
   local h = self.conv1(self.bn1:forward_relu(x), self.dense(temb:silu())) -- + the time's projection per image
-  h = self.conv2(self.bn2:forward_relu(self.drop(h)))
-  return h + (self.shortcut and self.shortcut(x) or x)
+  -- + the shortcut in conv2's output pass
+  return self.conv2:forward_residual(self.bn2:forward_relu(self.drop(h)), self.shortcut and self.shortcut(x) or x)
 end
 
 local WRN = class('WRNEncoder', nn.Module)

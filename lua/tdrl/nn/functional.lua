@@ -117,7 +117,7 @@ local function grouped(op, x, w, b, opts, G, w_out_dim)
   for gi = 0, G - 1 do
     local sub = {}
     for k, v in pairs(opts) do sub[k] = v end
-    sub.groups = 1
+    sub.groups, sub.residual, sub.scale = 1, nil, nil -- applied to the whole output below
     local xg = x:narrow(2, gi * Cg + 1, Cg)
     local wg, bg
     if w_out_dim == 1 then -- conv2d: w (OC, C/G, ...), output channels split
@@ -130,11 +130,14 @@ local function grouped(op, x, w, b, opts, G, w_out_dim)
     end
     outs[#outs + 1] = op(xg, wg, bg, sub)
   end
-  return T.cat(outs, 2)
+  local y = T.cat(outs, 2)
+  if opts.residual then y = y + opts.residual end
+  if opts.scale and opts.scale ~= 1 then y = y * opts.scale end
+  return y
 end
 
 --- conv2d_ref(x (N,C,H,W), w (OC,C/groups,KH,KW), b (OC), (N,OC) (one bias per image) or nil,
----   {stride=, padding=, dilation=, groups=})
+---   {stride=, padding=, dilation=, groups=, residual=, scale=}): scale (conv + b + residual)
 --- composed: strided slices of the padded input stacked into columns, one batched matmul
 function F.conv2d_ref(x, w, b, opts)
   opts = opts or {}
@@ -171,7 +174,10 @@ function F.conv2d_ref(x, w, b, opts)
   local col = T.stack(cols, 3):reshape(N, C * KH * KW, OH * OW)
   local y = w:reshape(OC, C * KH * KW):matmul(col)
   if b then y = y + (b:dim() == 2 and b:view(N, OC, 1) or b:view(1, OC, 1)) end
-  return y:view(N, OC, OH, OW)
+  y = y:view(N, OC, OH, OW)
+  if opts.residual then y = y + opts.residual end
+  if opts.scale and opts.scale ~= 1 then y = y * opts.scale end
+  return y
 end
 
 --- conv_transpose2d_ref(x (N,Cin,H,W), w (Cin,Cout/groups,KH,KW), b, {stride=, padding=, output_padding=,

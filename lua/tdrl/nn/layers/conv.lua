@@ -97,10 +97,8 @@ function Conv2d:extra_repr()
   return s
 end
 
---- forward(x [, shift]): shift (N, out), when given, is added to every position of image n's
---- output channels: conv(x) + bias + shift[:, :, None, None] in the convolution's own output
---- pass (a time embedding's projection, as the diffusion blocks add it), not a second one
-function Conv2d:forward(x, shift)
+-- conv(x) + bias (+ shift per image and channel), then (+ r) * scale, in one output pass
+local function conv_forward(self, x, shift, r, scale)
   local sq
   x, sq = check_input(self, x, self.in_channels)
   if self.same then x = F.pad2d(x, table.unpack(self.same)) end
@@ -112,9 +110,21 @@ function Conv2d:forward(x, shift)
     end
     b = b and shift + b:view(1, self.out_channels) or shift
   end
+  if r and sq then U.fail(self, "forward_residual takes an image batch (N, %d, H, W), got %s", self.in_channels, U.shape(x)) end
   return unbatch(run(self, F.conv2d, x, self.weight, b,
-    {stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups}), sq)
+    {stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups, residual = r,
+     scale = scale}), sq)
 end
+
+--- forward(x [, shift]): shift (N, out), when given, is added to every position of image n's
+--- output channels: conv(x) + bias + shift[:, :, None, None] in the convolution's own output
+--- pass (a time embedding's projection, as the diffusion blocks add it), not a second one
+function Conv2d:forward(x, shift) return conv_forward(self, x, shift) end
+
+--- forward_residual(x, r [, scale = 1, shift]): scale (conv(x) + bias + r), r of the output's
+--- shape, in the convolution's output pass (a residual block's tail, (x + h) / sqrt 2, without
+--- a pass of its own); its gradient reaches r as scale dy
+function Conv2d:forward_residual(x, r, scale, shift) return conv_forward(self, x, shift, r, scale) end
 
 --- ConvTranspose2d(in, out, kernel_size [, stride, padding, output_padding, groups] [, {dilation=, bias=, generator=}])
 --- weight (in, out/groups, kh, kw); PyTorch's fan_in for it is out/groups kh kw
