@@ -1068,10 +1068,30 @@ td_tensor *td_conv_transpose2d(td_tensor *x, td_tensor *w, td_tensor *b, const t
 }
 
 /* ---- average pooling ------------------------------------------------------------------------------ */
+/* The 2x2 case of both pooling and nearest upsampling (what the U-Net resamples with), as loops
+ * of constant stride that the compiler vectorises (interleaving shuffles); the general loops
+ * below, with the window a runtime count, ran scalar. y[i] = s (r0[2i] + r0[2i+1] + r1[2i] +
+ * r1[2i+1]) for i < n */
+static inline void pool2_row(float *restrict y, const float *restrict r0, const float *restrict r1, int64_t n, float s) {
+    for (int64_t i = 0; i < n; i++) y[i] = (r0[2 * i] + r0[2 * i + 1] + (r1[2 * i] + r1[2 * i + 1])) * s;
+}
+/* d[2i] = d[2i+1] = s v[i] for i < n */
+static inline void spread2_row(float *restrict d, const float *restrict v, int64_t n, float s) {
+    for (int64_t i = 0; i < n; i++) d[2 * i] = d[2 * i + 1] = v[i] * s;
+}
+
 /* x planes (P, H, W) -> y (P, OH, OW): mean over kh x kw windows at stride (sh, sw) */
 static void avgpool_fwd(const float *x, float *y, int64_t P, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh,
                         int64_t sw, int64_t OH, int64_t OW) {
     float inv = 1.0f / (float)(kh * kw);
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2) {
+        #pragma omp parallel for if (P * H * W > 65536) schedule(static)
+        for (int64_t r = 0; r < P * OH; r++) {
+            const float *x0 = x + (r / OH) * H * W + (r % OH) * 2 * W;
+            pool2_row(y + r * OW, x0, x0 + W, OW, 0.25f);
+        }
+        return;
+    }
     #pragma omp parallel for if (P * H * W > 65536) schedule(static)
     for (int64_t p = 0; p < P; p++) {
         const float *xp = x + p * H * W;
@@ -1096,6 +1116,20 @@ static void avgpool_fwd(const float *x, float *y, int64_t P, int64_t H, int64_t 
 static void avgpool_bwd(float *dx, const float *dy, int64_t P, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh,
                         int64_t sw, int64_t OH, int64_t OW) {
     float inv = 1.0f / (float)(kh * kw);
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2) {
+        #pragma omp parallel for if (P * H * W > 65536) schedule(static)
+        for (int64_t p = 0; p < P; p++) {
+            float *xp = dx + p * H * W;
+            for (int64_t oh = 0; oh < OH; oh++) {
+                float *x0 = xp + 2 * oh * W;
+                spread2_row(x0, dy + (p * OH + oh) * OW, OW, 0.25f);
+                memcpy(x0 + W, x0, sizeof(float) * (size_t)W);
+                if (W > 2 * OW) x0[W - 1] = x0[2 * W - 1] = 0; /* an odd width's last column */
+            }
+            if (H > 2 * OH) memset(xp + (H - 1) * W, 0, sizeof(float) * (size_t)W);
+        }
+        return;
+    }
     #pragma omp parallel for if (P * H * W > 65536) schedule(static)
     for (int64_t p = 0; p < P; p++) {
         float *xp = dx + p * H * W;
@@ -1160,6 +1194,10 @@ static void upsample_backward(td_node *n, td_tensor *g) {
     if (dx) {
         const float *gy = td_f32(gc);
         float *d = td_f32(dx);
+        if (sh == 2 && sw == 2) {
+            #pragma omp parallel for if (P * H * W > 65536) schedule(static)
+            for (int64_t r = 0; r < P * H; r++) pool2_row(d + r * W, gy + r * 2 * OW, gy + r * 2 * OW + OW, W, 1.0f);
+        } else
         #pragma omp parallel for if (P * H * W > 65536) schedule(static)
         for (int64_t p = 0; p < P; p++)
             for (int64_t h = 0; h < H; h++) {
@@ -1198,8 +1236,10 @@ td_tensor *td_upsample_nearest2d(td_tensor *x, int64_t sh, int64_t sw) {
             for (int64_t h = 0; h < H; h++) {
                 const float *sr = s + (p * H + h) * W;
                 float *d0 = d + (p * H * sh + h * sh) * OW;
-                for (int64_t w = 0; w < W; w++)
-                    for (int64_t j = 0; j < sw; j++) d0[w * sw + j] = sr[w];
+                if (sw == 2) spread2_row(d0, sr, W, 1.0f);
+                else
+                    for (int64_t w = 0; w < W; w++)
+                        for (int64_t j = 0; j < sw; j++) d0[w * sw + j] = sr[w];
                 for (int64_t i = 1; i < sh; i++) memcpy(d0 + i * OW, d0, sizeof(float) * (size_t)OW);
             }
         td_node *n = td_record(y, "upsample_nearest2d", upsample_backward, 1, &x);
