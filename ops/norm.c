@@ -63,11 +63,16 @@ static inline void grad_row(float *dz, const float *dy, const float *x, int64_t 
     *sd = a2;
 }
 
-/* dx[i] = k1 * g[i] + k2 * (x[i] - mean) + k3 */
-static inline void dx_row(float *dx, const float *g, const float *x, int64_t n, float k1, float k2, float k3, float mean) {
+/* dx[i] (+)= k1 * g[i] + k2 * (x[i] - mean) + k3; acc: added to the gradient already in dx (the
+ * input's other consumers'), which saves the separate accumulation pass */
+static inline void dx_row(float *dx, const float *g, const float *x, int64_t n, float k1, float k2, float k3, float mean,
+                          bool acc) {
     int64_t i = 0;
-    for (; i + TD_VW <= n; i += TD_VW) td_vstore(dx + i, td_vload(g + i) * k1 + (td_vload(x + i) - mean) * k2 + k3);
-    for (; i < n; i++) dx[i] = g[i] * k1 + (x[i] - mean) * k2 + k3;
+    for (; i + TD_VW <= n; i += TD_VW) {
+        td_vf v = td_vload(g + i) * k1 + (td_vload(x + i) - mean) * k2 + k3;
+        td_vstore(dx + i, acc ? td_vload(dx + i) + v : v);
+    }
+    for (; i < n; i++) dx[i] = (acc ? dx[i] : 0.0f) + (g[i] * k1 + (x[i] - mean) * k2 + k3);
 }
 
 static int check_affine(const char *op, td_tensor *x, td_tensor *p, const char *what, int64_t C) {
@@ -107,7 +112,7 @@ static void gn_forward(float *y, float *stats, const float *x, const float *w, c
  * With SiLU, dz = dy silu'(.) of one group at a time goes to a per-thread scratch of M floats that
  * stays in L1/L2 until dx reads it (a full-size buffer had cost a write-back stream). Returns -1
  * when that scratch cannot be had. */
-static int gn_backward(float *dx, float *sxd, float *sd, const float *dy, const float *x, const float *stats,
+static int gn_backward(float *dx, bool acc, float *sxd, float *sd, const float *dy, const float *x, const float *stats,
                        const float *w, const float *b, int64_t N, int64_t C, int64_t S, int64_t G, bool silu,
                        const td_drop *d) {
     int64_t cg = C / G, M = cg * S;
@@ -141,7 +146,7 @@ static int gn_backward(float *dx, float *sxd, float *sd, const float *dy, const 
             for (int64_t j = 0; j < cg; j++) {
                 int64_t c = gi * cg + j;
                 float k1 = rstd * (w ? w[c] : 1.0f);
-                dx_row(dx + ng * M + j * S, src + j * S, xp + j * S, S, k1, k2, k3, mean);
+                dx_row(dx + ng * M + j * S, src + j * S, xp + j * S, S, k1, k2, k3, mean, acc);
             }
         }
         free(zp);
@@ -156,11 +161,13 @@ static void group_norm_backward(td_node *n, td_tensor *g) {
     uint64_t key = (uint64_t)n->iarg[6];
     td_drop drop = {(uint32_t)key, (uint32_t)(key >> 32), (uint32_t)n->iarg[7], (float)n->farg[0]};
     td_tensor *gc = td_contiguous(g);
-    td_tensor *dx = (gc && n->in[0]) ? td_empty(TD_F32, x->ndim, x->shape) : NULL;
+    /* dx into the input's gradient when one is there and ours alone, else a new one */
+    td_tensor *hold = gc && n->in[0] ? td_node_grad_holder(n, 0) : NULL;
+    td_tensor *dx = hold ? NULL : (gc && n->in[0]) ? td_empty(TD_F32, x->ndim, x->shape) : NULL;
     float *sxd = malloc(sizeof(float) * (size_t)(N * C + 1)), *sd = malloc(sizeof(float) * (size_t)(N * C + 1));
-    if (gc && sxd && sd && (!n->in[0] || dx) &&
-        gn_backward(dx ? td_f32(dx) : NULL, sxd, sd, td_f32(gc), td_f32(x), td_f32(stats), w ? td_f32(w) : NULL,
-                    b ? td_f32(b) : NULL, N, C, S, G, silu, n->iarg[5] ? &drop : NULL) == 0) {
+    if (gc && sxd && sd && (!n->in[0] || dx || hold) &&
+        gn_backward(hold ? td_f32(hold) : dx ? td_f32(dx) : NULL, hold != NULL, sxd, sd, td_f32(gc), td_f32(x), td_f32(stats),
+                    w ? td_f32(w) : NULL, b ? td_f32(b) : NULL, N, C, S, G, silu, n->iarg[5] ? &drop : NULL) == 0) {
         if (dx) td_node_accum(n, 0, dx);
         if (n->in[1] || n->in[2]) {
             td_tensor *dw = td_empty(TD_F32, 1, &C), *db = td_empty(TD_F32, 1, &C);
@@ -330,15 +337,16 @@ static inline void relu_grad_sums(const float *g, const float *x, int64_t n, flo
     *sd = a2;
 }
 static inline void relu_dx_row(float *dx, const float *g, const float *x, int64_t n, float a, float b, float k1, float k2,
-                               float k3, float mean) {
+                               float k3, float mean, bool acc) {
     int64_t i = 0;
     for (; i + TD_VW <= n; i += TD_VW) {
         td_vf xv = td_vload(x + i), gv = td_vsel(xv * a + b > 0.0f, td_vload(g + i), td_vsplat(0.0f));
-        td_vstore(dx + i, gv * k1 + (xv - mean) * k2 + k3);
+        td_vf v = gv * k1 + (xv - mean) * k2 + k3;
+        td_vstore(dx + i, acc ? td_vload(dx + i) + v : v);
     }
     for (; i < n; i++) {
         float gv = x[i] * a + b > 0.0f ? g[i] : 0.0f;
-        dx[i] = gv * k1 + (x[i] - mean) * k2 + k3;
+        dx[i] = (acc ? dx[i] : 0.0f) + (gv * k1 + (x[i] - mean) * k2 + k3);
     }
 }
 
@@ -351,7 +359,8 @@ static void batch_norm_backward(td_node *n, td_tensor *g) {
     if (!gc) return;
     const float *xs = td_f32(x), *gs = td_f32(gc), *mean = td_f32(stats), *rstd = td_f32(stats) + C;
     float *sxd = calloc((size_t)C, sizeof(float)), *sd = calloc((size_t)C, sizeof(float));
-    td_tensor *dx = n->in[0] ? td_empty(TD_F32, x->ndim, x->shape) : NULL;
+    td_tensor *hold = n->in[0] ? td_node_grad_holder(n, 0) : NULL; /* dx added into it: see group_norm_backward */
+    td_tensor *dx = n->in[0] ? (hold ? (td_retain(hold), hold) : td_empty(TD_F32, x->ndim, x->shape)) : NULL;
     /* the ReLU's mask: applied in the passes below when rows are long (one pass less over
      * memory), stored first when they are single values */
     const float *ra = td_f32(stats) + 2 * C, *rb = td_f32(stats) + 3 * C;
@@ -408,11 +417,12 @@ static void batch_norm_backward(td_node *n, td_tensor *g) {
         #pragma omp parallel for if (N * C * S > PAR_MIN) schedule(static)
         for (int64_t nc = 0; nc < N * C; nc++) {
             int64_t c = nc % C;
-            if (inline_relu) relu_dx_row(d + nc * S, gs + nc * S, xs + nc * S, S, ra[c], rb[c], k1[c], k2[c], k3[c], mean[c]);
-            else dx_row(d + nc * S, gs + nc * S, xs + nc * S, S, k1[c], k2[c], k3[c], mean[c]);
+            if (inline_relu)
+                relu_dx_row(d + nc * S, gs + nc * S, xs + nc * S, S, ra[c], rb[c], k1[c], k2[c], k3[c], mean[c], hold != NULL);
+            else dx_row(d + nc * S, gs + nc * S, xs + nc * S, S, k1[c], k2[c], k3[c], mean[c], hold != NULL);
         }
         free(k1);
-        td_node_accum(n, 0, dx);
+        if (!hold) td_node_accum(n, 0, dx);
     }
     if (n->in[1] || n->in[2]) {
         td_tensor *dw = td_empty(TD_F32, 1, &C), *db = td_empty(TD_F32, 1, &C);
@@ -553,7 +563,7 @@ static void layer_norm_backward(td_node *n, td_tensor *g) {
             }
             if (dx) {
                 float k2 = (float)(-(double)rstd * rstd * s2 / (double)D), k3 = (float)(-(double)rstd * s1 / (double)D);
-                dx_row(td_f32(dx) + r * D, gw, xr, D, rstd, k2, k3, mean);
+                dx_row(td_f32(dx) + r * D, gw, xr, D, rstd, k2, k3, mean, false);
             }
         }
     }

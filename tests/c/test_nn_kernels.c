@@ -498,6 +498,39 @@ static void test_gn_silu_dropout(void) {
     td_release(x);
 }
 
+/* GroupNorm's and BatchNorm's input gradient added straight into a gradient the input already
+ * has (its other consumer's): x feeds 3 x and the norm, in both orders of the sum; x.grad must
+ * equal 3 R1 + the norm's gradient alone */
+static void test_norm_grad_into_holder(void) {
+    for (int kind = 0; kind < 2; kind++)
+        for (int order = 0; order < 2; order++) {
+            td_tensor *x = trand(4, T4(3, 8, 5, 6), true), *w = trand(1, T4(8, 0, 0, 0), true), *b = trand(1, T4(8, 0, 0, 0), true);
+            td_tensor *R1 = trand(4, x->shape, false), *R2 = trand(4, x->shape, false);
+            td_tensor *yn = kind ? td_batch_norm(x, NULL, NULL, w, b, true, 0.1, 1e-5, true) : td_group_norm(x, 4, w, b, 1e-6, true);
+            td_tensor *ya = td_binary_scalar(TD_MUL, x, 3.0, false);
+            td_tensor *pa = td_binary(TD_MUL, ya, R1), *pn = td_binary(TD_MUL, yn, R2);
+            td_tensor *sa = td_sum(pa, 0, false), *sn = td_sum(pn, 0, false);
+            td_tensor *loss = order ? td_binary(TD_ADD, sn, sa) : td_binary(TD_ADD, sa, sn);
+            td_backward(loss, NULL, false);
+            /* the norm's gradient alone, on a copy */
+            td_tensor *x2 = trand(4, x->shape, true), *w2 = trand(1, w->shape, true), *b2 = trand(1, b->shape, true);
+            memcpy(td_f32(x2), td_f32(x), 4 * (size_t)td_numel(x));
+            memcpy(td_f32(w2), td_f32(w), 4 * 8);
+            memcpy(td_f32(b2), td_f32(b), 4 * 8);
+            td_tensor *y2 = kind ? td_batch_norm(x2, NULL, NULL, w2, b2, true, 0.1, 1e-5, true) : td_group_norm(x2, 4, w2, b2, 1e-6, true);
+            td_tensor *p2 = td_binary(TD_MUL, y2, R2), *s2 = td_sum(p2, 0, false);
+            td_backward(s2, NULL, false);
+            float *want = malloc(4 * (size_t)td_numel(x));
+            for (int64_t i = 0; i < td_numel(x); i++) want[i] = 3.0f * td_f32(R1)[i] + td_f32(x2->grad)[i];
+            double e = terr(x->grad, want), ew = terr(w->grad, td_f32(w2->grad));
+            CHECK(e < 1e-6 && ew < 1e-6, "%s's input gradient added into the one already there (%s first): %.1e, dw %.1e",
+                  kind ? "batch_norm_relu" : "group_norm_silu", order ? "the norm" : "3 x", e, ew);
+            free(want);
+            td_tensor *rel[] = {x, w, b, R1, R2, yn, ya, pa, pn, sa, sn, loss, x2, w2, b2, y2, p2, s2};
+            for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) td_release(rel[i]);
+        }
+}
+
 /* a contiguous copy of t with dims 2 and 3 swapped, outside the graph */
 static td_tensor *swap23(td_tensor *t) {
     bool prev = td_set_grad_enabled(false);
@@ -740,6 +773,7 @@ int main(void) {
     test_norms();
     test_vector_exp();
     test_attention();
+    test_norm_grad_into_holder();
     test_gn_silu_dropout();
     test_conv_bias_per_image();
     test_attention_channels_first();
