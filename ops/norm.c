@@ -304,6 +304,30 @@ static void bn_apply(float *y, const float *x, const float *a, const float *b, i
     }
 }
 
+/* Training with planes (S > 1): per channel, the statistics and then at once its output, while
+ * the channel's N S floats are still in L2 (statistics for every channel first, then the
+ * outputs, read x a third time from memory). Fills mean, rstd, ssd and the applied a, b. */
+static void bn_train_forward(float *y, const float *x, const float *w, const float *bias, int64_t N, int64_t C, int64_t S,
+                             double eps, bool relu, float *mean, float *rstd, double *ssd, float *a, float *b) {
+    #pragma omp parallel for if (N * C * S > PAR_MIN) schedule(static)
+    for (int64_t c = 0; c < C; c++) {
+        double s = 0;
+        for (int64_t n = 0; n < N; n++) s += td_vsum(x + (n * C + c) * S, S);
+        float m = (float)(s / (double)(N * S));
+        double q = 0;
+        for (int64_t n = 0; n < N; n++) q += td_vsumsq_dev(x + (n * C + c) * S, S, m);
+        float r = (float)(1.0 / sqrt(q / (double)(N * S) + eps)), ac = r * (w ? w[c] : 1.0f);
+        float bc = (bias ? bias[c] : 0.0f) - m * ac;
+        mean[c] = m, rstd[c] = r, ssd[c] = q, a[c] = ac, b[c] = bc;
+        for (int64_t n = 0; n < N; n++) {
+            float *yr = y + (n * C + c) * S;
+            affine_row(yr, x + (n * C + c) * S, S, ac, bc, false, NULL, 0);
+            if (relu)
+                for (int64_t i = 0; i < S; i++) yr[i] = yr[i] > 0.0f ? yr[i] : 0.0f;
+        }
+    }
+}
+
 /* gm = g where x a[c] + b[c] > 0, else 0: the gradient through the fused ReLU */
 static void relu_mask_grad(float *gm, const float *g, const float *x, const float *a, const float *b, int64_t N, int64_t C,
                            int64_t S) {
@@ -387,6 +411,9 @@ static void batch_norm_backward(td_node *n, td_tensor *g) {
         }
         free(a1);
     } else {
+        /* per channel: its sums, then at once its dx while its rows of x and g are still in L2 */
+        double M = (double)(N * S);
+        float *d = dx ? td_f32(dx) : NULL;
         #pragma omp parallel for if (N * C * S > PAR_MIN / 2) schedule(static)
         for (int64_t c = 0; c < C; c++) {
             double s1 = 0, s2 = 0;
@@ -399,9 +426,19 @@ static void batch_norm_backward(td_node *n, td_tensor *g) {
             }
             sxd[c] = (float)s1;
             sd[c] = (float)s2;
+            if (!d) continue;
+            float wr = rstd[c] * (w ? td_f32(w)[c] : 1.0f); /* as below */
+            float k2 = training ? (float)(-(double)wr * rstd[c] * rstd[c] * sxd[c] / M) : 0.0f;
+            float k3 = training ? (float)(-(double)wr * sd[c] / M) : 0.0f;
+            for (int64_t i = 0; i < N; i++) {
+                int64_t o = (i * C + c) * S;
+                if (inline_relu) relu_dx_row(d + o, gs + o, xs + o, S, ra[c], rb[c], wr, k2, k3, mean[c], hold != NULL);
+                else dx_row(d + o, gs + o, xs + o, S, wr, k2, k3, mean[c], hold != NULL);
+            }
         }
+        if (dx && !hold) td_node_accum(n, 0, dx);
     }
-    if (dx) {
+    if (dx && S == 1) {
         float *k1 = malloc(sizeof(float) * (size_t)(3 * C));
         if (!k1) goto done;
         float *k2 = k1 + C, *k3 = k1 + 2 * C;
@@ -483,10 +520,14 @@ td_tensor *td_batch_norm(td_tensor *x, td_tensor *rm, td_tensor *rv, td_tensor *
         goto out;
     }
     float *mean = td_f32(stats), *rstd = td_f32(stats) + C;
+    bool fused = training && S > 1;
+    if (fused)
+        bn_train_forward(td_f32(y), td_f32(xc), wc ? td_f32(wc) : NULL, bc ? td_f32(bc) : NULL, N, C, S, eps, relu, mean, rstd,
+                         ssd, rstd + C, rstd + 2 * C);
     if (training) {
-        bn_stats(td_f32(xc), N, C, S, mean, ssd);
+        if (!fused) bn_stats(td_f32(xc), N, C, S, mean, ssd);
         double M = (double)(N * S);
-        for (int64_t c = 0; c < C; c++) rstd[c] = (float)(1.0 / sqrt(ssd[c] / M + eps));
+        for (int64_t c = 0; c < C && !fused; c++) rstd[c] = (float)(1.0 / sqrt(ssd[c] / M + eps));
         if (rm) {
             float *pm = td_f32(rm), *pv = td_f32(rv);
             for (int64_t c = 0; c < C; c++) {
@@ -500,13 +541,15 @@ td_tensor *td_batch_norm(td_tensor *x, td_tensor *rm, td_tensor *rv, td_tensor *
             rstd[c] = (float)(1.0 / sqrt((double)td_f32(rv)[c] + eps));
         }
     }
-    for (int64_t c = 0; c < C; c++) {
+    for (int64_t c = 0; c < C && !fused; c++) {
         float a = rstd[c] * (wc ? td_f32(wc)[c] : 1.0f);
         ab[c] = a;
         ab[C + c] = (bc ? td_f32(bc)[c] : 0.0f) - mean[c] * a;
     }
-    memcpy(rstd + C, ab, sizeof(float) * (size_t)(2 * C)); /* a, b: what backward's ReLU mask reads */
-    bn_apply(td_f32(y), td_f32(xc), ab, ab + C, N, C, S, relu);
+    if (!fused) {
+        memcpy(rstd + C, ab, sizeof(float) * (size_t)(2 * C)); /* a, b: what backward's ReLU mask reads */
+        bn_apply(td_f32(y), td_f32(xc), ab, ab + C, N, C, S, relu);
+    }
     td_tensor *ins[3] = {x, weight, bias};
     td_node *n = td_record(y, op, batch_norm_backward, 3, ins);
     if (n) {
