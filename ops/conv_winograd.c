@@ -260,8 +260,11 @@ int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t 
             int64_t t0 = bi * NB, t1 = t0 + NB < total ? t0 + NB : total, used = t1 - t0;
             segment seg[MAX_SEGMENTS];
             int ns = block_segments(&p, t0, t1, seg);
+#if defined(__AVX512F__) /* (the stacked kernels' gathers; p.stacked is never set without them) */
             if (p.stacked) td_wino4_input_stacked(&p, x, t0, used, V);
-            else if (m == 4) block_inputs(&p, 4, x, seg, ns, P, V);
+            else
+#endif
+            if (m == 4) block_inputs(&p, 4, x, seg, ns, P, V);
             else block_inputs(&p, 2, x, seg, ns, P, V);
             if (used % NR) /* the last block's columns up to NR: finite, never read back */
                 for (int64_t xi = 0; xi < XI; xi++)
@@ -272,7 +275,9 @@ int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t 
                     for (int64_t ob = 0; ob < nob; ob++)
                         ukern(C, Up + (xi * nob + ob) * C * MR, V + xi * p.vxs + p0, off,
                               M + xi * p.mxs + ob * MR * p.Qs + p0, p.Qs);
+#if defined(__AVX512F__)
             for (int64_t o = 0; p.stacked && o < O; o++) td_wino4_output_stacked(&p, M, o, t0, used, bias, bias_ns, y);
+#endif
             for (int i = 0; !p.stacked && i < ns; i++)
                 for (int64_t o = 0; o < O; o++) {
                     float bo = bias ? bias[seg[i].n * bias_ns + o] : 0.0f, *yo = y + (seg[i].n * O + o) * OHW;
@@ -344,8 +349,11 @@ int td_winograd_wgrad(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t
             int64_t t0 = bi * NB, t1 = t0 + NB < total ? t0 + NB : total, used = t1 - t0;
             segment seg[MAX_SEGMENTS];
             int ns = block_segments(&p, t0, t1, seg);
+#if defined(__AVX512F__) /* (the stacked kernels' gathers; p.stacked is never set without them) */
             if (p.stacked) td_wino4_input_stacked(&p, x, t0, used, V);
-            else if (m == 4) block_inputs(&p, 4, x, seg, ns, P, V);
+            else
+#endif
+            if (m == 4) block_inputs(&p, 4, x, seg, ns, P, V);
             else block_inputs(&p, 2, x, seg, ns, P, V);
             for (int i = 0; i < ns; i++) {
                 if (m == 4) td_wino4_grads(&p, dy, &seg[i], xs, Opad, Y, Dt);
