@@ -218,6 +218,20 @@ static inline __attribute__((always_inline)) void block_inputs(const wino_t *p, 
         }
 }
 
+/* V for the block of tiles t0 .. t0 + used - 1 (its segments seg), the way p takes it: stacked
+ * small images, F(4x4) or F(2x2) planes. Shared by the forward and the weight gradient. */
+static void block_all_inputs(const wino_t *p, const float *x, int64_t t0, int64_t used, const segment *seg, int ns,
+                             float *P, float *V) {
+#if defined(__AVX512F__) /* (the stacked kernels' gathers; p->stacked is never set without them) */
+    if (p->stacked) {
+        td_wino4_input_stacked(p, x, t0, used, V);
+        return;
+    }
+#endif
+    if (p->m == 4) block_inputs(p, 4, x, seg, ns, P, V);
+    else block_inputs(p, 2, x, seg, ns, P, V);
+}
+
 /* The batch's tiles, numbered (n, ty, tx) in order, go in blocks of NB (a multiple of NR) through
  * the three steps, so that a block's V and M (XI (C + O) NB floats) stay in L2 between them; a
  * block holds segments of tile rows. */
@@ -260,12 +274,7 @@ int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t 
             int64_t t0 = bi * NB, t1 = t0 + NB < total ? t0 + NB : total, used = t1 - t0;
             segment seg[MAX_SEGMENTS];
             int ns = block_segments(&p, t0, t1, seg);
-#if defined(__AVX512F__) /* (the stacked kernels' gathers; p.stacked is never set without them) */
-            if (p.stacked) td_wino4_input_stacked(&p, x, t0, used, V);
-            else
-#endif
-            if (m == 4) block_inputs(&p, 4, x, seg, ns, P, V);
-            else block_inputs(&p, 2, x, seg, ns, P, V);
+            block_all_inputs(&p, x, t0, used, seg, ns, P, V);
             if (used % NR) /* the last block's columns up to NR: finite, never read back */
                 for (int64_t xi = 0; xi < XI; xi++)
                     for (int64_t c = 0; c < C; c++)
@@ -349,12 +358,7 @@ int td_winograd_wgrad(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t
             int64_t t0 = bi * NB, t1 = t0 + NB < total ? t0 + NB : total, used = t1 - t0;
             segment seg[MAX_SEGMENTS];
             int ns = block_segments(&p, t0, t1, seg);
-#if defined(__AVX512F__) /* (the stacked kernels' gathers; p.stacked is never set without them) */
-            if (p.stacked) td_wino4_input_stacked(&p, x, t0, used, V);
-            else
-#endif
-            if (m == 4) block_inputs(&p, 4, x, seg, ns, P, V);
-            else block_inputs(&p, 2, x, seg, ns, P, V);
+            block_all_inputs(&p, x, t0, used, seg, ns, P, V);
             for (int i = 0; i < ns; i++) {
                 if (m == 4) td_wino4_grads(&p, dy, &seg[i], xs, Opad, Y, Dt);
                 else block_grads(&p, dy, &seg[i], xs, Opad, Y, Dt);

@@ -50,6 +50,43 @@ static inline void at6(const vf m[6], vf o[4]) {
     o[3] = q + 8.0f * s + m[5];
 }
 
+/* The last step of the input transform for one vector of tiles: from h[s][r] = (d B)[r][s],
+ * B^T (d B) to v[(6 i + s) cs], the XI planes of V */
+static inline __attribute__((always_inline)) void input_rows_to_planes(vf h[6][6], float *v, int64_t cs) {
+    for (int s = 0; s < 6; s++) {
+        vf o[6];
+        bt6(h[s], o);
+        for (int i = 0; i < 6; i++) vst(v + (i * 6 + s) * cs, o[i]);
+    }
+}
+
+/* The output transform of one vector of tiles: A^T M A + bias from m[(6 i + j) ms], as each
+ * output row a's lanes in output order (seq[a][k], lane 4 l + b of the sequence: Y[a][b] of
+ * tile lane l) */
+static inline __attribute__((always_inline)) void output_tiles(const float *m, int64_t ms, vf bias, vf seq[4][4]) {
+    vf w[4][6]; /* w[b][i] = (M A)[i][b] */
+    for (int i = 0; i < 6; i++) {
+        vf mi[6], o[4];
+        for (int j = 0; j < 6; j++) mi[j] = vld(m + (i * 6 + j) * ms);
+        at6(mi, o);
+        for (int b = 0; b < 4; b++) w[b][i] = o[b];
+    }
+    vf Y[4][4]; /* Y[a][b]: output row 4 ty + a, column 4 tx + b */
+    for (int b = 0; b < 4; b++) {
+        vf o[4];
+        at6(w[b], o);
+        for (int a = 0; a < 4; a++) Y[a][b] = o[a] + bias;
+    }
+    for (int a = 0; a < 4; a++) {
+        vf plo = __builtin_shuffle(Y[a][0], Y[a][2], ILO), phi = __builtin_shuffle(Y[a][0], Y[a][2], IHI);
+        vf qlo = __builtin_shuffle(Y[a][1], Y[a][3], ILO), qhi = __builtin_shuffle(Y[a][1], Y[a][3], IHI);
+        seq[a][0] = __builtin_shuffle(plo, qlo, ILO);
+        seq[a][1] = __builtin_shuffle(plo, qlo, IHI);
+        seq[a][2] = __builtin_shuffle(phi, qhi, ILO);
+        seq[a][3] = __builtin_shuffle(phi, qhi, IHI);
+    }
+}
+
 /* The input transform reads, for tile t = ty tw + tx of an image, the padded pixels (4 ty + r,
  * 4 tx + b), r, b < 6. Held as 24 planes P[(r % 4) * 6 + b][rho * tw + tx] = padded(4 rho + r % 4,
  * 4 tx + b), they sit at t (r < 4) and t + tw (r >= 4) of six planes: one vector of tiles is 36
@@ -151,12 +188,7 @@ void td_wino4_input(const wino_t *p, const float *P, float *V, int64_t u0, int64
             bt6(z, o);
             for (int s = 0; s < 6; s++) h[s][r] = o[s];
         }
-        float *v = V + v0 + u;
-        for (int s = 0; s < 6; s++) { /* B^T (d B) */
-            vf o[6];
-            bt6(h[s], o);
-            for (int i = 0; i < 6; i++) vst(v + (i * 6 + s) * cs, o[i]);
-        }
+        input_rows_to_planes(h, V + v0 + u, cs);
     }
 }
 
@@ -165,29 +197,8 @@ void td_wino4_output(const wino_t *p, const float *M, int64_t m0, int64_t t0, in
     int64_t ms = p->mxs;
     int64_t ty = t0 / p->tw, tx = t0 - ty * p->tw; /* the next piece's tile, kept without divisions */
     for (int64_t t = t0; t < t1; t += VW) {
-        const float *m = M + m0 + t - t0;
-        vf w[4][6]; /* w[b][i] = (M A)[i][b] */
-        for (int i = 0; i < 6; i++) {
-            vf mi[6], o[4];
-            for (int j = 0; j < 6; j++) mi[j] = vld(m + (i * 6 + j) * ms);
-            at6(mi, o);
-            for (int b = 0; b < 4; b++) w[b][i] = o[b];
-        }
-        vf Y[4][4]; /* Y[a][b]: output row 4 ty + a, column 4 tx + b */
-        for (int b = 0; b < 4; b++) {
-            vf o[4];
-            at6(w[b], o);
-            for (int a = 0; a < 4; a++) Y[a][b] = o[a] + bias;
-        }
-        vf seq[4][4]; /* row a's lanes in output order: lane 4 l + b is Y[a][b][l] */
-        for (int a = 0; a < 4; a++) {
-            vf plo = __builtin_shuffle(Y[a][0], Y[a][2], ILO), phi = __builtin_shuffle(Y[a][0], Y[a][2], IHI);
-            vf qlo = __builtin_shuffle(Y[a][1], Y[a][3], ILO), qhi = __builtin_shuffle(Y[a][1], Y[a][3], IHI);
-            seq[a][0] = __builtin_shuffle(plo, qlo, ILO);
-            seq[a][1] = __builtin_shuffle(plo, qlo, IHI);
-            seq[a][2] = __builtin_shuffle(phi, qhi, ILO);
-            seq[a][3] = __builtin_shuffle(phi, qhi, IHI);
-        }
+        vf seq[4][4];
+        output_tiles(M + m0 + t - t0, ms, td_vsplat(bias), seq);
         store_tiles(p, 4, y, (const vf(*)[4])seq, t, t + VW < t1 ? t + VW : t1, &ty, &tx);
     }
 }
@@ -236,12 +247,7 @@ void td_wino4_input_stacked(const wino_t *p, const float *x, int64_t t0, int64_t
                 bt6(z, o);
                 for (int q = 0; q < 6; q++) h[q][r] = o[q];
             }
-            float *v = V + c * p->Qs + u;
-            for (int q = 0; q < 6; q++) { /* B^T (d B) */
-                vf o[6];
-                bt6(h[q], o);
-                for (int i = 0; i < 6; i++) vst(v + (i * 6 + q) * cs, o[i]);
-            }
+            input_rows_to_planes(h, V + c * p->Qs + u, cs);
         }
     }
 }
@@ -252,31 +258,10 @@ void td_wino4_output_stacked(const wino_t *p, const float *M, int64_t o, int64_t
     int cols = (int)(4 * p->tw < p->OW ? 4 * p->tw : p->OW);
     for (int64_t u = 0; u < used; u += VW) {
         int64_t n = (t0 + u) / p->T1, imgs = (used - u) / p->T1 < g ? (used - u) / p->T1 : g;
-        const float *m = M + o * p->Qs + u;
         float bl[VW]; /* lane l's bias: its image's */
         for (int l = 0; l < VW; l++) bl[l] = bias ? bias[(n + (l / p->T1 < imgs ? l / p->T1 : 0)) * bias_ns + o] : 0.0f;
-        vf bv = vld(bl), w[4][6]; /* w[b][i] = (M A)[i][b] */
-        for (int i = 0; i < 6; i++) {
-            vf mi[6], r[4];
-            for (int j = 0; j < 6; j++) mi[j] = vld(m + (i * 6 + j) * ms);
-            at6(mi, r);
-            for (int b = 0; b < 4; b++) w[b][i] = r[b];
-        }
-        vf Y[4][4]; /* Y[a][b]: output row 4 ty + a, column 4 tx + b of each lane's tile */
-        for (int b = 0; b < 4; b++) {
-            vf r[4];
-            at6(w[b], r);
-            for (int a = 0; a < 4; a++) Y[a][b] = r[a] + bv;
-        }
-        vf seq[4][4]; /* row a's lanes in output order: lane 4 l + b is Y[a][b][l] */
-        for (int a = 0; a < 4; a++) {
-            vf plo = __builtin_shuffle(Y[a][0], Y[a][2], ILO), phi = __builtin_shuffle(Y[a][0], Y[a][2], IHI);
-            vf qlo = __builtin_shuffle(Y[a][1], Y[a][3], ILO), qhi = __builtin_shuffle(Y[a][1], Y[a][3], IHI);
-            seq[a][0] = __builtin_shuffle(plo, qlo, ILO);
-            seq[a][1] = __builtin_shuffle(plo, qlo, IHI);
-            seq[a][2] = __builtin_shuffle(phi, qhi, ILO);
-            seq[a][3] = __builtin_shuffle(phi, qhi, IHI);
-        }
+        vf seq[4][4];
+        output_tiles(M + o * p->Qs + u, ms, vld(bl), seq);
         for (int64_t j = 0; j < imgs; j++) { /* image n + j: its tile rows, each 4 tw floats of the sequences */
             float *yo = y + ((n + j) * p->O + o) * OHW;
             for (int64_t ty = 0; ty < p->th; ty++) {

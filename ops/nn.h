@@ -257,12 +257,10 @@ typedef struct {
     uint32_t k0, k1, thresh;
     float scale; /* 1 / (1 - p) */
 } td_drop;
+/* one round of the mixer, on a uint32_t or on a vector of them */
+#define TD_MIX32_ROUND(h) ((h) ^= (h) >> 16, (h) *= 0x7feb352dU, (h) ^= (h) >> 15, (h) *= 0x846ca68bU, (h) ^= (h) >> 16)
 static inline uint32_t td_mix32(uint32_t h) {
-    h ^= h >> 16;
-    h *= 0x7feb352dU;
-    h ^= h >> 15;
-    h *= 0x846ca68bU;
-    h ^= h >> 16;
+    TD_MIX32_ROUND(h);
     return h;
 }
 static inline uint32_t td_keep_hash(uint32_t k0, uint32_t k1, uint64_t i) {
@@ -270,11 +268,7 @@ static inline uint32_t td_keep_hash(uint32_t k0, uint32_t k1, uint64_t i) {
 }
 typedef uint32_t td_vu __attribute__((vector_size(TD_VW * 4)));
 static inline td_vu td_vmix32(td_vu h) {
-    h ^= h >> 16;
-    h *= 0x7feb352dU;
-    h ^= h >> 15;
-    h *= 0x846ca68bU;
-    h ^= h >> 16;
+    TD_MIX32_ROUND(h);
     return h;
 }
 /* the factors (scale or 0) of elements i0 .. i0 + VW - 1, as td_keep_hash decides them */

@@ -261,36 +261,24 @@ td_tensor *td_group_norm_silu_dropout(td_tensor *x, int64_t groups, td_tensor *w
 }
 
 /* ---- batch norm ----------------------------------------------------------------------------------- */
-/* Per-channel sums over (N, S) of x (N, C, S): sum and sum of squared deviations from mean. */
-static void bn_stats(const float *x, int64_t N, int64_t C, int64_t S, float *mean, double *ssd) {
-    if (S == 1) { /* rows of C: accumulate over rows, vectorised across channels */
-        double *acc = calloc((size_t)C, sizeof(double));
-        if (!acc) return;
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t c = 0; c < C; c++) acc[c] += x[n * C + c];
-        for (int64_t c = 0; c < C; c++) {
-            mean[c] = N ? (float)(acc[c] / (double)N) : 0.0f;
-            acc[c] = 0;
-        }
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t c = 0; c < C; c++) {
-                double d = (double)x[n * C + c] - mean[c];
-                acc[c] += d * d;
-            }
-        memcpy(ssd, acc, sizeof(double) * (size_t)C);
-        free(acc);
-        return;
-    }
-    #pragma omp parallel for if (N * C * S > PAR_MIN) schedule(static)
+/* Per-channel mean and sum of squared deviations of rows x (N, C): accumulated over rows,
+ * vectorised across channels (planes, S > 1, go through bn_train_forward) */
+static void bn_row_stats(const float *x, int64_t N, int64_t C, float *mean, double *ssd) {
+    double *acc = calloc((size_t)C, sizeof(double));
+    if (!acc) return;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++) acc[c] += x[n * C + c];
     for (int64_t c = 0; c < C; c++) {
-        double s = 0;
-        for (int64_t n = 0; n < N; n++) s += td_vsum(x + (n * C + c) * S, S);
-        float m = (float)(s / (double)(N * S));
-        double q = 0;
-        for (int64_t n = 0; n < N; n++) q += td_vsumsq_dev(x + (n * C + c) * S, S, m);
-        mean[c] = m;
-        ssd[c] = q;
+        mean[c] = N ? (float)(acc[c] / (double)N) : 0.0f;
+        acc[c] = 0;
     }
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++) {
+            double d = (double)x[n * C + c] - mean[c];
+            acc[c] += d * d;
+        }
+    memcpy(ssd, acc, sizeof(double) * (size_t)C);
+    free(acc);
 }
 
 /* y = x * a[c] + b[c] (then max(0, .)) */
@@ -310,11 +298,10 @@ static void bn_apply(float *y, const float *x, const float *a, const float *b, i
 static void bn_train_forward(float *y, const float *x, const float *w, const float *bias, int64_t N, int64_t C, int64_t S,
                              double eps, bool relu, float *mean, float *rstd, double *ssd, float *a, float *b) {
     #pragma omp parallel for if (N * C * S > PAR_MIN) schedule(static)
-    for (int64_t c = 0; c < C; c++) {
-        double s = 0;
+    for (int64_t c = 0; c < C; c++) { /* mean, then squared deviations (a second pass, from L2) */
+        double s = 0, q = 0;
         for (int64_t n = 0; n < N; n++) s += td_vsum(x + (n * C + c) * S, S);
         float m = (float)(s / (double)(N * S));
-        double q = 0;
         for (int64_t n = 0; n < N; n++) q += td_vsumsq_dev(x + (n * C + c) * S, S, m);
         float r = (float)(1.0 / sqrt(q / (double)(N * S) + eps)), ac = r * (w ? w[c] : 1.0f);
         float bc = (bias ? bias[c] : 0.0f) - m * ac;
@@ -525,7 +512,7 @@ td_tensor *td_batch_norm(td_tensor *x, td_tensor *rm, td_tensor *rv, td_tensor *
         bn_train_forward(td_f32(y), td_f32(xc), wc ? td_f32(wc) : NULL, bc ? td_f32(bc) : NULL, N, C, S, eps, relu, mean, rstd,
                          ssd, rstd + C, rstd + 2 * C);
     if (training) {
-        if (!fused) bn_stats(td_f32(xc), N, C, S, mean, ssd);
+        if (!fused) bn_row_stats(td_f32(xc), N, C, mean, ssd); /* S == 1 */
         double M = (double)(N * S);
         for (int64_t c = 0; c < C && !fused; c++) rstd[c] = (float)(1.0 / sqrt(ssd[c] / M + eps));
         if (rm) {
