@@ -474,6 +474,18 @@ describe("memory", function()
     print(string.format("#   resident growth after 30500 x 256 KB tensors: %.0f MB", grown))
     spec.truthy(grown < 100, "resident size grew by " .. grown .. " MB")
   end)
+  it("garbage stays within an eighth of the live tensors (plus 16 MB) however much is held", function()
+    collectgarbage()
+    local held = {}
+    for i = 1, 64 do held[i] = T.zeros(1024, 1024) end -- 256 MB live
+    local base = T.memory().live_bytes
+    T.reset_peak_memory()
+    for _ = 1, 400 do local x = T.zeros(1024, 1024) end -- 1.6 GB of throw-away tensors
+    local extra = (T.memory().peak_bytes - base) / 2 ^ 20
+    print(string.format("#   throw-away tensors beside 256 MB held: peak %.0f MB above it", extra))
+    spec.truthy(extra <= 256 / 8 + 16 + 4 + 1, "garbage reached " .. extra .. " MB")
+    spec.truthy(extra >= 4, "the loop's tensors were counted")
+  end)
   local MB4 = 1024 * 1024 -- floats: 4 MB per tensor
   it("the graph keeps what backward needs, not every intermediate result", function()
     collectgarbage()
