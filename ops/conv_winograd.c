@@ -22,18 +22,18 @@
 
 #include "winograd.h"
 
-/* U = G g G^T for the 3x3 g, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] */
-static void weight_transform(const float g[9], float u[16]) {
-    float t[4][3];
+/* U = G g G^T for the 3x3 g, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], lane by lane */
+static void weight_transform(const vf g[9], vf u[16]) {
+    vf t[4][3];
     for (int j = 0; j < 3; j++) {
-        float a = g[j], b = g[3 + j], c = g[6 + j];
+        vf a = g[j], b = g[3 + j], c = g[6 + j];
         t[0][j] = a;
         t[1][j] = 0.5f * (a + b + c);
         t[2][j] = 0.5f * (a - b + c);
         t[3][j] = c;
     }
     for (int i = 0; i < 4; i++) {
-        float a = t[i][0], b = t[i][1], c = t[i][2];
+        vf a = t[i][0], b = t[i][1], c = t[i][2];
         u[i * 4 + 0] = a;
         u[i * 4 + 1] = 0.5f * (a + b + c);
         u[i * 4 + 2] = 0.5f * (a - b + c);
@@ -41,19 +41,43 @@ static void weight_transform(const float g[9], float u[16]) {
     }
 }
 
+/* dw = G^T dU G, the weight gradient of the F(2x2) products dU[16], lane by lane */
+static void weight_grad_transform(const vf u[16], vf dw[9]) {
+    vf t[3][4]; /* G^T dU: rows 0, (1 + 2) / 2, (1 - 2) / 2 + ... of G's columns */
+    for (int b = 0; b < 4; b++) {
+        vf u0 = u[b], u1 = u[4 + b], u2 = u[8 + b], u3 = u[12 + b];
+        t[0][b] = u0 + 0.5f * u1 + 0.5f * u2;
+        t[1][b] = 0.5f * u1 - 0.5f * u2;
+        t[2][b] = 0.5f * u1 + 0.5f * u2 + u3;
+    }
+    for (int i = 0; i < 3; i++) { /* (G^T dU) G */
+        dw[i * 3 + 0] = t[i][0] + 0.5f * t[i][1] + 0.5f * t[i][2];
+        dw[i * 3 + 1] = 0.5f * t[i][1] - 0.5f * t[i][2];
+        dw[i * 3 + 2] = 0.5f * t[i][1] + 0.5f * t[i][2] + t[i][3];
+    }
+}
+
 /* Up[((xi * nob + ob) * C + c) * MR + r] = U_xi of output o = ob * MR + r, input channel c (zero
- * rows past O), for tiles of m: the rows of output o. flip: the product of the input gradient,
- * w being the forward's (C, O, 3, 3) weight read as w2[o][c][i][j] = w[c][o][2 - i][2 - j]. */
-static void pack_transformed(int64_t m, const float *w, int64_t O, int64_t C, bool flip, int64_t o, float *Up) {
+ * rows past O), for tiles of m: the rows of output o. One vector is channels c, c + 1 of the
+ * micro-tile's MR outputs (VW = 2 MR), contiguous in Up. flip: the product of the input
+ * gradient, w being the forward's (C, O, 3, 3) weight read as w2[o][c][i][j] = w[c][o][2 - i][2 - j]. */
+_Static_assert(VW == 2 * MR, "a vector of the packed weight is two channels' micro-tile rows");
+static void pack_transformed(int64_t m, const float *w, int64_t O, int64_t C, bool flip, int64_t ob, int64_t c, float *Up) {
     int64_t nob = (O + MR - 1) / MR, XI = (m + 2) * (m + 2);
-    for (int64_t c = 0; c < C; c++) {
-        float g[9], u[36] = {0};
-        if (o < O) {
-            for (int k = 0; k < 9; k++) g[k] = flip ? w[(c * O + o) * 9 + 8 - k] : w[(o * C + c) * 9 + k];
-            if (m == 4) td_wino4_weight(g, u);
-            else weight_transform(g, u);
-        }
-        for (int64_t xi = 0; xi < XI; xi++) Up[((xi * nob + o / MR) * C + c) * MR + o % MR] = u[xi];
+    float gl[9][VW];
+    for (int l = 0; l < VW; l++) {
+        int64_t o = ob * MR + l % MR, cc = c + l / MR;
+        for (int k = 0; k < 9; k++)
+            gl[k][l] = o >= O || cc >= C ? 0.0f : flip ? w[(cc * O + o) * 9 + 8 - k] : w[(o * C + cc) * 9 + k];
+    }
+    vf g[9], u[36];
+    for (int k = 0; k < 9; k++) g[k] = vld(gl[k]);
+    if (m == 4) td_wino4_weight(g, u);
+    else weight_transform(g, u);
+    for (int64_t xi = 0; xi < XI; xi++) {
+        float *d = Up + ((xi * nob + ob) * C + c) * MR;
+        if (c + 1 < C) vst(d, u[xi]);
+        else memcpy(d, &u[xi], sizeof(float) * MR); /* the last channel alone */
     }
 }
 
@@ -262,8 +286,9 @@ int td_winograd_conv(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t 
         float *V = td_conv_scratch(t, 0, (size_t)(XI * p.vxs)), *M = td_conv_scratch(t, 1, (size_t)(XI * p.mxs));
         float *P = td_conv_scratch(t, 2, (size_t)(nplanes * p.ps));
         if (!V || !M || !P) failed = 1;
-        #pragma omp for schedule(static) /* the weights' transform, shared: the other thread would wait */
-        for (int64_t o = 0; o < Or; o++) pack_transformed(m, w, O, C, flip, o, Up);
+        #pragma omp for schedule(static) collapse(2) /* the weights' transform, shared: the other thread would wait */
+        for (int64_t ob = 0; ob < nob; ob++)
+            for (int64_t c = 0; c < C; c += 2) pack_transformed(m, w, O, C, flip, ob, c, Up);
         #pragma omp for schedule(dynamic, 1)
         for (int64_t bi = 0; bi < nblk; bi++) {
             if (failed) continue;
@@ -377,28 +402,24 @@ int td_winograd_wgrad(int m, int64_t N, int64_t C, int64_t H, int64_t W, int64_t
                 }
         }
     }
-    if (!failed) {
-        static const float G[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
-        #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t o = 0; o < O; o++)
+    if (!failed) { /* dU summed over the threads and transformed, VW output channels at a time */
+        int64_t nvb = Opad / VW;
+        #pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
+        for (int64_t ob = 0; ob < nvb; ob++)
             for (int64_t c = 0; c < C; c++) {
-                float u[36], tmp[3][4];
+                vf u[36], d[9];
                 for (int64_t xi = 0; xi < XI; xi++) {
-                    float s = 0;
-                    for (int k = 0; k < nt; k++) s += part[((k * XI + xi) * Cpad + c) * Opad + o];
+                    const float *q = part + (xi * Cpad + c) * Opad + ob * VW;
+                    vf s = vld(q);
+                    for (int k = 1; k < nt; k++) s += vld(q + k * XI * Cpad * Opad);
                     u[xi] = s;
                 }
-                if (m == 4) {
-                    td_wino4_weight_grad(u, dw + (o * C + c) * 9);
-                    continue;
-                }
-                for (int i = 0; i < 3; i++) /* G^T dU */
-                    for (int b = 0; b < 4; b++)
-                        tmp[i][b] = G[0][i] * u[b] + G[1][i] * u[4 + b] + G[2][i] * u[8 + b] + G[3][i] * u[12 + b];
-                for (int i = 0; i < 3; i++) /* (G^T dU) G */
-                    for (int j = 0; j < 3; j++)
-                        dw[(o * C + c) * 9 + i * 3 + j] =
-                            tmp[i][0] * G[0][j] + tmp[i][1] * G[1][j] + tmp[i][2] * G[2][j] + tmp[i][3] * G[3][j];
+                if (m == 4) td_wino4_weight_grad(u, d);
+                else weight_grad_transform(u, d);
+                float dl[9][VW];
+                for (int k = 0; k < 9; k++) vst(dl[k], d[k]);
+                for (int64_t l = 0; l < VW && ob * VW + l < O; l++)
+                    for (int k = 0; k < 9; k++) dw[((ob * VW + l) * C + c) * 9 + k] = dl[k][l];
             }
     }
     free(part);

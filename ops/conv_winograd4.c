@@ -22,8 +22,8 @@ static const float G[6][3] = {{0.25f, 0, 0},
                               {1.0f / 24, -1.0f / 12, 1.0f / 6},
                               {0, 0, 1}};
 
-void td_wino4_weight(const float g[9], float u[36]) {
-    float t[6][3]; /* G g */
+void td_wino4_weight(const vf g[9], vf u[36]) {
+    vf t[6][3]; /* G g */
     for (int i = 0; i < 6; i++)
         for (int j = 0; j < 3; j++) t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
     for (int i = 0; i < 6; i++) /* (G g) G^T */
@@ -307,18 +307,18 @@ void td_wino4_grads(const wino_t *p, const float *dy, const segment *sg, int64_t
     }
 }
 
-void td_wino4_weight_grad(const float u[36], float dw[9]) {
-    float t[3][6]; /* G^T dU */
+void td_wino4_weight_grad(const vf u[36], vf dw[9]) {
+    vf t[3][6]; /* G^T dU */
     for (int i = 0; i < 3; i++)
         for (int b = 0; b < 6; b++) {
-            float s = 0;
-            for (int a = 0; a < 6; a++) s += G[a][i] * u[a * 6 + b];
+            vf s = G[0][i] * u[b];
+            for (int a = 1; a < 6; a++) s += G[a][i] * u[a * 6 + b];
             t[i][b] = s;
         }
     for (int i = 0; i < 3; i++) /* (G^T dU) G */
         for (int j = 0; j < 3; j++) {
-            float s = 0;
-            for (int b = 0; b < 6; b++) s += t[i][b] * G[b][j];
+            vf s = t[i][0] * G[0][j];
+            for (int b = 1; b < 6; b++) s += t[i][b] * G[b][j];
             dw[i * 3 + j] = s;
         }
 }

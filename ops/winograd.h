@@ -232,10 +232,10 @@ static inline int64_t segment_grads_to_pixels(const wino_t *p, const float *dy, 
 }
 
 /* F(4x4, 3x3) (conv_winograd4.c), the steps td_winograd_conv runs for m = 4:
- * u[36] = G g G^T of a 3x3 g; the 24 planes P (ps floats each) of tile rows ty0 .. ty0 + rows - 1
+ * u[36] = G g G^T of a 3x3 g (lane by lane: VW filters at once); the 24 planes P (ps floats each) of tile rows ty0 .. ty0 + rows - 1
  * of one channel plane x (H, W); V[xi * vxs + v0 + u] for u < n tiles from plane position u0;
  * output channel o of one image, tiles t0 <= t < t1, from M[xi * mxs + m0 + t - t0], + bias. */
-void td_wino4_weight(const float g[9], float u[36]);
+void td_wino4_weight(const vf g[9], vf u[36]);
 void td_wino4_fill(const wino_t *p, const float *x, int64_t ty0, int64_t rows, float *P);
 void td_wino4_input(const wino_t *p, const float *P, float *V, int64_t u0, int64_t n, int64_t v0);
 void td_wino4_output(const wino_t *p, const float *M, int64_t m0, int64_t t0, int64_t t1, float bias, float *y);
@@ -246,7 +246,7 @@ void td_wino4_output_stacked(const wino_t *p, const float *M, int64_t o, int64_t
                              int64_t bias_ns, float *y);
 /* For the weight gradient: Dt[xi * xs + (v0 + u) * Opad + o] = (A dY_t A^T)[xi] for the
  * segment's tiles (Y: scratch for segment_grads_to_pixels, 16 (NB + 2 tw) Opad floats);
- * dw = G^T dU G of the reduced products dU[36]. */
+ * dw = G^T dU G of the reduced products dU[36] (lane by lane). */
 void td_wino4_grads(const wino_t *p, const float *dy, const segment *sg, int64_t xs, int64_t Opad, float *Y, float *Dt);
-void td_wino4_weight_grad(const float u[36], float dw[9]);
+void td_wino4_weight_grad(const vf u[36], vf dw[9]);
 #endif
