@@ -251,7 +251,13 @@ int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph) {
         td_tensor *g = n->gout;
         n->gout = NULL;
         if (g) {
-            n->backward(n, g);
+            if (td_profile_enabled()) {
+                double t0 = td_clock();
+                n->backward(n, g);
+                td_profile_add(n->name, td_clock() - t0);
+            } else {
+                n->backward(n, g);
+            }
             td_release(g);
         }
         if (!retain_graph) {

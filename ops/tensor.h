@@ -239,6 +239,16 @@ int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph);
 int td_set_requires_grad(td_tensor *t, bool on); /* only on leaves */
 void td_zero_grad(td_tensor *t);
 
+/* ---- profile (profile.c): while enabled, td_backward adds each node's wall time under its
+ * name; entries i < td_profile_count() read back with their calls and seconds ---------------- */
+bool td_profile_enable(bool on); /* returns the previous setting */
+bool td_profile_enabled(void);
+void td_profile_add(const char *name, double seconds);
+int td_profile_count(void);
+const char *td_profile_entry(int i, uint64_t *calls, double *seconds);
+void td_profile_reset(void);
+double td_clock(void); /* seconds, monotonic */
+
 /* ---- optimiser updates (optim.c): in place, fused, one call per parameter; _ref: the plain
  * op-by-op versions the tests compare them with ---------------------------------------------- */
 int td_sgd_update_(td_tensor *p, td_tensor *g, td_tensor *buf, bool first, double lr, double momentum, double dampening,

@@ -1040,6 +1040,36 @@ static int l_clock(lua_State *L) {
     return 1;
 }
 
+/* T.profile_backward(on) -> previous: time each backward function (tdrl.profile reads them);
+ * T.profile_backward_report() -> {{name =, calls =, seconds =}, ...}; T.profile_backward_reset() */
+static int l_profile_backward(lua_State *L) {
+    lua_pushboolean(L, td_profile_enable(lua_toboolean(L, 1)));
+    return 1;
+}
+static int l_profile_backward_report(lua_State *L) {
+    int n = td_profile_count();
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        uint64_t calls;
+        double seconds;
+        const char *name = td_profile_entry(i, &calls, &seconds);
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "name");
+        lua_pushinteger(L, (lua_Integer)calls);
+        lua_setfield(L, -2, "calls");
+        lua_pushnumber(L, seconds);
+        lua_setfield(L, -2, "seconds");
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+static int l_profile_backward_reset(lua_State *L) {
+    (void)L;
+    td_profile_reset();
+    return 0;
+}
+
 /* T.defer_interrupts(on) -> previous: while on, a first Ctrl-C only sets a pending flag that
  * the job polls with T.interrupt_pending() at a safe point (a second one interrupts as usual) */
 static int l_defer_interrupts(lua_State *L) {
@@ -1089,7 +1119,9 @@ static const luaL_Reg module_functions[] = {
     {"linspace", l_linspace}, {"eye", l_eye}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
     {"manual_seed", manual_seed}, {"Generator", gen_new}, {"set_grad_enabled", l_set_grad_enabled},
     {"is_grad_enabled", l_is_grad_enabled}, {"no_grad", l_no_grad}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"reset_peak_memory", l_reset_peak_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"_sgemm", l_raw_sgemm}, {NULL, NULL}};
+    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"reset_peak_memory", l_reset_peak_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"_sgemm", l_raw_sgemm},
+    {"profile_backward", l_profile_backward}, {"profile_backward_report", l_profile_backward_report},
+    {"profile_backward_reset", l_profile_backward_reset}, {NULL, NULL}};
 
 static const luaL_Reg generator_methods[] = {
     {"seed", gen_seed}, {"get_state", gen_get_state}, {"set_state", gen_set_state}, {NULL, NULL}};
