@@ -41,23 +41,14 @@ local W = {}
 local order = {}
 local function workload(name, fn) W[name] = fn; order[#order + 1] = name end
 
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path -- bench/steps.lua
+local steps_of = require 'steps'
+
 local function dsm(preset, warm, reps)
-  local D = require 'tdrl.diffusion'
   local optim = require 'tdrl.optim'
-  local cfg = D.presets.resolve({preset = preset, batch = 100})
-  local g = T.Generator(0)
-  local model = D.build(cfg, g)
-  local opt = optim.Adam(model:parameters(), {lr = 2e-4})
+  local step, model = steps_of.dsm(preset)
   local ema = optim.EMA(model, {decay = 0.999})
-  local x0 = T.rand(100, 3, 32, 32, g)
   local allocs
-  local function step()
-    opt:zero_grad()
-    local loss = D.loss.dsm(model, x0, {generator = g})
-    loss:backward()
-    optim.clip_grad_norm_(model, 1.0)
-    opt:step()
-  end
   local s = timed(step, warm, reps)
   allocs = T.memory().allocations
   step()
@@ -82,28 +73,16 @@ workload("traj_tiny", function() return trajw("tiny", 3) end)
 workload("traj_small", function() return trajw("small", 1) end)
 
 local function head(kind, steps)
-  local heads = require 'tdrl.heads'
-  local optim = require 'tdrl.optim'
-  local F = require('tdrl.nn').F
   local g = T.Generator(0)
   local N = 256 * steps
   local X = T.randn(N, 11, 128, g)
   local y = T.randint(0, 10, {N}, g)
-  local h = heads.new(kind, 128, 10, {generator = g})
-  h:train()
-  local opt = optim.Adam(h:parameters(), {lr = 1e-3, weight_decay = 1e-5})
-  local times = T.linspace(0, 1, 11)
+  local train = steps_of.head(kind, g)
   local function epoch()
     local perm = T.randperm(N, g)
     for s = 0, steps - 1 do
       local idx = perm:narrow(1, s * 256 + 1, 256)
-      local xb = X:index_select(1, idx)
-      if kind == "mlp" then xb = xb:narrow(2, 1, 1) end
-      opt:zero_grad()
-      local loss = F.cross_entropy(h(xb, times), y:index_select(1, idx))
-      loss:backward()
-      if kind ~= "mlp" then optim.clip_grad_norm_(h, 1.0) end
-      opt:step()
+      train(X:index_select(1, idx), y:index_select(1, idx))
     end
   end
   local s = timed(epoch, 1, 3)
