@@ -100,11 +100,13 @@ static inline __attribute__((always_inline)) void store_rows(const wino_t *p, fl
             else _mm512_mask_storeu_ps(d + r * ld + k * VW, mk[k], (__m512)o);
         }
 #else
-    for (int r = 0; r < rows; r++) {
-        float t[4 * VW];
-        for (int k = 0; k < nv; k++) vst(t + k * VW, v[r][k]);
-        for (int l = l0; l < l1; l++) d[r * ld + l] = rd ? (t[l] + rd[r * ld + l]) * sc : t[l] * sc;
-    }
+    (void)nv;
+    for (int r = 0; r < rows; r++) /* lanes read from the vectors themselves: a copy to an array
+                                     * made GCC warn that lanes past nv VW may be read */
+        for (int l = l0; l < l1; l++) {
+            float t = v[r][l / VW][l % VW];
+            d[r * ld + l] = rd ? (t + rd[r * ld + l]) * sc : t * sc;
+        }
 #endif
 }
 
