@@ -43,7 +43,7 @@ static void weight_transform(const vf g[9], vf u[16]) {
 
 /* dw = G^T dU G, the weight gradient of the F(2x2) products dU[16], lane by lane */
 static void weight_grad_transform(const vf u[16], vf dw[9]) {
-    vf t[3][4]; /* G^T dU: rows 0, (1 + 2) / 2, (1 - 2) / 2 + ... of G's columns */
+    vf t[3][4]; /* G^T dU, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1] */
     for (int b = 0; b < 4; b++) {
         vf u0 = u[b], u1 = u[4 + b], u2 = u[8 + b], u3 = u[12 + b];
         t[0][b] = u0 + 0.5f * u1 + 0.5f * u2;

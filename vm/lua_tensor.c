@@ -1034,9 +1034,7 @@ static int l_raw_sgemm(lua_State *L) {
 
 /* T.clock(): monotonic wall-clock seconds (os.clock is CPU time, wrong with threads) */
 static int l_clock(lua_State *L) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    lua_pushnumber(L, (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec);
+    lua_pushnumber(L, td_clock());
     return 1;
 }
 

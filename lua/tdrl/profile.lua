@@ -8,9 +8,9 @@
 -- or profile.start() ... local report = profile.stop(). While it runs, every function of the
 -- core (T.conv2d, T.cat, ...), every tensor method (x:silu()) and the arithmetic metamethods
 -- (x + y) are wrapped in a timer, and nn.functional's entries that are core kernels with them: a
--- forward row is one of those, its time exclusive of the wrapped calls it makes itself. Backward rows are the autograd nodes' backward functions, timed
--- in C ("conv2d (backward)"); `backward (graph)` is what x:backward() spent beside them (the walk,
--- freeing the graph). `other (Lua)` is the rest of the wall time: the interpreter, the library's
+-- forward row is one of those, its time exclusive of the wrapped calls it makes itself.
+-- Backward rows are the autograd nodes' backward functions, timed in C ("conv2d (backward)");
+-- `backward (graph)` is what x:backward() spent beside them (the walk, freeing the graph). `other (Lua)` is the rest of the wall time: the interpreter, the library's
 -- Lua code, the garbage collector. Timing adds ~1 us per call; ratios between rows are what
 -- to read.
 local T = require 'tdrl'
@@ -119,8 +119,7 @@ function M.stop()
     s[1][s[2]] = s[3]
   end
   for _, u in ipairs(r.upvalues) do debug.setupvalue(u[1], u[2], u[3]) end
-  local rows, timed = {}, 0
-  local bw = 0
+  local rows, timed, bw = {}, 0, 0
   for _, e in ipairs(T.profile_backward_report()) do
     rows[#rows + 1] = {name = e.name .. " (backward)", kind = "backward", calls = e.calls, seconds = e.seconds}
     bw = bw + e.seconds
@@ -149,6 +148,13 @@ end
 --- true while a profile is being taken
 function M.running() return running ~= nil end
 
+--- the rows' total seconds by kind: {forward =, backward =, other =}
+function Report:totals()
+  local sum = {forward = 0, backward = 0, other = 0}
+  for _, r in ipairs(self.rows) do sum[r.kind] = sum[r.kind] + r.seconds end
+  return sum
+end
+
 --- the report as a table of text: the top rows (opts.top, default 30) with calls, total and
 --- per-call milliseconds and share of the wall time, then the forward / backward / other totals
 function Report:format(opts)
@@ -160,18 +166,10 @@ function Report:format(opts)
     lines[#lines + 1] = string.format("%-34s %8d %10.2f %10s %5.1f%%", r.name, r.calls, r.seconds * 1e3,
       r.calls > 0 and string.format("%.4f", r.seconds * 1e3 / r.calls) or "", 100 * r.seconds / self.wall)
   end
-  local sum = {forward = 0, backward = 0, other = 0}
-  for _, r in ipairs(self.rows) do sum[r.kind] = sum[r.kind] + r.seconds end
+  local sum = self:totals()
   lines[#lines + 1] = string.format("wall %.1f ms: forward %.1f%%, backward %.1f%%, other %.1f%%", self.wall * 1e3,
     100 * sum.forward / self.wall, 100 * sum.backward / self.wall, 100 * sum.other / self.wall)
   return table.concat(lines, "\n")
-end
-
---- the rows' total seconds by kind: {forward =, backward =, other =}
-function Report:totals()
-  local sum = {forward = 0, backward = 0, other = 0}
-  for _, r in ipairs(self.rows) do sum[r.kind] = sum[r.kind] + r.seconds end
-  return sum
 end
 
 return M
