@@ -53,7 +53,7 @@ end
 
 --- profiles(sets, opts): trains the analysis Transformer per task and seed with the protocol
 --- (learning rate chosen on validation) and averages the test-set profiles over seeds.
---- opts: seeds, epochs, lrs, batch (as protocol.run), tasks.
+--- opts: seeds, epochs, lrs, batch, patience, standardize (as protocol.run), tasks.
 --- returns {tasks = {task = {profile = {...}, band_lo = {...}, band_hi = {...}, accuracy =,
 --- per_seed = {{...}, ...}, ablation = {all =, without_mid =, only_mid =, mid_time =} (test
 --- accuracies averaged over seeds)}}, times = {...}, task_order = {...}}
@@ -62,6 +62,11 @@ function M.profiles(sets, opts)
   local cfg = {}
   for k, v in pairs(opts) do cfg[k] = v end
   cfg.head = "transformer_analysis"
+  -- standardised once here, so that the profiles and ablations read the codes the heads saw
+  if cfg.standardize then
+    local tr, va, te = protocol.standardize(sets.train, sets.val, sets.test)
+    sets, cfg.standardize = {train = tr, val = va, test = te}, false
+  end
   local kept = {}
   -- keep the heads trained at every (task, lr, seed) so that the chosen ones can be read
   cfg.on_run = function(task, lr, seed, run) kept[task .. "|" .. lr .. "|" .. seed] = run.head end
@@ -104,6 +109,41 @@ function M.jsd_matrix(prof)
     for j = 1, K do J:set(i, j, M.jsd(prof.tasks[names[i]].profile, prof.tasks[names[j]].profile)) end
   end
   return J, names
+end
+
+--- the spread of the profiles over seeds: between[i][j] = {JSD of task i's and task j's profiles
+--- of the same seed, per seed}, within[task] = {JSD between the profiles of every two seeds of
+--- the task}, centre[task] = {E[t] under the profile, per seed}, entropy[task] = {bits, per seed}.
+--- Tasks read different parts of the trajectory when the between-task values exceed the
+--- within-task ones.
+function M.spread(prof)
+  local names = prof.task_order
+  local out = {between = {}, within = {}, centre = {}, entropy = {}}
+  for i, a in ipairs(names) do
+    out.between[i] = {}
+    local pa = prof.tasks[a].per_seed
+    for j, b in ipairs(names) do
+      local pb, v = prof.tasks[b].per_seed, {}
+      for s = 1, math.min(#pa, #pb) do v[s] = M.jsd(pa[s], pb[s]) end
+      out.between[i][j] = v
+    end
+    local w = {}
+    for s = 1, #pa do
+      for u = s + 1, #pa do w[#w + 1] = M.jsd(pa[s], pa[u]) end
+    end
+    out.within[a] = w
+    local c, h = {}, {}
+    for s, p in ipairs(pa) do
+      local m, e = 0, 0
+      for k, v in ipairs(p) do
+        m = m + v * prof.times[k]
+        if v > 0 then e = e - v * math.log(v, 2) end
+      end
+      c[s], h[s] = m, e
+    end
+    out.centre[a], out.entropy[a] = c, h
+  end
+  return out
 end
 
 --- the t = 0.5 ablation: test accuracy of a trained Transformer head with all tokens, with the

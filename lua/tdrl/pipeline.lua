@@ -17,50 +17,80 @@ local fs = require 'tdrl.util.fs'
 
 local P = {}
 
--- Settings of the whole pipeline. quick: a smoke run (~3 min); default: ~20 min on 2 cores;
--- full: the reference's settings (days on a CPU). Any field can be overridden (--head_epochs=50).
+-- Settings of the whole pipeline, one complete table per mode: a mode is exactly what its table
+-- says (no key falls through from another mode), and any key can be overridden on the command
+-- line (--head_epochs=50). Keys diffusion_<k> set field k of the diffusion preset (iters, batch,
+-- lr, warmup, enc_depth, ...). head_patience 0 and mine_iters 0 mean: no early stopping, and
+-- MINE's own budget (100 x N / 256 iterations).
+--   quick:    a smoke run of every stage (<= 3 min)
+--   default:  the recipe scaled to <= 30 min on 2 cores (what `make reproduce` runs)
+--   standard: <= 4 hours on 2 cores, resumable, aiming at all five findings
+--   full:     the reference's settings (days on a CPU)
 local ALL_LRS = {1e-3, 7.5e-4, 5e-4, 2.5e-4, 1e-4, 5e-5}
 P.modes = {
-  quick = {preset = "tiny", diffusion_iters = 40, diffusion_batch = 16, diffusion_warmup = 10, diffusion_eval_every = 20,
-    diffusion_ckpt_every = 20, n_train = 600, n_val = 200, n_test = 200, granularity = 10, head_epochs = 3,
-    head_epochs_seq = 2, head_lrs = {1e-3}, head_lrs_seq = {1e-3}, head_seeds = 1, mine_iters = 15, mine_seeds = 1,
-    attn_seeds = 1,
+  quick = {preset = "tiny", diffusion_iters = 40, diffusion_batch = 16, diffusion_lr = 1e-3, diffusion_warmup = 10,
+    diffusion_eval_every = 20, diffusion_ckpt_every = 20, diffusion_enc_depth = 10, diffusion_enc_coords = false, model_seeds = {0},
+    n_train = 600, n_val = 200, n_test = 200, granularity = 10,
+    head_epochs = 3, head_epochs_seq = 2, head_patience = 0, head_standardize = true, head_lrs = {1e-3},
+    head_lrs_seq = {1e-3}, head_seeds = 1, head_seeds_seq = 1,
+    mine_iters = 15, mine_lr = 1e-3, mine_seeds = 1, mine_measure = "linfoot", attn_seeds = 1,
     granularities = {1, 2, 5}, gran_latent = 2},
-  -- sized for ~20 minutes on 2 cores: a Transformer-head step costs ~50 MLP steps, so the
-  -- sequence heads get one learning rate and fewer epochs than the MLPs
-  default = {preset = "tiny", diffusion_iters = 700, diffusion_batch = 32, diffusion_warmup = 100,
-    diffusion_eval_every = 100, diffusion_ckpt_every = 100, n_train = 4000, n_val = 500, n_test = 1000,
-    granularity = 10, head_epochs = 20, head_epochs_seq = 8, head_lrs = {1e-3, 3e-4}, head_lrs_seq = {1e-3},
-    head_seeds = 2, head_seeds_seq = 2, mine_iters = 300, mine_seeds = 1, attn_seeds = 2,
+  default = {preset = "tiny", diffusion_iters = 700, diffusion_batch = 32, diffusion_lr = 1e-3, diffusion_warmup = 100,
+    diffusion_eval_every = 100, diffusion_ckpt_every = 100, diffusion_enc_depth = 10, diffusion_enc_coords = false, model_seeds = {0},
+    n_train = 4000, n_val = 500, n_test = 1000, granularity = 10,
+    head_epochs = 300, head_epochs_seq = 150, head_patience = 30, head_standardize = true, head_lrs = {1e-3},
+    head_lrs_seq = {1e-3}, head_seeds = 2, head_seeds_seq = 2,
+    mine_iters = 0, mine_lr = 1e-3, mine_seeds = 2, mine_measure = "linfoot", attn_seeds = 2,
     granularities = {1, 2, 5, 10}, gran_latent = 2},
-  full = {preset = "small", diffusion_iters = 250000, diffusion_batch = 100, n_train = 4000, n_val = 500,
-    n_test = 1000, granularity = 10, head_epochs = 1500, head_lrs = ALL_LRS, head_lrs_seq = ALL_LRS, head_seeds = 3,
-    head_seeds_seq = 5,
-    mine_iters = nil, mine_seeds = 5, attn_seeds = 5, granularities = {2, 5, 7, 10, 17, 25, 37, 50}, gran_latent = 2},
+  standard = {preset = "tiny", diffusion_iters = 8000, diffusion_batch = 32, diffusion_lr = 1e-3, diffusion_warmup = 100,
+    diffusion_eval_every = 500, diffusion_ckpt_every = 250, diffusion_enc_depth = 16, diffusion_enc_coords = false, model_seeds = {0},
+    n_train = 4000, n_val = 500, n_test = 1000, granularity = 10,
+    head_epochs = 1500, head_epochs_seq = 600, head_patience = 100, head_standardize = true, head_lrs = {1e-3, 3e-4},
+    head_lrs_seq = {1e-3}, head_seeds = 3, head_seeds_seq = 3,
+    mine_iters = 0, mine_lr = 1e-3, mine_seeds = 3, mine_measure = "linfoot", attn_seeds = 3,
+    granularities = {1, 2, 5, 10, 25, 50}, gran_latent = 2},
+  full = {preset = "small", diffusion_iters = 250000, diffusion_batch = 100, diffusion_lr = 2e-4, diffusion_warmup = 5000,
+    diffusion_eval_every = 1000, diffusion_ckpt_every = 1000, diffusion_enc_depth = 28, diffusion_enc_coords = false, model_seeds = {0, 1, 2},
+    n_train = 4000, n_val = 500, n_test = 1000, granularity = 10,
+    head_epochs = 1500, head_epochs_seq = 1500, head_patience = 0, head_standardize = false, head_lrs = ALL_LRS,
+    head_lrs_seq = ALL_LRS, head_seeds = 3, head_seeds_seq = 5,
+    mine_iters = 0, mine_lr = 1e-4, mine_seeds = 5, mine_measure = "reference", attn_seeds = 5,
+    granularities = {2, 5, 7, 10, 17, 25, 37, 50}, gran_latent = 2},
 }
 
---- the settings of a mode with command-line overrides (argv): cfg, positional arguments
+--- the settings of a mode with command-line overrides (argv): cfg, positional arguments.
+--- The mode is --quick, --full or --mode=<name>; every other option must be a key of the modes.
 function P.config(argv, extra)
   local args = require 'tdrl.util.args'
   local mode = "default"
+  local rest = {}
   for _, a in ipairs(argv or {}) do
-    if a == "--quick" then mode = "quick" elseif a == "--full" then mode = "full" end
     local m = a:match("^%-%-mode=(%w+)$")
-    if m then mode = m end
+    if a == "--quick" then mode = "quick" elseif a == "--full" then mode = "full"
+    elseif m then mode = m
+    else rest[#rest + 1] = a end
   end
-  if not P.modes[mode] then error("unknown mode '" .. mode .. "' (quick, default or full)", 0) end
-  local defaults = {mode = mode, quick = false, full = false, dataset = "synthetic", data_dir = "", out = "",
-    seed = 0}
-  for k, v in pairs(P.modes.default) do defaults[k] = v end
-  for k, v in pairs(P.modes.full) do if defaults[k] == nil then defaults[k] = v end end
+  if not P.modes[mode] then
+    local names = {}
+    for k in pairs(P.modes) do names[#names + 1] = k end
+    table.sort(names)
+    error("unknown mode '" .. mode .. "' (" .. table.concat(names, ", ") .. ")", 0)
+  end
+  local defaults = {dataset = "synthetic", data_dir = "", out = "", seed = 0}
   for k, v in pairs(extra or {}) do defaults[k] = v end
-  local opts, pos, given = args.parse(argv, defaults)
-  local cfg = {}
-  for k, v in pairs(defaults) do cfg[k] = v end
-  for k, v in pairs(P.modes[mode]) do cfg[k] = v end
-  for k in pairs(given) do cfg[k] = opts[k] end
+  for k, v in pairs(P.modes[mode]) do defaults[k] = v end
+  local cfg, pos = args.parse(rest, defaults)
   cfg.mode = mode
   return cfg, pos
+end
+
+--- the diffusion config of cfg's preset with cfg's diffusion_<k> fields applied
+function P.diffusion_config(cfg)
+  local dcfg = D.presets.get(cfg.preset)
+  for k in pairs(D.presets.get(cfg.preset)) do
+    if cfg["diffusion_" .. k] ~= nil then dcfg[k] = cfg["diffusion_" .. k] end
+  end
+  return dcfg
 end
 
 local function plot() return require 'tdrl.plot' end
@@ -72,20 +102,23 @@ function P.sets(cfg)
   return {train = train, val = val, test = test}
 end
 
---- trains (or resumes, or just loads when finished) a diffusion model in dir/model-<name>;
---- over: fields of the diffusion config to change (encoder, latent, iters, ...)
-function P.model(cfg, dir, name, over, sets)
-  local dcfg = D.presets.get(cfg.preset)
-  for _, k in ipairs({"iters", "batch", "lr", "warmup", "seed", "eval_every", "ckpt_every", "latent", "encoder"}) do
-    if cfg["diffusion_" .. k] ~= nil then dcfg[k] = cfg["diffusion_" .. k] end
-  end
-  for k, v in pairs(over or {}) do dcfg[k] = v end
-  sets = sets or P.sets(cfg)
+--- trains (or resumes, or just loads when finished) a diffusion model of config dcfg (a full
+--- diffusion config: preset fields) on sets.train in folder out; returns model, summary
+function P.train_model(dcfg, sets, out, label)
   local X = E.images(sets.train)
   local Xv = E.images(sets.val)
   dcfg.channels, dcfg.image_size = X:size(2), X:size(3)
+  return trainer.run(dcfg, {train = X, eval = Xv}, {out = out, label = label})
+end
+
+--- trains (or resumes, or just loads when finished) a diffusion model in dir/model-<name>;
+--- over: fields of the diffusion config to change (encoder, latent, iters, ...)
+function P.model(cfg, dir, name, over, sets)
+  local dcfg = P.diffusion_config(cfg)
+  for k, v in pairs(over or {}) do dcfg[k] = v end
+  sets = sets or P.sets(cfg)
   local out = dir .. "/model-" .. name
-  local model, summary = trainer.run(dcfg, {train = X, eval = Xv}, {out = out, label = "diffusion " .. name})
+  local model, summary = P.train_model(dcfg, sets, out, "diffusion " .. name)
   return model, summary, dcfg, out
 end
 
@@ -112,14 +145,20 @@ end
 local function summary_row(kind, point, time, task, r)
   return {head = kind, point = point, t = time, task = task, best_lr = r.best_lr, val = r.val_mean,
     test_mean = r.test_mean, test_median = r.test_median, test_std = r.test_std, test_min = r.test_min,
-    test_max = r.test_max, seeds = #r.test}
+    test_max = r.test_max, seeds = #r.test, test = r.test}
+end
+
+--- the protocol options of cfg for the single-point MLPs (seq false) or the sequence heads (true)
+function P.head_options(cfg, seq)
+  return {epochs = seq and cfg.head_epochs_seq or cfg.head_epochs, lrs = seq and cfg.head_lrs_seq or cfg.head_lrs,
+    seeds = seq and cfg.head_seeds_seq or cfg.head_seeds, batch = 256,
+    patience = (cfg.head_patience or 0) > 0 and cfg.head_patience or nil, standardize = cfg.head_standardize}
 end
 
 --- the downstream table: an MLP per time point, a GRU and a Transformer, for every task.
 --- Writes heads-<name>.json and heads-<name>.csv; returns {rows = {...}, tasks = {...}, times = {...}}
 function P.heads(tr, cfg, dir, name)
   local rows = {}
-  local base = {epochs = cfg.head_epochs, lrs = cfg.head_lrs, seeds = cfg.head_seeds, batch = 256}
   local times = tr.test.times:totable()
   local P_ = #times
   local kinds = {}
@@ -128,13 +167,8 @@ function P.heads(tr, cfg, dir, name)
   kinds[#kinds + 1] = {"transformer"}
   local bar = require('tdrl.util.progress').new(#kinds, {label = "heads " .. name})
   for i, kd in ipairs(kinds) do
-    local c = {}
-    for k, v in pairs(base) do c[k] = v end
+    local c = P.head_options(cfg, kd[1] ~= "mlp")
     c.head, c.point = kd[1], kd[2]
-    if kd[1] ~= "mlp" then
-      c.seeds, c.epochs = cfg.head_seeds_seq or cfg.head_seeds, cfg.head_epochs_seq or cfg.head_epochs
-      c.lrs = cfg.head_lrs_seq or cfg.head_lrs
-    end
     local res = protocol.run(tr, c)
     for _, task in ipairs(tr.train.tasks) do
       rows[#rows + 1] = summary_row(kd[1], kd[2], kd[2] and times[kd[2]], task, res.tasks[task])
@@ -170,6 +204,105 @@ function P.heads_summary(h)
   return by
 end
 
+--- the accuracy of always answering the most frequent class of y (int64 (N))
+local function chance_of(y)
+  local counts = {}
+  local best = 0
+  for _, v in ipairs(y:totable()) do
+    counts[v] = (counts[v] or 0) + 1
+    best = math.max(best, counts[v])
+  end
+  return best / y:size(1)
+end
+
+--- probe(tr, {heads = {"mlp", "gru"}, epochs = 1500, patience = 100, lr = 1e-3, seed = 1}) -> how
+--- decodable each task is from the trajectories tr = {train, val, test}: every probe trained to
+--- convergence (early stopping on validation, standardised codes); "mlp" is one MLP per time
+--- point. The best probe of a task is chosen by VALIDATION accuracy and reported by its test
+--- accuracy. Returns {tasks, times, chance = {task = p}, probes = {{head, point, t, task, val, test}},
+--- best = {task = {head, point, t, val, test}}}
+function P.probe(tr, o)
+  o = o or {}
+  local times = tr.test.times:totable()
+  local base = {epochs = o.epochs or 1500, patience = o.patience or 100, lrs = {o.lr or 1e-3},
+    seeds = {o.seed or 1}, batch = 256, standardize = true}
+  local runs = {}
+  for _, head in ipairs(o.heads or {"mlp", "gru"}) do
+    if head == "mlp" then
+      for k = 1, #times do runs[#runs + 1] = {head = "mlp", point = k} end
+    else
+      runs[#runs + 1] = {head = head}
+    end
+  end
+  local out = {tasks = tr.train.tasks, times = times, chance = {}, probes = {}, best = {}}
+  for _, task in ipairs(out.tasks) do out.chance[task] = chance_of(tr.test.labels[task]) end
+  for _, r in ipairs(runs) do
+    local c = {}
+    for k, v in pairs(base) do c[k] = v end
+    c.head, c.point = r.head, r.point
+    local res = protocol.run(tr, c)
+    for _, task in ipairs(out.tasks) do
+      local x = res.tasks[task]
+      local row = {head = r.head, point = r.point, t = r.point and times[r.point], task = task, val = x.val_mean,
+        test = x.test_mean, epochs = x.val_by_lr[1].runs[1].epochs}
+      out.probes[#out.probes + 1] = row
+      local b = out.best[task]
+      if not b or row.val > b.val then out.best[task] = row end
+    end
+  end
+  return out
+end
+
+--- writes the probe curve of P.probe results (each with .steps and .seed) to dir: probe_curve.csv
+--- (every probe), curve.csv (per step and task: the best probe's test accuracy, mean, min and
+--- max over seeds, and chance) and probe_curve.png; returns the curve rows
+function P.write_probe_curve(results, dir, title)
+  local long = {"steps,seed,task,head,point,t,val,test,epochs"}
+  local by = {}   -- by[task][steps] = {best test per seed}
+  local steps_set, tasks, chance = {}, nil, {}
+  for _, r in ipairs(results) do
+    tasks = tasks or r.tasks
+    steps_set[r.steps] = true
+    for _, p in ipairs(r.probes) do
+      long[#long + 1] = string.format("%d,%d,%s,%s,%s,%s,%.4f,%.4f,%s", r.steps, r.seed, p.task, p.head,
+        p.point or "", p.t and string.format("%.3f", p.t) or "", p.val, p.test, p.epochs or "")
+    end
+    for _, task in ipairs(r.tasks) do
+      by[task] = by[task] or {}
+      by[task][r.steps] = by[task][r.steps] or {}
+      table.insert(by[task][r.steps], r.best[task].test)
+      chance[task] = r.chance[task]
+    end
+  end
+  fs.write(dir .. "/probe_curve.csv", table.concat(long, "\n") .. "\n")
+  local steps = {}
+  for s in pairs(steps_set) do steps[#steps + 1] = s end
+  table.sort(steps)
+  local rows, csv, series = {}, {"steps,task,mean,min,max,seeds,chance"}, {}
+  for _, task in ipairs(tasks or {}) do
+    local xs, ys, lo, hi = {}, {}, {}, {}
+    for _, s in ipairs(steps) do
+      local v = by[task][s]
+      if v then
+        local st = protocol.stats(v)
+        rows[#rows + 1] = {steps = s, task = task, mean = st.mean, min = st.min, max = st.max, seeds = st.n,
+          chance = chance[task]}
+        csv[#csv + 1] = string.format("%d,%s,%.4f,%.4f,%.4f,%d,%.4f", s, task, st.mean, st.min, st.max, st.n, chance[task])
+        xs[#xs + 1], ys[#ys + 1], lo[#lo + 1], hi[#hi + 1] = s, st.mean, st.min, st.max
+      end
+    end
+    series[#series + 1] = {label = string.format("%s (chance %.2f)", task, chance[task]), x = xs, y = ys,
+      band_lo = lo, band_hi = hi, marker = true}
+  end
+  fs.write(dir .. "/curve.csv", table.concat(csv, "\n") .. "\n")
+  if #steps > 0 then
+    plot().lines({series = series}, {title = "best probe against training steps (" .. title .. ")",
+      xlabel = "diffusion training steps", ylabel = "test accuracy (mean, min-max over seeds)",
+      xscale = #steps > 1 and "log" or nil, ylim = {0, 1}, legend = "best"}, dir .. "/probe_curve.png")
+  end
+  return rows
+end
+
 --- Figure 1 of the paper, one panel per task: MLP accuracy against t with a band over seeds
 --- (min to max), GRU and Transformer as horizontal lines
 function P.figure1(h, dir, name)
@@ -195,22 +328,49 @@ function P.figure1(h, dir, name)
   return files
 end
 
---- the NMI matrix of the test trajectories (Figure 2); writes nmi-<name>.json and a heatmap
-function P.nmi(te, cfg, dir, name)
+--- the dependence between time points (Figure 2): MINE trained on the training codes and read
+--- out on the test codes, once per seed; cfg.mine_measure "linfoot" (r = sqrt(1 - exp(-2 I)),
+--- diagonal 1) or "reference" (the paper's I / sqrt(H_i H_j)). tr: {train =, test =} (a single
+--- trajectory table is split by MINE itself). Writes nmi-<name>.json and a heatmap; returns
+--- {nmi (mean matrix), by_seed, by_lag = mean off-diagonal value per |i - j| per seed,
+--- near_diagonal, far_from_diagonal (means), near_minus_far (per seed), measure, figure}
+function P.nmi(tr, cfg, dir, name)
   local mine = require 'tdrl.mine'
-  local seeds = {}
-  for s = 1, cfg.mine_seeds do seeds[s] = s end
-  local nmi, I, H = mine.nmi_matrix(te.codes, {seeds = seeds, iters = cfg.mine_iters, progress = "MINE " .. name})
+  local te = tr.test or tr
+  local fit = tr.test and tr.train and tr.train.codes or nil
+  local P_ = te.codes:size(2)
+  local sum = T.zeros(P_, P_)
+  local by_seed, by_lag, nmf, mis = {}, {}, {}, {}
+  for s = 1, cfg.mine_seeds do
+    local R, I = mine.dependence_matrix(te.codes, {seeds = {s}, fit = fit, measure = cfg.mine_measure,
+      iters = (cfg.mine_iters or 0) > 0 and cfg.mine_iters or nil, lr = cfg.mine_lr,
+      progress = string.format("MINE %s seed %d", name, s)})
+    sum:add_(R)
+    by_seed[s], mis[s] = R:totable(), I:totable()
+    local near, far = mine.diagonal_concentration(R, 1)
+    nmf[s] = near - far
+    local lags = {}
+    for lag = 1, P_ - 1 do
+      local v = 0
+      for i = 1, P_ - lag do v = v + R:get(i, i + lag) + R:get(i + lag, i) end
+      lags[lag] = v / (2 * (P_ - lag))
+    end
+    by_lag[s] = lags
+  end
+  local nmi = sum / cfg.mine_seeds
   local near, far = mine.diagonal_concentration(nmi, 1)
   local times = te.times:totable()
   local labels = {}
   for i, t in ipairs(times) do labels[i] = string.format("%.1f", t) end
-  local out = {nmi = nmi:totable(), mi = I:totable(), entropy = H:totable(), times = times, near_diagonal = near,
-    far_from_diagonal = far}
+  local linfoot = cfg.mine_measure ~= "reference"
+  local out = {nmi = nmi:totable(), by_seed = by_seed, mi_by_seed = mis, by_lag = by_lag, times = times,
+    measure = cfg.mine_measure, near_diagonal = near, far_from_diagonal = far, near_minus_far = nmf}
   fs.write(dir .. "/nmi-" .. name .. ".json", json.encode(out, "  ") .. "\n")
   local file = "nmi-" .. name .. ".png"
-  plot().heatmap(nmi, {title = "NMI between time points (" .. name .. ")", row_labels = labels, col_labels = labels,
-    xlabel = "t", ylabel = "t", colorbar_label = "NMI", annotate = #times <= 11}, dir .. "/" .. file)
+  plot().heatmap(nmi, {title = (linfoot and "Linfoot dependence" or "NMI (reference)") .. " between time points ("
+    .. name .. ")", row_labels = labels, col_labels = labels, xlabel = "t", ylabel = "t",
+    colorbar_label = linfoot and "sqrt(1 - exp(-2 I))" or "NMI", annotate = #times <= 11,
+    vmin = linfoot and 0 or nil, vmax = linfoot and 1 or nil}, dir .. "/" .. file)
   out.figure = file
   return out
 end
@@ -218,8 +378,9 @@ end
 --- attention profiles per task (Figures 3-5) and their JSD matrix (Figures 6-8)
 function P.attention(tr, cfg, dir, name)
   local A = require 'tdrl.attention'
-  local prof = A.profiles(tr, {seeds = cfg.attn_seeds, epochs = cfg.head_epochs_seq or cfg.head_epochs,
-    lrs = cfg.attn_lrs or cfg.head_lrs_seq or cfg.head_lrs, batch = 256})
+  local o = P.head_options(cfg, true)
+  o.seeds = cfg.attn_seeds
+  local prof = A.profiles(tr, o)
   local J, names = A.jsd_matrix(prof)
   local series = {}
   for _, task in ipairs(prof.task_order) do
@@ -231,11 +392,12 @@ function P.attention(tr, cfg, dir, name)
     ylabel = "mean attention weight", legend = "best"}, dir .. "/" .. f1)
   plot().heatmap(J, {title = "Jensen-Shannon divergence of attention profiles (bits)", row_labels = names,
     col_labels = names, colorbar_label = "JSD", annotate = true, vmin = 0}, dir .. "/" .. f2)
-  local out = {profiles = {}, jsd = J:totable(), tasks = names, times = prof.times, figures = {f1, f2}}
+  local out = {profiles = {}, jsd = J:totable(), tasks = names, times = prof.times, figures = {f1, f2},
+    spread = A.spread(prof)}
   for _, task in ipairs(names) do
     local p = prof.tasks[task]
-    out.profiles[task] = {profile = p.profile, band_lo = p.band_lo, band_hi = p.band_hi, accuracy = p.accuracy,
-      ablation = p.ablation}
+    out.profiles[task] = {profile = p.profile, band_lo = p.band_lo, band_hi = p.band_hi, per_seed = p.per_seed,
+      accuracy = p.accuracy, ablation = p.ablation}
   end
   fs.write(dir .. "/attention-" .. name .. ".json", json.encode(out, "  ") .. "\n")
   return out
@@ -247,12 +409,13 @@ function P.granularity(model, sets, cfg, dir, name)
   local head = cfg.gran_head or "gru"
   for _, g in ipairs(cfg.granularities) do
     local tr = P.trajectories(model, sets, g, dir, name)
-    local res = protocol.run(tr, {head = g == 1 and "mlp" or head, epochs = cfg.head_epochs_seq or cfg.head_epochs,
-      lrs = cfg.head_lrs_seq or cfg.head_lrs, seeds = cfg.head_seeds_seq or cfg.head_seeds, batch = 256})
+    local o = P.head_options(cfg, true)
+    o.head = g == 1 and "mlp" or head
+    local res = protocol.run(tr, o)
     for _, task in ipairs(tr.train.tasks) do
       local r = res.tasks[task]
       rows[#rows + 1] = {g = g, points = #tr.test.times:totable(), task = task, test_mean = r.test_mean,
-        test_median = r.test_median, test_min = r.test_min, test_max = r.test_max, best_lr = r.best_lr}
+        test_median = r.test_median, test_min = r.test_min, test_max = r.test_max, best_lr = r.best_lr, test = r.test}
     end
   end
   local tasks = sets.train:task_names()

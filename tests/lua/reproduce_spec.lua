@@ -15,7 +15,7 @@ describe("reproduce --quick", function()
     local ok = p:close()
     if not ok then error("reproduce failed:\n" .. out:sub(-3000)) end
     for _, stage in ipairs({"1-train-vdrl", "2-train-drl-latent2", "3-trajectories", "4-heads", "5-nmi", "6-attention",
-      "7-granularity"}) do
+      "7-granularity", "8-granularity-vdrl"}) do
       spec.truthy(fs.exists(dir .. "/" .. stage .. ".done"), "stage " .. stage .. " finished")
     end
     for _, f in ipairs({"model-vdrl/checkpoint.safetensors", "model-vdrl/metrics.csv", "model-drl-latent2/config.json",
@@ -27,6 +27,11 @@ describe("reproduce --quick", function()
     local html = fs.read(dir .. "/report.html")
     spec.truthy(html:find("data:image/png;base64,", 1, true), "figures embedded in the report")
     spec.truthy(html:find("best single point", 1, true), "the heads finding is stated")
+    for _, c in ipairs({"C1", "C2", "C3", "C4", "C5"}) do
+      spec.truthy(html:find(c .. "</td>", 1, true), "finding " .. c .. " in the findings table")
+    end
+    local md = fs.read(dir .. "/summary.md")
+    spec.truthy(md:find("holds", 1, true) or md:find("inconclusive", 1, true), "verdicts in summary.md")
     local heads = fs.read(dir .. "/heads-vdrl.csv")
     local rows = 0
     for _ in heads:gmatch("\n") do rows = rows + 1 end
@@ -39,7 +44,8 @@ describe("reproduce --quick", function()
     spec.truthy(p:close(), out:sub(-2000))
     local skipped = 0
     for _ in out:gmatch("done earlier") do skipped = skipped + 1 end
-    spec.eq(skipped, 7, "stages skipped")
+    spec.eq(skipped, 8, "stages skipped")
+    spec.truthy(not out:find("codes vdrl", 1, true), "no trajectory extracted again")
     os.execute("rm -rf '" .. dir .. "'")
   end)
 end)

@@ -20,7 +20,8 @@ function D.build(cfg, gen)
       error("build: encoder must be vdrl, drl or none, got " .. tostring(cfg.encoder), 2)
     end
     enc = D.WRNEncoder({depth = cfg.enc_depth, widen = cfg.enc_widen, latent = cfg.latent,
-      probabilistic = cfg.encoder == "vdrl", channels = cfg.channels, sde = sde, generator = gen})
+      probabilistic = cfg.encoder == "vdrl", channels = cfg.channels, coords = cfg.enc_coords, sde = sde,
+      generator = gen})
   end
   return D.NCSNpp(cfg, {encoder = enc, sde = sde, generator = gen})
 end

@@ -10,6 +10,12 @@
 -- shape changes; head BN (momentum 0.9) -> ReLU -> global mean. DRL: z = feat, or
 -- Linear(feat, latent) when latent differs from the feature width (so that any latent size
 -- works: the reference hard-codes it); VDRL: Linear(feat, 2 latent) -> mu, logvar.
+-- coords = true (not in the reference) appends two channels holding each pixel's column and
+-- row in [-1, 1] to the input (CoordConv, Liu et al. 2018): the global mean pool keeps no
+-- position otherwise, so where an object is can reach the code only through the zero padding's
+-- edge effects, which a shallow encoder's receptive field (19 px for WRN-10) does not even see
+-- from the image's centre. With the coordinates, a filter can weigh an object's response by
+-- its position and the pool returns that position.
 local T = require 'tdrl'
 local nn = require 'tdrl.nn'
 local L = require 'tdrl.diffusion.layers'
@@ -52,7 +58,8 @@ function WRN:__init(o)
   self.sde = o.sde or SDE.new(o)
   local g = {generator = o.generator}
   self.temb = L.FourierTimeEmbedding(16, g)
-  self.conv1 = nn.Conv2d(o.channels or 3, widths[1], 3, 1, 1, g)
+  self.coords = o.coords and true or false
+  self.conv1 = nn.Conv2d((o.channels or 3) + (self.coords and 2 or 0), widths[1], 3, 1, 1, g)
   local blocks, cin = {}, widths[1]
   for s = 1, 3 do
     for i = 1, n do
@@ -70,8 +77,16 @@ function WRN:__init(o)
   end
 end
 
+-- (B, 2, H, W): column and row of every pixel in [-1, 1]
+local function coord_planes(B, H, W)
+  local xs = T.linspace(-1, 1, W):view(1, 1, 1, W):expand(B, 1, H, W)
+  local ys = T.linspace(-1, 1, H):view(1, 1, H, 1):expand(B, 1, H, W)
+  return T.cat({xs, ys}, 2)
+end
+
 function WRN:forward(x, t)
   local temb = self.temb(self.sde:log_sigma(t))
+  if self.coords then x = T.cat({x, coord_planes(x:size(1), x:size(3), x:size(4))}, 2) end
   local h = self.conv1(x)
   for _, b in ipairs(self.blocks) do h = b(h, temb) end
   local feat = self.bn:forward_relu(h):mean({3, 4})
