@@ -7,6 +7,7 @@
 --   ./tdrl examples/probe_curve.lua                                   # VDRL, latent 16, 2 seeds
 --   ./tdrl examples/probe_curve.lua --encoder=drl --steps=1000,2000,4000,8000,16000,32000
 --   ./tdrl examples/probe_curve.lua --enc_depth=16 --out=runs/probe-wrn16   # any preset field
+--   ./tdrl examples/probe_curve.lua --checkpoint=runs/diffusion-synthetic-vdrl  # probe a trained run
 --
 -- Writes <out>/probe_curve.csv (one row per step, seed, task and probe), <out>/curve.csv (per step
 -- and task: the best probe's mean, min and max over seeds, and chance) and <out>/probe_curve.png.
@@ -21,7 +22,8 @@ local fs = require 'tdrl.util.fs'
 
 local cfg = args.with_preset(arg, D.presets.get, {dataset = "synthetic", out = "", data_dir = "",
   steps = {1000, 2000, 4000, 8000}, seeds = {0, 1}, granularity = 10, probe_heads = {"mlp", "gru"},
-  probe_epochs = 1500, probe_patience = 100, probe_lr = 1e-3, n_train = 4000, n_val = 500, n_test = 1000})
+  probe_epochs = 1500, probe_patience = 100, probe_lr = 1e-3, n_train = 4000, n_val = 500, n_test = 1000,
+  checkpoint = ""})
 if type(cfg.steps) ~= "table" then cfg.steps = {cfg.steps} end
 if type(cfg.seeds) ~= "table" then cfg.seeds = {cfg.seeds} end
 if type(cfg.probe_heads) ~= "table" then cfg.probe_heads = {cfg.probe_heads} end
@@ -35,6 +37,30 @@ print(string.format("probe curve: %s, %s encoder (WRN-%d-%d), latent %d, batch %
   table.concat(cfg.seeds, ","), out))
 
 local pcfg = {heads = cfg.probe_heads, epochs = cfg.probe_epochs, patience = cfg.probe_patience, lr = cfg.probe_lr}
+
+local function print_probe(r, label)
+  for _, task in ipairs(r.tasks) do
+    local b = r.best[task]
+    print(string.format("  %s %-11s best %.3f (%s%s) chance %.3f", label, task, b.test, b.head,
+      b.t and string.format(" at t = %.2f", b.t) or "", r.chance[task]))
+  end
+end
+
+-- one trained run folder (config.json + checkpoint.safetensors), probed where it stands
+if cfg.checkpoint ~= "" then
+  local dcfg = json.decode(assert(fs.read(cfg.checkpoint .. "/config.json"), "no config.json in " .. cfg.checkpoint))
+  dcfg.iters = require('tdrl.checkpoint').load(cfg.checkpoint .. "/checkpoint.safetensors").step
+  local model = P.train_model(dcfg, sets, cfg.checkpoint, "load")
+  local pdir = string.format("%s/probe-step%d", cfg.checkpoint, dcfg.iters)
+  fs.mkdir(pdir)
+  local tr = P.trajectories(model, sets, cfg.granularity, pdir, dcfg.encoder, {checkpoint = cfg.checkpoint})
+  local r = P.probe(tr, pcfg)
+  r.steps = dcfg.iters
+  fs.write(pdir .. "/probe.json", json.encode(r, "  ") .. "\n")
+  print_probe(r, string.format("step %d", dcfg.iters))
+  print("probe: " .. pdir .. "/probe.json")
+  return
+end
 local results = {}
 -- step-major: every seed reaches a step count before any goes further, so an interrupted run has
 -- the early part of the curve for all seeds
@@ -60,11 +86,7 @@ for _, steps in ipairs(cfg.steps) do
       end
     end
     results[#results + 1] = r
-    for _, task in ipairs(r.tasks) do
-      local b = r.best[task]
-      print(string.format("  step %6d seed %d %-11s best %.3f (%s) chance %.3f", steps, seed, task, b.test, b.head,
-        r.chance[task]))
-    end
+    print_probe(r, string.format("step %6d seed %d", steps, seed))
   end
 end
 P.write_probe_curve(results, out, string.format("%s %s, latent %d", cfg.dataset, cfg.encoder, cfg.latent))
