@@ -1,0 +1,89 @@
+-- Heads with learned query times: the parametrisation, the gradient through the real encoder,
+-- and convergence to where a toy encoder's code carries the label.
+local T = require 'tdrl'
+local nn = require 'tdrl.nn'
+local D = require 'tdrl.diffusion'
+local LT = require 'tdrl.heads.learned_times'
+local gc = require 'tdrl.gradcheck'
+
+-- the real encoder, small. Its Fourier frequencies are divided by 256 for the central differences:
+-- at the reference's (W ~ N(0, 16^2)) the time bias moves so fast with t that the ReLUs switch
+-- every ~1e-5 in t, the code is piecewise linear on that scale and a float32 central difference
+-- measures an average slope of several pieces. A lower frequency keeps every op on the path.
+local function encoder(seed)
+  local g = T.Generator(seed)
+  local enc = D.WRNEncoder({depth = 10, widen = 1, latent = 4, probabilistic = true, channels = 3, generator = g})
+  enc:eval()
+  T.no_grad(function() enc.temb.W:mul_(1 / 256) end)
+  return enc, g
+end
+
+describe("learned query times", function()
+  it("keeps the times ordered inside (0, 1) whatever the logits, and starts where asked", function()
+    local enc, g = encoder(1)
+    local h = LT.LearnedTimesHead(enc, {K = 4, latent = 4, classes = 3, generator = g})
+    local t = h:times()
+    for k = 1, 4 do spec.near(t[k], k / 5, 1e-6) end
+    for trial = 1, 20 do
+      T.no_grad(function() h.time_logits:copy_(T.randn(5, g) * 5) end)
+      local ts = h:times()
+      spec.truthy(ts[1] > 0 and ts[4] < 1, "inside (0, 1)")
+      for k = 2, 4 do spec.truthy(ts[k] > ts[k - 1], string.format("trial %d: t%d %g <= t%d %g", trial, k, ts[k], k - 1, ts[k - 1])) end
+    end
+    local h2 = LT.LearnedTimesHead(enc, {K = 3, latent = 4, classes = 3, generator = g, init = {0.1, 0.5, 0.7}})
+    local t2 = h2:times()
+    spec.near(t2[1], 0.1, 1e-6); spec.near(t2[2], 0.5, 1e-6); spec.near(t2[3], 0.7, 1e-6)
+    spec.raises(function() LT.LearnedTimesHead(enc, {K = 0, latent = 4, classes = 3}) end, "K")
+    spec.raises(function() LT.LearnedTimesHead(enc, {K = 2, latent = 4, classes = 3, init = {0.5}}) end, "init")
+    spec.raises(function() LT.LearnedTimesHead(enc, {K = 2, latent = 4, classes = 3, init = {0.5, 0.4}}) end, "increasing")
+    spec.eq(#h:parameters(), #h.reader:parameters() + 1, "the encoder's weights are not the head's")
+  end)
+
+  it("the time logits' gradient matches central differences", function()
+    local L = LT.LearnedTimesHead(encoder(2), {K = 3, latent = 4, classes = 3}).cumsum
+    local u = T.randn(4, T.Generator(3)); u:requires_grad_(true)
+    local err, where = gc.check(function(a) return LT.times_of(a, L) end, {u}, {eps = 1e-3})
+    spec.truthy(err < 1e-2, string.format("error %.3g at %s", err, where))
+  end)
+
+  for _, reader in ipairs({"mlp", "gru", "transformer"}) do
+    it("the loss's gradient in the query times matches central differences through the real encoder (" .. reader
+      .. ")", function()
+      local enc, g = encoder(2)
+      local h = LT.LearnedTimesHead(enc, {K = 3, reader = reader, latent = 4, classes = 3, generator = g})
+      h:eval()
+      local x = T.rand(3, 3, 8, 8, g)
+      local t = T.tensor({0.2, 0.5, 0.8}); t:requires_grad_(true)
+      local err, where = gc.check(function(a) return h(x, a) end, {t}, {eps = 1e-4})
+      spec.truthy(err < 2e-2, string.format("error %.3g at %s", err, where))
+      -- and through the time logits, end to end
+      h:zero_grad()
+      local loss = nn.F.cross_entropy(h(x), T.tensor({0, 1, 2}, "int64"))
+      loss:backward()
+      spec.truthy(h.time_logits.grad:abs():sum():item() > 0, "the time logits get a gradient")
+    end)
+  end
+
+  it("a K = 1 head moves its time to where a toy encoder's code carries the label", function()
+    -- z(x, t) = 2 onehot(y) g(t) + noise, g(t) = exp(-(t - t*)^2 / (2 s^2)): the label is
+    -- readable only near t* = 0.75; the head starts at t = 0.5
+    local C, tstar, s = 4, 0.75, 0.2
+    local Toy = nn.class('ToyEncoder', nn.Module)
+    function Toy:forward(x, t)
+      local gt = ((t - tstar) ^ 2 * (-1 / (2 * s * s))):exp():view(-1, 1)
+      return {z = x:narrow(2, 1, C) * gt * 2 + x:narrow(2, C + 1, C)}
+    end
+    local g = T.Generator(5)
+    local function data(n)
+      local y = T.randint(0, C, {n}, g)
+      local onehot = T.zeros(n, C)
+      for i = 1, n do onehot:set(i, y[i] + 1, 1) end
+      return {T.cat({onehot, T.randn(n, C, g)}, 2), y}
+    end
+    local r = LT.train(Toy(), {train = data(2000), val = data(500), test = data(500)},
+      {K = 1, reader = "mlp", latent = C, classes = C, epochs = 40, patience = 40, batch = 100, time_lr = 0.05, seed = 1})
+    print(string.format("#   learned t %.3f (t* = %.2f) after %d epochs; val %.3f, test %.3f", r.times[1], tstar,
+      r.epochs, r.val, r.test))
+    spec.truthy(math.abs(r.times[1] - tstar) < 0.05, string.format("learned t %.3f, t* %.2f", r.times[1], tstar))
+  end)
+end)
