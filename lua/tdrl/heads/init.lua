@@ -12,6 +12,13 @@ M.TransformerHead = require 'tdrl.heads.transformer'
 
 M.registry = {
   mlp = M.MLPHead,
+  -- the codes of all points concatenated (opts.points of them)
+  mlp_concat = function(latent, classes, o)
+    local c = {}
+    for k, v in pairs(o or {}) do c[k] = v end
+    c.concat = true
+    return M.MLPHead(latent, classes, c)
+  end,
   gru = M.GRUHead,
   transformer = M.TransformerHead,
   -- the attention-profile model of section 3.3: one application, CLS key masked

@@ -56,7 +56,7 @@ function LearnedTimes:__init(encoder, o)
   self:register_buffer("cumsum", T.tensor(L), false)
   local g = {generator = o.generator}
   if self.reader_kind == "mlp" then
-    self.reader = heads.new("mlp", K * o.latent, o.classes, g)
+    self.reader = heads.new("mlp_concat", o.latent, o.classes, {generator = o.generator, points = K})
   else
     self.reader = heads.new(self.reader_kind, o.latent, o.classes, g)
   end
@@ -94,9 +94,7 @@ end
 --- forward(x (B, ...), times (K) or nil: the head's own) -> logits (B, classes)
 function LearnedTimes:forward(x, t)
   t = t or self:time_tensor()
-  local z = self:codes(x, t)
-  if self.reader_kind == "mlp" then z = z:reshape(z:size(1), 1, -1) end
-  return self.reader(z, t:detach())
+  return self.reader(self:codes(x, t), t:detach())
 end
 
 -- accuracy on (X, y) in eval mode
