@@ -8,6 +8,7 @@
 --   ./tdrl examples/probe_curve.lua --encoder=drl --steps=1000,2000,4000,8000,16000,32000
 --   ./tdrl examples/probe_curve.lua --enc_depth=16 --out=runs/probe-wrn16   # any preset field
 --   ./tdrl examples/probe_curve.lua --checkpoint=runs/diffusion-synthetic-vdrl  # probe a trained run
+--                                   [--ema_weights]   # with the EMA of its weights
 --
 -- Writes <out>/probe_curve.csv (one row per step, seed, task and probe), <out>/curve.csv (per step
 -- and task: the best probe's mean, min and max over seeds, and chance) and <out>/probe_curve.png.
@@ -23,7 +24,7 @@ local fs = require 'tdrl.util.fs'
 local cfg = args.with_preset(arg, D.presets.get, {dataset = "synthetic", out = "", data_dir = "",
   steps = {1000, 2000, 4000, 8000}, seeds = {0, 1}, granularity = 10, probe_heads = {"mlp", "gru"},
   probe_epochs = 1500, probe_patience = 100, probe_lr = 1e-3, n_train = 4000, n_val = 500, n_test = 1000,
-  checkpoint = ""})
+  checkpoint = "", ema_weights = false})
 if type(cfg.steps) ~= "table" then cfg.steps = {cfg.steps} end
 if type(cfg.seeds) ~= "table" then cfg.seeds = {cfg.seeds} end
 if type(cfg.probe_heads) ~= "table" then cfg.probe_heads = {cfg.probe_heads} end
@@ -50,8 +51,10 @@ end
 if cfg.checkpoint ~= "" then
   local dcfg = json.decode(assert(fs.read(cfg.checkpoint .. "/config.json"), "no config.json in " .. cfg.checkpoint))
   dcfg.iters = require('tdrl.checkpoint').load(cfg.checkpoint .. "/checkpoint.safetensors").step
-  local model = P.train_model(dcfg, sets, cfg.checkpoint, "load")
-  local pdir = string.format("%s/probe-step%d", cfg.checkpoint, dcfg.iters)
+  local model, summary = P.train_model(dcfg, sets, cfg.checkpoint, "load")
+  -- the reference extracts codes with the raw weights; --ema_weights reads the EMA's instead
+  if cfg.ema_weights then summary.ema:copy_to() end
+  local pdir = string.format("%s/probe-step%d%s", cfg.checkpoint, dcfg.iters, cfg.ema_weights and "-ema" or "")
   fs.mkdir(pdir)
   local tr = P.trajectories(model, sets, cfg.granularity, pdir, dcfg.encoder, {checkpoint = cfg.checkpoint})
   local r = P.probe(tr, pcfg)
