@@ -7,6 +7,7 @@
  * process writes to its stdout / stderr (fds 1 and 2 are pipes) into `stream` messages.
  *
  *   kernel.c        entry point, the shell loop, the handlers, the Lua side (display, inspect)
+ *   kernel_cell.c   compiling a cell (its last expression's value, the user's line numbers)
  *   kernel_wire.c   connection file, sockets, message decoding / signing / sending, helpers
  *   kernel_io.c     heartbeat, control channel, output capture
  */
@@ -27,6 +28,17 @@ int host_kernel(lua_State *L, int argc, char **argv);
 #if __has_include(<zmq.h>) && __has_include(<openssl/hmac.h>)
 #define TDRL_KERNEL_ZMQ 1
 #endif
+#endif
+
+#if defined(TDRL_KERNEL_INTERNAL)
+/* ---- kernel_cell.c: compiling a cell ---- */
+/* Pushes the cell's function (LUA_OK; no arguments) or the syntax error (its status), as the
+ * user's code reads. */
+int kcell_compile(lua_State *L, const char *code, size_t len, const char *chunk);
+/* The code as one expression list (the same calling convention), or a message (wrapper's). */
+int kcell_load_expression(lua_State *L, const char *code, size_t len, const char *chunk);
+/* Does the code end with ';' (its value kept quiet)? */
+int kcell_is_quiet(const char *s, size_t n);
 #endif
 
 #if defined(TDRL_KERNEL_INTERNAL) && defined(TDRL_KERNEL_ZMQ)

@@ -31,7 +31,6 @@
 #define PROMPT "tdrl> "
 #define PROMPT2 "  >> "
 #define HISTORY_MAX 1000
-#define CHUNK_INCOMPLETE (-1)
 
 /* ---- signals while waiting for input ------------------------------------------------------ */
 
@@ -215,51 +214,6 @@ static int read_line(const char *prompt, char **out) {
 
 /* ---- compiling and running chunks --------------------------------------------------------- */
 
-/* Is the syntax error message on the stack top one that more input could fix? */
-static int incomplete(lua_State *L) {
-    size_t len;
-    const char *msg = lua_tolstring(L, -1, &len);
-    static const char mark[] = "<eof>";
-    size_t ml = sizeof mark - 1;
-    return msg && len >= ml && strcmp(msg + len - ml, mark) == 0;
-}
-
-/* Compiles `return <buf>`, else `<buf>`. Pushes the function and returns LUA_OK; returns
- * CHUNK_INCOMPLETE (nothing pushed) when either form ends early; else pushes the error
- * message of the statement form and returns its status. */
-static int compile_chunk(lua_State *L, const char *buf, size_t len) {
-    const char *ret = lua_pushfstring(L, "return %s", buf);
-    int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
-    if (status == LUA_OK) {
-        lua_remove(L, -2);
-        return LUA_OK;
-    }
-    int ret_status = status;
-    int ret_incomplete = status == LUA_ERRSYNTAX && incomplete(L);
-    lua_remove(L, -2); /* keep the message of the return form */
-    status = luaL_loadbuffer(L, buf, len, "=stdin");
-    if (status == LUA_OK) {
-        lua_remove(L, -2);
-        return LUA_OK;
-    }
-    if (status == LUA_ERRSYNTAX && (incomplete(L) || ret_incomplete)) {
-        lua_pop(L, 2);
-        return CHUNK_INCOMPLETE;
-    }
-    /* A statement starts with a name, '(', ';' or '::'; anything else was meant as an
-     * expression ("1 +* 2"), so the return form's message says more. */
-    const char *p = buf;
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
-    int statement = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' ||
-                    *p == '(' || *p == ';' || *p == ':';
-    if (statement) {
-        lua_remove(L, -2);
-        return status;
-    }
-    lua_pop(L, 1);
-    return ret_status;
-}
-
 /* A chunk whose last non-blank character is ';' runs quietly. */
 static int is_quiet(const char *buf, size_t len) {
     while (len > 0 && (buf[len - 1] == ' ' || buf[len - 1] == '\t' || buf[len - 1] == '\n' ||
@@ -283,6 +237,16 @@ static void print_results(lua_State *L, int base) {
     }
 }
 
+/* "x = 1; x" (and "x = 1; x;", quiet): the value of the last expression, as the kernel shows it.
+ * Pushes the function and returns 1, or returns 0. */
+static int last_expression(lua_State *L, const char *buf, size_t len) {
+    if (is_quiet(buf, len)) {
+        while (len > 0 && buf[len - 1] != ';') len--;
+        len--;
+    }
+    return host_chunk_last_expression(L, buf, len, "=stdin", 0);
+}
+
 static char *append_line(char *buf, size_t *len, const char *line) {
     size_t l = strlen(line);
     char *nb = realloc(buf, *len + l + 2);
@@ -303,8 +267,12 @@ static int repl_step(lua_State *L) {
     size_t len = strlen(buf);
     int status;
     for (;;) {
-        status = compile_chunk(L, buf, len);
-        if (status != CHUNK_INCOMPLETE) break;
+        status = host_chunk_compile(L, buf, len, "=stdin");
+        if (status != LUA_OK && last_expression(L, buf, len)) {
+            if (status != HOST_CHUNK_INCOMPLETE) lua_remove(L, -2); /* the message */
+            status = LUA_OK;
+        }
+        if (status != HOST_CHUNK_INCOMPLETE) break;
         char *line = NULL;
         r = read_line(PROMPT2, &line);
         if (r < 0) { /* Ctrl-C drops the whole chunk */

@@ -231,6 +231,9 @@ int main(void) {
     CHECK(read_until(PROMPT2, from, WAIT), "an incomplete expression gets the continuation prompt");
     CHECK(eval_has("2}", "table:"), "a multi-line expression prints its value");
 
+    CHECK(eval_is("r1 = 4; r1", "4\n"), "stmt; expr shows the expression's value (as the kernel does)");
+    CHECK(eval_is("r1 = 5; r1;", ""), "... and stmt; expr; keeps it quiet");
+    CHECK(eval_is("r1", "5\n"), "... after running it");
     /* errors */
     const char *r = eval("error('boom')");
     CHECK(r && strstr(r, "boom") && strstr(r, "stack traceback"), "an error prints a traceback with its message");

@@ -267,6 +267,37 @@ try:
     r, outs = execute("x = = 1")
     ok("a syntax error: SyntaxError with the line", r["status"] == "error" and r["ename"] == "SyntaxError"
        and ":1:" in r["evalue"], r)
+    r, outs = execute("a = 1\nb = nil\nb.c")
+    ok("a runtime error on a cell's last line names that line", r["status"] == "error"
+       and ("In[%d]:3:" % r["execution_count"]) in r["evalue"] and "In[%d]:4" % r["execution_count"] not in r["evalue"],
+       r)
+    r, outs = execute("a = nil\nlocal v = a.b -- a comment")
+    ok("... also when the line ends in a comment", r["status"] == "error"
+       and ("In[%d]:2:" % r["execution_count"]) in r["evalue"], r)
+    r, outs = execute("q = 2\nq.x.y -- the last line")
+    ok("... and when the last line is an expression with a comment", r["status"] == "error"
+       and ("In[%d]:2:" % r["execution_count"]) in r["evalue"], r)
+    r, outs = execute("{1,")
+    ok("a syntax error quotes the user's code, not the kernel's wrapper", r["status"] == "error"
+       and r["ename"] == "SyntaxError" and "near ')'" not in r["evalue"] and "<eof>" in r["evalue"], r)
+    r, outs = execute("local s = 'x'\nreturn s +* 2")
+    ok("... on the line where it is", r["status"] == "error" and ":2:" in r["evalue"]
+       and "__tdrl_values" not in r["evalue"] and "'*'" in r["evalue"], r)
+    r, outs = execute("m = 5; m")
+    res = of_type(outs, "execute_result")
+    ok("stmt; expr on one line shows the expression's value", r["status"] == "ok" and res
+       and res[0]["data"]["text/plain"] == "5", (r, outs))
+    r, outs = execute("print('a;b'); 6")
+    res = of_type(outs, "execute_result")
+    ok("... after a statement that prints (a ';' inside a string is no split)", r["status"] == "ok" and res
+       and res[0]["data"]["text/plain"] == "6" and stream_text(outs) == "a;b\n", (r, outs))
+    r, outs = execute("local t = {1; 2}; #t")
+    res = of_type(outs, "execute_result")
+    ok("... after a table with ';' separators", res and res[0]["data"]["text/plain"] == "2", (r, outs))
+    r, outs = execute("u1 = 1; u2 = 2")
+    ok("stmt; stmt shows nothing", r["status"] == "ok" and not of_type(outs, "execute_result"), (r, outs))
+    r, outs = execute("u1 = 3; u1;")
+    ok("stmt; expr; stays quiet", r["status"] == "ok" and not of_type(outs, "execute_result"), (r, outs))
     r, outs = execute("T.zeros(2, 3):matmul(T.zeros(4, 5))")
     ok("a core error surfaces as a Lua error naming the op", r["status"] == "error" and "matmul" in r["evalue"], r)
     r, outs = execute("error(setmetatable({}, {__tostring = function() return 'custom' end}))")
@@ -325,6 +356,8 @@ try:
     ok("inspect an unknown name: found = false", r["status"] == "ok" and not r["found"], r)
     st = [request("is_complete", code=c)["status"] for c in ("for i = 1, 3 do", "x = 1", "x = = 1", "f(1,")]
     ok("is_complete: incomplete, complete, invalid", st == ["incomplete", "complete", "invalid", "incomplete"], st)
+    st = [request("is_complete", code=c)["status"] for c in ("{1,", "1 +", "'abc' ..", "x = {", "1 +* 2", "m = 1; m")]
+    ok("is_complete continues what the REPL continues", st == ["incomplete"] * 4 + ["invalid", "complete"], st)
     r = request("history", hist_access_type="tail", n=2, output=False, raw=True)
     ok("history tail", r["status"] == "ok" and len(r["history"]) == 2 and r["history"][0][2] == "xs = T.randn(3, 4)"
        and r["history"][1][2].startswith("-- adds one") and r["history"][1][1] == r["history"][0][1] + 1, r)
