@@ -65,6 +65,10 @@ int host_chunk_last_expression(lua_State *L, const char *code, size_t len, const
 /* "complete", "incomplete" or "invalid", as the REPL treats the code. */
 const char *host_chunk_state(lua_State *L, const char *buf, size_t len);
 
+/* Replaces os.execute with one that flushes stdout first and raises an "interrupted" error
+ * when the program was stopped by Ctrl-C (os_execute.c). */
+void host_wrap_execute(lua_State *L);
+
 /* REPL (repl.c). Runs until EOF (Ctrl-D) or os.exit. Preloads T, nn, optim, data, plot. */
 void host_repl(lua_State *L);
 

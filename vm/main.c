@@ -492,6 +492,7 @@ static int pmain(lua_State *L) {
         lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
     }
     luaL_openlibs(L);
+    host_wrap_execute(L);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_tdrl_core);
     lua_setfield(L, -2, "tdrl.core");

@@ -246,6 +246,19 @@ try:
     ok("a subprocess's output is captured too", "from-a-subprocess" in out and "sub-err" in err, (out, err))
     ok("output ends before the reply (nothing arrives after idle)", r["status"] == "ok")
 
+    go = os.path.join(tmp, "go-partial")
+    mid = kc.execute("io.write('partial line') while not io.open(%s) do end io.write(' done')" % json.dumps(go))
+    try:
+        shown = wait_marker(mid, "partial line", timeout=30)
+    except Exception:  # noqa: BLE001
+        shown = False
+    open(go, "w").close()
+    outs = collect(mid)
+    ok("a partial line (io.write, no newline) shows while the cell still runs", shown
+       and stream_text(outs) == "partial line done", stream_text(outs))
+    r, outs = execute('io.write("a") os.execute("echo b") io.write("c") os.execute("echo d 1>&2") print("e")')
+    ok("partial lines and a subprocess's output keep their order", stream_text(outs) == "ab\nce\n"
+       and stream_text(outs, "stderr") == "d\n", (stream_text(outs), stream_text(outs, "stderr")))
     r, outs = execute('io.write("bad \\255 bytes, \\195") io.stdout:flush() io.write("\\169t\\195\\169\\n") return "x\\254y"')
     out, res = stream_text(outs), of_type(outs, "execute_result")
     ok("bytes that are not UTF-8 arrive as U+FFFD; a character split across writes stays whole",
