@@ -157,6 +157,7 @@ static int lua_setup(lua_State *L) {
     lua_newtable(L);
     lua_pushcfunction(L, l_publish);
     lua_setfield(L, -2, "publish");
+    kstdin_register(L);
     if (host_docall(L, 1, 1) != LUA_OK) {
         kw_log("internal error: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
@@ -328,7 +329,9 @@ static void execute(kmsg *m) {
     int status = kcell_compile(L, code, len, chunk);
     if (status == LUA_OK) {
         drop_pending_sigint();
+        kstdin_set_request(m, json_is_true(json_object_get(c, "allow_stdin")));
         status = host_docall(L, 0, LUA_MULTRET);
+        kstdin_set_request(NULL, 0);
         ename = status == LUA_OK ? NULL : runtime_ename(L);
         int n = lua_gettop(L) - top;
         if (status == LUA_OK && n > 0 && !silent && !kcell_is_quiet(code, len)) {
@@ -637,7 +640,7 @@ int host_kernel(lua_State *L, int argc, char **argv) {
                 handle_shell(&m);
             kw_free(&m);
         }
-        if (items[1].revents & ZMQ_POLLIN) { /* no input_request is ever sent: drop replies */
+        if (items[1].revents & ZMQ_POLLIN) { /* a reply that came after its cell ended: drop it */
             kmsg m;
             char why[512];
             if (kw_recv(kw.stdin_sock, &m, false, why, sizeof why) != 0) kw_log("stdin: ignored a message");

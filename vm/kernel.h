@@ -10,6 +10,7 @@
  *   kernel_cell.c   compiling a cell (its last expression's value, the user's line numbers)
  *   kernel_wire.c   connection file, sockets, message decoding / signing / sending, helpers
  *   kernel_io.c     heartbeat, control channel, output capture
+ *   kernel_stdin.c  io.read in a cell: input_request / input_reply on the stdin channel
  */
 #ifndef TDRL_KERNEL_H
 #define TDRL_KERNEL_H
@@ -125,6 +126,11 @@ void kio_threads_stop(void);
 extern volatile int kio_shutdown_requested, kio_shutdown_restart;
 /* Interrupts the cell running on the main thread (as Ctrl-C does). */
 void kio_interrupt_main(void);
+/* ---- kernel_stdin.c ---- */
+/* The execute_request being served (NULL after it) and whether it allowed stdin. */
+void kstdin_set_request(const kmsg *m, int allow_stdin);
+/* K.input(prompt) and K.stdin_allowed() into the table on the stack top. */
+void kstdin_register(lua_State *L);
 /* kernel_info_reply content (kernel.c): shared by the shell and control handlers. */
 json_t *kernel_info_content(void);
 #endif

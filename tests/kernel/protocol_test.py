@@ -270,6 +270,43 @@ try:
     ok("streams and display_data keep their order", kinds == [("stream", "a\n"), ("display_data", ""),
                                                                ("stream", "b\n")], kinds)
 
+    # ---- input from the notebook: io.read with allow_stdin ---------------------------------------------
+    def with_input(code, answers):
+        mid = kc.execute(code, allow_stdin=True)
+        prompts = []
+        for a in answers:
+            req = kc.get_stdin_msg(timeout=60)
+            prompts.append(req)
+            kc.input(a)
+        outs = collect(mid)
+        return shell_reply(mid)["content"], outs, prompts
+
+    r, outs, reqs = with_input("print('name?') local s = io.read() return 'hello ' .. s", ["Ada"])
+    res = of_type(outs, "execute_result")
+    ok("io.read() sends input_request and returns the input_reply's value", reqs
+       and reqs[0]["msg_type"] == "input_request" and res and res[0]["data"]["text/plain"] == "hello Ada"
+       and stream_text(outs) == "name?\n", (r, outs, reqs))
+    r, outs, reqs = with_input("local a, b = io.read('n', 'l') return a + 1, b", ["41", "rest"])
+    res = of_type(outs, "execute_result")
+    ok("io.read formats (n, l), io.stdin:read and io.lines", res and res[0]["data"]["text/plain"] == "42\trest", (r, outs))
+    r, outs, reqs = with_input("local t = {} for l in io.lines() do if l == 'end' then break end t[#t + 1] = l end "
+                               "return io.stdin:read() .. #t", ["x", "y", "end", "z"])
+    res = of_type(outs, "execute_result")
+    ok("... io.lines() and io.stdin:read() ask too", res and res[0]["data"]["text/plain"] == "z2", (r, outs))
+    r, outs = execute("return io.read()", allow_stdin=False)
+    res = of_type(outs, "execute_result")
+    ok("without allow_stdin io.read() gets end of input", r["status"] == "ok" and res
+       and res[0]["data"]["text/plain"] == "nil", (r, outs))
+    mid = kc.execute("return io.read()", allow_stdin=True)
+    kc.get_stdin_msg(timeout=60)
+    km.interrupt_kernel()
+    r = shell_reply(mid)["content"]
+    collect(mid)
+    ok("an interrupt while waiting for input stops the cell", r["status"] == "error"
+       and "interrupted" in r["evalue"], r)
+    r, outs = execute("1 + 1")
+    ok("... and the kernel goes on", of_type(outs, "execute_result")[0]["data"]["text/plain"] == "2", outs)
+
     # ---- errors --------------------------------------------------------------------------------------
     r, outs = execute('local function f() error("boom") end\nf()')
     errs = of_type(outs, "error")
