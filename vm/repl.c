@@ -175,11 +175,12 @@ static int read_line_tty(const char *prompt, char **out) {
     return 1;
 }
 
-/* stdin is not a terminal (tdrl -i < file, a pipe): no readline, unbuffered stdin. */
+/* stdin is not a terminal (tdrl -i < file, a pipe): no readline, unbuffered stdin, and no
+ * prompt: the output holds the values only, as a script's would. */
 static int read_line_plain(const char *prompt, char **out) {
+    (void)prompt;
     sigset_t m;
     wait_mask(&m);
-    fputs(prompt, stdout);
     fflush(stdout);
     fflush(stderr);
     host_prompt_sigint = 0;
@@ -366,7 +367,8 @@ void host_repl(lua_State *L) {
     char names[128], version[256];
     preload(L, names, sizeof names);
     host_version_string(version, sizeof version);
-    printf("%s  T = require 'tdrl'%s%s\n", version, names[0] ? "; also " : "", names);
+    if (use_readline) /* on a pipe the output is the values alone */
+        printf("%s  T = require 'tdrl'%s%s\n", version, names[0] ? "; also " : "", names);
     fflush(stdout);
     while (repl_step(L)) {
     }

@@ -221,6 +221,13 @@ int main(void) {
     RUN(&r, "", "-h");
     CHECK(r.status == 0 && strstr(r.out, "usage: tdrl") && strstr(r.out, "-e stmt") && strstr(r.out, "-l mod"),
           "-h prints the usage and exits 0");
+    RUN(&r, "", "--help");
+    CHECK(r.status == 0 && strstr(r.out, "usage: tdrl") && r.err[0] == '\0', "--help prints the usage and exits 0");
+    RUN(&r, "", "--version");
+    CHECK(r.status == 0 && strncmp(r.out, "tdrl ", 5) == 0 && strstr(r.out, "Lua 5.4") && r.err[0] == '\0',
+          "--version prints the version line");
+    RUN(&r, "", "--frobnicate");
+    CHECK(r.status == 1 && strstr(r.err, "unrecognized option '--frobnicate'"), "an unknown long option exits 1");
     RUN(&r, "", "-z");
     CHECK(r.status == 1 && strstr(r.err, "unrecognized option '-z'") && strstr(r.err, "usage"),
           "a bad option exits 1 with the usage");
@@ -279,6 +286,9 @@ int main(void) {
     CHECK(r.status == 0 && strstr(r.out, "6\n") && strstr(r.out, "table\n") && !strstr(r.out, "2\n"),
           "-i runs the REPL after -e (here on a pipe) with T preloaded");
     if (r.status != 0) show("-i", &r);
+    RUN(&r, "1 + 1\nx = 2\nx * 3\n", "-i");
+    CHECK(r.status == 0 && strcmp(r.out, "2\n6\n") == 0, "tdrl -i < file: the values alone, no banner, no prompts");
+    if (strcmp(r.out, "2\n6\n") != 0) show("-i < file", &r);
     RUN(&r, "print(T)\n", "-i", "-e", "T = 'mine'");
     CHECK(r.status == 0 && strstr(r.out, "mine\n"), "the REPL leaves globals set before it alone");
     RUN(&r, "error('x')\nprint('after')\n", "-i");
