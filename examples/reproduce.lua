@@ -43,15 +43,18 @@ local function model_of(name, over)
   return (P.model(cfg, dir, name, over, sets)) -- loads the finished checkpoint
 end
 
+-- each trajectory file records the checkpoint it came from (with its step and config)
+local function ckpt_of(name) return dir .. "/model-" .. name .. "/checkpoint.safetensors" end
+
 -- (3) trajectories
 local tr
 E.stage(dir, "3-trajectories", function()
   vdrl = vdrl or model_of("vdrl", {encoder = "vdrl", latent = 16})
-  tr = P.trajectories(vdrl, sets, cfg.granularity, dir, "vdrl", {checkpoint = dir .. "/model-vdrl/checkpoint.safetensors"})
+  tr = P.trajectories(vdrl, sets, cfg.granularity, dir, "vdrl", {checkpoint = ckpt_of("vdrl")})
   return {points = tr.test.codes:size(2), latent = tr.test.codes:size(3), train = tr.train.codes:size(1)}
 end)
 tr = tr or P.trajectories(function() return model_of("vdrl", {encoder = "vdrl", latent = 16}) end, sets,
-  cfg.granularity, dir, "vdrl")
+  cfg.granularity, dir, "vdrl", {checkpoint = ckpt_of("vdrl")})
 
 -- (4) heads; (5) NMI; (6) attention and JSD; (7) granularity
 res.heads = E.stage(dir, "4-heads", function()
@@ -63,7 +66,7 @@ res.nmi = E.stage(dir, "5-nmi", function() return P.nmi(tr.test, cfg, dir, "vdrl
 res.attention = E.stage(dir, "6-attention", function() return P.attention(tr, cfg, dir, "vdrl") end)
 res.granularity = E.stage(dir, "7-granularity", function()
   drl = drl or model_of("drl-latent2", {encoder = "drl", latent = cfg.gran_latent})
-  return P.granularity(drl, sets, cfg, dir, "drl-latent2")
+  return P.granularity(drl, sets, cfg, dir, "drl-latent2", {checkpoint = ckpt_of("drl-latent2")})
 end)
 
 -- (8) the findings, in sentences, with this run's numbers
