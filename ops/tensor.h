@@ -64,6 +64,10 @@ extern volatile int td_interrupt_flag;
  * can stop at a step boundary and save a consistent checkpoint; a second Ctrl-C interrupts. */
 extern volatile int td_interrupt_defer, td_interrupt_pending;
 static inline bool td_interrupted(void) { return td_interrupt_flag != 0; }
+/* With TDRL_TRACE_LONG_OPS set, writes "tdrl: <op> started" to stderr when a long kernel that
+ * polls td_interrupt_flag starts: a test waits for that line before it sends Ctrl-C, rather
+ * than guessing with a delay when the kernel is running. */
+void td_note_long_op(const char *op);
 void td_set_num_threads(int n); /* OpenMP threads; OpenBLAS stays single-threaded (td_gemm splits products) */
 int td_get_num_threads(void);
 void td_threads_init(void); /* reads TDRL_NUM_THREADS (default: all cores) */

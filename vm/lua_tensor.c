@@ -27,7 +27,13 @@ td_tensor *tdl_check_tensor(lua_State *L, int idx) {
     return b->t;
 }
 
-int tdl_error(lua_State *L) { return luaL_error(L, "%s", td_last_error()); }
+int tdl_error(lua_State *L) {
+    /* A kernel stopped by Ctrl-C reports "<op>: interrupted". The stop hook that the SIGINT
+     * handler set would fire on the call of the error handler and replace that message with a
+     * bare "interrupted!" from no op: the kernel has stopped already, so the hook goes. */
+    if (td_interrupt_flag) lua_sethook(L, NULL, 0, 0);
+    return luaL_error(L, "%s", td_last_error());
+}
 
 /* Memory held by tensors is invisible to Lua's collector, so tensor bytes drive collections of
  * their own: a full collection whenever the bytes held by tensors have grown by an eighth (and

@@ -40,7 +40,7 @@ static double now(void) {
 #define LIMIT 120.0 /* seconds: a run still going then is killed (and fails its check) */
 
 /* Runs bin with args (NULL-terminated, after argv[0]), feeding `input` on stdin. When
- * sigint_on is given, sends SIGINT once that text has appeared on its stdout. */
+ * sigint_on is given, sends SIGINT once that text has appeared on its stdout or stderr. */
 static void run_v(result *r, const char *input, const char *sigint_on, const char *const *args) {
     const char *argv[64];
     int n = 0;
@@ -85,7 +85,8 @@ static void run_v(result *r, const char *input, const char *sigint_on, const cha
             break;
         }
         r->out[no] = '\0';
-        if (sigint_on && !sent && strstr(r->out, sigint_on)) {
+        r->err[ne] = '\0';
+        if (sigint_on && !sent && (strstr(r->out, sigint_on) || strstr(r->err, sigint_on))) {
             kill(pid, SIGINT);
             sent = 1;
         }
@@ -269,10 +270,18 @@ int main(void) {
     /* Ctrl-C in batch mode */
     RUN_INT(&r, "", "in the loop", "-e", "io.write('in the loop\\n') io.stdout:flush() for i = 1, 1e12 do end");
     CHECK(r.status == 130 && strstr(r.err, "interrupted"), "SIGINT stops a batch script: status 130, 'interrupted'");
-    RUN_INT(&r, "", "in matmul", "-e", "local T = require 'tdrl'; local a = T.randn(2048, 2048); "
-                                  "io.write('in matmul\\n') io.stdout:flush() for i = 1, 200 do a:matmul(a) end");
+    RUN_INT(&r, "", "in matmuls", "-e", "local T = require 'tdrl'; local a = T.randn(2048, 2048); "
+                                   "io.write('in matmuls\\n') io.stdout:flush() for i = 1, 200 do a:matmul(a) end");
     CHECK(r.status == 130 && strstr(r.err, "interrupted"), "SIGINT stops a long C kernel in batch mode: status 130");
     if (r.status != 130) show("kernel interrupt", &r);
+    /* TDRL_TRACE_LONG_OPS: the core says on stderr when the long matmul has started */
+    setenv("TDRL_TRACE_LONG_OPS", "1", 1);
+    RUN_INT(&r, "", "tdrl: matmul started", "-e", "local T = require 'tdrl'; local a = T.zeros(8192, 8192); "
+                                                "local c = a:matmul(a)");
+    unsetenv("TDRL_TRACE_LONG_OPS");
+    CHECK(r.status == 130 && strstr(r.err, "matmul: interrupted") && !strstr(r.err, "interrupted!"),
+          "an interrupted C kernel names its op: 'matmul: interrupted'");
+    if (r.status != 130 || !strstr(r.err, "matmul: interrupted")) show("one matmul", &r);
     /* a job that defers Ctrl-C to its step boundary and stops cleanly (as the trainer does) */
     RUN_INT(&r, "", "deferring", "-e", "local T = require 'tdrl'; T.defer_interrupts(true); "
                                "io.write('deferring\\n') io.stdout:flush(); while not T.interrupt_pending() do end; T.defer_interrupts(false); "
