@@ -74,5 +74,8 @@ void host_repl(lua_State *L);
 
 /* Tab completion (complete.c): hooks itself into readline. */
 void host_completion_init(lua_State *L);
+/* The completions of line[start, end) (readline's format: [0] the common part when several,
+ * NULL-terminated, malloc'd), as TAB gives them at the REPL; NULL when none. */
+char **host_complete(const char *line, int start, int end);
 
 #endif

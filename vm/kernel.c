@@ -425,12 +425,13 @@ static void complete(kmsg *m) {
                 }
             }
         }
-    } else if (state == 0 && rl_attempted_completion_function) {
+    } else if (state == 0) {
         while (start > 0 && (ident_char((unsigned char)code[start - 1]) || code[start - 1] == '.' || code[start - 1] == ':'))
             start--;
-        char *text = strndup(code + start, b - start);
-        if (text) found = rl_attempted_completion_function(text, (int)start, (int)b);
-        free(text);
+        /* the REPL's completion; text before the cursor only, as a REPL line */
+        char *line = strndup(code, b);
+        if (line) found = host_complete(line, (int)start, (int)b);
+        free(line);
     }
     if (found) {
         /* [0] is the common prefix when there are several */

@@ -1142,6 +1142,14 @@ void tdl_register_tensor(lua_State *L) {
     lua_setfield(L, -3, "__methods"); /* for the REPL's completion */
     lua_pushcclosure(L, m_index, 1);
     lua_setfield(L, -2, "__index");
+    /* the fields m_index serves, for tab completion (x.gr<TAB> -> x.grad) */
+    static const char *const fields[] = {"grad", "shape", "ndim", "requires_grad", "is_leaf", "grad_fn"};
+    lua_createtable(L, 0, (int)(sizeof fields / sizeof *fields));
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, fields[i]);
+    }
+    lua_setfield(L, -2, "__fields");
     static const luaL_Reg meta[] = {
         {"__newindex", m_newindex}, {"__tostring", m_tostring}, {"__gc", tensor_close}, {"__close", tensor_close},
         {"__len", m_len}, {"__add", m_add}, {"__sub", m_sub}, {"__mul", m_mul}, {"__div", m_div}, {"__pow", m_pow},

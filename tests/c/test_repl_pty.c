@@ -288,6 +288,21 @@ int main(void) {
     CHECK(eval_is("type(w)", "userdata\n"), "... and x:reshape(1,2) made a tensor");
     send_str("retu\t");
     CHECK(eval_is("1", "1\n"), "keywords complete (retu -> return )");
+    CHECK(eval_is("lst = {{name = 'n1'}, cfg = {['k'] = {deep = 3}}}", ""), "a list of tables");
+    send_str("lst[1].na\t");
+    CHECK(eval_is("", "n1\n"), "after a subscript the chain goes on: lst[1].na<TAB> -> lst[1].name");
+    send_str("lst.cfg['k'].de\t");
+    CHECK(eval_is("", "3\n"), "... with a string key too: lst.cfg['k'].de<TAB> -> .deep");
+    from = out_len;
+    send_str("x:size():\t\t");
+    read_until("x:size():", from, WAIT);
+    send_str("\x03");
+    read_until(PROMPT, from, WAIT);
+    CHECK(!strstr(out + from, "print") && !strstr(out + from, "collectgarbage"),
+          "after a call (x:size():<TAB>) the globals are not offered");
+    CHECK(eval_is("xg = T.zeros(2):requires_grad_(true)", ""), "a tensor that requires grad");
+    send_str("xg.requires_g\t");
+    CHECK(eval_is("", "true\n"), "tensor fields complete: xg.requires_g<TAB> -> xg.requires_grad");
     send_str("nosuchthing.ab\t");
     CHECK(eval_has("", "nosuchthing"), "completing on a nil chain is harmless");
 

@@ -392,6 +392,16 @@ try:
     code = 'io.open("%s/fi' % tmp
     r = request("complete", code=code, cursor_pos=len(code))
     ok("file names inside a string", os.path.join(tmp, "fig.png") in r["matches"], r)
+    execute("lst = {{name = 1}}", store_history=False)
+    code = "y = lst[1].na"
+    r = request("complete", code=code, cursor_pos=len(code))
+    ok("complete after a subscript: lst[1].na -> .name", r["matches"] == [".name"] and r["cursor_start"] == 10, r)
+    code = "xs:size():"
+    r = request("complete", code=code, cursor_pos=len(code))
+    ok("complete after a call offers no globals", r["matches"] == [], r)
+    code = "xs.requires"
+    r = request("complete", code=code, cursor_pos=len(code))
+    ok("complete a tensor field (xs.requires -> xs.requires_grad)", "xs.requires_grad" in r["matches"], r)
     r = request("complete", code="zzzq")
     ok("no match: an empty list", r["status"] == "ok" and r["matches"] == [], r)
     r = request("inspect", code="T.zeros(", cursor_pos=8)
