@@ -270,6 +270,9 @@ int td_ema_update_(td_tensor *shadow, td_tensor *p, double decay);
 /* ---- printing (print.c) ------------------------------------------------------------------ */
 /* Returns a malloc'd string (caller frees) or NULL. */
 char *td_format(const td_tensor *t);
+/* The width (columns) that printed rows are wrapped to: 80 unless the host sets the terminal's. */
+void td_set_print_width(int columns);
+int td_get_print_width(void);
 
 /* ---- file I/O (io_safetensors.c, io_npy.c) ------------------------------------------------ */
 typedef struct td_named {

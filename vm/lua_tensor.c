@@ -1038,6 +1038,23 @@ static int l_raw_sgemm(lua_State *L) {
     return 0;
 }
 
+/* T.set_printoptions{linewidth = n} -> the previous options: rows of printed tensors wrap at n
+ * columns (PyTorch's name; the REPL sets its terminal's width) */
+static int l_set_printoptions(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int old = td_get_print_width();
+    lua_getfield(L, 1, "linewidth");
+    if (!lua_isnil(L, -1)) {
+        lua_Integer w = luaL_checkinteger(L, -1);
+        if (w < 20 || w > 100000) return luaL_error(L, "set_printoptions: linewidth must be 20 or more, got %d", (int)w);
+        td_set_print_width((int)w);
+    }
+    lua_createtable(L, 0, 1);
+    lua_pushinteger(L, old);
+    lua_setfield(L, -2, "linewidth");
+    return 1;
+}
+
 /* T.clock(): monotonic wall-clock seconds (os.clock is CPU time, wrong with threads) */
 static int l_clock(lua_State *L) {
     lua_pushnumber(L, td_clock());
@@ -1123,7 +1140,7 @@ static const luaL_Reg module_functions[] = {
     {"linspace", l_linspace}, {"eye", l_eye}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
     {"manual_seed", manual_seed}, {"Generator", gen_new}, {"set_grad_enabled", l_set_grad_enabled},
     {"is_grad_enabled", l_is_grad_enabled}, {"no_grad", l_no_grad}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"reset_peak_memory", l_reset_peak_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"_sgemm", l_raw_sgemm},
+    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"reset_peak_memory", l_reset_peak_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"set_printoptions", l_set_printoptions}, {"_sgemm", l_raw_sgemm},
     {"profile_backward", l_profile_backward}, {"profile_backward_report", l_profile_backward_report},
     {"profile_backward_reset", l_profile_backward_reset}, {NULL, NULL}};
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <readline/history.h>
@@ -26,6 +27,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "../ops/tensor.h"
 #include "host.h"
 
 #define PROMPT "tdrl> "
@@ -296,6 +298,8 @@ static int repl_step(lua_State *L) {
         buf = nb;
     }
     if (use_readline) history_add(buf);
+    struct winsize ws; /* tensors print to the terminal's width, as it is now */
+    if (use_readline && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) td_set_print_width(ws.ws_col);
     int quiet = is_quiet(buf, len);
     free(buf);
     if (status == LUA_OK) {
