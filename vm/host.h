@@ -69,6 +69,10 @@ const char *host_chunk_state(lua_State *L, const char *buf, size_t len);
  * when the program was stopped by Ctrl-C (os_execute.c). */
 void host_wrap_execute(lua_State *L);
 
+/* pretty(v) -> string (pretty.c): a value's text at the REPL and as a cell's result; a table
+ * shows its contents (nested, cut short) rather than "table: 0x...". */
+int host_l_pretty(lua_State *L);
+
 /* REPL (repl.c). Runs until EOF (Ctrl-D) or os.exit. Preloads T, nn, optim, data, plot. */
 void host_repl(lua_State *L);
 

@@ -158,6 +158,8 @@ static int lua_setup(lua_State *L) {
     lua_pushcfunction(L, l_publish);
     lua_setfield(L, -2, "publish");
     kstdin_register(L);
+    lua_pushcfunction(L, host_l_pretty);
+    lua_setfield(L, -2, "pretty");
     if (host_docall(L, 1, 1) != LUA_OK) {
         kw_log("internal error: %s", lua_tostring(L, -1));
         lua_pop(L, 1);

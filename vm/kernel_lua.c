@@ -126,7 +126,7 @@ const char tdrl_kernel_lua[] =
     "      K.publish(b)\n"
     "      texts[#texts + 1] = b['text/plain']\n"
     "    else\n"
-    "      texts[#texts + 1] = tostring(v)\n"
+    "      texts[#texts + 1] = K.pretty(v)\n"
     "    end\n"
     "  end\n"
     "  return {['text/plain'] = concat(texts, '\\t')}\n"

@@ -359,12 +359,33 @@ static int l_tensor(lua_State *L) {
 }
 
 /* ---- properties and indexing ------------------------------------------------------------- */
+/* A size (x:size(), x.shape) is a plain list of integers whose metatable only gives it a
+ * printable form: print(x:size()) shows {8, 32, 32, 16}. */
+#define TDL_SIZE_MT "tdrl.Size"
+
+static int size_tostring(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addchar(&b, '{');
+    lua_Integer n = luaL_len(L, 1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (i > 1) luaL_addstring(&b, ", ");
+        lua_rawgeti(L, 1, i);
+        luaL_addvalue(&b); /* numbers convert in place */
+    }
+    luaL_addchar(&b, '}');
+    luaL_pushresult(&b);
+    return 1;
+}
+
 static int push_shape(lua_State *L, const td_tensor *t) {
     lua_createtable(L, t->ndim, 0);
     for (int i = 0; i < t->ndim; i++) {
         lua_pushinteger(L, t->shape[i]);
         lua_rawseti(L, -2, i + 1);
     }
+    luaL_setmetatable(L, TDL_SIZE_MT);
     return 1;
 }
 
@@ -1176,6 +1197,11 @@ void tdl_register_tensor(lua_State *L) {
     lua_setfield(L, -2, "__name");
     lua_getfield(L, -1, "__methods");
     lua_setfield(L, -3, "Tensor"); /* T.Tensor: the method table, for users adding methods */
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, TDL_SIZE_MT);
+    lua_pushcfunction(L, size_tostring);
+    lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
     luaL_newmetatable(L, TDL_GENERATOR_MT);

@@ -225,11 +225,19 @@ static int is_quiet(const char *buf, size_t len) {
     return len > 0 && buf[len - 1] == ';';
 }
 
-/* Prints the values above `base` with the global print (tostring / __tostring, tabs). */
+/* Prints the values above `base` with the global print (tostring / __tostring, tabs); a table
+ * without its own __tostring prints its contents (pretty.c). */
 static void print_results(lua_State *L, int base) {
     int n = lua_gettop(L) - base;
     if (n <= 0) return;
     luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+    for (int i = base + 1; i <= base + n; i++) {
+        if (lua_type(L, i) != LUA_TTABLE) continue;
+        lua_pushcfunction(L, host_l_pretty);
+        lua_pushvalue(L, i);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK) lua_replace(L, i);
+        else lua_pop(L, 1); /* a table whose traversal fails prints as before */
+    }
     lua_getglobal(L, "print");
     lua_insert(L, base + 1);
     int status = host_docall(L, n, 0);

@@ -298,6 +298,12 @@ int main(void) {
     RUN(&r, "1 + 1\nx = 2\nx * 3\n", "-i");
     CHECK(r.status == 0 && strcmp(r.out, "2\n6\n") == 0, "tdrl -i < file: the values alone, no banner, no prompts");
     if (strcmp(r.out, "2\n6\n") != 0) show("-i < file", &r);
+    RUN(&r, "cfg = {lr = 0.001, betas = {0.9, 0.999}, model = {ch = 64}, 'first'}\ncfg\nx = T.zeros(8, 32, 32, 16)\n"
+             "print(x:size())\nt = {}; t.me = t; t\n", "-i");
+    CHECK(r.status == 0 && strcmp(r.out, "{\n  \"first\",\n  betas = {0.9, 0.999},\n  lr = 0.001,\n  model = {ch = 64},\n}\n"
+                                         "{8, 32, 32, 16}\n{\n  me = <cycle>,\n}\n") == 0,
+          "the REPL prints a table's contents, nested; print(x:size()) shows {8, 32, 32, 16}");
+    if (r.status != 0 || !strstr(r.out, "{8, 32, 32, 16}")) show("tables", &r);
     RUN(&r, "print(T)\n", "-i", "-e", "T = 'mine'");
     CHECK(r.status == 0 && strstr(r.out, "mine\n"), "the REPL leaves globals set before it alone");
     RUN(&r, "error('x')\nprint('after')\n", "-i");

@@ -230,7 +230,7 @@ int main(void) {
     from = out_len;
     send_str("{1,\r");
     CHECK(read_until(PROMPT2, from, WAIT), "an incomplete expression gets the continuation prompt");
-    CHECK(eval_has("2}", "table:"), "a multi-line expression prints its value");
+    CHECK(eval_is("2}", "{1, 2}\n"), "a multi-line expression prints its value (a table, readably)");
 
     CHECK(eval_is("r1 = 4; r1", "4\n"), "stmt; expr shows the expression's value (as the kernel does)");
     CHECK(eval_is("r1 = 5; r1;", ""), "... and stmt; expr; keeps it quiet");

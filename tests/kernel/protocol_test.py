@@ -235,6 +235,13 @@ try:
     ok("several values show tab-separated, as print does", res and res[0]["data"]["text/plain"] == "1\ttwo\tnil",
        outs)
 
+    r, outs = execute("{a = 1, b = {1, 2}, c = 'x'}")
+    res = of_type(outs, "execute_result")
+    ok("a table shows its contents, nested", res and res[0]["data"]["text/plain"]
+       == '{\n  a = 1,\n  b = {1, 2},\n  c = "x",\n}', res)
+    r, outs = execute("T.zeros(8, 32, 32, 16):size()")
+    res = of_type(outs, "execute_result")
+    ok("a size shows as {8, 32, 32, 16}", res and res[0]["data"]["text/plain"] == "{8, 32, 32, 16}", res)
     r, outs = execute("T.ones(2, 3)")
     res = of_type(outs, "execute_result")
     ok("a tensor shows as text", res and "tensor of size 2x3" in res[0]["data"]["text/plain"], outs)
