@@ -65,7 +65,7 @@ json_t *kernel_info_content(void) {
     size_t bl = strlen(banner);
     snprintf(banner + bl, sizeof banner - bl,
              "\nJupyter kernel: T = require 'tdrl' (also nn, optim, data, plot); display(x) shows figures, images "
-             "and values.");
+             "and values; help(x) says how to call x.");
     return json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s, s:s}, s:s, s:[{s:s, s:s}], s:b}", "status",
                      "ok", "protocol_version", KERNEL_PROTOCOL_VERSION, "implementation", "tdrl",
                      "implementation_version", TDRL_VERSION, "language_info", "name", "lua", "version",
@@ -132,10 +132,11 @@ static int is_not_found(const char *msg, const char *module) {
     return msg && strncmp(msg, want, strlen(want)) == 0;
 }
 
-/* Globals like the REPL's (T, nn, optim, data, plot), display and clear_output. */
+/* Globals like the REPL's (T, nn, optim, data, plot, help), display and clear_output. */
 static int lua_setup(lua_State *L) {
     static const char *const mods[][2] = {
         {"T", "tdrl"}, {"nn", "tdrl.nn"}, {"optim", "tdrl.optim"}, {"data", "tdrl.data"}, {"plot", "tdrl.plot"},
+        {"help", "tdrl.help"},
     };
     for (size_t i = 0; i < sizeof mods / sizeof mods[0]; i++) {
         lua_getglobal(L, "require");

@@ -327,12 +327,12 @@ static int is_not_found(const char *msg, const char *module) {
     return msg && strncmp(msg, want, strlen(want)) == 0;
 }
 
-/* T = require 'tdrl'; nn, optim, data, plot when those modules exist. A global that is already
+/* T = require 'tdrl'; nn, optim, data, plot, help when those modules exist. A global that is already
  * set (by a script run before -i) is left alone. Lists the short names besides T in `names`. */
 static void preload(lua_State *L, char *names, size_t cap) {
     static const char *const mods[][2] = {
         {"T", "tdrl"}, {"nn", "tdrl.nn"}, {"optim", "tdrl.optim"},
-        {"data", "tdrl.data"}, {"plot", "tdrl.plot"},
+        {"data", "tdrl.data"}, {"plot", "tdrl.plot"}, {"help", "tdrl.help"},
     };
     names[0] = '\0';
     for (size_t i = 0; i < sizeof mods / sizeof mods[0]; i++) {

@@ -304,6 +304,10 @@ int main(void) {
                                          "{8, 32, 32, 16}\n{\n  me = <cycle>,\n}\n") == 0,
           "the REPL prints a table's contents, nested; print(x:size()) shows {8, 32, 32, 16}");
     if (r.status != 0 || !strstr(r.out, "{8, 32, 32, 16}")) show("tables", &r);
+    RUN(&r, "help(T.zeros)\nhelp(T.ones(2).sum)\n", "-i");
+    CHECK(r.status == 0 && strstr(r.out, "T.zeros(size...") && strstr(r.out, "x:sum("),
+          "the REPL's help(x) gives signatures and docs of core functions and methods");
+    if (r.status != 0 || !strstr(r.out, "T.zeros(size...")) show("help", &r);
     RUN(&r, "print(T)\n", "-i", "-e", "T = 'mine'");
     CHECK(r.status == 0 && strstr(r.out, "mine\n"), "the REPL leaves globals set before it alone");
     RUN(&r, "error('x')\nprint('after')\n", "-i");

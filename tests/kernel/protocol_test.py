@@ -413,6 +413,16 @@ try:
     ok("no match: an empty list", r["status"] == "ok" and r["matches"] == [], r)
     r = request("inspect", code="T.zeros(", cursor_pos=8)
     ok("inspect a function", r["found"] and "T.zeros" in r["data"]["text/plain"], r)
+    r = request("inspect", code="T.randn(", cursor_pos=8)
+    t = r["data"].get("text/plain", "")
+    ok("inspect a core C function: its signature and doc", r["found"] and "T.randn(size..." in t
+       and "normal" in t and "built-in" not in t, r)
+    code = "xs:matmul("
+    r = request("inspect", code=code, cursor_pos=len(code))
+    t = r["data"].get("text/plain", "")
+    ok("inspect a tensor method: x:matmul(y)", r["found"] and "x:matmul(y)" in t, r)
+    r, outs = execute("help(T.save)", store_history=False)
+    ok("help(x) in a cell prints the same signature", "T.save(path, tensors" in stream_text(outs), outs)
     r = request("inspect", code="xs", cursor_pos=1)
     ok("inspect a tensor", r["found"] and "3x4" in r["data"]["text/plain"], r)
     execute("-- adds one\n-- (a doc comment)\nfunction add_one(v)\n  return v + 1\nend")
