@@ -79,7 +79,8 @@ for _, steps in ipairs(cfg.steps) do
       dcfg.iters, dcfg.seed = steps, seed
       local model = P.train_model(dcfg, sets, sdir .. "/model", string.format("seed %d to step %d", seed, steps))
       fs.mkdir(pdir)
-      local tr = P.trajectories(model, sets, cfg.granularity, pdir, cfg.encoder, {steps = steps, seed = seed})
+      local tr = P.trajectories(model, sets, cfg.granularity, pdir, cfg.encoder,
+        {checkpoint = sdir .. "/model/checkpoint.safetensors"})
       r = P.probe(tr, pcfg)
       r.steps, r.seed = steps, seed
       fs.write(marker, json.encode(r, "  ") .. "\n")

@@ -46,6 +46,9 @@ local function model_of(name, over)
   return (P.model(cfg, dir, name, over, sets)) -- loads the finished checkpoint
 end
 
+-- each trajectory file records the checkpoint it came from (with its step and config)
+local function ckpt_of(name) return dir .. "/model-" .. name .. "/checkpoint.safetensors" end
+
 -- (3) trajectories, extracted once and cached in the run folder
 local function vdrl_model()
   vdrl = vdrl or model_of("vdrl", {encoder = "vdrl", latent = 16})
@@ -53,11 +56,10 @@ local function vdrl_model()
 end
 local tr
 E.stage(dir, "3-trajectories", function()
-  tr = P.trajectories(vdrl_model, sets, cfg.granularity, dir, "vdrl",
-    {checkpoint = dir .. "/model-vdrl/checkpoint.safetensors", steps = res.vdrl.steps})
+  tr = P.trajectories(vdrl_model, sets, cfg.granularity, dir, "vdrl", {checkpoint = ckpt_of("vdrl")})
   return {points = tr.test.codes:size(2), latent = tr.test.codes:size(3), train = tr.train.codes:size(1)}
 end)
-tr = tr or P.trajectories(vdrl_model, sets, cfg.granularity, dir, "vdrl")
+tr = tr or P.trajectories(vdrl_model, sets, cfg.granularity, dir, "vdrl", {checkpoint = ckpt_of("vdrl")})
 
 -- (4) heads; (5) dependence between time points; (6) attention and JSD; (7, 8) granularity
 res.heads = E.stage(dir, "4-heads", function()
@@ -69,10 +71,10 @@ res.nmi = E.stage(dir, "5-nmi", function() return P.nmi(tr, cfg, dir, "vdrl") en
 res.attention = E.stage(dir, "6-attention", function() return P.attention(tr, cfg, dir, "vdrl") end)
 res.granularity = E.stage(dir, "7-granularity", function()
   drl = drl or model_of("drl-latent2", {encoder = "drl", latent = cfg.gran_latent})
-  return P.granularity(drl, sets, cfg, dir, "drl-latent2")
+  return P.granularity(drl, sets, cfg, dir, "drl-latent2", {checkpoint = ckpt_of("drl-latent2")})
 end)
 res.granularity_main = E.stage(dir, "8-granularity-vdrl", function()
-  return P.granularity(vdrl_model, sets, cfg, dir, "vdrl")
+  return P.granularity(vdrl_model, sets, cfg, dir, "vdrl", {checkpoint = ckpt_of("vdrl")})
 end)
 
 -- (9) the findings, each tested over seeds, with this run's numbers

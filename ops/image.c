@@ -169,6 +169,8 @@ static int check_jpeg(const char *what, const uint8_t *b, size_t n, size_t *data
     }
 }
 
+/* stb_image reads the rows a BMP lacks as zeros: the file must hold all of its pixel data
+ * (uncompressed layouts; the size of RLE data is not known before decoding). */
 static int check_bmp(const char *what, const uint8_t *b, size_t n, size_t *data_at) {
     if (n < 26) return td_fail_int("image: %s: BMP truncated at byte offset %zu: header needs 26 bytes", what, n);
     uint32_t off = le32(b + 10);
@@ -176,6 +178,29 @@ static int check_bmp(const char *what, const uint8_t *b, size_t n, size_t *data_
     if (off >= n)
         return td_fail_int("image: %s: BMP truncated at byte offset %zu: pixel data should start at byte offset %u",
                            what, n, off);
+    uint32_t hsz = le32(b + 14);
+    int64_t w, h;
+    uint32_t bpp, comp = 0;
+    if (hsz == 12) { /* OS/2 core header: 16-bit sizes */
+        w = (int64_t)(b[18] | b[19] << 8);
+        h = (int64_t)(b[20] | b[21] << 8);
+        bpp = (uint32_t)(b[24] | b[25] << 8);
+    } else {
+        if (n < 34) return td_fail_int("image: %s: BMP truncated at byte offset %zu: header needs 34 bytes", what, n);
+        w = (int32_t)le32(b + 18);
+        h = (int32_t)le32(b + 22);
+        bpp = (uint32_t)(b[28] | b[29] << 8);
+        comp = le32(b + 30);
+    }
+    int plain = comp == 0 || comp == 3 || comp == 6; /* BI_RGB, BI_BITFIELDS, BI_ALPHABITFIELDS */
+    if (!plain || w <= 0 || h == 0 || bpp == 0 || bpp > 32) return 0; /* left to stb_image */
+    if (h < 0) h = -h;                                               /* top-down rows */
+    uint64_t row = ((uint64_t)bpp * (uint64_t)w + 31) / 32 * 4;
+    uint64_t need = (uint64_t)off + row * (uint64_t)h;
+    if (n < need)
+        return td_fail_int("image: %s: BMP truncated at byte offset %zu: %lld x %lld pixels at %u bits need pixel "
+                           "data up to byte offset %llu",
+                           what, n, (long long)w, (long long)h, bpp, (unsigned long long)need);
     return 0;
 }
 

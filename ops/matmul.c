@@ -50,6 +50,7 @@ int td_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, cons
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
         return 0;
     }
+    if (M * N * K > GEMM_CHUNK) td_note_long_op("matmul");
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     if ((double)M * N * K < 1 << 17) nt = 1; /* ~3 us of work: a parallel region costs more */
     bool by_rows = M >= N;

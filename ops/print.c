@@ -1,6 +1,8 @@
 /* Text form of a tensor: small ones whole, large ones summarised (leading and trailing rows
- * and columns), one number format for the whole tensor (fixed, with a common scale factor,
- * or scientific), and a footer with the type and shape. */
+ * and columns; a vector longer than VECTOR_MAX too, since it prints one value a line), one
+ * number format for the whole tensor (fixed, with a common scale factor, or scientific), and a
+ * footer with the type and shape. Rows wider than the print width (the terminal's, set by the
+ * host) are cut into blocks of columns headed "Columns 1 to 8", as Torch7 printed them. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,7 +12,13 @@
 #include "tensor.h"
 
 #define SUMMARY_NUMEL 1000 /* above this, print only the edges */
+#define VECTOR_MAX 32      /* a longer vector prints only its edges */
 #define EDGE 3
+
+static int print_width = 80;
+
+void td_set_print_width(int columns) { print_width = columns < 20 ? 20 : columns; }
+int td_get_print_width(void) { return print_width; }
 
 typedef struct {
     char *s;
@@ -96,6 +104,7 @@ static void put_num(sbuf *b, numfmt f, double v) {
 static void put_matrix(sbuf *b, const td_tensor *t, int64_t *idx, numfmt f, bool summ) {
     int nd = t->ndim;
     if (nd == 1) {
+        summ = summ || t->shape[0] > VECTOR_MAX;
         for (int64_t i = 0; i < t->shape[0]; i++) {
             if (!shown(i, t->shape[0], summ)) {
                 if (i == EDGE) put(b, " %*s\n", f.width, "...");
@@ -108,21 +117,28 @@ static void put_matrix(sbuf *b, const td_tensor *t, int64_t *idx, numfmt f, bool
         return;
     }
     int64_t R = t->shape[nd - 2], C = t->shape[nd - 1];
-    for (int64_t r = 0; r < R; r++) {
-        if (!shown(r, R, summ)) {
-            if (r == EDGE) put(b, " ...\n");
-            continue;
-        }
-        idx[nd - 2] = r;
-        for (int64_t c = 0; c < C; c++) {
-            if (!shown(c, C, summ)) {
-                if (c == EDGE) put(b, " ...");
+    /* columns per block: a summarised matrix shows 2 * EDGE of them, which always fit */
+    int64_t per = summ ? C : (int64_t)print_width / (f.width + 1);
+    if (per < 1) per = 1;
+    for (int64_t c0 = 0; c0 < C; c0 += per) {
+        int64_t c1 = c0 + per < C ? c0 + per : C;
+        if (per < C) put(b, "%sColumns %lld to %lld\n", c0 > 0 ? "\n" : "", (long long)c0 + 1, (long long)c1);
+        for (int64_t r = 0; r < R; r++) {
+            if (!shown(r, R, summ)) {
+                if (r == EDGE) put(b, " ...\n");
                 continue;
             }
-            idx[nd - 1] = c;
-            put_num(b, f, td_get(t, idx));
+            idx[nd - 2] = r;
+            for (int64_t c = c0; c < c1; c++) {
+                if (!shown(c, C, summ)) {
+                    if (c == EDGE) put(b, " ...");
+                    continue;
+                }
+                idx[nd - 1] = c;
+                put_num(b, f, td_get(t, idx));
+            }
+            put(b, "\n");
         }
-        put(b, "\n");
     }
 }
 

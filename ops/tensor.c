@@ -52,6 +52,16 @@ char *td_shape_str(const td_tensor *t, char *buf, size_t n) { return td_dims_str
 volatile int td_interrupt_flag = 0;
 volatile int td_interrupt_defer = 0, td_interrupt_pending = 0;
 static int n_threads = 1;
+
+void td_note_long_op(const char *op) {
+    static int on = -1;
+    if (on < 0) on = getenv("TDRL_TRACE_LONG_OPS") != NULL;
+    if (!on) return;
+    char line[128];
+    int n = snprintf(line, sizeof line, "tdrl: %s started\n", op);
+    if (n > 0 && write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) < 0) {
+    }
+}
 void td_set_cache_limit(size_t bytes);
 extern void openblas_set_num_threads(int);
 

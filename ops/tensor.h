@@ -64,6 +64,10 @@ extern volatile int td_interrupt_flag;
  * can stop at a step boundary and save a consistent checkpoint; a second Ctrl-C interrupts. */
 extern volatile int td_interrupt_defer, td_interrupt_pending;
 static inline bool td_interrupted(void) { return td_interrupt_flag != 0; }
+/* With TDRL_TRACE_LONG_OPS set, writes "tdrl: <op> started" to stderr when a long kernel that
+ * polls td_interrupt_flag starts: a test waits for that line before it sends Ctrl-C, rather
+ * than guessing with a delay when the kernel is running. */
+void td_note_long_op(const char *op);
 void td_set_num_threads(int n); /* OpenMP threads; OpenBLAS stays single-threaded (td_gemm splits products) */
 int td_get_num_threads(void);
 void td_threads_init(void); /* reads TDRL_NUM_THREADS (default: all cores) */
@@ -266,6 +270,9 @@ int td_ema_update_(td_tensor *shadow, td_tensor *p, double decay);
 /* ---- printing (print.c) ------------------------------------------------------------------ */
 /* Returns a malloc'd string (caller frees) or NULL. */
 char *td_format(const td_tensor *t);
+/* The width (columns) that printed rows are wrapped to: 80 unless the host sets the terminal's. */
+void td_set_print_width(int columns);
+int td_get_print_width(void);
 
 /* ---- file I/O (io_safetensors.c, io_npy.c) ------------------------------------------------ */
 typedef struct td_named {

@@ -2,7 +2,10 @@
  * and methods after a colon (`x:ma<TAB>`, functions only). Fields are gathered from the value
  * itself when it is a table and through its metatable: `__index` when it is a table (followed a
  * few levels) and `__methods` (the tensor metatable keeps its method table there, its `__index`
- * being a C function). Inside a string literal, file names complete.
+ * being a C function) and `__fields` (names an `__index` function serves: a tensor's grad,
+ * shape, requires_grad). After a subscript (`lst[1].na`, `cfg["m"].x`) the chain goes on
+ * from the subscripted value; after a call (`x:size():`) nothing completes, since that would
+ * mean running the call. Inside a string literal, file names complete.
  *
  * Everything that touches Lua runs inside one lua_pcall, so completion never raises; the chain
  * is walked with ordinary indexing (an `__index` function may run), the candidates are read
@@ -78,6 +81,11 @@ static void add_fields(lua_State *L, int v, int set, const char *partial, size_t
     if (lua_getfield(L, mt, "__methods") == LUA_TTABLE) /* raw enough: metatables rarely have one */
         add_fields(L, -1, set, partial, plen, funcs_only, depth + 1);
     lua_pop(L, 1);
+    /* fields an __index function serves (a tensor's grad, shape, requires_grad, ...) */
+    if (!funcs_only) {
+        if (lua_getfield(L, mt, "__fields") == LUA_TTABLE) add_table_keys(L, lua_gettop(L), set, partial, plen, 0);
+        lua_pop(L, 1);
+    }
     lua_pushliteral(L, "__index");
     if (lua_rawget(L, mt) == LUA_TTABLE && !lua_rawequal(L, -1, v))
         add_fields(L, -1, set, partial, plen, funcs_only, depth + 1);
@@ -100,10 +108,58 @@ static void clear_found(void) {
     n_found = next_found = 0;
 }
 
-/* collect(text): fills `found` with full replacement texts, sorted. */
+/* Walks the chain `c` (n bytes) from the globals: names joined by '.', and subscripts with an
+ * integer or a quoted string key (`lst[1].b`, `cfg["model"]`). Leaves the value on the stack
+ * and returns 1, or returns 0 (with nothing to complete) on anything else: a call, an
+ * expression subscript, a ':' before the end. Inside collect's lua_pcall. */
+static int walk_chain(lua_State *L, const char *c, size_t n) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    size_t i = 0;
+    int first = 1;
+    while (i < n) {
+        int t = lua_type(L, -1);
+        if (t != LUA_TTABLE && t != LUA_TUSERDATA && t != LUA_TSTRING) return 0;
+        if (c[i] == '[') {
+            size_t j = i + 1;
+            if (j < n && (c[j] == '"' || c[j] == '\'')) { /* ["key"] */
+                char q = c[j];
+                size_t k = j + 1;
+                while (k < n && c[k] != q && c[k] != '\\') k++;
+                if (k + 1 >= n || c[k] != q || c[k + 1] != ']') return 0;
+                lua_pushlstring(L, c + j + 1, k - j - 1);
+                i = k + 2;
+            } else { /* [integer] */
+                size_t k = j;
+                while (k < n && c[k] >= '0' && c[k] <= '9') k++;
+                if (k == j || k >= n || c[k] != ']') return 0;
+                lua_pushinteger(L, strtoll(c + j, NULL, 10));
+                i = k + 1;
+            }
+        } else {
+            if (!first) {
+                if (c[i] != '.') return 0;
+                i++;
+            }
+            size_t e = i;
+            while (e < n && is_ident_char((unsigned char)c[e])) e++;
+            if (!is_name(c + i, e - i)) return 0;
+            lua_pushlstring(L, c + i, e - i);
+            i = e;
+        }
+        lua_gettable(L, -2);
+        lua_remove(L, -2);
+        first = 0;
+    }
+    return !lua_isnil(L, -1);
+}
+
+/* collect(text, prefix): fills `found` with full replacement texts of `text`, sorted. `prefix`
+ * is what stands before text on the line when text starts with '.' or ':' after a subscript
+ * (`lst[1]` in `lst[1].na`): the chain to complete is prefix .. text. */
 static int collect(lua_State *L) {
-    size_t tlen;
+    size_t tlen, plen0;
     const char *text = luaL_checklstring(L, 1, &tlen);
+    const char *before = luaL_optlstring(L, 2, "", &plen0);
     lua_newtable(L); /* the set */
     int set = lua_gettop(L);
     /* split text into chain, separator and partial name */
@@ -116,22 +172,19 @@ static int collect(lua_State *L) {
     const char *partial = sep ? sep + 1 : text;
     size_t plen = tlen - (size_t)(partial - text);
     int funcs_only = sep && *sep == ':';
-    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
     if (sep) {
-        /* walk the chain a.b.c; each link must be a name; ':' only as the last separator */
-        const char *p = text;
-        while (p < sep) {
-            const char *e = p;
-            while (e < sep && *e != '.' && *e != ':') e++;
-            if (!is_name(p, (size_t)(e - p)) || (e < sep && *e == ':')) return 0;
-            int t = lua_type(L, -1);
-            if (t != LUA_TTABLE && t != LUA_TUSERDATA && t != LUA_TSTRING) return 0;
-            lua_pushlstring(L, p, (size_t)(e - p));
-            lua_gettable(L, -2);
-            lua_remove(L, -2);
-            p = e + 1;
-        }
-        if (lua_isnil(L, -1)) return 0;
+        /* the value before the separator: an empty chain (". after a call") completes nothing,
+         * not the globals */
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        luaL_addlstring(&b, before, plen0);
+        luaL_addlstring(&b, text, (size_t)(sep - text));
+        luaL_pushresult(&b);
+        size_t cl;
+        const char *chain = lua_tolstring(L, -1, &cl);
+        if (cl == 0 || !walk_chain(L, chain, cl)) return 0;
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
     }
     add_fields(L, -1, set, partial, plen, funcs_only, 0);
     if (!sep) { /* keywords */
@@ -180,31 +233,68 @@ static char *generator(const char *text, int state) {
     return NULL;
 }
 
+/* The subscripted value before `start` when text there starts with '.' or ':' (`lst[1]` in
+ * `lst[1].na`): names, dots and balanced [ ] groups, scanned back. A call before it (`f().`)
+ * gives "" (nothing is run to complete). */
+static size_t chain_before(const char *line, size_t start) {
+    size_t i = start;
+    while (i > 0) {
+        char c = line[i - 1];
+        if (c == ']') {
+            int depth = 0;
+            while (i > 0) {
+                char d = line[--i];
+                if (d == ']') depth++;
+                else if (d == '[' && --depth == 0) break;
+            }
+            if (depth != 0) return start;
+        } else if (is_ident_char((unsigned char)c) || c == '.') {
+            i--;
+        } else {
+            break;
+        }
+    }
+    return i;
+}
+
+char **host_complete(const char *line, int start, int end) {
+    size_t len = strlen(line);
+    if (start < 0 || end < start || (size_t)end > len) return NULL;
+    char *text = strndup(line + start, (size_t)(end - start));
+    if (text == NULL) return NULL;
+    clear_found();
+    found_keyword = 0;
+    lua_State *L = comp_L;
+    int top = lua_gettop(L);
+    char **m = NULL;
+    if (lua_checkstack(L, 4)) {
+        lua_pushcfunction(L, collect);
+        lua_pushstring(L, text);
+        if (text[0] == '.' || text[0] == ':') {
+            size_t b = chain_before(line, (size_t)start);
+            lua_pushlstring(L, line + b, (size_t)start - b);
+        } else {
+            lua_pushliteral(L, "");
+        }
+        int status = lua_pcall(L, 2, 0, 0);
+        lua_settop(L, top);
+        if (status == LUA_OK && n_found > 0) m = rl_completion_matches(text, generator);
+    }
+    clear_found();
+    free(text);
+    return m;
+}
+
 static char **attempt(const char *text, int start, int end) {
-    (void)start;
-    (void)end;
+    (void)text;
     rl_completion_append_character = '\0';
     if (rl_completion_quote_character) { /* inside a string literal: file names */
         rl_attempted_completion_over = 0;
         return NULL;
     }
     rl_attempted_completion_over = 1;
-    clear_found();
-    found_keyword = 0;
-    lua_State *L = comp_L;
-    int top = lua_gettop(L);
-    if (!lua_checkstack(L, 4)) return NULL;
-    lua_pushcfunction(L, collect);
-    lua_pushstring(L, text);
-    int status = lua_pcall(L, 1, 0, 0);
-    lua_settop(L, top);
-    if (status != LUA_OK || n_found == 0) {
-        clear_found();
-        return NULL;
-    }
-    if (found_keyword) rl_completion_append_character = ' ';
-    char **m = rl_completion_matches(text, generator);
-    clear_found();
+    char **m = host_complete(rl_line_buffer, start, end);
+    if (m && found_keyword) rl_completion_append_character = ' ';
     return m;
 }
 

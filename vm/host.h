@@ -44,10 +44,42 @@ int host_report(lua_State *L, int status, bool progname);
 /* One line: "tdrl <version> (Lua 5.4.x, OpenBLAS ...)". */
 void host_version_string(char *buf, size_t n);
 
+/* Compiling typed code (chunk.c), for the REPL and the kernel alike. */
+#define HOST_CHUNK_INCOMPLETE (-1)
+/* Compiles `return <buf>`, else `<buf>`. Pushes the function and returns LUA_OK; returns
+ * HOST_CHUNK_INCOMPLETE (nothing pushed) when either form ends early (more lines would
+ * complete it); else pushes the syntax error that says more and returns its status. */
+int host_chunk_compile(lua_State *L, const char *buf, size_t len, const char *name);
+/* The syntax error of code that does not compile, incomplete or not: pushes the message of
+ * the statement form, or of the return form when the code cannot start a statement ("{1,"),
+ * and returns its status; LUA_OK with nothing pushed when the code compiles. */
+int host_chunk_error(lua_State *L, const char *buf, size_t len, const char *name);
+/* Compiles `<code before at>return <code from at>` (the values through a call; see chunk.c).
+ * Pushes the function or the message (the wrapper's); returns the status. */
+int host_chunk_load_return(lua_State *L, const char *code, size_t len, size_t at, const char *name);
+/* The chunk with its last statement(s) as `return ...`: tries the splits after each ';' and at
+ * each line start, from the end. With `ident_only` (the chunk compiles as it is) only a suffix
+ * that starts with a name is tried: there no split can change how the code before it parses.
+ * Pushes the function and returns 1, or returns 0 with the stack unchanged. */
+int host_chunk_last_expression(lua_State *L, const char *code, size_t len, const char *name, int ident_only);
+/* "complete", "incomplete" or "invalid", as the REPL treats the code. */
+const char *host_chunk_state(lua_State *L, const char *buf, size_t len);
+
+/* Replaces os.execute with one that flushes stdout first and raises an "interrupted" error
+ * when the program was stopped by Ctrl-C (os_execute.c). */
+void host_wrap_execute(lua_State *L);
+
+/* pretty(v) -> string (pretty.c): a value's text at the REPL and as a cell's result; a table
+ * shows its contents (nested, cut short) rather than "table: 0x...". */
+int host_l_pretty(lua_State *L);
+
 /* REPL (repl.c). Runs until EOF (Ctrl-D) or os.exit. Preloads T, nn, optim, data, plot. */
 void host_repl(lua_State *L);
 
 /* Tab completion (complete.c): hooks itself into readline. */
 void host_completion_init(lua_State *L);
+/* The completions of line[start, end) (readline's format: [0] the common part when several,
+ * NULL-terminated, malloc'd), as TAB gives them at the REPL; NULL when none. */
+char **host_complete(const char *line, int start, int end);
 
 #endif

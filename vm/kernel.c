@@ -65,7 +65,7 @@ json_t *kernel_info_content(void) {
     size_t bl = strlen(banner);
     snprintf(banner + bl, sizeof banner - bl,
              "\nJupyter kernel: T = require 'tdrl' (also nn, optim, data, plot); display(x) shows figures, images "
-             "and values.");
+             "and values; help(x) says how to call x.");
     return json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s, s:s}, s:s, s:[{s:s, s:s}], s:b}", "status",
                      "ok", "protocol_version", KERNEL_PROTOCOL_VERSION, "implementation", "tdrl",
                      "implementation_version", TDRL_VERSION, "language_info", "name", "lua", "version",
@@ -132,10 +132,11 @@ static int is_not_found(const char *msg, const char *module) {
     return msg && strncmp(msg, want, strlen(want)) == 0;
 }
 
-/* Globals like the REPL's (T, nn, optim, data, plot), display and clear_output. */
+/* Globals like the REPL's (T, nn, optim, data, plot, help), display and clear_output. */
 static int lua_setup(lua_State *L) {
     static const char *const mods[][2] = {
         {"T", "tdrl"}, {"nn", "tdrl.nn"}, {"optim", "tdrl.optim"}, {"data", "tdrl.data"}, {"plot", "tdrl.plot"},
+        {"help", "tdrl.help"},
     };
     for (size_t i = 0; i < sizeof mods / sizeof mods[0]; i++) {
         lua_getglobal(L, "require");
@@ -157,6 +158,9 @@ static int lua_setup(lua_State *L) {
     lua_newtable(L);
     lua_pushcfunction(L, l_publish);
     lua_setfield(L, -2, "publish");
+    kstdin_register(L);
+    lua_pushcfunction(L, host_l_pretty);
+    lua_setfield(L, -2, "pretty");
     if (host_docall(L, 1, 1) != LUA_OK) {
         kw_log("internal error: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
@@ -168,102 +172,6 @@ static int lua_setup(lua_State *L) {
     lua_setglobal(L, "clear_output");
     helper_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
-}
-
-/* ---- compiling cells ------------------------------------------------------------------------ */
-
-static int is_quiet(const char *s, size_t n) {
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r')) n--;
-    return n > 0 && s[n - 1] == ';';
-}
-
-static int incomplete_msg(lua_State *L) {
-    size_t len;
-    const char *msg = lua_tolstring(L, -1, &len);
-    return msg && len >= 5 && strcmp(msg + len - 5, "<eof>") == 0;
-}
-
-/* The identity function: a cell's chunk gets it as its argument (see load_with_return). */
-static int l_values(lua_State *L) { return lua_gettop(L); }
-
-/* Compiles the code with `return` before byte `at`: "local __tdrl_values = ...; <code before
- * at>return __tdrl_values(<code from at>\n)". The values pass through a call rather than a
- * tail call, so that a traceback keeps the frames of the functions the last line called. Line
- * numbers are those of the code. The chunk is called with l_values as its argument. */
-static int load_with_return(lua_State *L, const char *code, size_t len, size_t at, const char *chunk) {
-    static const char head[] = "local __tdrl_values = ...; ", ret[] = "return __tdrl_values(", tail[] = "\n)";
-    size_t hl = sizeof head - 1, rl = sizeof ret - 1, tl = sizeof tail - 1;
-    size_t n = hl + len + rl + tl;
-    char *buf = malloc(n);
-    if (buf == NULL) return LUA_ERRMEM;
-    memcpy(buf, head, hl);
-    memcpy(buf + hl, code, at);
-    memcpy(buf + hl + at, ret, rl);
-    memcpy(buf + hl + at + rl, code + at, len - at);
-    memcpy(buf + hl + len + rl, tail, tl);
-    int status = luaL_loadbuffer(L, buf, n, chunk);
-    free(buf);
-    return status;
-}
-
-/* The cell with its last statement(s) as `return ...`: tries the splits at line starts from
- * the end. With `ident_only` (the cell compiles as it is) only a suffix that starts with a
- * name is tried: there no split can change how the code before it parses. Pushes the
- * function and returns 1, or returns 0 with the stack unchanged. */
-static int try_last_expression(lua_State *L, const char *code, size_t len, const char *chunk, int ident_only) {
-    int tries = 0;
-    size_t i = len;
-    while (i > 0 && tries < 64) {
-        /* the start of the line that ends before i */
-        size_t s = i;
-        while (s > 0 && code[s - 1] != '\n') s--;
-        size_t p = s;
-        while (p < len && (code[p] == ' ' || code[p] == '\t' || code[p] == '\r')) p++;
-        i = s > 0 ? s - 1 : 0;
-        if (s == 0) break; /* the whole cell: already tried */
-        if (p >= len || code[p] == '\n' || (code[p] == '-' && p + 1 < len && code[p + 1] == '-')) continue;
-        int c = (unsigned char)code[p];
-        int ident = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-        if (ident_only && !ident) continue;
-        tries++;
-        if (load_with_return(L, code, len, p, chunk) == LUA_OK) return 1;
-        lua_pop(L, 1);
-    }
-    return 0;
-}
-
-/* Pushes the cell's function (LUA_OK) or an error message (the status). */
-static int compile_cell(lua_State *L, const char *code, size_t len, const char *chunk) {
-    int quiet = is_quiet(code, len); /* "x;" runs quietly: no need to look for a last expression */
-    size_t rlen = len; /* the return form without the trailing ';' ("return f(x;)" is no Lua) */
-    if (quiet) {
-        while (rlen > 0 && code[rlen - 1] != ';') rlen--;
-        rlen--;
-    }
-    if (load_with_return(L, code, rlen, 0, chunk) == LUA_OK) return LUA_OK;
-    /* the message of the return form stays below */
-    int status = luaL_loadbuffer(L, code, len, chunk);
-    if (status == LUA_OK) {
-        if (!quiet && try_last_expression(L, code, len, chunk, 1)) lua_remove(L, -2);
-        lua_remove(L, -2);
-        return LUA_OK;
-    }
-    if (status == LUA_ERRSYNTAX && !quiet && try_last_expression(L, code, len, chunk, 0)) {
-        lua_remove(L, -2);
-        lua_remove(L, -2);
-        return LUA_OK;
-    }
-    /* as the REPL: a cell that cannot start a statement was meant as an expression */
-    const char *p = code;
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
-    int statement = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' || *p == '(' ||
-                    *p == ';' || *p == ':' || *p == '-' || *p == '\0';
-    if (!statement && lua_type(L, -2) == LUA_TSTRING) {
-        lua_pop(L, 1);
-    } else {
-        lua_remove(L, -2);
-    }
-    return status;
 }
 
 /* ---- execution ------------------------------------------------------------------------------ */
@@ -340,10 +248,15 @@ static json_t *user_expressions(lua_State *L, json_t *exprs) {
             r = json_pack("{s:s, s:s, s:s, s:[]}", "status", "error", "ename", "TypeError", "evalue",
                           "not a string", "traceback");
         } else {
-            int status = load_with_return(L, src, strlen(src), 0, "=user_expression");
+            int status = kcell_load_expression(L, src, strlen(src), "=user_expression");
+            if (status != LUA_OK) {
+                lua_pop(L, 1);
+                status = host_chunk_error(L, src, strlen(src), "=user_expression");
+                if (status == LUA_OK) status = host_chunk_compile(L, src, strlen(src), "=user_expression");
+                if (status == HOST_CHUNK_INCOMPLETE) status = host_chunk_error(L, src, strlen(src), "=user_expression");
+            }
             if (status == LUA_OK) {
-                lua_pushcfunction(L, l_values);
-                status = host_docall(L, 1, LUA_MULTRET);
+                status = host_docall(L, 0, LUA_MULTRET);
             }
             if (status == LUA_OK) status = call_helper(L, "results", lua_gettop(L) - top, 1);
             if (status == LUA_OK) {
@@ -416,14 +329,15 @@ static void execute(kmsg *m) {
     snprintf(chunk, sizeof chunk, "=In[%ld]", exec_count);
     int top = lua_gettop(L);
     const char *ename = "SyntaxError";
-    int status = compile_cell(L, code, len, chunk);
+    int status = kcell_compile(L, code, len, chunk);
     if (status == LUA_OK) {
         drop_pending_sigint();
-        lua_pushcfunction(L, l_values);
-        status = host_docall(L, 1, LUA_MULTRET);
+        kstdin_set_request(m, json_is_true(json_object_get(c, "allow_stdin")));
+        status = host_docall(L, 0, LUA_MULTRET);
+        kstdin_set_request(NULL, 0);
         ename = status == LUA_OK ? NULL : runtime_ename(L);
         int n = lua_gettop(L) - top;
-        if (status == LUA_OK && n > 0 && !silent && !is_quiet(code, len)) {
+        if (status == LUA_OK && n > 0 && !silent && !kcell_is_quiet(code, len)) {
             status = call_helper(L, "results", n, 1);
             if (status != LUA_OK) ename = runtime_ename(L);
             kio_flush();
@@ -514,12 +428,13 @@ static void complete(kmsg *m) {
                 }
             }
         }
-    } else if (state == 0 && rl_attempted_completion_function) {
+    } else if (state == 0) {
         while (start > 0 && (ident_char((unsigned char)code[start - 1]) || code[start - 1] == '.' || code[start - 1] == ':'))
             start--;
-        char *text = strndup(code + start, b - start);
-        if (text) found = rl_attempted_completion_function(text, (int)start, (int)b);
-        free(text);
+        /* the REPL's completion; text before the cursor only, as a REPL line */
+        char *line = strndup(code, b);
+        if (line) found = host_complete(line, (int)start, (int)b);
+        free(line);
     }
     if (found) {
         /* [0] is the common prefix when there are several */
@@ -571,28 +486,14 @@ static void inspect(kmsg *m) {
             json_pack("{s:s, s:b, s:o, s:{}}", "status", "ok", "found", found, "data", data, "metadata"));
 }
 
+/* The REPL's own test (chunk.c): what gets a continuation prompt there is "incomplete" here. */
 static void is_complete(kmsg *m) {
-    lua_State *L = KL;
     const char *code = json_string_value(json_object_get(m->content, "code"));
     if (code == NULL) {
         kw_send_error(kw.shell, m, "is_complete_reply", "MalformedMessage", "is_complete_request: 'code' is not a string");
         return;
     }
-    size_t len = strlen(code);
-    int top = lua_gettop(L);
-    const char *status;
-    int r = load_with_return(L, code, len, 0, "=cell");
-    int ret_incomplete = r == LUA_ERRSYNTAX && incomplete_msg(L);
-    if (r == LUA_OK) {
-        status = "complete";
-    } else {
-        lua_settop(L, top);
-        r = luaL_loadbuffer(L, code, len, "=cell");
-        if (r == LUA_OK) status = "complete";
-        else if (r == LUA_ERRSYNTAX && (incomplete_msg(L) || ret_incomplete)) status = "incomplete";
-        else status = "invalid";
-    }
-    lua_settop(L, top);
+    const char *status = host_chunk_state(KL, code, strlen(code));
     json_t *c = json_pack("{s:s}", "status", status);
     if (strcmp(status, "incomplete") == 0) json_object_set_new(c, "indent", json_string("  "));
     kw_send(kw.shell, m, "is_complete_reply", c);
@@ -743,7 +644,7 @@ int host_kernel(lua_State *L, int argc, char **argv) {
                 handle_shell(&m);
             kw_free(&m);
         }
-        if (items[1].revents & ZMQ_POLLIN) { /* no input_request is ever sent: drop replies */
+        if (items[1].revents & ZMQ_POLLIN) { /* a reply that came after its cell ended: drop it */
             kmsg m;
             char why[512];
             if (kw_recv(kw.stdin_sock, &m, false, why, sizeof why) != 0) kw_log("stdin: ignored a message");

@@ -7,8 +7,10 @@
  * process writes to its stdout / stderr (fds 1 and 2 are pipes) into `stream` messages.
  *
  *   kernel.c        entry point, the shell loop, the handlers, the Lua side (display, inspect)
+ *   kernel_cell.c   compiling a cell (its last expression's value, the user's line numbers)
  *   kernel_wire.c   connection file, sockets, message decoding / signing / sending, helpers
  *   kernel_io.c     heartbeat, control channel, output capture
+ *   kernel_stdin.c  io.read in a cell: input_request / input_reply on the stdin channel
  */
 #ifndef TDRL_KERNEL_H
 #define TDRL_KERNEL_H
@@ -27,6 +29,17 @@ int host_kernel(lua_State *L, int argc, char **argv);
 #if __has_include(<zmq.h>) && __has_include(<openssl/hmac.h>)
 #define TDRL_KERNEL_ZMQ 1
 #endif
+#endif
+
+#if defined(TDRL_KERNEL_INTERNAL)
+/* ---- kernel_cell.c: compiling a cell ---- */
+/* Pushes the cell's function (LUA_OK; no arguments) or the syntax error (its status), as the
+ * user's code reads. */
+int kcell_compile(lua_State *L, const char *code, size_t len, const char *chunk);
+/* The code as one expression list (the same calling convention), or a message (wrapper's). */
+int kcell_load_expression(lua_State *L, const char *code, size_t len, const char *chunk);
+/* Does the code end with ';' (its value kept quiet)? */
+int kcell_is_quiet(const char *s, size_t n);
 #endif
 
 #if defined(TDRL_KERNEL_INTERNAL) && defined(TDRL_KERNEL_ZMQ)
@@ -113,6 +126,11 @@ void kio_threads_stop(void);
 extern volatile int kio_shutdown_requested, kio_shutdown_restart;
 /* Interrupts the cell running on the main thread (as Ctrl-C does). */
 void kio_interrupt_main(void);
+/* ---- kernel_stdin.c ---- */
+/* The execute_request being served (NULL after it) and whether it allowed stdin. */
+void kstdin_set_request(const kmsg *m, int allow_stdin);
+/* K.input(prompt) and K.stdin_allowed() into the table on the stack top. */
+void kstdin_register(lua_State *L);
 /* kernel_info_reply content (kernel.c): shared by the shell and control handlers. */
 json_t *kernel_info_content(void);
 #endif

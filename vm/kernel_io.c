@@ -4,7 +4,9 @@
  *   kernel_info_request, and an error reply to anything else; served while a cell runs;
  * - output: fds 1 and 2 are pipes; what anything in the process writes there (Lua's print and
  *   io.write, C code, programs started with os.execute) goes out as `stream` messages, in
- *   batches of at most ~50 ms, with the parent header of the request being served.
+ *   batches of at most ~50 ms, with the parent header of the request being served. Every
+ *   0.2 s (as ipykernel) it also flushes C's stdout buffer, so that a partial line (io.write
+ *   without a newline: a progress bar) shows while the cell runs.
  * Every thread is created with SIGINT blocked (inherited from the main thread). */
 #define _GNU_SOURCE
 #define TDRL_KERNEL_INTERNAL
@@ -137,8 +139,19 @@ void kio_flush(void) {
     pthread_mutex_unlock(&stream_lock);
 }
 
+/* Flushes stdout's buffer when no other thread holds it: the main thread may be blocked in a
+ * write to the pipe while holding the FILE lock, and only this thread drains the pipe, so
+ * waiting for the lock could deadlock. The pipe was just drained: the flush (at most one
+ * buffer) fits. */
+static void flush_stdio(void) {
+    if (ftrylockfile(stdout) != 0) return;
+    fflush_unlocked(stdout);
+    funlockfile(stdout);
+}
+
 static void *output_thread(void *arg) {
     (void)arg;
+    double last_flush = now_s();
     while (!stop_threads) {
         struct pollfd p[2] = {{streams[0].fd, POLLIN, 0}, {streams[1].fd, POLLIN, 0}};
         int r = poll(p, 2, 50);
@@ -154,6 +167,10 @@ static void *output_thread(void *arg) {
             last_send = t;
         }
         pthread_mutex_unlock(&stream_lock);
+        if (t - last_flush >= 0.2) { /* what it writes is read on the next turn */
+            flush_stdio();
+            last_flush = t;
+        }
     }
     return NULL;
 }

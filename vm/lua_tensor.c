@@ -27,7 +27,13 @@ td_tensor *tdl_check_tensor(lua_State *L, int idx) {
     return b->t;
 }
 
-int tdl_error(lua_State *L) { return luaL_error(L, "%s", td_last_error()); }
+int tdl_error(lua_State *L) {
+    /* A kernel stopped by Ctrl-C reports "<op>: interrupted". The stop hook that the SIGINT
+     * handler set would fire on the call of the error handler and replace that message with a
+     * bare "interrupted!" from no op: the kernel has stopped already, so the hook goes. */
+    if (td_interrupt_flag) lua_sethook(L, NULL, 0, 0);
+    return luaL_error(L, "%s", td_last_error());
+}
 
 /* Memory held by tensors is invisible to Lua's collector, so tensor bytes drive collections of
  * their own: a full collection whenever the bytes held by tensors have grown by an eighth (and
@@ -353,12 +359,33 @@ static int l_tensor(lua_State *L) {
 }
 
 /* ---- properties and indexing ------------------------------------------------------------- */
+/* A size (x:size(), x.shape) is a plain list of integers whose metatable only gives it a
+ * printable form: print(x:size()) shows {8, 32, 32, 16}. */
+#define TDL_SIZE_MT "tdrl.Size"
+
+static int size_tostring(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addchar(&b, '{');
+    lua_Integer n = luaL_len(L, 1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (i > 1) luaL_addstring(&b, ", ");
+        lua_rawgeti(L, 1, i);
+        luaL_addvalue(&b); /* numbers convert in place */
+    }
+    luaL_addchar(&b, '}');
+    luaL_pushresult(&b);
+    return 1;
+}
+
 static int push_shape(lua_State *L, const td_tensor *t) {
     lua_createtable(L, t->ndim, 0);
     for (int i = 0; i < t->ndim; i++) {
         lua_pushinteger(L, t->shape[i]);
         lua_rawseti(L, -2, i + 1);
     }
+    luaL_setmetatable(L, TDL_SIZE_MT);
     return 1;
 }
 
@@ -1032,6 +1059,23 @@ static int l_raw_sgemm(lua_State *L) {
     return 0;
 }
 
+/* T.set_printoptions{linewidth = n} -> the previous options: rows of printed tensors wrap at n
+ * columns (PyTorch's name; the REPL sets its terminal's width) */
+static int l_set_printoptions(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int old = td_get_print_width();
+    lua_getfield(L, 1, "linewidth");
+    if (!lua_isnil(L, -1)) {
+        lua_Integer w = luaL_checkinteger(L, -1);
+        if (w < 20 || w > 100000) return luaL_error(L, "set_printoptions: linewidth must be 20 or more, got %d", (int)w);
+        td_set_print_width((int)w);
+    }
+    lua_createtable(L, 0, 1);
+    lua_pushinteger(L, old);
+    lua_setfield(L, -2, "linewidth");
+    return 1;
+}
+
 /* T.clock(): monotonic wall-clock seconds (os.clock is CPU time, wrong with threads) */
 static int l_clock(lua_State *L) {
     lua_pushnumber(L, td_clock());
@@ -1117,7 +1161,7 @@ static const luaL_Reg module_functions[] = {
     {"linspace", l_linspace}, {"eye", l_eye}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
     {"manual_seed", manual_seed}, {"Generator", gen_new}, {"set_grad_enabled", l_set_grad_enabled},
     {"is_grad_enabled", l_is_grad_enabled}, {"no_grad", l_no_grad}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"reset_peak_memory", l_reset_peak_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"_sgemm", l_raw_sgemm},
+    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"reset_peak_memory", l_reset_peak_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"set_printoptions", l_set_printoptions}, {"_sgemm", l_raw_sgemm},
     {"profile_backward", l_profile_backward}, {"profile_backward_report", l_profile_backward_report},
     {"profile_backward_reset", l_profile_backward_reset}, {NULL, NULL}};
 
@@ -1136,6 +1180,14 @@ void tdl_register_tensor(lua_State *L) {
     lua_setfield(L, -3, "__methods"); /* for the REPL's completion */
     lua_pushcclosure(L, m_index, 1);
     lua_setfield(L, -2, "__index");
+    /* the fields m_index serves, for tab completion (x.gr<TAB> -> x.grad) */
+    static const char *const fields[] = {"grad", "shape", "ndim", "requires_grad", "is_leaf", "grad_fn"};
+    lua_createtable(L, 0, (int)(sizeof fields / sizeof *fields));
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, fields[i]);
+    }
+    lua_setfield(L, -2, "__fields");
     static const luaL_Reg meta[] = {
         {"__newindex", m_newindex}, {"__tostring", m_tostring}, {"__gc", tensor_close}, {"__close", tensor_close},
         {"__len", m_len}, {"__add", m_add}, {"__sub", m_sub}, {"__mul", m_mul}, {"__div", m_div}, {"__pow", m_pow},
@@ -1145,6 +1197,11 @@ void tdl_register_tensor(lua_State *L) {
     lua_setfield(L, -2, "__name");
     lua_getfield(L, -1, "__methods");
     lua_setfield(L, -3, "Tensor"); /* T.Tensor: the method table, for users adding methods */
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, TDL_SIZE_MT);
+    lua_pushcfunction(L, size_tostring);
+    lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
     luaL_newmetatable(L, TDL_GENERATOR_MT);
@@ -1160,6 +1217,7 @@ int luaopen_tdrl_core(lua_State *L) {
     lua_newtable(L);
     tdl_register_tensor(L);
     tdl_register_io(L);
+    tdl_register_docs(L);
     void (*const families[])(lua_State *) = {tdl_register_nn, tdl_register_optim, tdl_register_data, tdl_register_extra};
     for (size_t i = 0; i < sizeof families / sizeof *families; i++)
         if (families[i]) families[i](L);

@@ -302,10 +302,10 @@ static void print_usage(FILE *f, const char *badoption) {
             "  -i        enter the REPL after executing 'script'\n"
             "  -l mod    require library 'mod' into global 'mod' (its last dotted part)\n"
             "  -l g=mod  require library 'mod' into global 'g'\n"
-            "  -v        show version information\n"
+            "  -v, --version  show version information\n"
             "  -E        ignore environment variables (TDRL_PATH, LUA_PATH, LUA_CPATH)\n"
             "  -W        turn warnings on\n"
-            "  -h        show this help\n"
+            "  -h, --help     show this help\n"
             "  --        stop handling options\n"
             "  -         stop handling options and execute stdin\n"
             "  --kernel -f FILE  run as a Jupyter kernel (scripts/install_kernel.sh installs it)\n"
@@ -331,6 +331,15 @@ static int collectargs(char **argv, int *first) {
         if (argv[i][0] != '-') return args; /* the script */
         switch (argv[i][1]) {
         case '-':
+            /* the long spellings every other program takes */
+            if (strcmp(argv[i], "--help") == 0) {
+                args |= HAS_H;
+                break;
+            }
+            if (strcmp(argv[i], "--version") == 0) {
+                args |= HAS_V;
+                break;
+            }
             if (argv[i][2] != '\0') return HAS_ERROR;
             *first = i + 1;
             return args;
@@ -492,6 +501,7 @@ static int pmain(lua_State *L) {
         lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
     }
     luaL_openlibs(L);
+    host_wrap_execute(L);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_tdrl_core);
     lua_setfield(L, -2, "tdrl.core");

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <readline/history.h>
@@ -26,12 +27,12 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "../ops/tensor.h"
 #include "host.h"
 
 #define PROMPT "tdrl> "
 #define PROMPT2 "  >> "
 #define HISTORY_MAX 1000
-#define CHUNK_INCOMPLETE (-1)
 
 /* ---- signals while waiting for input ------------------------------------------------------ */
 
@@ -176,11 +177,12 @@ static int read_line_tty(const char *prompt, char **out) {
     return 1;
 }
 
-/* stdin is not a terminal (tdrl -i < file, a pipe): no readline, unbuffered stdin. */
+/* stdin is not a terminal (tdrl -i < file, a pipe): no readline, unbuffered stdin, and no
+ * prompt: the output holds the values only, as a script's would. */
 static int read_line_plain(const char *prompt, char **out) {
+    (void)prompt;
     sigset_t m;
     wait_mask(&m);
-    fputs(prompt, stdout);
     fflush(stdout);
     fflush(stderr);
     host_prompt_sigint = 0;
@@ -215,51 +217,6 @@ static int read_line(const char *prompt, char **out) {
 
 /* ---- compiling and running chunks --------------------------------------------------------- */
 
-/* Is the syntax error message on the stack top one that more input could fix? */
-static int incomplete(lua_State *L) {
-    size_t len;
-    const char *msg = lua_tolstring(L, -1, &len);
-    static const char mark[] = "<eof>";
-    size_t ml = sizeof mark - 1;
-    return msg && len >= ml && strcmp(msg + len - ml, mark) == 0;
-}
-
-/* Compiles `return <buf>`, else `<buf>`. Pushes the function and returns LUA_OK; returns
- * CHUNK_INCOMPLETE (nothing pushed) when either form ends early; else pushes the error
- * message of the statement form and returns its status. */
-static int compile_chunk(lua_State *L, const char *buf, size_t len) {
-    const char *ret = lua_pushfstring(L, "return %s", buf);
-    int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
-    if (status == LUA_OK) {
-        lua_remove(L, -2);
-        return LUA_OK;
-    }
-    int ret_status = status;
-    int ret_incomplete = status == LUA_ERRSYNTAX && incomplete(L);
-    lua_remove(L, -2); /* keep the message of the return form */
-    status = luaL_loadbuffer(L, buf, len, "=stdin");
-    if (status == LUA_OK) {
-        lua_remove(L, -2);
-        return LUA_OK;
-    }
-    if (status == LUA_ERRSYNTAX && (incomplete(L) || ret_incomplete)) {
-        lua_pop(L, 2);
-        return CHUNK_INCOMPLETE;
-    }
-    /* A statement starts with a name, '(', ';' or '::'; anything else was meant as an
-     * expression ("1 +* 2"), so the return form's message says more. */
-    const char *p = buf;
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
-    int statement = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' ||
-                    *p == '(' || *p == ';' || *p == ':';
-    if (statement) {
-        lua_remove(L, -2);
-        return status;
-    }
-    lua_pop(L, 1);
-    return ret_status;
-}
-
 /* A chunk whose last non-blank character is ';' runs quietly. */
 static int is_quiet(const char *buf, size_t len) {
     while (len > 0 && (buf[len - 1] == ' ' || buf[len - 1] == '\t' || buf[len - 1] == '\n' ||
@@ -268,11 +225,19 @@ static int is_quiet(const char *buf, size_t len) {
     return len > 0 && buf[len - 1] == ';';
 }
 
-/* Prints the values above `base` with the global print (tostring / __tostring, tabs). */
+/* Prints the values above `base` with the global print (tostring / __tostring, tabs); a table
+ * without its own __tostring prints its contents (pretty.c). */
 static void print_results(lua_State *L, int base) {
     int n = lua_gettop(L) - base;
     if (n <= 0) return;
     luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+    for (int i = base + 1; i <= base + n; i++) {
+        if (lua_type(L, i) != LUA_TTABLE) continue;
+        lua_pushcfunction(L, host_l_pretty);
+        lua_pushvalue(L, i);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK) lua_replace(L, i);
+        else lua_pop(L, 1); /* a table whose traversal fails prints as before */
+    }
     lua_getglobal(L, "print");
     lua_insert(L, base + 1);
     int status = host_docall(L, n, 0);
@@ -281,6 +246,16 @@ static void print_results(lua_State *L, int base) {
         lua_remove(L, -2);
         host_report(L, status, false);
     }
+}
+
+/* "x = 1; x" (and "x = 1; x;", quiet): the value of the last expression, as the kernel shows it.
+ * Pushes the function and returns 1, or returns 0. */
+static int last_expression(lua_State *L, const char *buf, size_t len) {
+    if (is_quiet(buf, len)) {
+        while (len > 0 && buf[len - 1] != ';') len--;
+        len--;
+    }
+    return host_chunk_last_expression(L, buf, len, "=stdin", 0);
 }
 
 static char *append_line(char *buf, size_t *len, const char *line) {
@@ -303,8 +278,12 @@ static int repl_step(lua_State *L) {
     size_t len = strlen(buf);
     int status;
     for (;;) {
-        status = compile_chunk(L, buf, len);
-        if (status != CHUNK_INCOMPLETE) break;
+        status = host_chunk_compile(L, buf, len, "=stdin");
+        if (status != LUA_OK && last_expression(L, buf, len)) {
+            if (status != HOST_CHUNK_INCOMPLETE) lua_remove(L, -2); /* the message */
+            status = LUA_OK;
+        }
+        if (status != HOST_CHUNK_INCOMPLETE) break;
         char *line = NULL;
         r = read_line(PROMPT2, &line);
         if (r < 0) { /* Ctrl-C drops the whole chunk */
@@ -327,6 +306,8 @@ static int repl_step(lua_State *L) {
         buf = nb;
     }
     if (use_readline) history_add(buf);
+    struct winsize ws; /* tensors print to the terminal's width, as it is now */
+    if (use_readline && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) td_set_print_width(ws.ws_col);
     int quiet = is_quiet(buf, len);
     free(buf);
     if (status == LUA_OK) {
@@ -346,12 +327,12 @@ static int is_not_found(const char *msg, const char *module) {
     return msg && strncmp(msg, want, strlen(want)) == 0;
 }
 
-/* T = require 'tdrl'; nn, optim, data, plot when those modules exist. A global that is already
+/* T = require 'tdrl'; nn, optim, data, plot, help when those modules exist. A global that is already
  * set (by a script run before -i) is left alone. Lists the short names besides T in `names`. */
 static void preload(lua_State *L, char *names, size_t cap) {
     static const char *const mods[][2] = {
         {"T", "tdrl"}, {"nn", "tdrl.nn"}, {"optim", "tdrl.optim"},
-        {"data", "tdrl.data"}, {"plot", "tdrl.plot"},
+        {"data", "tdrl.data"}, {"plot", "tdrl.plot"}, {"help", "tdrl.help"},
     };
     names[0] = '\0';
     for (size_t i = 0; i < sizeof mods / sizeof mods[0]; i++) {
@@ -398,7 +379,8 @@ void host_repl(lua_State *L) {
     char names[128], version[256];
     preload(L, names, sizeof names);
     host_version_string(version, sizeof version);
-    printf("%s  T = require 'tdrl'%s%s\n", version, names[0] ? "; also " : "", names);
+    if (use_readline) /* on a pipe the output is the values alone */
+        printf("%s  T = require 'tdrl'%s%s\n", version, names[0] ? "; also " : "", names);
     fflush(stdout);
     while (repl_step(L)) {
     }

@@ -122,8 +122,22 @@ function P.model(cfg, dir, name, over, sets)
   return model, summary, dcfg, out
 end
 
+-- what a trajectory file records of its model: the checkpoint, and the step and config read
+-- from it when not given
+local function provenance_of(p)
+  p = p or {}
+  if not p.checkpoint or (p.step ~= nil and p.config ~= nil) or not fs.exists(p.checkpoint) then return p end
+  local _, meta = T.load(p.checkpoint)
+  local out = {}
+  for k, v in pairs(p) do out[k] = v end
+  if out.step == nil then out.step = tonumber(meta.step) end
+  if out.config == nil and meta.config then out.config = json.decode(meta.config) end
+  return out
+end
+
 --- trajectories at granularity g for the three splits, cached as safetensors in dir;
---- model may be a function returning the model, called only when a file must be computed
+--- model may be a function returning the model, called only when a file must be computed;
+--- provenance = {checkpoint = path} (step and config are read from the checkpoint)
 function P.trajectories(model, sets, g, dir, name, provenance)
   local out = {}
   local function get_model()
@@ -136,6 +150,7 @@ function P.trajectories(model, sets, g, dir, name, provenance)
       out[split] = traj.load(path)
     else
       out[split] = traj.extract(get_model(), sets[split], {granularity = g, progress = string.format("codes %s g%d %s", name, g, split)})
+      provenance = provenance_of(provenance)
       traj.save(path, out[split], provenance)
     end
   end
@@ -404,11 +419,11 @@ function P.attention(tr, cfg, dir, name)
 end
 
 --- accuracy against granularity (Figure 9) with a whole-trajectory head (GRU by default)
-function P.granularity(model, sets, cfg, dir, name)
+function P.granularity(model, sets, cfg, dir, name, provenance)
   local rows = {}
   local head = cfg.gran_head or "gru"
   for _, g in ipairs(cfg.granularities) do
-    local tr = P.trajectories(model, sets, g, dir, name)
+    local tr = P.trajectories(model, sets, g, dir, name, provenance)
     local o = P.head_options(cfg, true)
     o.head = g == 1 and "mlp" or head
     local res = protocol.run(tr, o)

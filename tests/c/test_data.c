@@ -402,6 +402,17 @@ static void test_images(void) {
     px = td_image_decode(path_of("cut.bmp"), 3, &h, &w, &c);
     CHECK(!px && has(td_last_error(), "cut.bmp") && has(td_last_error(), "byte offset"), "bmp: truncated: %s",
           td_last_error());
+    /* cut inside its pixel data: refused, not decoded with the missing rows as zeros */
+    write_bytes(path_of("cutrows.bmp"), bmp, n - 3 * 16 * 3);
+    px = td_image_decode(path_of("cutrows.bmp"), 3, &h, &w, &c);
+    CHECK(!px && has(td_last_error(), "cutrows.bmp") && has(td_last_error(), "truncated") &&
+              has(td_last_error(), "16 x 16"),
+          "bmp: cut inside the pixel data: %s", px ? "decoded" : td_last_error());
+    free(px);
+    write_bytes(path_of("cutlast.bmp"), bmp, n - 1);
+    px = td_image_decode(path_of("cutlast.bmp"), 3, &h, &w, &c);
+    CHECK(!px && has(td_last_error(), "truncated"), "bmp: one byte short: %s", px ? "decoded" : td_last_error());
+    free(px);
     free(bmp);
 
     /* grid */

@@ -46,6 +46,7 @@ subprocess.run([os.path.join(ROOT, "scripts", "install_kernel.sh"), "--prefix", 
 os.environ["JUPYTER_PATH"] = os.path.join(tmp, "share", "jupyter")
 os.environ["JUPYTER_RUNTIME_DIR"] = os.path.join(tmp, "runtime")
 os.environ.setdefault("TDRL_NUM_THREADS", "2")
+os.environ["TDRL_TRACE_LONG_OPS"] = "1"  # the core says "tdrl: matmul started" on stderr: see wait_marker
 
 import zmq  # noqa: E402
 from jupyter_client.manager import start_new_kernel  # noqa: E402
@@ -58,7 +59,11 @@ KEY = info["key"] if isinstance(info["key"], bytes) else info["key"].encode()
 CTX = zmq.Context.instance()
 
 
-def shell_reply(msg_id, timeout=30):
+# Every timeout below is a failure bound only, generous enough for a machine whose cores are all
+# taken by other work: no check depends on how fast the host is. Where a check needs the kernel
+# to be at a given point (inside a loop, inside a C kernel), the cell prints a marker and the
+# test waits for it (wait_marker) instead of sleeping.
+def shell_reply(msg_id, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
         r = kc.get_shell_msg(timeout=max(0.1, deadline - time.time()))
@@ -94,6 +99,19 @@ def collect(msg_id, timeout=60):
     raise TimeoutError("no idle status for " + msg_id)
 
 
+def wait_marker(msg_id, marker, timeout=60):
+    """waits until the cell msg_id has printed `marker` (stdout or stderr); its messages stay for collect()"""
+    deadline = time.time() + timeout
+    text = "".join(m["content"]["text"] for m in stash if m["parent_header"].get("msg_id") == msg_id
+                   and m["msg_type"] == "stream")
+    while marker not in text:
+        m = kc.get_iopub_msg(timeout=max(0.1, deadline - time.time()))
+        stash.append(m)
+        if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream":
+            text += m["content"]["text"]
+    return True
+
+
 def execute(code, timeout=60, **kw):
     mid = kc.execute(code, **kw)
     outs = collect(mid, timeout)
@@ -120,7 +138,7 @@ def png_size(b64):
     return struct.unpack(">II", data[16:24])
 
 
-def hb_ping(timeout=3.0):
+def hb_ping(timeout=30.0):
     s = CTX.socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
     s.connect("%s://%s:%d" % (info["transport"], info["ip"], info["hb_port"]))
@@ -138,8 +156,7 @@ def raw_socket(port_name):
     s = CTX.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.connect("%s://%s:%d" % (info["transport"], info["ip"], info[port_name]))
-    time.sleep(0.2)
-    return s
+    return s  # a DEALER queues what is sent until the connection is up: no wait needed
 
 
 def sign(parts, key=KEY):
@@ -160,7 +177,7 @@ def raw_send(sock, parts, key=KEY, signature=None):
     sock.send_multipart([b"<IDS|MSG>", sig] + parts)
 
 
-def raw_recv(sock, timeout=5.0):
+def raw_recv(sock, timeout=30.0):
     """the reply as (header, parent, content), its signature checked; None when nothing came"""
     if not sock.poll(int(timeout * 1000)):
         return None
@@ -218,6 +235,13 @@ try:
     ok("several values show tab-separated, as print does", res and res[0]["data"]["text/plain"] == "1\ttwo\tnil",
        outs)
 
+    r, outs = execute("{a = 1, b = {1, 2}, c = 'x'}")
+    res = of_type(outs, "execute_result")
+    ok("a table shows its contents, nested", res and res[0]["data"]["text/plain"]
+       == '{\n  a = 1,\n  b = {1, 2},\n  c = "x",\n}', res)
+    r, outs = execute("T.zeros(8, 32, 32, 16):size()")
+    res = of_type(outs, "execute_result")
+    ok("a size shows as {8, 32, 32, 16}", res and res[0]["data"]["text/plain"] == "{8, 32, 32, 16}", res)
     r, outs = execute("T.ones(2, 3)")
     res = of_type(outs, "execute_result")
     ok("a tensor shows as text", res and "tensor of size 2x3" in res[0]["data"]["text/plain"], outs)
@@ -230,6 +254,19 @@ try:
     ok("a subprocess's output is captured too", "from-a-subprocess" in out and "sub-err" in err, (out, err))
     ok("output ends before the reply (nothing arrives after idle)", r["status"] == "ok")
 
+    go = os.path.join(tmp, "go-partial")
+    mid = kc.execute("io.write('partial line') while not io.open(%s) do end io.write(' done')" % json.dumps(go))
+    try:
+        shown = wait_marker(mid, "partial line", timeout=30)
+    except Exception:  # noqa: BLE001
+        shown = False
+    open(go, "w").close()
+    outs = collect(mid)
+    ok("a partial line (io.write, no newline) shows while the cell still runs", shown
+       and stream_text(outs) == "partial line done", stream_text(outs))
+    r, outs = execute('io.write("a") os.execute("echo b") io.write("c") os.execute("echo d 1>&2") print("e")')
+    ok("partial lines and a subprocess's output keep their order", stream_text(outs) == "ab\nce\n"
+       and stream_text(outs, "stderr") == "d\n", (stream_text(outs), stream_text(outs, "stderr")))
     r, outs = execute('io.write("bad \\255 bytes, \\195") io.stdout:flush() io.write("\\169t\\195\\169\\n") return "x\\254y"')
     out, res = stream_text(outs), of_type(outs, "execute_result")
     ok("bytes that are not UTF-8 arrive as U+FFFD; a character split across writes stays whole",
@@ -241,6 +278,43 @@ try:
     ok("streams and display_data keep their order", kinds == [("stream", "a\n"), ("display_data", ""),
                                                                ("stream", "b\n")], kinds)
 
+    # ---- input from the notebook: io.read with allow_stdin ---------------------------------------------
+    def with_input(code, answers):
+        mid = kc.execute(code, allow_stdin=True)
+        prompts = []
+        for a in answers:
+            req = kc.get_stdin_msg(timeout=60)
+            prompts.append(req)
+            kc.input(a)
+        outs = collect(mid)
+        return shell_reply(mid)["content"], outs, prompts
+
+    r, outs, reqs = with_input("print('name?') local s = io.read() return 'hello ' .. s", ["Ada"])
+    res = of_type(outs, "execute_result")
+    ok("io.read() sends input_request and returns the input_reply's value", reqs
+       and reqs[0]["msg_type"] == "input_request" and res and res[0]["data"]["text/plain"] == "hello Ada"
+       and stream_text(outs) == "name?\n", (r, outs, reqs))
+    r, outs, reqs = with_input("local a, b = io.read('n', 'l') return a + 1, b", ["41", "rest"])
+    res = of_type(outs, "execute_result")
+    ok("io.read formats (n, l), io.stdin:read and io.lines", res and res[0]["data"]["text/plain"] == "42\trest", (r, outs))
+    r, outs, reqs = with_input("local t = {} for l in io.lines() do if l == 'end' then break end t[#t + 1] = l end "
+                               "return io.stdin:read() .. #t", ["x", "y", "end", "z"])
+    res = of_type(outs, "execute_result")
+    ok("... io.lines() and io.stdin:read() ask too", res and res[0]["data"]["text/plain"] == "z2", (r, outs))
+    r, outs = execute("return io.read()", allow_stdin=False)
+    res = of_type(outs, "execute_result")
+    ok("without allow_stdin io.read() gets end of input", r["status"] == "ok" and res
+       and res[0]["data"]["text/plain"] == "nil", (r, outs))
+    mid = kc.execute("return io.read()", allow_stdin=True)
+    kc.get_stdin_msg(timeout=60)
+    km.interrupt_kernel()
+    r = shell_reply(mid)["content"]
+    collect(mid)
+    ok("an interrupt while waiting for input stops the cell", r["status"] == "error"
+       and "interrupted" in r["evalue"], r)
+    r, outs = execute("1 + 1")
+    ok("... and the kernel goes on", of_type(outs, "execute_result")[0]["data"]["text/plain"] == "2", outs)
+
     # ---- errors --------------------------------------------------------------------------------------
     r, outs = execute('local function f() error("boom") end\nf()')
     errs = of_type(outs, "error")
@@ -251,6 +325,37 @@ try:
     r, outs = execute("x = = 1")
     ok("a syntax error: SyntaxError with the line", r["status"] == "error" and r["ename"] == "SyntaxError"
        and ":1:" in r["evalue"], r)
+    r, outs = execute("a = 1\nb = nil\nb.c")
+    ok("a runtime error on a cell's last line names that line", r["status"] == "error"
+       and ("In[%d]:3:" % r["execution_count"]) in r["evalue"] and "In[%d]:4" % r["execution_count"] not in r["evalue"],
+       r)
+    r, outs = execute("a = nil\nlocal v = a.b -- a comment")
+    ok("... also when the line ends in a comment", r["status"] == "error"
+       and ("In[%d]:2:" % r["execution_count"]) in r["evalue"], r)
+    r, outs = execute("q = 2\nq.x.y -- the last line")
+    ok("... and when the last line is an expression with a comment", r["status"] == "error"
+       and ("In[%d]:2:" % r["execution_count"]) in r["evalue"], r)
+    r, outs = execute("{1,")
+    ok("a syntax error quotes the user's code, not the kernel's wrapper", r["status"] == "error"
+       and r["ename"] == "SyntaxError" and "near ')'" not in r["evalue"] and "<eof>" in r["evalue"], r)
+    r, outs = execute("local s = 'x'\nreturn s +* 2")
+    ok("... on the line where it is", r["status"] == "error" and ":2:" in r["evalue"]
+       and "__tdrl_values" not in r["evalue"] and "'*'" in r["evalue"], r)
+    r, outs = execute("m = 5; m")
+    res = of_type(outs, "execute_result")
+    ok("stmt; expr on one line shows the expression's value", r["status"] == "ok" and res
+       and res[0]["data"]["text/plain"] == "5", (r, outs))
+    r, outs = execute("print('a;b'); 6")
+    res = of_type(outs, "execute_result")
+    ok("... after a statement that prints (a ';' inside a string is no split)", r["status"] == "ok" and res
+       and res[0]["data"]["text/plain"] == "6" and stream_text(outs) == "a;b\n", (r, outs))
+    r, outs = execute("local t = {1; 2}; #t")
+    res = of_type(outs, "execute_result")
+    ok("... after a table with ';' separators", res and res[0]["data"]["text/plain"] == "2", (r, outs))
+    r, outs = execute("u1 = 1; u2 = 2")
+    ok("stmt; stmt shows nothing", r["status"] == "ok" and not of_type(outs, "execute_result"), (r, outs))
+    r, outs = execute("u1 = 3; u1;")
+    ok("stmt; expr; stays quiet", r["status"] == "ok" and not of_type(outs, "execute_result"), (r, outs))
     r, outs = execute("T.zeros(2, 3):matmul(T.zeros(4, 5))")
     ok("a core error surfaces as a Lua error naming the op", r["status"] == "error" and "matmul" in r["evalue"], r)
     r, outs = execute("error(setmetatable({}, {__tostring = function() return 'custom' end}))")
@@ -294,10 +399,30 @@ try:
     code = 'io.open("%s/fi' % tmp
     r = request("complete", code=code, cursor_pos=len(code))
     ok("file names inside a string", os.path.join(tmp, "fig.png") in r["matches"], r)
+    execute("lst = {{name = 1}}", store_history=False)
+    code = "y = lst[1].na"
+    r = request("complete", code=code, cursor_pos=len(code))
+    ok("complete after a subscript: lst[1].na -> .name", r["matches"] == [".name"] and r["cursor_start"] == 10, r)
+    code = "xs:size():"
+    r = request("complete", code=code, cursor_pos=len(code))
+    ok("complete after a call offers no globals", r["matches"] == [], r)
+    code = "xs.requires"
+    r = request("complete", code=code, cursor_pos=len(code))
+    ok("complete a tensor field (xs.requires -> xs.requires_grad)", "xs.requires_grad" in r["matches"], r)
     r = request("complete", code="zzzq")
     ok("no match: an empty list", r["status"] == "ok" and r["matches"] == [], r)
     r = request("inspect", code="T.zeros(", cursor_pos=8)
     ok("inspect a function", r["found"] and "T.zeros" in r["data"]["text/plain"], r)
+    r = request("inspect", code="T.randn(", cursor_pos=8)
+    t = r["data"].get("text/plain", "")
+    ok("inspect a core C function: its signature and doc", r["found"] and "T.randn(size..." in t
+       and "normal" in t and "built-in" not in t, r)
+    code = "xs:matmul("
+    r = request("inspect", code=code, cursor_pos=len(code))
+    t = r["data"].get("text/plain", "")
+    ok("inspect a tensor method: x:matmul(y)", r["found"] and "x:matmul(y)" in t, r)
+    r, outs = execute("help(T.save)", store_history=False)
+    ok("help(x) in a cell prints the same signature", "T.save(path, tensors" in stream_text(outs), outs)
     r = request("inspect", code="xs", cursor_pos=1)
     ok("inspect a tensor", r["found"] and "3x4" in r["data"]["text/plain"], r)
     execute("-- adds one\n-- (a doc comment)\nfunction add_one(v)\n  return v + 1\nend")
@@ -309,6 +434,8 @@ try:
     ok("inspect an unknown name: found = false", r["status"] == "ok" and not r["found"], r)
     st = [request("is_complete", code=c)["status"] for c in ("for i = 1, 3 do", "x = 1", "x = = 1", "f(1,")]
     ok("is_complete: incomplete, complete, invalid", st == ["incomplete", "complete", "invalid", "incomplete"], st)
+    st = [request("is_complete", code=c)["status"] for c in ("{1,", "1 +", "'abc' ..", "x = {", "1 +* 2", "m = 1; m")]
+    ok("is_complete continues what the REPL continues", st == ["incomplete"] * 4 + ["invalid", "complete"], st)
     r = request("history", hist_access_type="tail", n=2, output=False, raw=True)
     ok("history tail", r["status"] == "ok" and len(r["history"]) == 2 and r["history"][0][2] == "xs = T.randn(3, 4)"
        and r["history"][1][2].startswith("-- adds one") and r["history"][1][1] == r["history"][0][1] + 1, r)
@@ -329,8 +456,15 @@ try:
     ok("a silent execution publishes nothing", r["status"] == "ok" and not of_type(outs, "execute_input"), outs)
 
     # stop_on_error: a request queued behind a failing one is aborted
-    m1 = kc.execute("local t0 = T.clock() while T.clock() - t0 < 0.3 do end error('first')")
+    # m1 runs until the test creates a file; m2 is queued meanwhile. A heartbeat echo after m2 was
+    # sent means the kernel's ZeroMQ I/O thread has read the connection that carried m2 (sent
+    # first): only then is m1 let go.
+    go = os.path.join(tmp, "go-m1")
+    m1 = kc.execute("print('m1 waits') while not io.open(%s) do end error('first')" % json.dumps(go))
+    wait_marker(m1, "m1 waits")
     m2 = kc.execute("second_ran = true")
+    hb_ping()
+    open(go, "w").close()
     r1, r2 = shell_reply(m1)["content"], shell_reply(m2)["content"]
     collect(m1), collect(m2)
     r, outs = execute("second_ran")
@@ -338,46 +472,50 @@ try:
        and of_type(outs, "execute_result")[0]["data"]["text/plain"] == "nil", (r1, r2))
 
     # ---- interrupts ----------------------------------------------------------------------------------
-    mid = kc.execute("local n = 0 while true do n = n + 1 end")
-    time.sleep(1.0)
+    mid = kc.execute("print('in the loop') local n = 0 while true do n = n + 1 end")
+    wait_marker(mid, "in the loop")
     t0 = time.time()
     km.interrupt_kernel()  # the kernelspec's mode: SIGINT
-    r = shell_reply(mid, 20)["content"]
+    r = shell_reply(mid, 60)["content"]  # the loop never ends by itself: the bound is a failure bound
     dt = time.time() - t0
     collect(mid)
-    ok("SIGINT stops a Lua loop (%.2f s)" % dt, r["status"] == "error" and r["ename"] == "Interrupted" and dt < 5, r)
+    ok("SIGINT stops a Lua loop (%.2f s)" % dt, r["status"] == "error" and r["ename"] == "Interrupted", r)
 
-    mid = kc.execute("local a = T.zeros(8192, 8192) local c = a:matmul(a) return 'finished'")
-    time.sleep(1.5)
+    # matmul of 8192 x 8192 takes seconds even on a fast machine; the core announces it has started
+    # (TDRL_TRACE_LONG_OPS), and the error names the op ("matmul: interrupted", as docs/repl.md says): the kernel itself
+    # stopped (an interrupt that came after it would stop the next Lua instruction, with no op)
+    big = "local a = T.zeros(8192, 8192) local c = a:matmul(a) return 'finished'"
+    mid = kc.execute(big)
+    wait_marker(mid, "tdrl: matmul started")
     t0 = time.time()
     km.interrupt_kernel()
-    r = shell_reply(mid, 120)["content"]
+    r = shell_reply(mid, 300)["content"]
     dt = time.time() - t0
     collect(mid)
     ok("SIGINT stops a long C kernel mid-way (%.2f s)" % dt, r["status"] == "error" and "interrupted" in r["evalue"]
-       and "matmul" in " ".join([r["evalue"]] + r["traceback"]) and dt < 5, r)
+       and "matmul: interrupted" in r["evalue"], r)
 
-    mid = kc.execute("local a = T.zeros(8192, 8192) local c = a:matmul(a) return 'finished'")
-    time.sleep(1.5)
+    mid = kc.execute(big)
+    wait_marker(mid, "tdrl: matmul started")
     ok("heartbeat answers while a cell runs", hb_ping())
     t0 = time.time()
     imsg = kc.session.msg("interrupt_request", {})
     kc.control_channel.send(imsg)
-    irep = kc.get_control_msg(timeout=5)
-    r = shell_reply(mid, 120)["content"]
+    irep = kc.get_control_msg(timeout=60)
+    r = shell_reply(mid, 300)["content"]
     dt = time.time() - t0
     collect(mid)
     ok("interrupt_request on control: interrupt_reply", irep["msg_type"] == "interrupt_reply"
        and irep["content"]["status"] == "ok", irep)
     ok("interrupt_request stops a long C kernel mid-way (%.2f s)" % dt, r["status"] == "error"
-       and "interrupted" in r["evalue"] and "matmul" in " ".join([r["evalue"]] + r["traceback"]) and dt < 5, r)
+       and "matmul: interrupted" in r["evalue"], r)
 
+    # kill() makes the signal pending at once and the interrupt_reply comes after the kernel
+    # signalled itself: both are there before the next cell starts, with no wait
     os.kill(km.provisioner.process.pid, signal.SIGINT)
-    time.sleep(0.3)
     imsg = kc.session.msg("interrupt_request", {})
     kc.control_channel.send(imsg)
-    kc.get_control_msg(timeout=5)
-    time.sleep(0.3)
+    kc.get_control_msg(timeout=60)
     r, outs = execute("local s = 0 for i = 1, 2e6 do s = s + i end return s")
     ok("an interrupt while idle does not stop the next cell", r["status"] == "ok" and of_type(
         outs, "execute_result")[0]["data"]["text/plain"] == "2000001000000", (r, outs))
@@ -429,10 +567,7 @@ try:
             frames.insert(rng.randint(0, len(frames)), b"<IDS|MSG>")
         sh.send_multipart(frames)
     sh.send_multipart([b""] * 5000)  # absurdly many frames
-    time.sleep(0.5)
-    while sh.poll(200):
-        sh.recv_multipart()
-    sh.close()
+    sh.close()  # the error replies still on their way are dropped with the socket
     ct = raw_socket("control_port")
     h = header("frobnicate_request")
     raw_send(ct, [h, {}, {}, {}])
@@ -451,9 +586,9 @@ try:
     t0 = time.time()
     smsg = kc.session.msg("shutdown_request", {"restart": False})
     kc.control_channel.send(smsg)
-    srep = kc.get_control_msg(timeout=5)
+    srep = kc.get_control_msg(timeout=60)
     try:
-        rc = proc.wait(timeout=10)
+        rc = proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         rc = None
     ok("shutdown_request: shutdown_reply, then the process exits by itself (%.2f s, status %s)" % (

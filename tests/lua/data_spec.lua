@@ -66,6 +66,15 @@ describe("synthetic", function()
     truthy(same(ya.shape, yb.shape), "labels differ for the same seed")
     truthy(not same(xa, xc), "another seed gave the same images")
   end)
+  it("split = 'trainval' and 'test' take any n; the train / val split names a too large n_val", function()
+    local small = data.synthetic{split = "trainval", n = 300}
+    eq(#small, 300)
+    eq(#data.synthetic{split = "test", n = 100, n_test = 50}, 50)
+    local ok, err = pcall(data.synthetic, {split = "train", n = 300})
+    truthy(not ok and err:find("n_val 500 exceeds n 300", 1, true) and err:find("trainval", 1, true), err)
+    local t2, v2 = data.synthetic{n = 300, n_val = 100}
+    eq(#t2, 200); eq(#v2, 100)
+  end)
   it("splits train / val disjointly out of one generated set, test apart", function()
     local all = data.synthetic{split = "trainval"}
     local seen = {}

@@ -84,6 +84,27 @@ describe("diffusion model", function()
     spec.truthy(last < 0.8 * first, string.format("loss went from %.2f to %.2f", first, last))
   end)
 
+  it("warm-up as the reference (score_sde): update k runs at lr * min(k / warmup, 1), the first at 0", function()
+    local cfg = micro({iters = 4, warmup = 2, eval_every = 0, ckpt_every = 0})
+    local lrs = {}
+    local model = trainer.run(cfg, {train = images(20, 1)}, {quiet = true, on_step = function(s, row)
+      lrs[s] = row.lr
+    end})
+    spec.eq(lrs[1], 0, "update 1")
+    spec.near(lrs[2], cfg.lr / 2, 1e-12, "update 2")
+    spec.eq(lrs[3], cfg.lr, "update 3")
+    spec.eq(lrs[4], cfg.lr, "update 4")
+    -- the first update leaves the weights as they were built
+    local fresh = D.build(cfg, T.Generator(cfg.seed))
+    local after1 = trainer.run(micro({iters = 1, warmup = 2, eval_every = 0, ckpt_every = 0}),
+      {train = images(20, 1)}, {quiet = true})
+    local a, b = fresh:parameters(), after1:parameters()
+    local d = 0
+    for i = 1, #a do d = math.max(d, (a[i] - b[i]):abs():max():item()) end
+    spec.eq(d, 0, "weights after the first update")
+    spec.truthy(model ~= nil)
+  end)
+
   it("resumes exactly: the loss curve after a resume equals the uninterrupted run's", function()
     local X = images(100, 2)
     local dir = os.tmpname(); os.remove(dir)

@@ -253,15 +253,17 @@ local cases = {
   grucell_h0 = {function() return nn.GRUCell(4, 5) end},
   gru = {function() return nn.GRU(4, 5, {num_layers = 2, batch_first = true}) end},
   gru_seq_first = {function() return nn.GRU(3, 4) end},
-  mha_self = {function() return nn.MultiheadAttention(8, 2) end,
+  mha_self = {function() return nn.MultiheadAttention(8, 2, {batch_first = true}) end,
     function(m, x, k) return m(x, x, x, {key_padding_mask = k, average_attn_weights = false}) end},
-  mha_cross = {function() return nn.MultiheadAttention(8, 2) end,
+  mha_cross = {function() return nn.MultiheadAttention(8, 2, {batch_first = true}) end,
     function(m, q, k, v, a) return m(q, k, v, {attn_mask = a}) end},
-  mha_float_mask = {function() return nn.MultiheadAttention(8, 2) end,
+  mha_float_mask = {function() return nn.MultiheadAttention(8, 2, {batch_first = true}) end,
     function(m, q, k, v, a) return m(q, k, v, {attn_mask = a}) end},
-  transformer_x2 = {function() return nn.TransformerEncoderLayer(8, 2, {dim_feedforward = 16, dropout = 0, n_apply = 2}) end,
+  transformer_x2 = {function() return nn.TransformerEncoderLayer(8, 2, {dim_feedforward = 16, dropout = 0, n_apply = 2,
+    batch_first = true}) end,
     function(m, x, k) return m(x, {src_key_padding_mask = k}) end},
-  transformer_x1 = {function() return nn.TransformerEncoderLayer(8, 2, {dim_feedforward = 16, dropout = 0}) end},
+  transformer_x1 = {function() return nn.TransformerEncoderLayer(8, 2, {dim_feedforward = 16, dropout = 0,
+    batch_first = true}) end},
 }
 
 local names = {}
@@ -696,7 +698,7 @@ end)
 
 describe("attention details", function()
   it("returns head-averaged or per-head weights, and none without need_weights", function()
-    local m = nn.MultiheadAttention(8, 2)
+    local m = nn.MultiheadAttention(8, 2, {batch_first = true})
     local x = T.randn(3, 5, 8)
     local y, w = m(x, x, x)
     spec.eq(shape(y), "3x5x8"); spec.eq(shape(w), "3x5x5")
@@ -711,9 +713,38 @@ describe("attention details", function()
     spec.eq(wm[1]:select(2, 5):abs():sum():item(), 0)
     spec.eq(wm[3]:select(2, 1):abs():sum():item(), 0)
   end)
+  it("sequence-first by default, as PyTorch: (L, N, E); batch_first = true takes (N, L, E)", function()
+    local sf = nn.MultiheadAttention(8, 2, {generator = T.Generator(5)})
+    local bf = nn.MultiheadAttention(8, 2, {batch_first = true, generator = T.Generator(5)})
+    local x = T.randn(3, 5, 8) -- (N, L, E)
+    local xs = x:transpose(1, 2):contiguous() -- (L, N, E)
+    local yb, wb = bf(x, x, x)
+    local ys, ws = sf(xs, xs, xs)
+    spec.eq(shape(ys), "5x3x8")
+    spec.truthy(spec.maxdiff(ys:transpose(1, 2), yb) < 1e-5, "same attention in either layout")
+    spec.truthy(spec.maxdiff(ws, wb) < 1e-6, "weights are (N, L, S) in both")
+    local ts = nn.TransformerEncoderLayer(8, 2, {dim_feedforward = 16, dropout = 0, generator = T.Generator(6)})
+    local tb = nn.TransformerEncoderLayer(8, 2, {dim_feedforward = 16, dropout = 0, batch_first = true,
+      generator = T.Generator(6)})
+    spec.truthy(spec.maxdiff(ts(xs):transpose(1, 2), tb(x)) < 1e-5, "TransformerEncoderLayer too")
+  end)
+  it("a float key_padding_mask is added to the scores, an int64 one masks (PyTorch's float and bool)", function()
+    local m = nn.MultiheadAttention(4, 2, {batch_first = true, generator = T.Generator(7)})
+    local x = T.randn(2, 3, 4)
+    local fm = T.tensor({{0, -1, -2.5}, {0, 0, -1}})
+    local _, w = m(x, x, x, {key_padding_mask = fm, average_attn_weights = false})
+    -- the same numbers as an additive attn_mask of shape (N * heads, L, S)
+    local am = fm:view(2, 1, 1, 3):expand(2, 2, 3, 3):reshape(4, 3, 3)
+    local _, wa = m(x, x, x, {attn_mask = am, average_attn_weights = false})
+    spec.truthy(spec.maxdiff(w, wa) < 1e-6, "float key_padding_mask added")
+    spec.truthy(w[1][1][1][2] > 0, "an entry of -1 is not masked out")
+    local _, wi = m(x, x, x, {key_padding_mask = T.tensor({{0, 1, 0}, {0, 0, 1}}, "int64")})
+    spec.eq(wi[1]:select(2, 2):abs():sum():item(), 0, "int64 nonzero entries are masked out")
+  end)
   it("the transformer layer applied k times with shared weights equals k calls", function()
     local g = T.Generator(3)
-    local t2 = nn.TransformerEncoderLayer(8, 2, {dim_feedforward = 16, dropout = 0, n_apply = 2, generator = g})
+    local t2 = nn.TransformerEncoderLayer(8, 2, {dim_feedforward = 16, dropout = 0, n_apply = 2, batch_first = true,
+      generator = g})
     local x = T.randn(2, 4, 8)
     local a = t2(x)
     local b = t2(t2(x, {n_apply = 1}), {n_apply = 1})
@@ -747,7 +778,8 @@ describe("bad input names the layer and the shapes", function()
     {nn.Embedding(4, 2), T.tensor({1, 7}, "int64"), "Embedding(4, 2)", "index_select"},
     {nn.GRUCell(3, 4), T.randn(2, 5), "GRUCell(3 -> 4): expected input (N, 3), got shape 2x5"},
     {nn.GRU(3, 4, {batch_first = true}), T.randn(2, 5, 2), "GRU(3 -> 4, layers=1, batch_first)", "got shape 2x5x2"},
-    {nn.MultiheadAttention(8, 2), T.randn(2, 3, 6), "MultiheadAttention(8, heads=2): query must be (N, L, E) with 8 features, got shape 2x3x6"},
+    {nn.MultiheadAttention(8, 2), T.randn(2, 3, 6), "MultiheadAttention(8, heads=2): query must be (L, N, E) with 8 features, got shape 2x3x6"},
+    {nn.MultiheadAttention(8, 2, {batch_first = true}), T.randn(2, 3, 6), "query must be (N, L, E)"},
     {nn.GaussianFourierProjection(4), T.randn(2, 2), "GaussianFourierProjection(4, scale=1): expected a vector"},
     {nn.SinusoidalPositionalEncoding(8, 4), T.randn(1, 5, 8), "SinusoidalPositionalEncoding(8, max_len=4)"},
   }
@@ -758,7 +790,7 @@ describe("bad input names the layer and the shapes", function()
   end
   it("GRUCell hidden state, attention masks and loss labels", function()
     spec.raises(function() nn.GRUCell(3, 4)(T.randn(2, 3), T.randn(3, 4)) end, "hidden state of shape 3x4 does not match input 2x3")
-    local m = nn.MultiheadAttention(4, 2)
+    local m = nn.MultiheadAttention(4, 2, {batch_first = true})
     local x = T.randn(2, 3, 4)
     spec.raises(function() m(x, x, x, {key_padding_mask = T.zeros({2, 4}, "int64")}) end, "key_padding_mask of shape 2x4, expected 2x3")
     spec.raises(function() m(x, x, x, {attn_mask = T.zeros(3, 2)}) end, "attn_mask of shape 3x2")

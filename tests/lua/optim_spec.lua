@@ -356,3 +356,40 @@ describe("a training loop does not grow", function()
     spec.eq(after, base, "live bytes after 50 steps")
   end)
 end)
+
+describe("optimisers take PyTorch's positional arguments", function()
+  local function params() return {T.zeros(2):requires_grad_(true)} end
+  it("Adam(params, 1e-2) sets the learning rate", function()
+    local opt = optim.Adam(params(), 1e-2)
+    spec.eq(opt.param_groups[1].lr, 1e-2)
+    spec.eq(opt.param_groups[1].betas[2], 0.999)
+  end)
+  it("every optimiser: lr and the next settings by position, then an options table", function()
+    local a = optim.AdamW(params(), 2e-3, {0.8, 0.9}, 1e-6, 0.5, true)
+    local g = a.param_groups[1]
+    spec.eq(g.lr, 2e-3); spec.eq(g.betas[1], 0.8); spec.eq(g.eps, 1e-6); spec.eq(g.weight_decay, 0.5)
+    spec.eq(g.amsgrad, true)
+    local s = optim.SGD(params(), 0.1, 0.9, {nesterov = true})
+    g = s.param_groups[1]
+    spec.eq(g.lr, 0.1); spec.eq(g.momentum, 0.9); spec.eq(g.nesterov, true)
+    local b = optim.Adam(params(), 1e-3, {eps = 1e-4})
+    spec.eq(b.param_groups[1].eps, 1e-4)
+  end)
+  it("the positional and table forms train alike", function()
+    local p1, p2 = T.ones(3):requires_grad_(true), T.ones(3):requires_grad_(true)
+    local o1, o2 = optim.Adam({p1}, 0.1), optim.Adam({p2}, {lr = 0.1})
+    for _ = 1, 3 do
+      for _, pair in ipairs({{o1, p1}, {o2, p2}}) do
+        pair[1]:zero_grad(); (pair[2] * pair[2]):sum():backward(); pair[1]:step()
+      end
+    end
+    spec.eq((p1 - p2):abs():max():item(), 0)
+  end)
+  it("mistakes are named: a bad learning rate, an unknown option, too many arguments", function()
+    spec.raises(function() optim.Adam(params(), "fast") end, "Adam", "learning rate")
+    spec.raises(function() optim.Adam(params(), {learning_rate = 1}) end, "Adam", "unknown option 'learning_rate'", "lr")
+    spec.raises(function() optim.SGD(params(), 0.1, 0.9, 0, 0, false, 7) end, "SGD", "too many arguments")
+    spec.raises(function() optim.SGD(params(), 0.1, {momentum = 0.5}, 0.9) end, "SGD", "last argument")
+    spec.raises(function() optim.SGD(params(), 0.1, 0.9, {momentum = 0.5}) end, "SGD", "momentum", "twice")
+  end)
+end)

@@ -37,6 +37,15 @@ describe("reproduce --quick", function()
     for _ in heads:gmatch("\n") do rows = rows + 1 end
     spec.eq(rows, 1 + 13 * 4, "header + (11 points + GRU + Transformer) x 4 tasks")
     spec.truthy(out:find("report:", 1, true), "prints where the report is")
+    -- every trajectory file says which checkpoint, step and config it came from (README)
+    local traj = require 'tdrl.traj'
+    for _, f in ipairs({"traj-vdrl-g10-test.safetensors", "traj-drl-latent2-g2-train.safetensors"}) do
+      local pv = traj.load(dir .. "/" .. f).provenance
+      spec.truthy(type(pv.checkpoint) == "string" and pv.checkpoint:find("checkpoint.safetensors", 1, true),
+        f .. ": checkpoint")
+      spec.eq(pv.step, 40, f .. ": step")
+      spec.truthy(type(pv.config) == "table" and pv.config.iters == 40 and pv.config.encoder ~= nil, f .. ": config")
+    end
   end)
   it("a second run skips the finished stages", function()
     local p = io.popen(string.format("%s examples/reproduce.lua --quick --out=%s 2>&1", exe, dir))

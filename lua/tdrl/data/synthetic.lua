@@ -39,7 +39,10 @@ function M.new(opts)
   local n_test = U.opt(opts, "n_test", "number", 1000, "synthetic")
   local seed = U.opt(opts, "seed", "number", 0, "synthetic")
   local split = U.opt(opts, "split", "string", nil, "synthetic")
-  if n_val > n then error(string.format("synthetic: n_val %d exceeds n %d", n_val, n), 2) end
+  -- only the train / val parts use n_val: "trainval" and "test" take any n
+  if split ~= "trainval" and split ~= "test" and n_val > n then
+    error(string.format("synthetic: n_val %d exceeds n %d (give a smaller n_val, or split = 'trainval')", n_val, n), 2)
+  end
   local function trainval() return M.generate(n, seed, 0, "synthetic/trainval") end
   local function test() return M.generate(n_test, seed, 1, "synthetic/test") end
   local function parts()

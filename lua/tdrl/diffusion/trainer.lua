@@ -117,12 +117,15 @@ function M.run(cfg, data, opts)
       local loss, parts = D.loss.dsm(model, x0, {lambda_z = cfg.lambda_z, regulariser = cfg.regulariser, generator = gen})
       loss:backward()
       local gnorm = cfg.grad_clip > 0 and optim.clip_grad_norm_(model, cfg.grad_clip) or nil
-      if sched then sched:step() end
+      -- the k-th update (from 0) runs at lr * min(k / warmup, 1), as score_sde's optimize_fn
+      -- with state['step'] before its increment: the first update has lr 0
+      local lr = sched and sched:get_lr() or cfg.lr
       opt:step()
+      if sched then sched:step() end
       ema:update()
       step = step + 1
       local row = {step = step, loss = loss:item(), dsm = parts.dsm, reg = parts.reg,
-        lr = sched and sched:get_lr() or cfg.lr, grad_norm = gnorm, seconds = T.clock() - t_start}
+        lr = lr, grad_norm = gnorm, seconds = T.clock() - t_start}
       if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.iters) then
         row.eval_loss, row.eval_loss_high_t = M.evaluate(model, Xe, cfg, ema)
         last.eval_loss, last.eval_loss_high_t = row.eval_loss, row.eval_loss_high_t

@@ -34,16 +34,26 @@ M.registry = {
 --- register(name, constructor): constructor(latent, classes, opts) -> module
 function M.register(name, ctor) M.registry[name] = ctor end
 
---- new(name or constructor, latent, classes, opts)
-function M.new(kind, latent, classes, opts)
-  local ctor = type(kind) == "string" and M.registry[kind] or kind
-  if ctor == nil then
+--- resolve(name or constructor) -> constructor; an unknown name is an error that lists the
+--- registered heads (`level` as error's, for the caller's line)
+function M.resolve(kind, level)
+  local ctor = kind
+  if type(kind) == "string" then ctor = M.registry[kind] end
+  local mt = getmetatable(ctor)
+  if type(ctor) ~= "function" and not (mt and mt.__call) then
     local names = {}
     for k in pairs(M.registry) do names[#names + 1] = k end
     table.sort(names)
-    error("heads.new: unknown head '" .. tostring(kind) .. "' (registered: " .. table.concat(names, ", ") .. ")", 2)
+    local what = type(kind) == "string" and ("unknown head '" .. kind .. "'")
+      or ("a head is a registered name or a constructor, got a " .. type(kind))
+    error("heads: " .. what .. " (registered: " .. table.concat(names, ", ") .. ")", (level or 1) + 1)
   end
-  return ctor(latent, classes, opts)
+  return ctor
+end
+
+--- new(name or constructor, latent, classes, opts)
+function M.new(kind, latent, classes, opts)
+  return M.resolve(kind, 2)(latent, classes, opts)
 end
 
 return M

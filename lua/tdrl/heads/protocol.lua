@@ -131,6 +131,7 @@ function M.run(sets, opts)
   for k, v in pairs(M.defaults) do cfg[k] = v end
   for k, v in pairs(opts or {}) do cfg[k] = v end
   if cfg.clip == nil and (cfg.head == "gru" or cfg.head == "transformer") then cfg.clip = 1.0 end
+  heads.resolve(cfg.head, 2) -- a misspelt head fails here, before any training
   local tr, va, te = restrict(sets.train, cfg), restrict(sets.val, cfg), restrict(sets.test, cfg)
   if cfg.standardize then tr, va, te = M.standardize(tr, va, te) end
   local seeds = type(cfg.seeds) == "table" and cfg.seeds or {}

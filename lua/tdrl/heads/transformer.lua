@@ -27,7 +27,7 @@ function TransformerHead:__init(latent, classes, o)
   self.cls = nn.Parameter(T.empty(1, 1, d))
   nn.init.xavier_uniform_(self.cls, {generator = o.generator})
   self.block = nn.TransformerEncoderLayer(d, self.heads, {dim_feedforward = o.ff or 512, dropout = o.dropout or 0.25,
-    generator = o.generator})
+    batch_first = true, generator = o.generator})
   self.block.self_attn.dropout = 0 -- the reference has no attention dropout
   self.out = nn.Linear(d, classes, g)
 end
@@ -39,7 +39,7 @@ function TransformerHead:forward(x, times, o)
   h = T.cat({h, self.cls:expand(B, 1, self.d_model)}, 2) -- CLS last: (B, P + 1, d)
   local kpm
   if self.mask_cls_key or o.mask then
-    kpm = T.zeros(B, P + 1)
+    kpm = T.zeros({B, P + 1}, "int64") -- a boolean mask (a float one would be added to the scores)
     if self.mask_cls_key then kpm[{{}, P + 1}] = 1 end
     if o.mask then kpm[{{}, {1, P}}] = o.mask end
   end

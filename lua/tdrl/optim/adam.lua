@@ -20,15 +20,22 @@ local adam = run(false)
 --- adamw: the same with decoupled weight decay (default weight_decay 1e-2 in the class)
 local adamw = run(true)
 
+local POSITIONAL = {"lr", "betas", "eps", "weight_decay", "amsgrad"}
+local KNOWN = {lr = true, betas = true, eps = true, weight_decay = true, amsgrad = true, maximize = true,
+               _reference = true}
+
 local function defaults_of(opts, wd)
-  opts = opts or {}
   return {lr = opts.lr or 1e-3, betas = opts.betas or {0.9, 0.999}, eps = opts.eps or 1e-8,
           weight_decay = opts.weight_decay or wd, amsgrad = opts.amsgrad or false, maximize = opts.maximize or false}
 end
 
 local Adam = class('Adam', Optimizer)
---- Adam(params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0, amsgrad = false})
-function Adam:__init(params, opts) Optimizer.__init(self, params, defaults_of(opts, 0), adam, "Adam") end
+--- Adam(params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0, amsgrad = false}),
+--- or PyTorch's positional form Adam(params, lr, betas, eps, weight_decay, amsgrad)
+function Adam:__init(params, ...)
+  local opts = Optimizer.options("Adam", POSITIONAL, KNOWN, ...)
+  Optimizer.__init(self, params, defaults_of(opts, 0), adam, "Adam")
+end
 
 function Adam:validate(group)
   Optimizer.validate(self, group)
@@ -44,7 +51,10 @@ Adam.tensor_fields = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
 Adam.count_fields = {"step"}
 
 local AdamW = class('AdamW', Adam)
---- AdamW(params, {lr = 1e-3, betas, eps, weight_decay = 1e-2, amsgrad})
-function AdamW:__init(params, opts) Optimizer.__init(self, params, defaults_of(opts, 1e-2), adamw, "AdamW") end
+--- AdamW(params, {lr = 1e-3, betas, eps, weight_decay = 1e-2, amsgrad}), or positional as Adam
+function AdamW:__init(params, ...)
+  local opts = Optimizer.options("AdamW", POSITIONAL, KNOWN, ...)
+  Optimizer.__init(self, params, defaults_of(opts, 1e-2), adamw, "AdamW")
+end
 
 return {adam = adam, adamw = adamw, Adam = Adam, AdamW = AdamW}

@@ -35,6 +35,42 @@ local function groups_of(params, name)
   return params
 end
 
+--- the options of Name(params, ...) as PyTorch takes them: a table ({lr = 1e-3, ...}), or the
+--- values in PyTorch's positional order (`positional`, lr first) optionally followed by a table:
+--- Adam(params, 1e-2), SGD(params, 0.1, 0.9), Adam(params, 1e-3, {0.9, 0.99}, {eps = 1e-6}).
+--- Unknown option names are an error (a misspelt `learnig_rate` would otherwise be ignored).
+function Optimizer.options(name, positional, known, ...)
+  local n = select('#', ...)
+  local opts = {}
+  for i = 1, n do
+    local v = select(i, ...)
+    local key = positional[i]
+    local is_list = type(v) == "table" and v[1] ~= nil
+    if type(v) == "table" and not (key == "betas" and is_list) then
+      if i ~= n then error(string.format("%s: the options table must be the last argument (got one at %d)", name, i + 1), 3) end
+      for k, x in pairs(v) do
+        if opts[k] ~= nil then error(string.format("%s: '%s' given twice (by position and by name)", name, k), 3) end
+        opts[k] = x
+      end
+    elseif v ~= nil then
+      if key == nil then
+        error(string.format("%s: too many arguments: after the parameters it takes %s and an options table", name,
+          table.concat(positional, ", ")), 3)
+      end
+      opts[key] = v
+    end
+  end
+  for k in pairs(opts) do
+    if not known[k] then
+      local names = {}
+      for kk in pairs(known) do if kk:sub(1, 1) ~= "_" then names[#names + 1] = kk end end
+      table.sort(names)
+      error(string.format("%s: unknown option '%s' (options: %s)", name, tostring(k), table.concat(names, ", ")), 3)
+    end
+  end
+  return opts
+end
+
 function Optimizer:__init(params, defaults, update, name)
   self.name = name or class.name(self)
   self.defaults = defaults

@@ -13,9 +13,14 @@ end
 
 local SGD = class('SGD', Optimizer)
 
---- SGD(params, {lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0, nesterov = false})
-function SGD:__init(params, opts)
-  opts = opts or {}
+local POSITIONAL = {"lr", "momentum", "dampening", "weight_decay", "nesterov"}
+local KNOWN = {lr = true, momentum = true, dampening = true, weight_decay = true, nesterov = true, maximize = true,
+               _reference = true}
+
+--- SGD(params, {lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0, nesterov = false}), or
+--- PyTorch's positional form SGD(params, lr, momentum, dampening, weight_decay, nesterov)
+function SGD:__init(params, ...)
+  local opts = Optimizer.options("SGD", POSITIONAL, KNOWN, ...)
   local defaults = {lr = opts.lr or 1e-3, momentum = opts.momentum or 0, dampening = opts.dampening or 0,
                     weight_decay = opts.weight_decay or 0, nesterov = opts.nesterov or false,
                     maximize = opts.maximize or false}

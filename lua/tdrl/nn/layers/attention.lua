@@ -12,9 +12,10 @@ local norm = require 'tdrl.nn.layers.norm'
 
 local M = {}
 
---- MultiheadAttention(embed_dim, num_heads [, {dropout = 0, bias = true, batch_first = true, generator=}])
+--- MultiheadAttention(embed_dim, num_heads [, {dropout = 0, bias = true, batch_first = false, generator=}])
 --- PyTorch's parameters: in_proj_weight (3E, E) (Xavier uniform), in_proj_bias (3E) (zeros),
---- out_proj.weight (E, E) (Linear's default), out_proj.bias (zeros). Batch-first by default.
+--- out_proj.weight (E, E) (Linear's default), out_proj.bias (zeros). Sequence-first (L, N, E) by
+--- default, as PyTorch: ported code that feeds (L, N, E) must not be read as (N, L, E).
 local MHA = class('MultiheadAttention', Module)
 M.MultiheadAttention = MHA
 function MHA:__init(E, H, ...)
@@ -23,7 +24,7 @@ function MHA:__init(E, H, ...)
   if E % H ~= 0 then error(string.format("MultiheadAttention: embed_dim %d is not divisible by %d heads", E, H), 2) end
   self.embed_dim, self.num_heads, self.head_dim = E, H, E // H
   self.dropout = o.dropout or 0
-  self.batch_first = o.batch_first ~= false
+  self.batch_first = o.batch_first == true
   self.generator = o.generator
   self:register_parameter("in_proj_weight", T.empty(3 * E, E))
   self:register_parameter("in_proj_bias", o.bias ~= false and T.zeros(3 * E) or nil)
@@ -34,7 +35,7 @@ end
 function MHA:extra_repr()
   local s = string.format("%d, heads=%d", self.embed_dim, self.num_heads)
   if self.dropout > 0 then s = s .. ", dropout=" .. self.dropout end
-  if not self.batch_first then s = s .. ", sequence first" end
+  if self.batch_first then s = s .. ", batch_first" end
   return s
 end
 
@@ -47,11 +48,11 @@ end
 
 --- forward(query, key, value [, {key_padding_mask = (N, S), attn_mask = (L, S) or (N*heads, L, S),
 ---   need_weights = true, average_attn_weights = true}])
---- -> output (N, L, E), weights (N, L, S) head-averaged or (N, heads, L, S); nil without need_weights.
---- Masks: nonzero entries of key_padding_mask and of an int64 attn_mask are masked out; a
---- float32 attn_mask is added to the scores (PyTorch's bool masks are int64 ones here; a float
---- key_padding_mask is added to the scores only with key_padding_additive = true, because
---- comparisons such as idx:eq(pad) give float 0 / 1 tensors).
+--- -> output (L, N, E) ((N, L, E) with batch_first), weights (N, L, S) head-averaged or
+--- (N, heads, L, S); nil without need_weights.
+--- Masks as PyTorch's: an int64 mask (PyTorch's bool) masks out its nonzero entries; a float32
+--- mask, attn_mask or key_padding_mask, is added to the scores. A comparison such as idx:eq(pad)
+--- gives a float 0 / 1 tensor: take :long() of it for a boolean mask.
 function MHA:forward(query, key, value, opts)
   key, value = key or query, value or key or query
   opts = opts or {}
@@ -97,7 +98,7 @@ function MHA:forward(query, key, value, opts)
     U.fail(self, "key_padding_mask of shape %s, expected %dx%d", U.shape(kpm), N, S)
   end
   local ok, out, a = pcall(F.scaled_dot_product_attention, q, k, v,
-    {attn_mask = am, key_padding_mask = kpm, scale = 1 / math.sqrt(hd), key_padding_additive = opts.key_padding_additive})
+    {attn_mask = am, key_padding_mask = kpm, scale = 1 / math.sqrt(hd), key_padding_additive = opts.key_padding_additive ~= false})
   if not ok then U.fail(self, "%s", tostring(out)) end
   if self.dropout > 0 and self.training then
     a = F.dropout(a, self.dropout, true, self.generator)
@@ -117,12 +118,12 @@ function MHA:forward(query, key, value, opts)
 end
 
 --- TransformerEncoderLayer(d_model, nhead [, {dim_feedforward = 2048, dropout = 0.1,
----   activation = 'relu' | 'gelu', layer_norm_eps = 1e-5, batch_first = true, norm_first = false,
+---   activation = 'relu' | 'gelu', layer_norm_eps = 1e-5, batch_first = false, norm_first = false,
 ---   n_apply = 1, generator=}])
 --- Post-LN (PyTorch's default): x = norm1(x + drop1(attn(x))); x = norm2(x + drop2(ffn(x))),
 --- ffn = linear2(dropout(act(linear1(x)))). n_apply > 1 applies the same layer (shared weights)
 --- that many times. PyTorch's child names: self_attn, linear1, dropout, linear2, norm1, norm2,
---- dropout1, dropout2.
+--- dropout1, dropout2. Sequence-first (L, N, d) by default, as PyTorch.
 local TEL = class('TransformerEncoderLayer', Module)
 M.TransformerEncoderLayer = TEL
 function TEL:__init(d, nhead, ...)
@@ -137,7 +138,7 @@ function TEL:__init(d, nhead, ...)
   if self.activation ~= "relu" and self.activation ~= "gelu" then
     error("TransformerEncoderLayer: activation must be 'relu' or 'gelu'", 2)
   end
-  self.self_attn = MHA(d, nhead, {dropout = p, batch_first = o.batch_first ~= false, generator = g})
+  self.self_attn = MHA(d, nhead, {dropout = p, batch_first = o.batch_first == true, generator = g})
   self.linear1 = Linear(d, ff, {generator = g})
   self.dropout = act.Dropout(p, {generator = g})
   self.linear2 = Linear(ff, d, {generator = g})
