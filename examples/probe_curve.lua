@@ -56,7 +56,8 @@ if cfg.checkpoint ~= "" then
   if cfg.ema_weights then summary.ema:copy_to() end
   local pdir = string.format("%s/probe-step%d%s", cfg.checkpoint, dcfg.iters, cfg.ema_weights and "-ema" or "")
   fs.mkdir(pdir)
-  local tr = P.trajectories(model, sets, cfg.granularity, pdir, dcfg.encoder, {checkpoint = cfg.checkpoint})
+  local tr = P.trajectories(model, sets, cfg.granularity, pdir, dcfg.encoder,
+    {checkpoint = cfg.checkpoint .. "/checkpoint.safetensors"})
   local r = P.probe(tr, pcfg)
   r.steps = dcfg.iters
   fs.write(pdir .. "/probe.json", json.encode(r, "  ") .. "\n")
