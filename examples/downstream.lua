@@ -22,7 +22,7 @@ local tr = P.trajectories(model, sets, cfg.granularity, dir, cfg.encoder,
   {checkpoint = mdir .. "/checkpoint.safetensors", step = dcfg.iters, config = dcfg})
 local h = P.heads(tr, cfg, dir, cfg.encoder)
 P.figure1(h, dir, cfg.encoder)
-print(string.format("\n%-12s %-22s %10s %10s %12s", "task", "best single point", "MLP", "GRU", "Transformer"))
+print(string.format("\n%-12s %-22s %10s %10s %12s", "task", "best point (on val.)", "MLP", "GRU", "Transformer"))
 for _, task in ipairs(h.tasks) do
   local b = P.heads_summary(h)[task]
   print(string.format("%-12s t = %-18.2f %10.3f %10.3f %12.3f", task, b.best.t, b.best.test_median,

@@ -205,21 +205,9 @@ function P.heads(tr, cfg, dir, name)
   return out
 end
 
---- per task: best single point (its t and accuracy), GRU and Transformer accuracies
-function P.heads_summary(h)
-  local by = {}
-  for _, task in ipairs(h.tasks) do by[task] = {mlp = {}} end
-  for _, r in ipairs(h.rows) do
-    local b = by[r.task]
-    if r.head == "mlp" then
-      b.mlp[r.point] = r
-      if not b.best or r.test_mean > b.best.test_mean then b.best = r end
-    else
-      b[r.head] = r
-    end
-  end
-  return by
-end
+--- per task: the MLP rows by point, the best single point and the better trajectory head (both
+--- chosen on validation), the GRU and Transformer rows (tdrl.findings)
+function P.heads_summary(h) return require('tdrl.findings').heads_by_task(h) end
 
 --- the accuracy of always answering the most frequent class of y (int64 (N))
 local function chance_of(y)
