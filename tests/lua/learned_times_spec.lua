@@ -87,3 +87,54 @@ describe("learned query times", function()
     spec.truthy(math.abs(r.times[1] - tstar) < 0.05, string.format("learned t %.3f, t* %.2f", r.times[1], tstar))
   end)
 end)
+
+describe("learned query times on a cached grid", function()
+  it("interpolates the grid's codes linearly, exact at its points", function()
+    local g = T.Generator(4)
+    local x = T.randn(5, 11, 3, g) -- granularity 10
+    local h = LT.LearnedTimesHead(nil, {K = 2, latent = 3, classes = 2, grid = 10, generator = g})
+    local z = h:codes(x, T.tensor({0.3, 0.45}))
+    spec.near((z:select(2, 1) - x:select(2, 4)):abs():max():item(), 0, 1e-6)
+    spec.near((z:select(2, 2) - (x:select(2, 5) + x:select(2, 6)) * 0.5):abs():max():item(), 0, 1e-6)
+    local z1 = h:codes(x, T.tensor({1.0, 1.0}))
+    spec.near((z1:select(2, 1) - x:select(2, 11)):abs():max():item(), 0, 1e-6)
+    spec.raises(function() LT.LearnedTimesHead(nil, {K = 1, latent = 3, classes = 2}) end, "encoder or a grid")
+  end)
+  it("the gradient in t is the secant slope (central differences between grid points)", function()
+    local g = T.Generator(6)
+    local x = T.randn(4, 11, 3, g)
+    local h = LT.LearnedTimesHead(nil, {K = 3, reader = "gru", latent = 3, classes = 2, grid = 10, generator = g})
+    h:eval()
+    local t = T.tensor({0.13, 0.52, 0.87}); t:requires_grad_(true)
+    local err, where = gc.check(function(a) return h(x, a) end, {t}, {eps = 1e-3})
+    spec.truthy(err < 1e-2, string.format("error %.3g at %s", err, where))
+  end)
+  it("a K = 1 head on a grid moves its time to where the label is, and evaluate() reads the encoder", function()
+    local C, tstar, s = 4, 0.75, 0.2
+    local Toy = nn.class('ToyEncoder2', nn.Module)
+    function Toy:forward(x, t)
+      local gt = ((t - tstar) ^ 2 * (-1 / (2 * s * s))):exp():view(-1, 1)
+      return {z = x:narrow(2, 1, C) * gt * 2 + x:narrow(2, C + 1, C)}
+    end
+    local enc = Toy()
+    local g = T.Generator(7)
+    local function data(n)
+      local y = T.randint(0, C, {n}, g)
+      local onehot = T.zeros(n, C)
+      for i = 1, n do onehot:set(i, y[i] + 1, 1) end
+      local x = T.cat({onehot, T.randn(n, C, g)}, 2)
+      local cols = {}
+      for k = 0, 20 do cols[#cols + 1] = enc(x, T.full({n}, k / 20)).z end
+      return {T.stack(cols, 2), y}, x
+    end
+    local tr, _ = data(2000)
+    local va, _ = data(500)
+    local te, xte = data(500)
+    local r = LT.train(nil, {train = tr, val = va, test = te}, {K = 1, reader = "mlp", latent = C, classes = C,
+      grid = 20, epochs = 40, patience = 40, batch = 100, time_lr = 0.05, seed = 1})
+    print(string.format("#   learned t %.3f on the grid (t* = %.2f); test %.3f", r.times[1], tstar, r.test))
+    spec.truthy(math.abs(r.times[1] - tstar) < 0.05, string.format("learned t %.3f", r.times[1]))
+    local exact = LT.evaluate(enc, r.head, xte, te[2])
+    spec.truthy(math.abs(exact - r.test) < 0.03, string.format("encoder %.3f, grid %.3f", exact, r.test))
+  end)
+end)

@@ -8,6 +8,13 @@
 --   local logits = head(images)            -- (B, classes); head:times() -> {t_1, ..., t_K}
 --   local r = LT.train(model.encoder, {train = {X, y}, val = {Xv, yv}, test = {Xt, yt}}, {K = 3, ...})
 --
+-- grid = g (the codes' granularity) reads the codes from a cached trajectory instead: x is then
+-- the (B, g + 1, latent) codes at t = 0, 1/g, ..., 1 and z(x, t) their linear interpolation, a
+-- function of t whose gradient is the secant slope over 1/g. That is ~K encoder passes cheaper
+-- per step, and smoother: at the reference's Fourier scale the encoder's code is piecewise linear
+-- in t on a scale of ~1e-5 (its ReLUs switch as the time bias moves), so its own gradient in t
+-- is a very local slope. Evaluate the learned times with the encoder afterwards (LT.evaluate).
+--
 -- Times: t = L w, w = GAP + (1 - (K + 1) GAP) softmax(u), u the K + 1 time logits and L the
 -- (K, K + 1) lower-triangular ones, so t_k is a cumulative sum of positive gaps: ordered and inside
 -- (0, 1) whatever u is, with no projection step; u = 0 starts at the uniform grid k / (K + 1). Readers: "mlp" on the
@@ -32,7 +39,8 @@ function LearnedTimes:__init(encoder, o)
   if math.type(K) ~= "integer" or K < 1 then error("LearnedTimesHead: K must be a positive integer, got " .. tostring(K), 2) end
   if not (o.latent and o.classes) then error("LearnedTimesHead: give latent and classes", 2) end
   rawset(self, "encoder", encoder)
-  self.K, self.reader_kind = K, o.reader or "mlp"
+  self.K, self.reader_kind, self.grid = K, o.reader or "mlp", o.grid
+  if not encoder and not o.grid then error("LearnedTimesHead: give an encoder or a grid", 2) end
   local u = T.zeros(K + 1)
   if o.init then
     if #o.init ~= K then error(string.format("LearnedTimesHead: init has %d times for K = %d", #o.init, K), 2) end
@@ -80,13 +88,23 @@ function LearnedTimes:time_tensor() return M.times_of(self.time_logits, self.cum
 --- the query times as a Lua list
 function LearnedTimes:times() return self:time_tensor():detach():totable() end
 
---- codes of x at the times t (K) -> (B, K, latent): the encoder's mean (VDRL) or code (DRL)
+--- codes of x at the times t (K) -> (B, K, latent): the encoder's mean (VDRL) or code (DRL), or
+--- with a grid the linear interpolation of x (B, g + 1, latent) between its two nearest points
 function LearnedTimes:codes(x, t)
   local B = x:size(1)
   local cols = {}
   for k = 1, t:size(1) do
-    local e = self.encoder(x, t:narrow(1, k, 1):expand(B))
-    cols[k] = e.mu or e.z
+    local tk = t:narrow(1, k, 1)
+    if self.grid then
+      local g = self.grid
+      local i = math.min(math.floor(tk:item() * g), g - 1)           -- left grid point, 0-based
+      local a = (tk * g - i):view(1, 1)                                -- (1, 1), differentiable in t
+      local left, right = x:select(2, i + 1), x:select(2, i + 2)       -- (B, latent)
+      cols[k] = left + (right - left) * a
+    else
+      local e = self.encoder(x, tk:expand(B))
+      cols[k] = e.mu or e.z
+    end
   end
   return T.stack(cols, 2)
 end
@@ -114,6 +132,7 @@ end
 
 --- train(encoder, data = {train = {X, y}, val = {X, y}, test = {X, y}}, opts) -> {times (learned,
 --- at the best validation epoch), val, test, epoch, epochs, history = {{epoch, val, times}}}
+--- encoder: nil with opts.grid (X are then cached codes at granularity grid; see the header)
 --- opts: K, reader, latent, classes, seed, lr = 1e-3 (reader), time_lr = 1e-2 (time logits),
 --- epochs = 100, patience = 15, batch = 128, weight_decay = 1e-5, learn_times = true (false:
 --- fixed times, the baseline at equal K), init (times), eval_batch = 500
@@ -121,10 +140,12 @@ function M.train(encoder, data, o)
   o = o or {}
   local X, y = data.train[1], data.train[2]
   local gen = T.Generator(o.seed or 1)
-  encoder:eval()
-  encoder:requires_grad_(false)
+  if encoder then
+    encoder:eval()
+    encoder:requires_grad_(false)
+  end
   local head = LearnedTimes(encoder, {K = o.K, reader = o.reader, latent = o.latent, classes = o.classes,
-    generator = gen, init = o.init})
+    generator = gen, init = o.init, grid = o.grid})
   head:train()
   local groups = {{params = head.reader:parameters(), lr = o.lr or 1e-3, weight_decay = o.weight_decay or 1e-5}}
   if o.learn_times ~= false then groups[2] = {params = {head.time_logits}, lr = o.time_lr or 1e-2, weight_decay = 0} end
@@ -154,6 +175,20 @@ function M.train(encoder, data, o)
   end
   return {times = best.times, val = best.val, test = best.test, epoch = best.epoch, epochs = epoch, history = history,
     head = head}
+end
+
+--- the accuracy of a trained head at its learned times with the codes computed by the encoder
+--- itself (for a head trained on a grid): evaluate(encoder, head, X images, y)
+function M.evaluate(encoder, head, X, y, eb)
+  local grid, enc = head.grid, head.encoder
+  head.grid = nil
+  rawset(head, "encoder", encoder)
+  encoder:eval()
+  local ok, acc = pcall(accuracy, head, X, y, eb or 500)
+  head.grid = grid
+  rawset(head, "encoder", enc)
+  if not ok then error(acc, 0) end
+  return acc
 end
 
 return M
