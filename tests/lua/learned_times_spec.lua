@@ -138,3 +138,33 @@ describe("learned query times on a cached grid", function()
     spec.truthy(math.abs(exact - r.test) < 0.03, string.format("encoder %.3f, grid %.3f", exact, r.test))
   end)
 end)
+
+describe("examples/learned_times.lua", function()
+  it("compares learned, greedy and uniform times per task and K, and draws them over the profiles", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    local p = io.popen(string.format("%s examples/learned_times.lua --quick --out=%s 2>&1", arg[-1] or "./tdrl", dir))
+    local out = p:read("a")
+    if not p:close() then error("learned_times.lua failed:\n" .. out:sub(-3000)) end
+    local csv = require('tdrl.util.fs').read(dir .. "/learned_times.csv")
+    local n, methods = 0, {}
+    for line in csv:gmatch("[^\n]+") do
+      local L, task, K, method, seed, acc = line:match("^(%d+),(%w+),(%d+),(%w+),(%d+),([%d.]+)")
+      if L then
+        n = n + 1
+        methods[method] = (methods[method] or 0) + 1
+        spec.truthy(tonumber(acc) >= 0 and tonumber(acc) <= 1, line)
+        local times = {}
+        for t in line:match("^[^,]*,[^,]*,[^,]*,[^,]*,[^,]*,[^,]*,(.*)$"):gmatch("[%d.]+") do
+          times[#times + 1] = tonumber(t)
+        end
+        spec.eq(#times, tonumber(K), "K times: " .. line)
+      end
+    end
+    spec.eq(n, 4 * 2 * 3, "four tasks x two K x three methods")
+    spec.eq(methods.learned, 8); spec.eq(methods.uniform, 8); spec.eq(methods.greedy, 8)
+    spec.truthy(require('tdrl.util.fs').exists(dir .. "/learned-times-latent2.png"), "the figure")
+    spec.truthy(out:find("learned > uniform", 1, true), "the verdict is printed")
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)

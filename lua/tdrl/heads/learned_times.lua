@@ -40,6 +40,8 @@ function LearnedTimes:__init(encoder, o)
   if not (o.latent and o.classes) then error("LearnedTimesHead: give latent and classes", 2) end
   rawset(self, "encoder", encoder)
   self.K, self.reader_kind, self.grid = K, o.reader or "mlp", o.grid
+  -- normalize = {mu, sd} (latent): encoder codes scaled as the grid's were, (z - mu) / sd
+  self.normalize = o.normalize
   if not encoder and not o.grid then error("LearnedTimesHead: give an encoder or a grid", 2) end
   local u = T.zeros(K + 1)
   if o.init then
@@ -104,6 +106,7 @@ function LearnedTimes:codes(x, t)
     else
       local e = self.encoder(x, tk:expand(B))
       cols[k] = e.mu or e.z
+      if self.normalize then cols[k] = (cols[k] - self.normalize[1]) / self.normalize[2] end
     end
   end
   return T.stack(cols, 2)
@@ -179,13 +182,14 @@ end
 
 --- the accuracy of a trained head at its learned times with the codes computed by the encoder
 --- itself (for a head trained on a grid): evaluate(encoder, head, X images, y)
-function M.evaluate(encoder, head, X, y, eb)
-  local grid, enc = head.grid, head.encoder
-  head.grid = nil
+--- normalize = {mu, sd}: how the grid's codes were scaled (they are applied to the encoder's)
+function M.evaluate(encoder, head, X, y, eb, normalize)
+  local grid, enc, nz = head.grid, head.encoder, head.normalize
+  head.grid, head.normalize = nil, normalize
   rawset(head, "encoder", encoder)
   encoder:eval()
   local ok, acc = pcall(accuracy, head, X, y, eb or 500)
-  head.grid = grid
+  head.grid, head.normalize = grid, nz
   rawset(head, "encoder", enc)
   if not ok then error(acc, 0) end
   return acc
