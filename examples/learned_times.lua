@@ -122,7 +122,7 @@ for _, L in ipairs(cfg.latents) do
           local sel = {train = traj.select_points(fine.train, pts), val = traj.select_points(fine.val, pts),
             test = traj.select_points(fine.test, pts)}
           local r = protocol.run(sel, {head = head_kind, tasks = {task}, lrs = {1e-3}, seeds = {seed},
-            epochs = cfg.lt_epochs, patience = cfg.lt_patience})
+            epochs = cfg.lt_epochs, patience = cfg.lt_patience, head_opts = {points = K}})
           local times = {}
           for i, p in ipairs(pts) do times[i] = grid_t[p] end
           record(method, r.tasks[task].test_mean, times)

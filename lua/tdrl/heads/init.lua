@@ -14,6 +14,10 @@ M.registry = {
   mlp = M.MLPHead,
   -- the codes of all points concatenated (opts.points of them)
   mlp_concat = function(latent, classes, o)
+    if not (o and o.points) then
+      error("heads.new: mlp_concat needs opts.points, the number of points it reads (protocol: head_opts = "
+        .. "{points = P})", 3)
+    end
     local c = {}
     for k, v in pairs(o or {}) do c[k] = v end
     c.concat = true

@@ -27,6 +27,7 @@ M.defaults = {
   head = "mlp", epochs = 100, batch = 256, weight_decay = 1e-5,
   lrs = {1e-3, 7.5e-4, 5e-4, 2.5e-4, 1e-4, 5e-5}, seeds = 3, clip = nil, -- clip: 1.0 for gru/transformer
   eval_batch = 2048, binary_bce = true, patience = nil, standardize = false,
+  head_opts = nil, -- more options for the head's constructor ({points = K} for mlp_concat)
 }
 
 local function stats(xs)
@@ -73,7 +74,9 @@ function M.train_one(d, classes, lr, seed, cfg)
   local gen = T.Generator(seed)
   local binary = is_binary(cfg, classes)
   local latent = d.Xtr:size(3)
-  local head = heads.new(cfg.head, latent, binary and 1 or classes, {generator = gen, points = d.Xtr:size(2)})
+  local hopts = {generator = gen}
+  for k, v in pairs(cfg.head_opts or {}) do hopts[k] = v end
+  local head = heads.new(cfg.head, latent, binary and 1 or classes, hopts)
   head:train()
   local opt = optim.Adam(head:parameters(), {lr = lr, weight_decay = cfg.weight_decay})
   local N = d.Xtr:size(1)
