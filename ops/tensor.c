@@ -1,5 +1,6 @@
 /* Tensors: storage, reference counts, creation, errors, memory accounting, threads. */
 #include "tensor.h"
+#include "checked.h"
 
 #include <math.h>
 #include <omp.h>
@@ -267,11 +268,12 @@ int64_t td_numel(const td_tensor *t) {
 
 static int check_shape(int ndim, const int64_t *shape, int64_t *numel) {
     if (ndim < 0 || ndim > TD_MAX_DIMS) return td_fail_int("tensor: %d dimensions (at most %d)", ndim, TD_MAX_DIMS);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
+    for (int i = 0; i < ndim; i++)
         if (shape[i] < 0) return td_fail_int("tensor: negative size %lld in dimension %d", (long long)shape[i], i + 1);
-        if (shape[i] && n > ((int64_t)1 << 40) / shape[i]) return td_fail_int("tensor: size too large");
-        n *= shape[i];
+    int64_t n = td_shape_numel(ndim, shape, TD_MAX_NUMEL);
+    if (n < 0) {
+        char b[TD_SHAPE_BUF];
+        return td_fail_int("tensor: shape %s holds more than 2^40 elements", td_dims_str(ndim, shape, b, sizeof b));
     }
     *numel = n;
     return 0;

@@ -4,11 +4,13 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bind.h"
+#include "../ops/checked.h"
 
 /* ---- userdata -------------------------------------------------------------------------------- */
 typedef struct {
@@ -27,7 +29,15 @@ td_tensor *tdl_check_tensor(lua_State *L, int idx) {
     return b->t;
 }
 
-int tdl_error(lua_State *L) { return luaL_error(L, "%s", td_last_error()); }
+/* The core's allocation checks cannot know which op asked ("tensor: shape ... holds more than
+ * 2^40 elements"): name the Lua function that was called instead, as "zeros: shape ...". */
+int tdl_error(lua_State *L) {
+    const char *msg = td_last_error();
+    lua_Debug ar;
+    if (!strncmp(msg, "tensor: ", 8) && lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name)
+        return luaL_error(L, "%s: %s", ar.name, msg + 8);
+    return luaL_error(L, "%s", msg);
+}
 
 /* Memory held by tensors is invisible to Lua's collector, so tensor bytes drive collections of
  * their own: a full collection whenever the bytes held by tensors have grown by an eighth (and
@@ -136,6 +146,9 @@ static int manual_seed(lua_State *L) {
 static int cdim(lua_State *L, int idx) {
     lua_Integer d = luaL_checkinteger(L, idx);
     if (d == 0) luaL_argerror(L, idx, "dimensions count from 1 (or from -1 at the end)");
+    /* checked here, before the cast to int: 2^32 + 1 would otherwise become dimension 1 */
+    if (d > TD_MAX_DIMS + 1 || d < -(TD_MAX_DIMS + 1))
+        luaL_argerror(L, idx, lua_pushfstring(L, "dimension %I out of range (tensors have at most %d)", d, TD_MAX_DIMS));
     return d > 0 ? (int)(d - 1) : (int)d;
 }
 
@@ -465,6 +478,17 @@ static int m_totable(lua_State *L) {
     return 1;
 }
 
+/* Entry k of the table on the stack top as an integer into *v; false (the table popped or not)
+ * when it is not one: a string or a fraction is an error, never position 0. */
+static bool range_int(lua_State *L, int k, lua_Integer *v) {
+    lua_geti(L, -1, k);
+    int ok;
+    *v = lua_tointegerx(L, -1, &ok);
+    ok = ok && lua_type(L, -1) == LUA_TNUMBER;
+    lua_pop(L, 1);
+    return ok;
+}
+
 /* x[{spec1, spec2, ...}]: a number selects (1-based), {a, b[, step]} keeps a..b inclusive,
  * {} keeps the whole dimension. Returns a view. */
 static td_tensor *index_table(lua_State *L, td_tensor *t, int tidx) {
@@ -480,21 +504,25 @@ static td_tensor *index_table(lua_State *L, td_tensor *t, int tidx) {
         int ty = lua_geti(L, tidx, i);
         td_tensor *next = NULL;
         int64_t size = cur->shape[d];
-        if (ty == LUA_TNUMBER) {
-            lua_Integer k = lua_tointeger(L, -1);
+        int isint;
+        lua_Integer k = lua_tointegerx(L, -1, &isint);
+        if (ty == LUA_TNUMBER && !isint) {
+            next = td_fail("index: entry %d is %g, not an integer", i, (double)lua_tonumber(L, -1));
+        } else if (ty == LUA_TNUMBER) {
             next = k == 0 ? td_fail("index: entry %d is 0 (indices count from 1)", i)
                           : td_select(cur, d, k > 0 ? k - 1 : k);
         } else if (ty == LUA_TTABLE) {
-            int m = (int)luaL_len(L, -1);
+            lua_Integer m = luaL_len(L, -1);
             lua_Integer a = 1, b = size, step = 1;
-            if (m >= 1) { lua_geti(L, -1, 1); a = lua_tointeger(L, -1); lua_pop(L, 1); }
-            if (m >= 2) { lua_geti(L, -1, 2); b = lua_tointeger(L, -1); lua_pop(L, 1); }
-            else if (m == 1) b = a;
-            if (m >= 3) { lua_geti(L, -1, 3); step = lua_tointeger(L, -1); lua_pop(L, 1); }
-            if (a < 0) a += size + 1;
-            if (b < 0) b += size + 1;
-            next = (a < 1 || b > size || b < a - 1)
-                       ? td_fail("index: range {%d, %d} out of bounds for dimension %d of size %d", (int)a, (int)b, d + 1, (int)size)
+            bool ok = m <= 3 && (m < 1 || range_int(L, 1, &a)) && (m < 2 || range_int(L, 2, &b)) &&
+                      (m < 3 || range_int(L, 3, &step));
+            if (m == 1) b = a;
+            if (ok && a < 0) a += size + 1;
+            if (ok && b < 0) b += size + 1;
+            next = !ok ? td_fail("index: entry %d must be a range {first, last[, step]} of integers", i)
+                   : (a < 1 || b > size || b < a - 1)
+                       ? td_fail("index: range {%lld, %lld} out of bounds for dimension %d of size %lld", (long long)a,
+                                 (long long)b, d + 1, (long long)size)
                        : td_slice(cur, d, a - 1, b, step);
             d++;
         } else {
@@ -645,7 +673,12 @@ static int m_permute(lua_State *L) {
         char b[TD_SHAPE_BUF];
         return luaL_error(L, "permute: %d dimensions given for a tensor of shape %s", n, td_shape_str(t, b, sizeof b));
     }
-    for (int i = 0; i < n; i++) perm[i] = p[i] > 0 ? (int)p[i] - 1 : (int)p[i];
+    for (int i = 0; i < n; i++) {
+        if (p[i] == 0 || p[i] > n || p[i] < -n)
+            return luaL_error(L, "permute: entry %d is %I, not a dimension of a %d-dimensional tensor (1..%d or -%d..-1)",
+                              i + 1, (lua_Integer)p[i], n, n, n);
+        perm[i] = p[i] > 0 ? (int)p[i] - 1 : (int)p[i];
+    }
     return tdl_push_tensor(L, td_permute(t, perm));
 }
 
@@ -706,36 +739,48 @@ static int m_flatten(lua_State *L) {
     return tdl_push_tensor(L, td_reshape(t, k, shape));
 }
 
-/* split(size_or_sizes, dim) and chunk(n, dim): tables of narrow views */
+/* split(size_or_sizes, dim) and chunk(n, dim): tables of narrow views. As many parts as the
+ * dimension holds (5,000 rows split by 1 are 5,000 views): the part sizes live in a userdata,
+ * not in a fixed array. */
 static int split_impl(lua_State *L, bool chunk) {
+    const char *op = chunk ? "chunk" : "split";
     td_tensor *t = tdl_check_tensor(L, 1);
-    int d = td_norm_dim(t, optcdim(L, 3, 0), chunk ? "chunk" : "split");
+    int d = td_norm_dim(t, optcdim(L, 3, 0), op);
     if (d < 0) return tdl_error(L);
-    if (t->ndim == 0) return luaL_error(L, "%s: cannot split a 0-dimensional tensor", chunk ? "chunk" : "split");
-    int64_t size = t->shape[d], sizes[4096];
-    int n = 0;
+    if (t->ndim == 0) return luaL_error(L, "%s: cannot split a 0-dimensional tensor", op);
+    int64_t size = t->shape[d], n = 0, *sizes;
     if (!chunk && lua_istable(L, 2)) {
-        int m = (int)luaL_len(L, 2);
+        lua_Integer m = luaL_len(L, 2);
         int64_t total = 0;
-        if (m > 4096) return luaL_error(L, "split: too many parts");
-        for (int i = 0; i < m; i++) {
+        if (m < 0) return luaL_error(L, "split: the size list has length %I", m);
+        sizes = lua_newuserdatauv(L, sizeof *sizes * (size_t)(m ? m : 1), 0);
+        for (lua_Integer i = 0; i < m; i++) {
+            int ok;
             lua_geti(L, 2, i + 1);
-            sizes[n++] = lua_tointeger(L, -1);
-            total += sizes[n - 1];
+            lua_Integer v = lua_tointegerx(L, -1, &ok);
+            if (!ok || lua_type(L, -1) != LUA_TNUMBER)
+                return luaL_error(L, "split: size %I is %s, not an integer", i + 1, luaL_tolstring(L, -1, NULL));
+            if (v < 0) return luaL_error(L, "split: size %I is %I (sizes are >= 0)", i + 1, v);
+            if (!td_add_ok(total, v, &total)) total = INT64_MAX;
+            sizes[n++] = v;
             lua_pop(L, 1);
         }
         if (total != size)
-            return luaL_error(L, "split: sizes add up to %d but dimension %d has size %d", (int)total, d + 1, (int)size);
+            return luaL_error(L, "split: sizes add up to %I but dimension %d has size %I", (lua_Integer)total, d + 1,
+                              (lua_Integer)size);
     } else {
         lua_Integer k = luaL_checkinteger(L, 2);
         if (k <= 0) return luaL_argerror(L, 2, "must be positive");
-        int64_t part = chunk ? (size + k - 1) / k : k;
+        int64_t part = chunk ? size / k + (size % k != 0) : k;
         if (part == 0) part = 1;
-        for (int64_t s = 0; s < size && n < 4096; s += part) sizes[n++] = size - s < part ? size - s : part;
+        int64_t parts = size / part + (size % part != 0);
+        sizes = lua_newuserdatauv(L, sizeof *sizes * (size_t)(parts ? parts : 1), 0);
+        for (int64_t s = 0; n < parts; s += part) sizes[n++] = size - s < part ? size - s : part;
     }
-    lua_createtable(L, n, 0);
+    if (n > INT_MAX) return luaL_error(L, "%s: %I parts are more than a Lua table holds", op, (lua_Integer)n);
+    lua_createtable(L, (int)n, 0);
     int64_t start = 0;
-    for (int i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         tdl_push_tensor(L, td_narrow(t, d, start, sizes[i]));
         lua_rawseti(L, -2, i + 1);
         start += sizes[i];
