@@ -56,11 +56,21 @@ static int n_threads = 1;
 void td_set_cache_limit(size_t bytes);
 extern void openblas_set_num_threads(int);
 
-void td_set_num_threads(int n) {
-    if (n < 1) n = 1;
+/* libgomp sizes per-team arrays on the stack and starts every thread at the first parallel
+ * region: 100,000 threads overflowed the stack, 2^31 - 1 ended in its own out-of-memory exit.
+ * The ceiling is generous for oversubscription experiments and far from either. */
+int td_max_threads(void) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores > 64 ? (int)(cores * 4 < 4096 ? cores * 4 : 4096) : 256;
+}
+
+int td_set_num_threads(int n) {
+    if (n < 1 || n > td_max_threads())
+        return td_fail_int("set_num_threads: %d threads (1 to %d on this machine)", n, td_max_threads());
     n_threads = n;
     omp_set_num_threads(n);
     openblas_set_num_threads(1); /* td_gemm splits products across the OpenMP threads itself */
+    return 0;
 }
 
 int td_get_num_threads(void) { return n_threads; }
@@ -81,8 +91,14 @@ static void denormals_init(void) {
 void td_threads_init(void) {
     denormals_init();
     const char *s = getenv("TDRL_NUM_THREADS");
-    long n = s ? strtol(s, NULL, 10) : 0;
-    if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
+    long n = s ? strtol(s, NULL, 10) : 0, cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores > td_max_threads()) cores = td_max_threads();
+    if (s && (n < 1 || n > td_max_threads())) { /* no caller to raise an error to at start-up: say so, go on */
+        fprintf(stderr, "tdrl: TDRL_NUM_THREADS=%s is not a thread count from 1 to %d; using %ld\n", s,
+                td_max_threads(), cores);
+        n = cores;
+    }
+    if (n <= 0) n = cores;
     td_set_num_threads((int)n);
     const char *c = getenv("TDRL_CACHE_MB");
     if (c) td_set_cache_limit((size_t)strtoull(c, NULL, 10) << 20);
@@ -321,7 +337,7 @@ td_tensor *td_full(td_dtype dt, int ndim, const int64_t *shape, double value) {
         float *p = td_f32(t), v = (float)value;
         for (int64_t i = 0; i < n; i++) p[i] = v;
     } else {
-        int64_t *p = td_i64(t), v = (int64_t)value;
+        int64_t *p = td_i64(t), v = td_i64_of_double(value);
         for (int64_t i = 0; i < n; i++) p[i] = v;
     }
     return t;
@@ -401,7 +417,27 @@ double td_get(const td_tensor *t, const int64_t *idx) {
 void td_set(td_tensor *t, const int64_t *idx, double v) {
     int64_t o = offset_of(t, idx);
     if (t->dtype == TD_F32) ((float *)t->storage->data)[o] = (float)v;
-    else ((int64_t *)t->storage->data)[o] = (int64_t)v;
+    else ((int64_t *)t->storage->data)[o] = td_i64_of_double(v);
+}
+
+/* int64 elements read and written as integers: through a double, 2^53 + 1 became 2^53 and
+ * 2^63 - 1 became -2^63. */
+int64_t td_get_i64(const td_tensor *t, const int64_t *idx) {
+    int64_t o = offset_of(t, idx);
+    return t->dtype == TD_I64 ? ((int64_t *)t->storage->data)[o] : td_i64_of_double(((float *)t->storage->data)[o]);
+}
+
+void td_set_i64(td_tensor *t, const int64_t *idx, int64_t v) {
+    int64_t o = offset_of(t, idx);
+    if (t->dtype == TD_I64) ((int64_t *)t->storage->data)[o] = v;
+    else ((float *)t->storage->data)[o] = (float)v;
+}
+
+int64_t td_i64_of_double(double v) {
+    if (v != v) return 0;
+    if (v >= 0x1p63) return INT64_MAX;
+    if (v < -0x1p63) return INT64_MIN;
+    return (int64_t)v;
 }
 
 double td_get_flat(const td_tensor *t, int64_t i) {
@@ -520,7 +556,8 @@ int td_check_inplace(const td_tensor *t, const char *op) {
     return 0;
 }
 
-int td_fill_(td_tensor *t, double v) {
+/* v for a float tensor, iv for an int64 one (so that integers past 2^53 stay exact) */
+static int fill_impl(td_tensor *t, double v, int64_t iv) {
     if (td_check_inplace(t, "fill_")) return -1;
     int64_t n = td_numel(t);
     if (td_is_contiguous(t)) {
@@ -528,14 +565,15 @@ int td_fill_(td_tensor *t, double v) {
             float *p = td_f32(t), f = (float)v;
             for (int64_t i = 0; i < n; i++) p[i] = f;
         } else {
-            int64_t *p = td_i64(t), f = (int64_t)v;
-            for (int64_t i = 0; i < n; i++) p[i] = f;
+            int64_t *p = td_i64(t);
+            for (int64_t i = 0; i < n; i++) p[i] = iv;
         }
         return 0;
     }
     int64_t idx[TD_MAX_DIMS] = {0};
     for (int64_t i = 0; i < n; i++) {
-        td_set(t, idx, v);
+        if (t->dtype == TD_F32) td_set(t, idx, v);
+        else td_set_i64(t, idx, iv);
         for (int d = t->ndim - 1; d >= 0; d--) {
             if (++idx[d] < t->shape[d]) break;
             idx[d] = 0;
@@ -543,3 +581,6 @@ int td_fill_(td_tensor *t, double v) {
     }
     return 0;
 }
+
+int td_fill_(td_tensor *t, double v) { return fill_impl(t, v, td_i64_of_double(v)); }
+int td_fill_i64_(td_tensor *t, int64_t v) { return fill_impl(t, (double)v, v); }

@@ -64,7 +64,10 @@ extern volatile int td_interrupt_flag;
  * can stop at a step boundary and save a consistent checkpoint; a second Ctrl-C interrupts. */
 extern volatile int td_interrupt_defer, td_interrupt_pending;
 static inline bool td_interrupted(void) { return td_interrupt_flag != 0; }
-void td_set_num_threads(int n); /* OpenMP threads; OpenBLAS stays single-threaded (td_gemm splits products) */
+/* OpenMP threads; OpenBLAS stays single-threaded (td_gemm splits products). -1 (error set, the
+ * setting unchanged) outside 1..td_max_threads(). */
+int td_set_num_threads(int n);
+int td_max_threads(void);
 int td_get_num_threads(void);
 void td_threads_init(void); /* reads TDRL_NUM_THREADS (default: all cores) */
 
@@ -104,6 +107,11 @@ int td_norm_dim(const td_tensor *t, int dim, const char *op); /* -1 on error */
 /* element access by full index (0-based); returns value as double */
 double td_get(const td_tensor *t, const int64_t *idx);
 void td_set(td_tensor *t, const int64_t *idx, double v);
+/* int64 elements as integers (exact past 2^53); a float32 element converts */
+int64_t td_get_i64(const td_tensor *t, const int64_t *idx);
+void td_set_i64(td_tensor *t, const int64_t *idx, int64_t v);
+/* double -> int64 truncating, saturating at the ends, NaN -> 0 (a bare cast is undefined there) */
+int64_t td_i64_of_double(double v);
 /* element by flat row-major position of the logical shape */
 double td_get_flat(const td_tensor *t, int64_t i);
 
@@ -135,6 +143,7 @@ td_tensor *td_where(td_tensor *cond, td_tensor *a, td_tensor *b);
 
 /* ---- in-place (never recorded; refused on tensors that need grad while grad mode is on) ---- */
 int td_fill_(td_tensor *t, double v);
+int td_fill_i64_(td_tensor *t, int64_t v); /* exact for int64 tensors */
 int td_copy_(td_tensor *dst, td_tensor *src); /* broadcasts src to dst */
 int td_add_(td_tensor *dst, td_tensor *src, double alpha); /* dst += alpha * src (broadcast) */
 int td_mul_scalar_(td_tensor *dst, double s);
@@ -195,6 +204,8 @@ typedef struct td_generator {
 } td_generator;
 td_generator *td_default_generator(void);
 void td_generator_seed(td_generator *g, uint64_t seed);
+/* Refuses (-1, g unchanged) a state xoshiro cannot leave (all zeros) or a malformed spare. */
+int td_generator_set_state(td_generator *g, const uint64_t s[4], uint64_t seed, int has_spare, double spare);
 uint64_t td_rand_u64(td_generator *g);
 double td_rand_uniform(td_generator *g); /* [0, 1) */
 double td_rand_normal(td_generator *g);

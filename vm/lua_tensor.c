@@ -122,10 +122,12 @@ static int gen_set_state(lua_State *L) {
     if (!c) return tdl_error(L);
     memcpy(v, td_i64(c), sizeof v);
     td_release(c);
-    memcpy(g->s, v, sizeof g->s);
-    g->seed = (uint64_t)v[4];
-    g->has_spare = (int)v[5];
-    memcpy(&g->spare, &v[6], sizeof(double));
+    uint64_t st[4];
+    double spare;
+    memcpy(st, v, sizeof st);
+    memcpy(&spare, &v[6], sizeof spare);
+    int has_spare = v[5] == 0 || v[5] == 1 ? (int)v[5] : -1;
+    if (td_generator_set_state(g, st, (uint64_t)v[4], has_spare, spare)) return tdl_error(L);
     lua_settop(L, 1);
     return 1;
 }
@@ -215,6 +217,24 @@ static create_opts check_opts(lua_State *L, int idx) {
     return o;
 }
 
+/* A Lua number for an int64 tensor: an integer as it is, a float truncated when it lies within
+ * int64's range; false for a float outside it (1e300, nan) or a non-number. */
+static bool to_i64(lua_State *L, int idx, int64_t *out) {
+    if (lua_isinteger(L, idx)) return *out = lua_tointeger(L, idx), true;
+    if (lua_type(L, idx) != LUA_TNUMBER) return false;
+    double v = lua_tonumber(L, idx);
+    if (!(v >= -0x1p63 && v < 0x1p63)) return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+static int64_t check_i64(lua_State *L, int idx, const char *op) {
+    int64_t v = 0;
+    if (!to_i64(L, idx, &v))
+        luaL_error(L, "%s: %s is not a value an int64 tensor can hold", op, luaL_tolstring(L, idx, NULL));
+    return v;
+}
+
 static int push_created(lua_State *L, td_tensor *t, create_opts o) {
     if (t && o.requires_grad && td_set_requires_grad(t, true)) {
         td_release(t);
@@ -247,7 +267,10 @@ static int l_full(lua_State *L) {
     int nd = tdl_check_shape(L, 1, shape, NULL);
     double v = luaL_checknumber(L, 2);
     create_opts o = check_opts(L, 3);
-    return push_created(L, td_full(o.dtype, nd, shape, v), o);
+    int64_t iv = o.dtype == TD_I64 ? check_i64(L, 2, "full") : 0; /* before allocating: it may raise */
+    td_tensor *t = td_full(o.dtype, nd, shape, v);
+    if (t && o.dtype == TD_I64) td_fill_i64_(t, iv);
+    return push_created(L, t, o);
 }
 
 static int l_arange(lua_State *L) {
@@ -323,12 +346,16 @@ static void fill_from(lua_State *L, int idx, int depth, int nd, const int64_t *s
             fill_from(L, lua_gettop(L), depth + 1, nd, shape, t, pos);
         } else {
             double v;
-            if (lua_isboolean(L, -1)) v = lua_toboolean(L, -1);
+            int64_t iv = 0;
+            if (lua_isboolean(L, -1)) v = iv = lua_toboolean(L, -1);
             else if (lua_type(L, -1) == LUA_TNUMBER) v = lua_tonumber(L, -1);
             else return (void)luaL_error(L, "tensor: entry %d at level %d is a %s, not a number", (int)i, depth + 1,
                                          luaL_typename(L, -1));
+            if (t->dtype == TD_I64 && !lua_isboolean(L, -1) && !to_i64(L, -1, &iv))
+                return (void)luaL_error(L, "tensor: entry %d at level %d is %s, out of int64's range", (int)i, depth + 1,
+                                        luaL_tolstring(L, -1, NULL));
             if (t->dtype == TD_F32) td_f32(t)[*pos] = (float)v;
-            else td_i64(t)[*pos] = (int64_t)v;
+            else td_i64(t)[*pos] = iv;
             (*pos)++;
         }
         lua_pop(L, 1);
@@ -338,7 +365,9 @@ static void fill_from(lua_State *L, int idx, int depth, int nd, const int64_t *s
 static int l_tensor(lua_State *L) {
     create_opts o = check_opts(L, 2);
     if (lua_type(L, 1) == LUA_TNUMBER) {
+        int64_t iv = o.dtype == TD_I64 ? check_i64(L, 1, "tensor") : 0;
         td_tensor *t = td_full(o.dtype, 0, NULL, lua_tonumber(L, 1));
+        if (t && o.dtype == TD_I64) td_fill_i64_(t, iv);
         return push_created(L, t, o);
     }
     if (tdl_opt_tensor(L, 1)) {
@@ -399,9 +428,11 @@ static int m_numel(lua_State *L) { lua_pushinteger(L, td_numel(tdl_check_tensor(
 static int m_dtype(lua_State *L) { lua_pushstring(L, td_dtype_name(tdl_check_tensor(L, 1)->dtype)); return 1; }
 static int m_is_contiguous(lua_State *L) { lua_pushboolean(L, td_is_contiguous(tdl_check_tensor(L, 1))); return 1; }
 
-static void push_value(lua_State *L, const td_tensor *t, double v) {
-    if (t->dtype == TD_I64) lua_pushinteger(L, (lua_Integer)v);
-    else lua_pushnumber(L, v);
+/* The element at idx as a Lua value: an int64 element as an integer, read as one (through a
+ * double 2^53 + 1 read back as 2^53). */
+static void push_elem(lua_State *L, const td_tensor *t, const int64_t *idx) {
+    if (t->dtype == TD_I64) lua_pushinteger(L, td_get_i64(t, idx));
+    else lua_pushnumber(L, td_get(t, idx));
 }
 
 static int m_item(lua_State *L) {
@@ -411,7 +442,8 @@ static int m_item(lua_State *L) {
         return luaL_error(L, "item: the tensor has %d elements (shape %s), not one", (int)td_numel(t),
                           td_shape_str(t, b, sizeof b));
     }
-    push_value(L, t, td_get_flat(t, 0));
+    int64_t zero[TD_MAX_DIMS] = {0}; /* the one element: every size is 1 */
+    push_elem(L, t, zero);
     return 1;
 }
 
@@ -438,7 +470,7 @@ static int m_get(lua_State *L) {
     td_tensor *t = tdl_check_tensor(L, 1);
     int64_t idx[TD_MAX_DIMS];
     check_index_args(L, t, 2, lua_gettop(L) - 1, idx, "get");
-    push_value(L, t, td_get(t, idx));
+    push_elem(L, t, idx);
     return 1;
 }
 
@@ -446,11 +478,13 @@ static int m_set(lua_State *L) {
     td_tensor *t = tdl_check_tensor(L, 1);
     int top = lua_gettop(L);
     double v = luaL_checknumber(L, top);
+    int64_t iv = t->dtype == TD_I64 ? check_i64(L, top, "set") : 0;
     int64_t idx[TD_MAX_DIMS];
     check_index_args(L, t, 2, top - 2, idx, "set");
     if (td_grad_enabled() && t->requires_grad)
         return luaL_error(L, "set: in-place change of a tensor that requires grad (use tdrl.no_grad)");
-    td_set(t, idx, v);
+    if (t->dtype == TD_I64) td_set_i64(t, idx, iv);
+    else td_set(t, idx, v);
     lua_settop(L, 1);
     return 1;
 }
@@ -458,13 +492,13 @@ static int m_set(lua_State *L) {
 /* Nested Lua tables of the values. */
 static void push_table(lua_State *L, td_tensor *t, int d, int64_t *idx) {
     if (t->ndim == 0) {
-        push_value(L, t, td_get(t, idx));
+        push_elem(L, t, idx);
         return;
     }
     lua_createtable(L, (int)t->shape[d], 0);
     for (int64_t i = 0; i < t->shape[d]; i++) {
         idx[d] = i;
-        if (d == t->ndim - 1) push_value(L, t, td_get(t, idx));
+        if (d == t->ndim - 1) push_elem(L, t, idx);
         else push_table(L, t, d + 1, idx);
         lua_rawseti(L, -2, i + 1);
     }
@@ -563,7 +597,7 @@ static int m_index(lua_State *L) {
         td_tensor *s = td_select(t, 0, k > 0 ? k - 1 : k);
         if (!s) return tdl_error(L);
         if (s->ndim == 0) {
-            push_value(L, s, td_get(s, NULL));
+            push_elem(L, s, NULL);
             td_release(s);
             return 1;
         }
@@ -608,7 +642,11 @@ static int m_newindex(lua_State *L) {
     }
     int rc;
     if (lua_type(L, 3) == LUA_TNUMBER) {
-        rc = td_fill_(view, lua_tonumber(L, 3));
+        int64_t iv;
+        rc = view->dtype == TD_I64 && !to_i64(L, 3, &iv)
+                 ? td_fail_int("index assignment: %g is not a value an int64 tensor can hold", (double)lua_tonumber(L, 3))
+             : view->dtype == TD_I64 ? td_fill_i64_(view, iv)
+                                     : td_fill_(view, lua_tonumber(L, 3));
     } else {
         td_tensor *src = tdl_opt_tensor(L, 3);
         rc = src ? td_copy_(view, src) : td_fail_int("index assignment: value must be a number or a tensor");
@@ -842,7 +880,11 @@ static int ret_self(lua_State *L, int rc) {
     lua_settop(L, 1);
     return 1;
 }
-static int m_fill_(lua_State *L) { return ret_self(L, td_fill_(tdl_check_tensor(L, 1), luaL_checknumber(L, 2))); }
+static int m_fill_(lua_State *L) {
+    td_tensor *t = tdl_check_tensor(L, 1);
+    luaL_checknumber(L, 2);
+    return ret_self(L, t->dtype == TD_I64 ? td_fill_i64_(t, check_i64(L, 2, "fill_")) : td_fill_(t, lua_tonumber(L, 2)));
+}
 static int m_zero_(lua_State *L) { return ret_self(L, td_fill_(tdl_check_tensor(L, 1), 0)); }
 static int m_copy_(lua_State *L) { return ret_self(L, td_copy_(tdl_check_tensor(L, 1), tdl_check_tensor(L, 2))); }
 static int m_add_(lua_State *L) {
@@ -1023,7 +1065,10 @@ static int l_no_grad(lua_State *L) {
 
 /* ---- threads, memory, raw BLAS ------------------------------------------------------------- */
 static int l_set_num_threads(lua_State *L) {
-    td_set_num_threads((int)luaL_checkinteger(L, 1));
+    lua_Integer n = luaL_checkinteger(L, 1);
+    if (n < 1 || n > td_max_threads())
+        return luaL_error(L, "set_num_threads: %I threads (1 to %d on this machine)", n, td_max_threads());
+    if (td_set_num_threads((int)n)) return tdl_error(L);
     return 0;
 }
 static int l_get_num_threads(lua_State *L) {

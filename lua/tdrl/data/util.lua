@@ -75,9 +75,10 @@ function U.known(opts, names, where)
   end
 end
 
---- Number of worker threads for decoding (TDRL_NUM_THREADS, else the core's setting).
+--- Number of worker threads for decoding: the core's setting (TDRL_NUM_THREADS, checked and
+--- bounded there at start-up; read raw here, 100000 would start 100000 decoders).
 function U.threads()
-  return tonumber(os.getenv("TDRL_NUM_THREADS") or "") or (T.get_num_threads and T.get_num_threads()) or 1
+  return (T.get_num_threads and T.get_num_threads()) or 1
 end
 
 --- The split a constructor returns: nil -> train, val, test; "train" / "val" / "test" /
