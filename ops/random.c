@@ -117,11 +117,14 @@ static int fill(td_tensor *t, td_generator *g, draw_fn f, double a, double b, co
 }
 
 int td_uniform_(td_tensor *t, td_generator *g, double lo, double hi) {
+    if (t->dtype != TD_F32) return td_fail_int("uniform_: needs a float32 tensor, got %s (use randint)", td_dtype_name(t->dtype));
     if (!(lo <= hi)) return td_fail_int("uniform_: low %g is above high %g", lo, hi);
     return fill(t, g, draw_uniform, lo, hi, "uniform_");
 }
 
 int td_normal_(td_tensor *t, td_generator *g, double mean, double std) {
+    /* an int64 tensor took truncated normals, silently mostly 0, -1 and 1 */
+    if (t->dtype != TD_F32) return td_fail_int("normal_: needs a float32 tensor, got %s", td_dtype_name(t->dtype));
     if (!(std >= 0)) return td_fail_int("normal_: standard deviation %g is negative", std);
     return fill(t, g, draw_normal, mean, std, "normal_");
 }

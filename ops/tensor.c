@@ -219,6 +219,8 @@ static td_storage *storage_new(size_t nbytes) {
     s->nbytes = nbytes;
     s->refcount = 1;
     s->external = false;
+    s->version = 0;
+    s->last_inplace = NULL;
     size_t live = atomic_fetch_add(&bytes_live, nbytes) + nbytes, peak = atomic_load(&bytes_peak);
     while (live > peak && !atomic_compare_exchange_weak(&bytes_peak, &peak, live)) {}
     atomic_fetch_add(&bytes_total, nbytes);
@@ -550,9 +552,18 @@ td_tensor *td_to_dtype(td_tensor *t, td_dtype dt) {
 }
 
 /* ---- in-place ---------------------------------------------------------------------------- */
+void td_bump_version(td_tensor *t, const char *op) {
+    t->storage->version++;
+    t->storage->last_inplace = op;
+}
+
+/* The gate of every in-place op: refuses a tensor in the graph while grad mode is on, and
+ * otherwise counts the write (under no_grad too: a saved tensor changed there is what the
+ * version counter exists to catch). */
 int td_check_inplace(const td_tensor *t, const char *op) {
     if (td_grad_enabled() && (t->requires_grad || t->node))
         return td_fail_int("%s: in-place change of a tensor that requires grad (use tdrl.no_grad or detach)", op);
+    td_bump_version((td_tensor *)t, op);
     return 0;
 }
 

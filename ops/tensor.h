@@ -29,6 +29,10 @@ typedef struct td_storage {
     size_t nbytes;
     int refcount;
     bool external; /* data not owned (never freed by us) */
+    /* Bumped by every in-place write (PyTorch's version counter): autograd notes it when it
+     * saves a tensor and refuses a backward that would read a changed value. */
+    uint64_t version;
+    const char *last_inplace; /* the op of the latest in-place write, for the message */
 } td_storage;
 
 typedef struct td_node td_node;
@@ -142,6 +146,8 @@ td_tensor *td_masked_fill(td_tensor *t, td_tensor *mask, double value);
 td_tensor *td_where(td_tensor *cond, td_tensor *a, td_tensor *b);
 
 /* ---- in-place (never recorded; refused on tensors that need grad while grad mode is on) ---- */
+/* Marks an in-place write of t's storage by op (td_check_inplace does it for the ops that check). */
+void td_bump_version(td_tensor *t, const char *op);
 int td_fill_(td_tensor *t, double v);
 int td_fill_i64_(td_tensor *t, int64_t v); /* exact for int64 tensors */
 int td_copy_(td_tensor *dst, td_tensor *src); /* broadcasts src to dst */
@@ -223,6 +229,7 @@ struct td_node {
     int n_in;
     td_tensor *in[TD_NODE_MAX_IN];       /* inputs; slot NULL when it needs no grad */
     td_tensor *saved[TD_NODE_MAX_SAVED]; /* detached tensors the backward needs */
+    uint64_t saved_version[TD_NODE_MAX_SAVED]; /* their storages' versions when saved */
     int64_t iarg[TD_MAX_DIMS * 2];
     double farg[4];
     int out_ndim;

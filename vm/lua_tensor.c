@@ -483,6 +483,7 @@ static int m_set(lua_State *L) {
     check_index_args(L, t, 2, top - 2, idx, "set");
     if (td_grad_enabled() && t->requires_grad)
         return luaL_error(L, "set: in-place change of a tensor that requires grad (use tdrl.no_grad)");
+    td_bump_version(t, "set");
     if (t->dtype == TD_I64) td_set_i64(t, idx, iv);
     else td_set(t, idx, v);
     lua_settop(L, 1);
@@ -618,6 +619,9 @@ static int m_newindex(lua_State *L) {
             td_tensor *g = lua_isnil(L, 3) ? NULL : tdl_check_tensor(L, 3);
             if (g && (g->ndim != t->ndim || memcmp(g->shape, t->shape, sizeof(int64_t) * t->ndim)))
                 return luaL_error(L, "grad: assigned gradient has a different shape from the tensor");
+            if (g && (g->dtype != TD_F32 || t->dtype != TD_F32))
+                return luaL_error(L, "grad: gradients are float32, got a %s gradient for a %s tensor",
+                                  td_dtype_name(g->dtype), td_dtype_name(t->dtype));
             td_retain(g);
             td_release(t->grad);
             t->grad = g;

@@ -622,3 +622,60 @@ describe("generators and threads refuse states they cannot run in", function()
     spec.truthy(out:find("TDRL_NUM_THREADS=100000", 1, true), out)
   end)
 end)
+
+describe("version counters: a saved tensor changed in place stops backward", function()
+  local msg = "one of the variables needed for gradient computation has been modified by an inplace operation"
+  it("fill_ under no_grad of a tensor a pending backward needs", function()
+    local x = T.tensor({0.5, 1, 2}, {requires_grad = true})
+    local y = x:exp()
+    local z = (y * y):sum()
+    T.no_grad(function() y:fill_(0) end)
+    spec.raises(function() z:backward() end, msg, "fill_")
+    spec.eq(x.grad, nil) -- nothing half-made
+  end)
+  it("every in-place writer is counted, through views and detached aliases", function()
+    local writers = {
+      {"add_", function(t) t:add_(1) end}, {"mul_", function(t) t:mul_(2) end},
+      {"copy_", function(t) t:copy_(T.ones(3)) end}, {"set", function(t) t:set(1, 5) end},
+      {"normal_", function(t) t:normal_() end}, {"fill_", function(t) t[{{1, 2}}] = 3 end},
+    }
+    for _, w in ipairs(writers) do
+      local x = T.tensor({0.5, 1, 2}, {requires_grad = true})
+      local y = x:sigmoid()
+      local z = y:sum()
+      T.no_grad(function() w[2](y:detach()) end)
+      spec.raises(function() z:backward() end, msg, w[1])
+    end
+  end)
+  it("an optimiser step bumps its parameters' versions", function()
+    local w = T.tensor({1, 2}, {requires_grad = true})
+    local loss = (w * w):sum()
+    loss:backward(nil, true) -- the graph kept
+    local optim = require 'tdrl.optim'
+    local opt = optim.SGD({w}, {lr = 0.1})
+    opt:step()
+    spec.raises(function() loss:backward() end, msg, "sgd")
+  end)
+  it("writes before the save and to unsaved tensors are fine", function()
+    local x = T.tensor({1, 2, 3}, {requires_grad = true})
+    local a = T.ones(3)
+    a:mul_(2)
+    local z = (x * a):sum()
+    local unrelated = T.zeros(3); unrelated:fill_(1)
+    z:backward()
+    spec.tensor_near(x.grad, {2, 2, 2})
+  end)
+end)
+
+describe("dtype misuse that used to pass silently (issue 22)", function()
+  it("an int64 gradient is refused", function()
+    local x = T.zeros(3, {requires_grad = true})
+    spec.raises(function() x.grad = T.zeros(3, "int64") end, "grad", "int64")
+    x.grad = T.ones(3)
+    spec.eq(x.grad:sum():item(), 3)
+  end)
+  it("normal_ and uniform_ on int64 are refused", function()
+    spec.raises(function() T.zeros(3, "int64"):normal_() end, "normal_", "int64")
+    spec.raises(function() T.zeros(3, "int64"):uniform_() end, "uniform_", "int64")
+  end)
+end)

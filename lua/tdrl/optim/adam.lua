@@ -28,7 +28,7 @@ end
 
 local Adam = class('Adam', Optimizer)
 --- Adam(params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0, amsgrad = false})
-function Adam:__init(params, opts) Optimizer.__init(self, params, defaults_of(opts, 0), adam, "Adam") end
+function Adam:__init(params, opts) Optimizer.__init(self, params, defaults_of(opts, 0), adam, "Adam", opts) end
 
 function Adam:validate(group)
   Optimizer.validate(self, group)
@@ -45,6 +45,6 @@ Adam.count_fields = {"step"}
 
 local AdamW = class('AdamW', Adam)
 --- AdamW(params, {lr = 1e-3, betas, eps, weight_decay = 1e-2, amsgrad})
-function AdamW:__init(params, opts) Optimizer.__init(self, params, defaults_of(opts, 1e-2), adamw, "AdamW") end
+function AdamW:__init(params, opts) Optimizer.__init(self, params, defaults_of(opts, 1e-2), adamw, "AdamW", opts) end
 
 return {adam = adam, adamw = adamw, Adam = Adam, AdamW = AdamW}

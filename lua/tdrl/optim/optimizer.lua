@@ -35,8 +35,27 @@ local function groups_of(params, name)
   return params
 end
 
-function Optimizer:__init(params, defaults, update, name)
+-- Keys of an options table or a group that the optimiser does not take: an error, not a
+-- silent default (Adam{lr = 1e-3, weight_decya = 0.1} trained without weight decay).
+local function check_keys(name, t, defaults, what)
+  for k in pairs(t) do
+    if defaults[k] == nil and k ~= "params" and k ~= "initial_lr" then
+      local known = {}
+      for d in pairs(defaults) do known[#known + 1] = d end
+      table.sort(known)
+      error(string.format("%s: unknown option '%s' in %s (known: %s)", name, tostring(k), what,
+        table.concat(known, ", ")), 4)
+    end
+  end
+end
+
+--- opts: the table the user gave (checked for unknown keys); defaults: every setting's value
+function Optimizer:__init(params, defaults, update, name, opts)
   self.name = name or class.name(self)
+  if opts ~= nil then
+    if type(opts) ~= "table" then error(string.format("%s: options must be a table, got %s", self.name, type(opts)), 3) end
+    check_keys(self.name, opts, defaults, "the options")
+  end
   self.defaults = defaults
   self.update = update
   self.param_groups = {}
@@ -46,6 +65,7 @@ end
 
 --- add_param_group({params = {...}, lr = ..., ...}): missing settings come from the defaults
 function Optimizer:add_param_group(g)
+  check_keys(self.name, g, self.defaults, "a parameter group")
   local group = {}
   for k, v in pairs(self.defaults) do group[k] = v end
   for k, v in pairs(g) do group[k] = v end
@@ -60,8 +80,17 @@ function Optimizer:add_param_group(g)
 end
 
 function Optimizer:validate(group)
-  if type(group.lr) ~= "number" or group.lr < 0 then
+  if type(group.lr) ~= "number" or not (group.lr >= 0 and group.lr < math.huge) then
     error(self.name .. ": invalid learning rate " .. tostring(group.lr), 4)
+  end
+  -- a NaN anywhere (lr = 0/0 made every parameter NaN at the first step) or an infinity
+  for k, v in pairs(group) do
+    if type(v) == "number" and v ~= v or v == math.huge or v == -math.huge then
+      error(string.format("%s: invalid %s %s", self.name, k, tostring(v)), 4)
+    end
+  end
+  for i, v in ipairs(type(group.betas) == "table" and group.betas or {}) do
+    if type(v) ~= "number" or v ~= v then error(string.format("%s: invalid betas[%d] %s", self.name, i, tostring(v)), 4) end
   end
 end
 

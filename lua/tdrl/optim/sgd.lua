@@ -19,7 +19,7 @@ function SGD:__init(params, opts)
   local defaults = {lr = opts.lr or 1e-3, momentum = opts.momentum or 0, dampening = opts.dampening or 0,
                     weight_decay = opts.weight_decay or 0, nesterov = opts.nesterov or false,
                     maximize = opts.maximize or false}
-  Optimizer.__init(self, params, defaults, sgd, "SGD")
+  Optimizer.__init(self, params, defaults, sgd, "SGD", opts)
 end
 
 function SGD:validate(group)

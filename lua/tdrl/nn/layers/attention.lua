@@ -19,7 +19,7 @@ local MHA = class('MultiheadAttention', Module)
 M.MultiheadAttention = MHA
 function MHA:__init(E, H, ...)
   Module.__init(self)
-  local o = U.args({"dropout", "bias"}, ...)
+  local o = U.args({"dropout", "bias", layer = "MultiheadAttention", options = {"batch_first"}}, ...)
   if E % H ~= 0 then error(string.format("MultiheadAttention: embed_dim %d is not divisible by %d heads", E, H), 2) end
   self.embed_dim, self.num_heads, self.head_dim = E, H, E // H
   self.dropout = o.dropout or 0
@@ -127,7 +127,8 @@ local TEL = class('TransformerEncoderLayer', Module)
 M.TransformerEncoderLayer = TEL
 function TEL:__init(d, nhead, ...)
   Module.__init(self)
-  local o = U.args({"dim_feedforward", "dropout", "activation"}, ...)
+  local o = U.args({"dim_feedforward", "dropout", "activation", layer = "TransformerEncoderLayer",
+    options = {"norm_first", "n_apply", "batch_first", "layer_norm_eps"}}, ...)
   local ff, p = o.dim_feedforward or 2048, o.dropout or 0.1
   local g = o.generator
   self.d_model, self.nhead, self.dim_feedforward, self.p = d, nhead, ff, p
@@ -199,7 +200,7 @@ local PE = class('SinusoidalPositionalEncoding', Module)
 M.SinusoidalPositionalEncoding = PE
 function PE:__init(d, ...)
   Module.__init(self)
-  local o = U.args({"max_len"}, ...)
+  local o = U.args({"max_len", layer = "PositionalEncoding", options = {"persistent"}}, ...)
   self.d_model, self.max_len = d, o.max_len or 5000
   self:register_buffer("pe", M.sinusoidal_encoding(self.max_len, d), o.persistent == true)
 end
@@ -219,7 +220,7 @@ local GFP = class('GaussianFourierProjection', Module)
 M.GaussianFourierProjection = GFP
 function GFP:__init(...)
   Module.__init(self)
-  local o = U.args({"embedding_size", "scale"}, ...)
+  local o = U.args({"embedding_size", "scale", layer = "GaussianFourierProjection"}, ...)
   self.embedding_size, self.scale = o.embedding_size or 256, o.scale or 1.0
   local W = T.randn({self.embedding_size}, o.generator or {}) * self.scale
   self:register_parameter("W", W, false)

@@ -18,7 +18,7 @@ local GroupNorm = class('GroupNorm', Module)
 M.GroupNorm = GroupNorm
 function GroupNorm:__init(G, C, ...)
   Module.__init(self)
-  local o = U.args({"eps", "affine"}, ...)
+  local o = U.args({"eps", "affine", layer = "GroupNorm"}, ...)
   if C % G ~= 0 then error(string.format("GroupNorm: %d channels do not split into %d groups", C, G), 2) end
   self.num_groups, self.num_channels, self.eps = G, C, o.eps or 1e-5
   self.affine = o.affine ~= false
@@ -40,7 +40,8 @@ local BatchNorm = class('_BatchNorm', Module)
 M._BatchNorm = BatchNorm
 function BatchNorm:__init(C, ...)
   Module.__init(self)
-  local o = U.args({"eps", "momentum", "affine", "track_running_stats"}, ...)
+  local o = U.args({"eps", "momentum", "affine", "track_running_stats", layer = "BatchNorm",
+    options = {"cumulative"}}, ...)
   self.num_features, self.eps = C, o.eps or 1e-5
   if o.momentum == false or o.cumulative then self.momentum = false else self.momentum = o.momentum or 0.1 end
   self.affine = o.affine ~= false
@@ -94,7 +95,7 @@ local LayerNorm = class('LayerNorm', Module)
 M.LayerNorm = LayerNorm
 function LayerNorm:__init(shape, ...)
   Module.__init(self)
-  local o = U.args({"eps", "elementwise_affine"}, ...)
+  local o = U.args({"eps", "elementwise_affine", layer = "LayerNorm"}, ...)
   if type(shape) == "number" then shape = {shape} end
   self.normalized_shape, self.eps = shape, o.eps or 1e-5
   self.elementwise_affine = o.elementwise_affine ~= false

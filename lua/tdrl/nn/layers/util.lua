@@ -6,7 +6,10 @@ local F = require 'tdrl.nn.functional'
 local U = {}
 
 --- splits constructor arguments (...) into PyTorch-style positional values named by `names`
---- and an options table (a trailing table; a trailing Generator becomes opts.generator)
+--- and an options table (a trailing table; a trailing Generator becomes opts.generator).
+--- names.layer names the constructor and names.options lists the keys it takes besides the
+--- positional ones and `generator`: any other key is an error (a typo such as `strides` was
+--- ignored, and the layer built with the default).
 function U.args(names, ...)
   local n = select("#", ...)
   local vals = {...}
@@ -18,7 +21,22 @@ function U.args(names, ...)
     for k, v in pairs(vals[n]) do opts[k] = v end
     vals[n] = nil; n = n - 1
   end
-  if n > #names then error(string.format("too many arguments (%d, at most %d)", n, #names), 3) end
+  if names.layer then
+    local known = {generator = true}
+    for _, k in ipairs(names) do known[k] = true end
+    for _, k in ipairs(names.options or {}) do known[k] = true end
+    for k in pairs(opts) do
+      if not known[k] then
+        local list = {}
+        for name in pairs(known) do list[#list + 1] = name end
+        table.sort(list)
+        error(string.format("%s: unknown option '%s' (known: %s)", names.layer, tostring(k), table.concat(list, ", ")), 3)
+      end
+    end
+  end
+  if n > #names then
+    error(string.format("%s: too many arguments (%d, at most %d)", names.layer or "layer", n, #names), 3)
+  end
   for i = 1, n do
     if vals[i] ~= nil then opts[names[i]] = vals[i] end
   end
