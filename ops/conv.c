@@ -89,7 +89,11 @@ static inline __attribute__((always_inline)) void wtile(const int nv, const int 
 }
 /* GCC's predictive commoning sees that x[r][q + 2] is the next step's x[r][q + 1] and carries the
  * values across steps in scalars, which spill: keep the three loads. */
+#if defined(__clang__) /* clang has no predictive commoning (nor the optimize attribute) */
+#define NO_PCOM
+#else
 #define NO_PCOM __attribute__((optimize("no-predictive-commoning")))
+#endif
 #define WTILE(nv, T)                                                                                                 \
     NO_PCOM static void wtile_##nv##_##T(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, \
                                          int64_t lda) {                                                               \
