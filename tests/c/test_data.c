@@ -420,6 +420,38 @@ static void test_images(void) {
           td_last_error());
     free(bmp);
 
+    /* sizes claimed against the file's (issue 22, item 11) */
+    bmp = read_bytes(path_of("a.bmp"), &n);
+    write_bytes(path_of("short.bmp"), bmp, n - 7); /* the last row cut: loaded as zeros before */
+    px = td_image_decode(path_of("short.bmp"), 3, &h, &w, &c);
+    CHECK(!px && has(td_last_error(), "short.bmp") && has(td_last_error(), "BMP truncated"), "bmp: missing rows: %s",
+          td_last_error());
+    bmp[25] ^= 0x40; /* one flipped byte: the height becomes 2^30 + 16 */
+    write_bytes(path_of("tall.bmp"), bmp, n);
+    px = td_image_decode(path_of("tall.bmp"), 3, &h, &w, &c);
+    CHECK(!px && has(td_last_error(), "tall.bmp") && has(td_last_error(), "BMP truncated"),
+          "bmp: flipped height byte refused before decoding: %s", td_last_error());
+    free(bmp);
+    /* an 18-byte TGA header claiming 18175 x 14591 pixels, and one byte */
+    uint8_t tga[19] = {0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x7F, 0x47, 0xFF, 0x38, 24, 0, 0};
+    write_bytes(path_of("big.tga"), tga, sizeof tga);
+    px = td_image_decode(path_of("big.tga"), 3, &h, &w, &c);
+    CHECK(!px && has(td_last_error(), "big.tga") && has(td_last_error(), "not a PNG, JPEG or BMP"), "tga: refused: %s",
+          td_last_error());
+    /* a PNG whose IHDR (CRC fixed) claims 60000 x 60000 pixels from a few IDAT bytes */
+    png = read_bytes(path_of("a.png"), &n);
+    uint8_t wide[4] = {0, 0, 0xEA, 0x60};
+    memcpy(png + 16, wide, 4);
+    memcpy(png + 20, wide, 4);
+    uint32_t crc = (uint32_t)crc32(0, png + 12, 17);
+    uint8_t cb[4] = {(uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc};
+    memcpy(png + 29, cb, 4);
+    write_bytes(path_of("huge.png"), png, n);
+    px = td_image_decode(path_of("huge.png"), 3, &h, &w, &c);
+    CHECK(!px && has(td_last_error(), "huge.png") && has(td_last_error(), "60000 x 60000"), "png: huge IHDR refused: %s",
+          td_last_error());
+    free(png);
+
     /* grid */
     int64_t bs[4] = {3, 1, 2, 2};
     td_tensor *b = td_full(TD_F32, 4, bs, 0.25);
