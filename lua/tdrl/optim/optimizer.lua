@@ -173,7 +173,15 @@ function Optimizer:load_state_dict(sd)
           end
         end
         for _, f in ipairs(self.count_fields) do
-          if e[f] ~= nil then st[f][i] = math.tointeger(e[f]) or e[f] end
+          local c = e[f]
+          if c ~= nil then
+            local n = type(c) == "number" and math.tointeger(c)
+            if not n or n < 0 then
+              error(string.format("%s: state %s of parameter %d is %s, not a non-negative integer", name, f, idx,
+                type(c) == "string" and string.format("%q", c) or tostring(c)), 2)
+            end
+            st[f][i] = n
+          end
         end
       end
       idx = idx + 1
