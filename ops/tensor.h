@@ -294,6 +294,9 @@ typedef struct td_kv {
     char *key;
     char *value;
 } td_kv;
+/* Removes PATH.tmp.<pid> files left by saves whose process is gone; returns how many
+ * (stale_tmp.c). Every atomic save calls it first. */
+int td_remove_stale_tmp(const char *path);
 /* Writes atomically (temporary file + rename). */
 int td_safetensors_save(const char *path, const td_named *ts, int n, const td_kv *meta, int n_meta);
 /* On success fills malloc'd arrays (free with td_named_free / td_kv_free). */
