@@ -490,7 +490,9 @@ td_source *td_source_open(const char *path, td_kv **meta, int *n_meta) {
         td_fail("cache: %s: 'labels' has %lld tasks (at most %d)", path, (long long)ls[0], TD_SRC_MAX_TASKS);
         goto fail;
     }
-    if (check_dims(path, is[0], (int)is[1], (int)is[2], (int)is[3], (int)ls[0])) goto fail;
+    char what[4200];
+    snprintf(what, sizeof what, "cache: %s", path);
+    if (check_dims(what, is[0], (int)is[1], (int)is[2], (int)is[3], (int)ls[0])) goto fail;
     int64_t nlab = td_shape_numel(2, ls, TD_MAX_NUMEL), npix = td_shape_numel(4, is, TD_MAX_NUMEL);
     if (ls[1] != is[0] || nlab < 0 || npix < 0 || le - lo != (size_t)nlab * 8 || ie - io != (size_t)npix ||
         le > dlen || ie > dlen) {

@@ -516,6 +516,12 @@ describe("damaged caches and orders (issue 22)", function()
       '"images":{"dtype":"U8","shape":[1,4294967297,1,1],"data_offsets":[0,1]}}')
     raises(function() return C.open(p) end, "wrap.safetensors", "4294967297")
   end)
+  it("a cache with a bad layout names the file", function()
+    local p = path("layout.safetensors")
+    cache_file(p, '{"labels":{"dtype":"I64","shape":[0,1],"data_offsets":[0,0]},' ..
+      '"images":{"dtype":"U8","shape":[1,5,1,1],"data_offsets":[0,5]}}')
+    raises(function() return C.open(p) end, "layout.safetensors", "cache: ", "bad layout", "5x1x1")
+  end)
   it("loader:start refuses an order of the wrong length", function()
     local ds = data.synthetic{split = "train", n = 20, n_val = 2}
     local l = data.loader(ds, {batch_size = 4})

@@ -779,3 +779,42 @@ describe("layer options (issue 22)", function()
     spec.eq(nn.Linear(3, 4, {bias = false}).bias, nil)
   end)
 end)
+
+describe("errors name the layer and the value (issue 22)", function()
+  it("every layer called with nil says which layer, not 'attempt to index a nil value'", function()
+    local layers = {nn.Linear(3, 4), nn.Conv2d(3, 4, 3), nn.ConvTranspose2d(3, 4, 3), nn.GroupNorm(2, 4),
+      nn.LayerNorm(4), nn.BatchNorm2d(4), nn.Embedding(5, 3), nn.GRU(3, 4), nn.GRUCell(3, 4), nn.ReLU(), nn.SiLU(),
+      nn.Dropout(0.1), nn.Flatten(), nn.MultiheadAttention(4, 2), nn.Sequential(nn.Linear(3, 4))}
+    for _, m in ipairs(layers) do
+      local name = getmetatable(m).__name or tostring(m):match("^(%w+)")
+      local err = spec.raises(function() return m(nil) end, "the input is nil, not a tensor")
+      spec.truthy(not err:find("attempt to", 1, true), err)
+      spec.truthy(err:find(name, 1, true), err .. " lacks " .. name)
+    end
+    spec.raises(function() return nn.Linear(3, 4)("x") end, "Linear(3 -> 4)", "string x")
+  end)
+  it("constructor sizes that are not positive integers", function()
+    spec.raises(function() nn.GroupNorm(0, 8) end, "GroupNorm", "num_groups 0")
+    spec.raises(function() nn.Conv2d(3, 8, 3, {groups = 0}) end, "Conv2d", "groups", "0")
+    spec.raises(function() nn.ConvTranspose2d(3, 8, 3, {groups = 0}) end, "ConvTranspose2d", "groups")
+    spec.raises(function() nn.MultiheadAttention(8, 0) end, "MultiheadAttention", "num_heads 0")
+  end)
+end)
+
+describe("functional entries and optimiser functions name themselves on bad input (issue 22)", function()
+  it("nil where a tensor or a table belongs", function()
+    for _, name in ipairs({"relu", "silu", "gelu", "elu", "tanh", "sigmoid", "softmax", "log_softmax"}) do
+      local err = spec.raises(function() return F[name](nil) end, name .. ": the input is nil")
+      spec.truthy(not err:find("attempt to", 1, true), err)
+    end
+    spec.raises(function() return F.dropout(nil, 0.5) end, "dropout: the input is nil")
+    spec.raises(function() return F.dropout(T.ones(2), nil) end, "dropout", "probability")
+    spec.raises(function() return F.embedding(T.zeros(2, "int64"), nil) end, "embedding: the weight is nil")
+    spec.raises(function() return F.pad2d(T.zeros(1, 1, 2, 2), 1) end, "pad2d: padding 2 is nil")
+    local optim = require 'tdrl.optim'
+    spec.raises(function() optim.adam() end, "adam(params, grads, config, state)")
+    spec.raises(function() optim.sgd({}, nil, nil, {}) end, "sgd(params, grads, config, state)")
+    spec.raises(function() optim.clip_grad_value_() end, "clip_grad_value_")
+    spec.raises(function() optim.clip_grad_value_(5, 1) end, "clip_grad_value_", "number")
+  end)
+end)

@@ -20,6 +20,10 @@ M.MultiheadAttention = MHA
 function MHA:__init(E, H, ...)
   Module.__init(self)
   local o = U.args({"dropout", "bias", layer = "MultiheadAttention", options = {"batch_first"}}, ...)
+  if math.type(E) ~= "integer" or E < 1 or math.type(H) ~= "integer" or H < 1 then
+    error(string.format("MultiheadAttention: embed_dim %s and num_heads %s must be positive integers", tostring(E),
+      tostring(H)), 2)
+  end
   if E % H ~= 0 then error(string.format("MultiheadAttention: embed_dim %d is not divisible by %d heads", E, H), 2) end
   self.embed_dim, self.num_heads, self.head_dim = E, H, E // H
   self.dropout = o.dropout or 0

@@ -19,6 +19,9 @@ M.GroupNorm = GroupNorm
 function GroupNorm:__init(G, C, ...)
   Module.__init(self)
   local o = U.args({"eps", "affine", layer = "GroupNorm"}, ...)
+  if math.type(G) ~= "integer" or G < 1 or math.type(C) ~= "integer" or C < 1 then
+    error(string.format("GroupNorm: num_groups %s and num_channels %s must be positive integers", tostring(G), tostring(C)), 2)
+  end
   if C % G ~= 0 then error(string.format("GroupNorm: %d channels do not split into %d groups", C, G), 2) end
   self.num_groups, self.num_channels, self.eps = G, C, o.eps or 1e-5
   self.affine = o.affine ~= false

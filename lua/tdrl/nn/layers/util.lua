@@ -43,6 +43,16 @@ function U.args(names, ...)
   return opts
 end
 
+--- refuses a constructor argument that is not a positive integer (a 0 ended in "attempt to
+--- perform 'n%%0'"), naming the layer, the argument and the value
+function U.check_ints(layer, args)
+  for name, v in pairs(args) do
+    if math.type(v) ~= "integer" or v < 1 then
+      error(string.format("%s: %s must be a positive integer, got %s", layer, name, tostring(v)), 3)
+    end
+  end
+end
+
 --- "Linear(4 -> 8)": the layer as named in error messages
 function U.label(m)
   local e = m:extra_repr()
