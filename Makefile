@@ -61,19 +61,27 @@ asan: setup-test
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" all ctests
 	@ASAN_OPTIONS=detect_leaks=0 BUILD=build-asan BIN=build-asan/tdrl ./tests/run.sh
 
-# libFuzzer targets for the file readers; FUZZ_TIME seconds each. Built with clang (Debian's
-# clang 14): -Wno-pass-failed because a sanitised loop that `omp simd` asks to vectorise cannot
-# be, which clang reports as a warning (a missed optimisation, not a fault in the code).
+# libFuzzer targets, one per reader (tests/fuzz/fuzz_<reader>.c, seeds in tests/fuzz/seeds/<name>/),
+# FUZZ_TIME seconds each. Built with clang (Debian's clang 14; scripts/setup.sh fuzz installs it):
+# -Wno-pass-failed because a sanitised loop that `omp simd` asks to vectorise cannot be, which
+# clang reports as a warning (a missed optimisation, not a fault in the code). The readers written
+# in Lua (checkpoints, trajectories) link the Lua bindings (vm/lua_*.c) and run lua/ from here.
 FUZZ_TIME ?= 60
+FUZZ_LUA_OBJ := $(patsubst vm/%.c,build-fuzz/vm/%.o,$(wildcard vm/lua_*.c))
 fuzz: setup
+	@./scripts/setup.sh fuzz
 	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz BIN=build-fuzz/tdrl OPT="-O1 -g -march=native" \
-	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -Wno-pass-failed" EXTRA_LDFLAGS="-fsanitize=address,undefined" build-fuzz/libtdrl.a
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -Wno-pass-failed" EXTRA_LDFLAGS="-fsanitize=address,undefined" \
+	  build-fuzz/libtdrl.a $(FUZZ_LUA_OBJ)
+	@rm -f build-fuzz/libtdrl_lua.a && ar rcs build-fuzz/libtdrl_lua.a $(FUZZ_LUA_OBJ)
 	@for f in $(wildcard tests/fuzz/fuzz_*.c); do \
 	  n=$$(basename $$f .c); mkdir -p build-fuzz/fuzz build-fuzz/corpus/$$n; \
-	  clang $(PKGCFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined -o build-fuzz/fuzz/$$n $$f build-fuzz/libtdrl.a $(PKGLIBS) -lm -fopenmp || exit 1; \
+	  clang $(PKGCFLAGS) -I/usr/include/stb -DTDRL_LUA_DIR='"$(CURDIR)/lua"' -O1 -g -fsanitize=fuzzer,address,undefined \
+	    -o build-fuzz/fuzz/$$n $$f build-fuzz/libtdrl_lua.a build-fuzz/libtdrl.a $(PKGLIBS) -lm -fopenmp || exit 1; \
 	  cp tests/fuzz/seeds/$$n/* build-fuzz/corpus/$$n/ 2>/dev/null; \
 	  echo "fuzzing $$n for $(FUZZ_TIME) s"; \
-	  build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_TIME) -rss_limit_mb=2048 build-fuzz/corpus/$$n || exit 1; \
+	  build-fuzz/fuzz/$$n -max_total_time=$(FUZZ_TIME) -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+	    build-fuzz/corpus/$$n || exit 1; \
 	done
 
 # The main job: the paper's pipeline on the built-in Synthetic data (ARGS="--quick", "--full", ...).
