@@ -357,13 +357,16 @@ td_tensor *td_arange(double start, double end, double step, td_dtype dt) {
     if (step == 0 || !isfinite(start) || !isfinite(end) || !isfinite(step))
         return td_fail("arange: invalid range (start %g, end %g, step %g)", start, end, step);
     double nd = ceil((end - start) / step);
+    /* the count checked as a double: T.arange(1e300) cast to int64 was undefined */
+    if (nd > (double)TD_MAX_NUMEL)
+        return td_fail("arange: %g elements from %g to %g by %g (at most 2^40)", nd, start, end, step);
     int64_t n = nd > 0 ? (int64_t)nd : 0;
     td_tensor *t = td_empty(dt, 1, &n);
     if (!t) return NULL;
     for (int64_t i = 0; i < n; i++) {
         double v = start + (double)i * step;
         if (dt == TD_F32) td_f32(t)[i] = (float)v;
-        else td_i64(t)[i] = (int64_t)v;
+        else td_i64(t)[i] = td_i64_of_double(v);
     }
     return t;
 }
@@ -378,7 +381,7 @@ td_tensor *td_linspace(double start, double end, int64_t n) {
 }
 
 td_tensor *td_eye(int64_t n, int64_t m) {
-    int64_t shape[2] = {n, m};
+    int64_t shape[2] = {n, m}; /* td_zeros checks the product before i * m + i is formed */
     td_tensor *t = td_zeros(TD_F32, 2, shape);
     if (!t) return NULL;
     for (int64_t i = 0; i < n && i < m; i++) td_f32(t)[i * m + i] = 1;
@@ -544,7 +547,7 @@ td_tensor *td_to_dtype(td_tensor *t, td_dtype dt) {
         else
             for (int64_t i = 0; i < n; i++) {
                 float v = td_f32(c)[i];
-                td_i64(o)[i] = isfinite(v) ? (int64_t)v : 0;
+                td_i64(o)[i] = td_i64_of_double(v);
             }
     }
     td_release(c);
