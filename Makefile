@@ -66,17 +66,19 @@ asan: setup-test
 # -Wno-pass-failed because a sanitised loop that `omp simd` asks to vectorise cannot be, which
 # clang reports as a warning (a missed optimisation, not a fault in the code). The readers written
 # in Lua (checkpoints, trajectories) link the Lua bindings (vm/lua_*.c) and run lua/ from here.
+# Undefined behaviour stops a fuzzer (-fno-sanitize-recover) so that it counts as a finding.
 FUZZ_TIME ?= 60
 FUZZ_LUA_OBJ := $(patsubst vm/%.c,build-fuzz/vm/%.o,$(wildcard vm/lua_*.c))
 fuzz: setup
 	@./scripts/setup.sh fuzz
 	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz BIN=build-fuzz/tdrl OPT="-O1 -g -march=native" \
-	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -Wno-pass-failed" EXTRA_LDFLAGS="-fsanitize=address,undefined" \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -Wno-pass-failed" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" \
 	  build-fuzz/libtdrl.a $(FUZZ_LUA_OBJ)
 	@rm -f build-fuzz/libtdrl_lua.a && ar rcs build-fuzz/libtdrl_lua.a $(FUZZ_LUA_OBJ)
 	@for f in $(wildcard tests/fuzz/fuzz_*.c); do \
 	  n=$$(basename $$f .c); mkdir -p build-fuzz/fuzz build-fuzz/corpus/$$n; \
-	  clang $(PKGCFLAGS) -I/usr/include/stb -DTDRL_LUA_DIR='"$(CURDIR)/lua"' -O1 -g -fsanitize=fuzzer,address,undefined \
+	  clang $(PKGCFLAGS) -I/usr/include/stb -DTDRL_LUA_DIR='"$(CURDIR)/lua"' -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	    -o build-fuzz/fuzz/$$n $$f build-fuzz/libtdrl_lua.a build-fuzz/libtdrl.a $(PKGLIBS) -lm -fopenmp || exit 1; \
 	  cp tests/fuzz/seeds/$$n/* build-fuzz/corpus/$$n/ 2>/dev/null; \
 	  echo "fuzzing $$n for $(FUZZ_TIME) s"; \

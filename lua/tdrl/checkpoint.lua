@@ -198,14 +198,19 @@ function M.load(path, targets)
     ck.config = decode_field(meta, "config", path)
     for _, key in ipairs({"optimizer", "ema", "schedule"}) do
       local v = decode_field(meta, key, path)
-      if v ~= nil then ck[key] = join_tensors(v, tensors, key) end
+      if v ~= nil then ck[key] = join_tensors(v, tensors, path .. ": " .. key) end
     end
     if ck.optimizer ~= nil then check_optimizer(ck.optimizer, path) end
   end)
   if not r_ok then error(tostring(r_err), 2) end
   if targets then
     local a_ok, a_err = pcall(M.restore, ck, targets)
-    if not a_ok then error(tostring(a_err), 2) end
+    if not a_ok then
+      -- a module's or optimiser's own message (load_state_dict (Sequential): ...) gets the file
+      a_err = tostring(a_err)
+      if not a_err:find(path, 1, true) then a_err = "checkpoint.load: " .. path .. ": " .. a_err end
+      error(a_err, 2)
+    end
   end
   return ck
 end

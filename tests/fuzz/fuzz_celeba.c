@@ -15,7 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (td_celeba_read(attr, part, split, &c) == 0) {
             volatile size_t sink = 0;
             for (int a = 0; a < c.nattr; a++) sink += strlen(c.attr_names[a]);
-            for (int64_t i = 0; i < c.n; i++) sink += strlen(c.images[i]) + (size_t)c.labels[(int64_t)(c.nattr - 1) * c.n + i];
+            for (int64_t i = 0; i < c.n; i++)
+                sink += strlen(c.images[i]) + (c.nattr ? (size_t)c.labels[(int64_t)(c.nattr - 1) * c.n + i] : 0);
             (void)sink;
             td_celeba_free(&c);
         }
