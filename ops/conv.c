@@ -1256,8 +1256,12 @@ td_tensor *td_upsample_nearest2d(td_tensor *x, int64_t sh, int64_t sw) {
     if (x->dtype != TD_F32) return td_fail("upsample_nearest2d: needs a float32 input, got %s", td_dtype_name(x->dtype));
     if (sh < 1 || sw < 1)
         return td_fail("upsample_nearest2d: scale (%lld,%lld) must be a positive integer", (long long)sh, (long long)sw);
-    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], P = N * C, OW = W * sw;
-    int64_t oshape[4] = {N, C, H * sh, OW};
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], P = N * C, OW, OH;
+    /* checked: a scale of 2^62 wrapped H * sh and the output was written anywhere */
+    if (!td_mul_ok(W, sw, &OW) || !td_mul_ok(H, sh, &OH) || OW > TD_MAX_NUMEL || OH > TD_MAX_NUMEL)
+        return td_fail("upsample_nearest2d: scale (%lld,%lld) of input (%s) makes an output of more than 2^40 elements",
+                       (long long)sh, (long long)sw, td_shape_str(x, b1, sizeof b1));
+    int64_t oshape[4] = {N, C, OH, OW};
     td_tensor *xc = raw_contig(x), *y = xc ? td_empty(TD_F32, 4, oshape) : NULL;
     if (y) {
         const float *s = td_f32(xc);
