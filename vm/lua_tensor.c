@@ -69,13 +69,16 @@ static int tensor_close(lua_State *L) {
     return 0;
 }
 
+/* The 0-d tensor made from a number belongs to a userdata pushed on the stack: a later argument
+ * check that raises (x + {} after 1 + x's scalar was made) then leaks nothing. */
 td_tensor *tdl_check_tensor_or_number(lua_State *L, int idx, td_tensor **owned) {
     *owned = NULL;
     if (lua_type(L, idx) == LUA_TNUMBER) {
-        if (lua_isinteger(L, idx)) *owned = td_full(TD_F32, 0, NULL, (double)lua_tointeger(L, idx));
-        else *owned = td_scalar((float)lua_tonumber(L, idx));
-        if (!*owned) tdl_error(L);
-        return *owned;
+        td_tensor *t = lua_isinteger(L, idx) ? td_full(TD_F32, 0, NULL, (double)lua_tointeger(L, idx))
+                                             : td_scalar((float)lua_tonumber(L, idx));
+        tdl_push_tensor(L, t); /* raises when t is NULL */
+        *owned = t;
+        return t;
     }
     return tdl_check_tensor(L, idx);
 }
@@ -870,11 +873,10 @@ static int m_masked_fill(lua_State *L) {
     return tdl_push_tensor(L, td_masked_fill(t, tdl_check_tensor(L, 2), luaL_checknumber(L, 3)));
 }
 static int l_where(lua_State *L) {
+    lua_settop(L, 3); /* fixed slots: a number's tensor is pushed above them */
     td_tensor *c = tdl_check_tensor(L, 1), *oa, *ob;
     td_tensor *a = tdl_check_tensor_or_number(L, 2, &oa), *b = tdl_check_tensor_or_number(L, 3, &ob);
     td_tensor *r = td_where(c, a, b);
-    td_release(oa);
-    td_release(ob);
     return tdl_push_tensor(L, r);
 }
 
@@ -892,11 +894,11 @@ static int m_fill_(lua_State *L) {
 static int m_zero_(lua_State *L) { return ret_self(L, td_fill_(tdl_check_tensor(L, 1), 0)); }
 static int m_copy_(lua_State *L) { return ret_self(L, td_copy_(tdl_check_tensor(L, 1), tdl_check_tensor(L, 2))); }
 static int m_add_(lua_State *L) {
+    lua_settop(L, 3); /* fixed slots: a number's tensor is pushed above them */
     td_tensor *t = tdl_check_tensor(L, 1), *o;
     td_tensor *s = tdl_check_tensor_or_number(L, 2, &o);
-    int rc = td_add_(t, s, luaL_optnumber(L, 3, 1.0));
-    td_release(o);
-    return ret_self(L, rc);
+    (void)o;
+    return ret_self(L, td_add_(t, s, luaL_optnumber(L, 3, 1.0)));
 }
 static int m_mul_(lua_State *L) { return ret_self(L, td_mul_scalar_(tdl_check_tensor(L, 1), luaL_checknumber(L, 2))); }
 static int m_uniform_(lua_State *L) {
@@ -910,16 +912,19 @@ static int m_normal_(lua_State *L) {
 
 /* ---- elementwise ------------------------------------------------------------------------------ */
 static int binary_op(lua_State *L, td_binary_op op) {
-    td_tensor *oa, *ob;
-    td_tensor *a = tdl_check_tensor_or_number(L, 1, &oa);
-    td_tensor *b = tdl_check_tensor_or_number(L, 2, &ob);
+    bool na = lua_type(L, 1) == LUA_TNUMBER, nb = lua_type(L, 2) == LUA_TNUMBER;
     td_tensor *r;
-    /* number op tensor keeps the tensor's dtype rules: use the scalar path */
-    if (oa && !ob) r = td_binary_scalar(op, b, lua_tonumber(L, 1), true);
-    else if (ob && !oa) r = td_binary_scalar(op, a, lua_tonumber(L, 2), false);
-    else r = td_binary(op, a, b);
-    td_release(oa);
-    td_release(ob);
+    /* number op tensor keeps the tensor's dtype rules: the scalar path, no tensor for the number */
+    if (na && !nb) {
+        r = td_binary_scalar(op, tdl_check_tensor(L, 2), lua_tonumber(L, 1), true);
+    } else if (nb && !na) {
+        r = td_binary_scalar(op, tdl_check_tensor(L, 1), lua_tonumber(L, 2), false);
+    } else {
+        td_tensor *oa, *ob;
+        lua_settop(L, 2); /* fixed slots: a number's tensor is pushed above them */
+        td_tensor *a = tdl_check_tensor_or_number(L, 1, &oa), *b = tdl_check_tensor_or_number(L, 2, &ob);
+        r = td_binary(op, a, b);
+    }
     return tdl_push_tensor(L, r);
 }
 #define BIN(name, op) static int m_##name(lua_State *L) { return binary_op(L, op); }

@@ -694,3 +694,18 @@ describe("conversions at the ends of int64 and double (issue 22)", function()
     spec.eq(w[1], math.maxinteger); spec.eq(w[2], math.mininteger)
   end)
 end)
+
+describe("errors after a number was made a tensor leak nothing (issue 22)", function()
+  it("x.add(1, {}), T.where(c, 1, {}), x:add_(1, 'y') hold no bytes afterwards", function()
+    local x = T.zeros(2)
+    collectgarbage(); collectgarbage()
+    local before = T.memory().live_bytes
+    for _ = 1, 100 do
+      spec.truthy(not pcall(x.add, 1, {}))
+      spec.truthy(not pcall(T.where, x, 1, {}))
+      spec.truthy(not pcall(x.add_, x, 1, "y"))
+    end
+    collectgarbage(); collectgarbage()
+    spec.eq(T.memory().live_bytes - before, 0, "bytes held after 300 failed calls")
+  end)
+end)
