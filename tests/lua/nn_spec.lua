@@ -818,3 +818,24 @@ describe("functional entries and optimiser functions name themselves on bad inpu
     spec.raises(function() optim.clip_grad_value_(5, 1) end, "clip_grad_value_", "number")
   end)
 end)
+
+describe("constructor arguments are checked, naming the layer (issue 22)", function()
+  it("missing, zero, negative or fractional sizes", function()
+    local cases = {
+      {"GRUCell", function() return nn.GRUCell() end, "input_size"}, {"GRU", function() return nn.GRU(3) end, "hidden_size"},
+      {"Embedding", function() return nn.Embedding(-1, 4) end, "num_embeddings"},
+      {"BatchNorm2d", function() return nn.BatchNorm2d(2.5) end, "num_features"},
+      {"LayerNorm", function() return nn.LayerNorm({4, 0}) end, "normalized_shape[2]"},
+      {"Conv2d", function() return nn.Conv2d() end, "in_channels"},
+      {"Conv2d", function() return nn.Conv2d(3, 4) end, "kernel_size"},
+      {"TransformerEncoderLayer", function() return nn.TransformerEncoderLayer() end, "d_model"},
+      {"SinusoidalPositionalEncoding", function() return nn.SinusoidalPositionalEncoding() end, "d_model"},
+      {"MSELoss", function() return nn.MSELoss(3) end, "options"},
+      {"ModuleDict", function() return nn.ModuleDict(5) end, "expected a table"},
+    }
+    for _, c in ipairs(cases) do
+      local err = spec.raises(c[2], c[1], c[3])
+      spec.truthy(not err:find("attempt to", 1, true) and not err:find("bad argument", 1, true), err)
+    end
+  end)
+end)

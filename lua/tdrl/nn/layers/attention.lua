@@ -134,6 +134,7 @@ function TEL:__init(d, nhead, ...)
   local o = U.args({"dim_feedforward", "dropout", "activation", layer = "TransformerEncoderLayer",
     options = {"norm_first", "n_apply", "batch_first", "layer_norm_eps"}}, ...)
   local ff, p = o.dim_feedforward or 2048, o.dropout or 0.1
+  U.check_ints("TransformerEncoderLayer", "d_model", d, "nhead", nhead, "dim_feedforward", ff)
   local g = o.generator
   self.d_model, self.nhead, self.dim_feedforward, self.p = d, nhead, ff, p
   self.norm_first = o.norm_first == true
@@ -204,7 +205,8 @@ local PE = class('SinusoidalPositionalEncoding', Module)
 M.SinusoidalPositionalEncoding = PE
 function PE:__init(d, ...)
   Module.__init(self)
-  local o = U.args({"max_len", layer = "PositionalEncoding", options = {"persistent"}}, ...)
+  local o = U.args({"max_len", layer = "SinusoidalPositionalEncoding", options = {"persistent"}}, ...)
+  U.check_ints("SinusoidalPositionalEncoding", "d_model", d, "max_len", o.max_len or 5000)
   self.d_model, self.max_len = d, o.max_len or 5000
   self:register_buffer("pe", M.sinusoidal_encoding(self.max_len, d), o.persistent == true)
 end
@@ -226,6 +228,8 @@ function GFP:__init(...)
   Module.__init(self)
   local o = U.args({"embedding_size", "scale", layer = "GaussianFourierProjection"}, ...)
   self.embedding_size, self.scale = o.embedding_size or 256, o.scale or 1.0
+  U.check_ints("GaussianFourierProjection", "embedding_size", self.embedding_size)
+  if type(self.scale) ~= "number" then error("GaussianFourierProjection: scale must be a number, got " .. tostring(self.scale), 2) end
   local W = T.randn({self.embedding_size}, o.generator or {}) * self.scale
   self:register_parameter("W", W, false)
 end

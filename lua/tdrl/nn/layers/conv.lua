@@ -45,7 +45,8 @@ function Conv2d:__init(cin, cout, k, ...)
   Module.__init(self)
   local o = U.args({"stride", "padding", "dilation", "groups", layer = "Conv2d", options = {"bias"}}, ...)
   local G = o.groups or 1
-  U.check_ints("Conv2d", {in_channels = cin, out_channels = cout, groups = G})
+  U.check_ints("Conv2d", "in_channels", cin, "out_channels", cout, "groups", G)
+  if k == nil then error("Conv2d: kernel_size is missing", 2) end
   if cin % G ~= 0 or cout % G ~= 0 then
     error(string.format("Conv2d: %d input and %d output channels do not split into %d groups", cin, cout, G), 2)
   end
@@ -137,7 +138,8 @@ function ConvTranspose2d:__init(cin, cout, k, ...)
   local o = U.args({"stride", "padding", "output_padding", "groups", layer = "ConvTranspose2d",
     options = {"bias", "dilation"}}, ...)
   local G = o.groups or 1
-  U.check_ints("ConvTranspose2d", {in_channels = cin, out_channels = cout, groups = G})
+  U.check_ints("ConvTranspose2d", "in_channels", cin, "out_channels", cout, "groups", G)
+  if k == nil then error("ConvTranspose2d: kernel_size is missing", 2) end
   if cin % G ~= 0 or cout % G ~= 0 then
     error(string.format("ConvTranspose2d: %d input and %d output channels do not split into %d groups", cin, cout, G), 2)
   end

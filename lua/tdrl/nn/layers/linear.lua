@@ -64,6 +64,7 @@ M.Embedding = Embedding
 function Embedding:__init(num, dim, ...)
   Module.__init(self)
   local o = U.args({"padding_idx", layer = "Embedding"}, ...)
+  U.check_ints("Embedding", "num_embeddings", num, "embedding_dim", dim)
   self.num_embeddings, self.embedding_dim = num, dim
   local pad = o.padding_idx
   if pad ~= nil then

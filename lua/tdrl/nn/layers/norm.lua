@@ -45,6 +45,7 @@ function BatchNorm:__init(C, ...)
   Module.__init(self)
   local o = U.args({"eps", "momentum", "affine", "track_running_stats", layer = "BatchNorm",
     options = {"cumulative"}}, ...)
+  U.check_ints(class.name(self), "num_features", C)
   self.num_features, self.eps = C, o.eps or 1e-5
   if o.momentum == false or o.cumulative then self.momentum = false else self.momentum = o.momentum or 0.1 end
   self.affine = o.affine ~= false
@@ -100,6 +101,10 @@ function LayerNorm:__init(shape, ...)
   Module.__init(self)
   local o = U.args({"eps", "elementwise_affine", layer = "LayerNorm"}, ...)
   if type(shape) == "number" then shape = {shape} end
+  if type(shape) ~= "table" or #shape == 0 then
+    error("LayerNorm: normalized_shape must be a size or a list of sizes, got " .. tostring(shape), 2)
+  end
+  for i = 1, #shape do U.check_ints("LayerNorm", "normalized_shape[" .. i .. "]", shape[i]) end
   self.normalized_shape, self.eps = shape, o.eps or 1e-5
   self.elementwise_affine = o.elementwise_affine ~= false
   self:register_parameter("weight", self.elementwise_affine and T.ones(shape) or nil)

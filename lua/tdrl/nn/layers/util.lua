@@ -44,9 +44,12 @@ function U.args(names, ...)
 end
 
 --- refuses a constructor argument that is not a positive integer (a 0 ended in "attempt to
---- perform 'n%%0'"), naming the layer, the argument and the value
-function U.check_ints(layer, args)
-  for name, v in pairs(args) do
+--- perform 'n%%0'", a nil in "attempt to perform arithmetic on a nil value"), naming the layer,
+--- the argument and the value: U.check_ints(layer, name1, value1, name2, value2, ...)
+function U.check_ints(layer, ...)
+  local n = select("#", ...)
+  for i = 1, n, 2 do
+    local name, v = select(i, ...)
     if math.type(v) ~= "integer" or v < 1 then
       error(string.format("%s: %s must be a positive integer, got %s", layer, name, tostring(v)), 3)
     end
