@@ -218,6 +218,8 @@ end
 --- restore(ck, {model=, optimizer=, ema=, schedule=, generators=, strict = true}): puts a loaded
 --- checkpoint's state into live objects (everything is checked before the model is changed)
 function M.restore(ck, targets)
+  if type(ck) ~= "table" then error("checkpoint.restore: expected a loaded checkpoint, got " .. type(ck), 2) end
+  if type(targets) ~= "table" then error("checkpoint.restore: expected targets {model =, ...}, got " .. type(targets), 2) end
   local p = ck.path or "checkpoint"
   local function need(key)
     if ck[key] == nil then error(string.format("checkpoint: %s holds no %s state", p, key), 0) end

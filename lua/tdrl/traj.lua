@@ -39,6 +39,14 @@ end
 --- extract(model or encoder, data, {granularity = 10 | times = {...}, batch = 256 (at most), progress = bar-label})
 --- data: a tdrl.data view, an (N, C, H, W) tensor, or {images =, labels =, tasks =, classes =}
 function M.extract(model, ds, o)
+  if type(model) ~= "table" then error("traj.extract: expected a model or an encoder, got " .. type(model), 2) end
+  if not (T.is_tensor(ds) or type(ds) == "table") then
+    error("traj.extract: expected a data set, a tensor or {images =, ...}, got " .. type(ds), 2)
+  end
+  if type(ds) == "table" and not ds.images and type(ds.tensors) ~= "function" then
+    error("traj.extract: the data has neither images nor a tensors() method", 2)
+  end
+  if o ~= nil and type(o) ~= "table" then error("traj.extract: options must be a table, got " .. type(o), 2) end
   o = o or {}
   local enc = model.encoder or model
   local times = o.times or M.times(o.granularity or 10)
@@ -72,6 +80,10 @@ end
 
 --- save(path, traj, provenance): one safetensors file, written atomically
 function M.save(path, tr, provenance)
+  if type(path) ~= "string" then error("traj.save: the path must be a string, got " .. type(path), 2) end
+  if type(tr) ~= "table" or not T.is_tensor(tr.codes) or not T.is_tensor(tr.times) then
+    error("traj.save: " .. path .. ": expected trajectories {codes =, times =, ...}, got " .. type(tr), 2)
+  end
   local tensors = {codes = tr.codes:contiguous(), times = tr.times}
   for task, y in pairs(tr.labels or {}) do tensors["labels." .. task] = y end
   T.save(path, tensors, {format = "tdrl.trajectories", tasks = json.encode(tr.tasks or {}),
@@ -137,6 +149,10 @@ end
 
 --- a view with only some time points (positions from 1): for MLP-per-point and ablations
 function M.select_points(tr, points)
+  if type(tr) ~= "table" or not T.is_tensor(tr.codes) or not T.is_tensor(tr.times) then
+    error("traj.select_points: expected trajectories {codes =, times =, ...}, got " .. type(tr), 2)
+  end
+  if type(points) ~= "table" then error("traj.select_points: points must be a list of positions, got " .. type(points), 2) end
   local idx = {}
   for i, p in ipairs(points) do idx[i] = p - 1 end
   local ix = T.tensor(idx, "int64")

@@ -129,3 +129,29 @@ describe("protocol", function()
     spec.eq(r.best_epoch, at); spec.eq(r.best_val, best)
   end)
 end)
+
+describe("library functions called wrongly name themselves (issue 22)", function()
+  it("no message from Lua itself ('attempt to ...', 'bad argument ... to for iterator')", function()
+    local data = require 'tdrl.data'
+    local cases = {
+      {function() return data.synthetic(5) end, "synthetic", "options must be a table"},
+      {function() return data.load_image("x.png", 3) end, "load_image", "options"},
+      {function() return traj.save("x.safetensors", nil) end, "traj.save", "x.safetensors"},
+      {function() return traj.extract(nil, T.zeros(1, 3, 8, 8)) end, "traj.extract"},
+      {function() return traj.select_points({codes = T.zeros(1, 2, 3), times = T.zeros(2)}, "1") end, "traj.select_points"},
+      {function() return require('tdrl.heads').new(5, 2, 3) end, "heads.new"},
+      {function() return require('tdrl.mine').network() end, "mine.network"},
+      {function() return require('tdrl.mine').estimate() end, "mine.estimate"},
+      {function() return require('tdrl.attention').jsd() end, "jsd"},
+      {function() return require('tdrl.checkpoint').restore() end, "checkpoint.restore"},
+      {function() return require('tdrl.plot').read_png() end, "pngread"},
+      {function() return require('tdrl.util.args').parse({}, 5) end, "args.parse"},
+      {function() return require('tdrl.diffusion').build() end, "diffusion.build"},
+    }
+    for i, c in ipairs(cases) do
+      local err = spec.raises(c[1], table.unpack(c, 2))
+      spec.truthy(not err:find("%.lua:%d+: attempt to") and not err:find("bad argument #%d+ to '[%?f]"),
+        "case " .. i .. ": " .. err)
+    end
+  end)
+end)

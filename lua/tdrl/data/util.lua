@@ -55,6 +55,9 @@ end
 
 --- Reads option `name` from opts with a type check and a default.
 function U.opt(opts, name, kind, default, where)
+  if type(opts) ~= "table" then
+    error(string.format("%s: options must be a table, got %s %s", where, type(opts), tostring(opts)), 3)
+  end
   local v = opts[name]
   if v == nil then return default end
   if type(v) ~= kind then
@@ -65,6 +68,9 @@ end
 
 --- Rejects option names a function does not know (catches typos such as batchsize).
 function U.known(opts, names, where)
+  if type(opts) ~= "table" then
+    error(string.format("%s: options must be a table, got %s %s", where, type(opts), tostring(opts)), 3)
+  end
   local set = {}
   for _, n in ipairs(names) do set[n] = true end
   for k in pairs(opts) do

@@ -30,6 +30,9 @@ function M.register(name, ctor) M.registry[name] = ctor end
 --- new(name or constructor, latent, classes, opts)
 function M.new(kind, latent, classes, opts)
   local ctor = type(kind) == "string" and M.registry[kind] or kind
+  if ctor ~= nil and type(ctor) ~= "function" and not (type(ctor) == "table" and getmetatable(ctor) and getmetatable(ctor).__call) then
+    error("heads.new: a head is a registered name or a constructor, got " .. type(kind) .. " " .. tostring(kind), 2)
+  end
   if ctor == nil then
     local names = {}
     for k in pairs(M.registry) do names[#names + 1] = k end

@@ -137,6 +137,7 @@ end
 local CHANNELS = {[0] = 1, [2] = 3, [4] = 2, [6] = 4}
 
 function M.info(s)
+  if type(s) ~= "string" then error("pngread: expected the bytes of a PNG file, got " .. type(s), 3) end
   if s:sub(1, 8) ~= png.SIGNATURE then fail("not a PNG file (signature)") end
   if #s < 33 then fail(string.format("truncated at byte offset %d: the IHDR chunk needs 33 bytes", #s)) end
   if s:sub(13, 16) ~= "IHDR" then fail("first chunk is not IHDR") end
@@ -214,6 +215,7 @@ function M.decode(s)
 end
 
 function M.read(path)
+  if type(path) ~= "string" then error("pngread: the path must be a string, got " .. type(path), 2) end
   local f, err = io.open(path, "rb")
   if not f then error("pngread: cannot open " .. tostring(path) .. ": " .. tostring(err), 2) end
   local s = f:read("a")
