@@ -93,9 +93,6 @@ end
 --- NMI(i, j) = I(i, j) / sqrt(H_i H_j + 1e-8), each averaged over the seeds. Symmetric: each
 --- pair is estimated once.
 function M.nmi_matrix(codes, o)
-  need(T.is_tensor(codes) and codes:dim() >= 2, "mine.nmi_matrix: codes must be a tensor (N, P, ...), got %s",
-    T.is_tensor(codes) and table.concat(codes:size(), "x") or type(codes))
-  need(o == nil or type(o) == "table", "mine.nmi_matrix: options must be a table, got %s", type(o))
   o = o or {}
   local P = codes:size(2)
   local seeds = o.seeds or {1}
