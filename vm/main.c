@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -529,6 +530,8 @@ static int pmain(lua_State *L) {
     }
     luaL_openlibs(L);
     host_wrap_execute(L);
+    struct winsize ws; /* printed tensors wrap at the terminal's width (80 on a pipe) */
+    if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) td_set_print_width(ws.ws_col);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_tdrl_core);
     lua_setfield(L, -2, "tdrl.core");
