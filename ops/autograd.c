@@ -93,6 +93,7 @@ void td_node_save(td_node *n, int slot, td_tensor *t) {
     if (!n) return;
     td_release(n->saved[slot]);
     n->saved[slot] = t ? td_alias(t, t->ndim, t->shape, t->stride, t->offset) : NULL;
+    n->saved_version[slot] = t ? t->storage->version : 0;
 }
 
 /* A holder that this slot alone references, with a buffer of its own: it may be added to in place. */
@@ -236,6 +237,22 @@ int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph) {
         if (order.v[i]->freed) {
             free(order.v);
             return td_fail_int("backward: part of the graph (%s) was already freed by an earlier backward", order.v[i]->name);
+        }
+    /* every saved tensor as it was when saved, checked before any gradient is made */
+    for (size_t i = 0; i < order.n; i++)
+        for (int k = 0; k < TD_NODE_MAX_SAVED; k++) {
+            const td_node *n = order.v[i];
+            const td_tensor *s = n->saved[k];
+            if (s && s->storage->version != n->saved_version[k]) {
+                const char *by = s->storage->last_inplace ? s->storage->last_inplace : "an in-place op";
+                td_fail_int("backward: one of the variables needed for gradient computation has been modified by an "
+                            "inplace operation: %s changed a tensor of shape %s that %s saved (version %llu, saved at "
+                            "%llu)",
+                            by, td_shape_str(s, b1, sizeof b1), n->name, (unsigned long long)s->storage->version,
+                            (unsigned long long)n->saved_version[k]);
+                free(order.v);
+                return -1;
+            }
         }
     bool prev = td_set_grad_enabled(false);
     td_tensor *g0 = grad ? td_contiguous(grad) : td_full(TD_F32, root->ndim, root->shape, 1.0);

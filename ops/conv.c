@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checked.h"
 #include "conv_kern.h"
 
 /* Weight-gradient micro-kernel: acc[(r * T + j) * lda + o] += sum_{q < Q} xr[r][q + j] *
@@ -88,7 +89,11 @@ static inline __attribute__((always_inline)) void wtile(const int nv, const int 
 }
 /* GCC's predictive commoning sees that x[r][q + 2] is the next step's x[r][q + 1] and carries the
  * values across steps in scalars, which spill: keep the three loads. */
+#if defined(__clang__) /* clang has no predictive commoning (nor the optimize attribute) */
+#define NO_PCOM
+#else
 #define NO_PCOM __attribute__((optimize("no-predictive-commoning")))
+#endif
 #define WTILE(nv, T)                                                                                                 \
     NO_PCOM static void wtile_##nv##_##T(int64_t Q, const float *const *xr, const float *Dt, int64_t ldd, float *acc, \
                                          int64_t lda) {                                                               \
@@ -979,6 +984,25 @@ static td_tensor *conv_apply(td_conv_geom *g, const int64_t *oshape, td_tensor *
     return y;
 }
 
+/* The extent of a dilated kernel, d (k - 1) + 1, and the output size along one axis:
+ * conv (in + 2p - extent) / s + 1, transposed (in - 1) s - 2p + extent + op. In checked
+ * arithmetic: a stride of 2^62 wrapped the transposed size to 3. False on overflow or when
+ * the size passes TD_MAX_NUMEL; *out may be < 1 (the callers say the output is empty). */
+static bool conv_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, int64_t op, bool transposed,
+                          int64_t *extent, int64_t *out) {
+    int64_t e, t, u;
+    if (!td_mul_ok(d, k - 1, &e) || !td_add_ok(e, 1, &e) || !td_mul_ok(p, 2, &u)) return false;
+    *extent = e;
+    if (!transposed) {
+        if (!td_add_ok(in, u, &t) || !td_sub_ok(t, e, &t)) return false;
+        *out = t < 0 ? 0 : t / s + 1;
+    } else {
+        if (!td_mul_ok(in - 1, s, &t) || !td_sub_ok(t, u, &t) || !td_add_ok(t, e, &t) || !td_add_ok(t, op, &t)) return false;
+        *out = t;
+    }
+    return *out <= TD_MAX_NUMEL;
+}
+
 td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opts *o) {
     td_conv_opts def;
     if (!o) {
@@ -989,15 +1013,17 @@ td_tensor *td_conv2d(td_tensor *x, td_tensor *w, td_tensor *b, const td_conv_opt
     td_conv_geom g = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2], w->shape[3],
                       o->stride[0], o->stride[1], o->padding[0], o->padding[1], o->dilation[0], o->dilation[1], 0, 0,
                       b && b->ndim == 2 ? w->shape[0] : 0, NULL, 1.0f};
-    int64_t eh = g.dh * (g.kh - 1) + 1, ew = g.dw * (g.kw - 1) + 1;
+    int64_t eh, ew;
+    if (!conv_out_size(g.H, g.kh, g.sh, g.ph, g.dh, 0, false, &eh, &g.OH) ||
+        !conv_out_size(g.W, g.kw, g.sw, g.pw, g.dw, 0, false, &ew, &g.OW))
+        return td_fail("conv2d: stride (%lld,%lld), padding (%lld,%lld) or dilation (%lld,%lld) overflows the output size",
+                       (long long)g.sh, (long long)g.sw, (long long)g.ph, (long long)g.pw, (long long)g.dh, (long long)g.dw);
     if (g.H + 2 * g.ph < eh || g.W + 2 * g.pw < ew) {
         char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF];
         return td_fail("conv2d: input (%s) padded by (%lld,%lld) is smaller than the kernel %lldx%lld (dilated) of weight (%s)",
                        td_shape_str(x, b1, sizeof b1), (long long)g.ph, (long long)g.pw, (long long)eh, (long long)ew,
                        td_shape_str(w, b2, sizeof b2));
     }
-    g.OH = (g.H + 2 * g.ph - eh) / g.sh + 1;
-    g.OW = (g.W + 2 * g.pw - ew) / g.sw + 1;
     int64_t oshape[4] = {g.N, g.O, g.OH, g.OW};
     td_tensor *r = o->residual;
     if (r && (r->dtype != TD_F32 || r->ndim != 4 || memcmp(r->shape, oshape, sizeof oshape))) {
@@ -1053,8 +1079,13 @@ td_tensor *td_conv_transpose2d(td_tensor *x, td_tensor *w, td_tensor *b, const t
     if (check_conv("conv_transpose2d", x, w, b, o, true)) return NULL;
     int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], O = w->shape[1];
     int64_t kh = w->shape[2], kw = w->shape[3];
-    int64_t OH = (H - 1) * o->stride[0] - 2 * o->padding[0] + o->dilation[0] * (kh - 1) + o->output_padding[0] + 1;
-    int64_t OW = (W - 1) * o->stride[1] - 2 * o->padding[1] + o->dilation[1] * (kw - 1) + o->output_padding[1] + 1;
+    int64_t eh, ew, OH, OW;
+    if (!conv_out_size(H, kh, o->stride[0], o->padding[0], o->dilation[0], o->output_padding[0], true, &eh, &OH) ||
+        !conv_out_size(W, kw, o->stride[1], o->padding[1], o->dilation[1], o->output_padding[1], true, &ew, &OW))
+        return td_fail("conv_transpose2d: stride (%lld,%lld), padding (%lld,%lld) or dilation (%lld,%lld) makes an output "
+                       "of more than 2^40 elements per side", (long long)o->stride[0], (long long)o->stride[1],
+                       (long long)o->padding[0], (long long)o->padding[1], (long long)o->dilation[0],
+                       (long long)o->dilation[1]);
     if (OH < 1 || OW < 1) {
         char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF];
         return td_fail("conv_transpose2d: input (%s) with weight (%s) gives an empty output (%lldx%lld)",
@@ -1225,8 +1256,12 @@ td_tensor *td_upsample_nearest2d(td_tensor *x, int64_t sh, int64_t sw) {
     if (x->dtype != TD_F32) return td_fail("upsample_nearest2d: needs a float32 input, got %s", td_dtype_name(x->dtype));
     if (sh < 1 || sw < 1)
         return td_fail("upsample_nearest2d: scale (%lld,%lld) must be a positive integer", (long long)sh, (long long)sw);
-    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], P = N * C, OW = W * sw;
-    int64_t oshape[4] = {N, C, H * sh, OW};
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], P = N * C, OW, OH;
+    /* checked: a scale of 2^62 wrapped H * sh and the output was written anywhere */
+    if (!td_mul_ok(W, sw, &OW) || !td_mul_ok(H, sh, &OH) || OW > TD_MAX_NUMEL || OH > TD_MAX_NUMEL)
+        return td_fail("upsample_nearest2d: scale (%lld,%lld) of input (%s) makes an output of more than 2^40 elements",
+                       (long long)sh, (long long)sw, td_shape_str(x, b1, sizeof b1));
+    int64_t oshape[4] = {N, C, OH, OW};
     td_tensor *xc = raw_contig(x), *y = xc ? td_empty(TD_F32, 4, oshape) : NULL;
     if (y) {
         const float *s = td_f32(xc);

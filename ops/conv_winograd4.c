@@ -78,12 +78,12 @@ static inline __attribute__((always_inline)) void output_tiles(const float *m, i
         for (int a = 0; a < 4; a++) Y[a][b] = o[a] + bias;
     }
     for (int a = 0; a < 4; a++) {
-        vf plo = __builtin_shuffle(Y[a][0], Y[a][2], ILO), phi = __builtin_shuffle(Y[a][0], Y[a][2], IHI);
-        vf qlo = __builtin_shuffle(Y[a][1], Y[a][3], ILO), qhi = __builtin_shuffle(Y[a][1], Y[a][3], IHI);
-        seq[a][0] = __builtin_shuffle(plo, qlo, ILO);
-        seq[a][1] = __builtin_shuffle(plo, qlo, IHI);
-        seq[a][2] = __builtin_shuffle(phi, qhi, ILO);
-        seq[a][3] = __builtin_shuffle(phi, qhi, IHI);
+        vf plo = SHUF(Y[a][0], Y[a][2], ILO), phi = SHUF(Y[a][0], Y[a][2], IHI);
+        vf qlo = SHUF(Y[a][1], Y[a][3], ILO), qhi = SHUF(Y[a][1], Y[a][3], IHI);
+        seq[a][0] = SHUF(plo, qlo, ILO);
+        seq[a][1] = SHUF(plo, qlo, IHI);
+        seq[a][2] = SHUF(phi, qhi, ILO);
+        seq[a][3] = SHUF(phi, qhi, IHI);
     }
 }
 
@@ -116,14 +116,14 @@ static inline __attribute__((always_inline)) void fill_grouped(const wino_t *p, 
                     const float *r = rp[v / pv];
                     a[v] = r ? load_masked(r, (v % pv) * VW - p->pw + 4 * half, cm[half][v % pv]) : (vf){0};
                 }
-                vf e01 = __builtin_shuffle(a[0], a[1], EVEN), o01 = __builtin_shuffle(a[0], a[1], ODD);
-                vf e23 = __builtin_shuffle(a[2], a[3], EVEN), o23 = __builtin_shuffle(a[2], a[3], ODD);
+                vf e01 = SHUF(a[0], a[1], EVEN), o01 = SHUF(a[0], a[1], ODD);
+                vf e23 = SHUF(a[2], a[3], EVEN), o23 = SHUF(a[2], a[3], ODD);
                 float *dh = d + 4 * half * p->ps;
-                vst(dh, __builtin_shuffle(e01, e23, EVEN));
-                vst(dh + p->ps, __builtin_shuffle(o01, o23, EVEN));
+                vst(dh, SHUF(e01, e23, EVEN));
+                vst(dh + p->ps, SHUF(o01, o23, EVEN));
                 if (half) continue;
-                vst(dh + 2 * p->ps, __builtin_shuffle(e01, e23, ODD));
-                vst(dh + 3 * p->ps, __builtin_shuffle(o01, o23, ODD));
+                vst(dh + 2 * p->ps, SHUF(e01, e23, ODD));
+                vst(dh + 3 * p->ps, SHUF(o01, o23, ODD));
             }
         }
 }
@@ -161,14 +161,14 @@ void td_wino4_fill(const wino_t *p, const float *x, int64_t ty0, int64_t rows, f
                 const lmask *mh = m ? m + 4 * half : NULL;
                 vf a0 = load_row(p, xr, s, mh ? mh : NULL), a1 = load_row(p, xr, s + VW, mh ? mh + 1 : NULL);
                 vf a2 = load_row(p, xr, s + 2 * VW, mh ? mh + 2 : NULL), a3 = load_row(p, xr, s + 3 * VW, mh ? mh + 3 : NULL);
-                vf e01 = __builtin_shuffle(a0, a1, EVEN), o01 = __builtin_shuffle(a0, a1, ODD);
-                vf e23 = __builtin_shuffle(a2, a3, EVEN), o23 = __builtin_shuffle(a2, a3, ODD);
+                vf e01 = SHUF(a0, a1, EVEN), o01 = SHUF(a0, a1, ODD);
+                vf e23 = SHUF(a2, a3, EVEN), o23 = SHUF(a2, a3, ODD);
                 float *d = q + 4 * half * p->ps + k;
-                vst(d, __builtin_shuffle(e01, e23, EVEN));
-                vst(d + p->ps, __builtin_shuffle(o01, o23, EVEN));
+                vst(d, SHUF(e01, e23, EVEN));
+                vst(d + p->ps, SHUF(o01, o23, EVEN));
                 if (half) continue;
-                vst(d + 2 * p->ps, __builtin_shuffle(e01, e23, ODD));
-                vst(d + 3 * p->ps, __builtin_shuffle(o01, o23, ODD));
+                vst(d + 2 * p->ps, SHUF(e01, e23, ODD));
+                vst(d + 3 * p->ps, SHUF(o01, o23, ODD));
             }
         }
     }

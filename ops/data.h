@@ -164,7 +164,7 @@ td_loader *td_loader_new(td_source *s, const int64_t *index, int64_t n, int64_t 
                          const float *mean, const float *std, bool prefetch, int nthreads);
 int64_t td_loader_num_batches(const td_loader *l);
 /* Starts an epoch; perm: n positions (a permutation of 0..n-1) or NULL for the stored order. */
-int td_loader_start(td_loader *l, const int64_t *perm);
+int td_loader_start(td_loader *l, const int64_t *perm, int64_t n_perm); /* perm: n_perm == the set size, or NULL */
 /* 1 and new references in *x (B, C, H, W) and labels[0..ntasks-1] (B); 0 at the end of the epoch;
  * -1 on error (the worker's message). */
 int td_loader_next(td_loader *l, td_tensor **x, td_tensor **labels);

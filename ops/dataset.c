@@ -2,6 +2,7 @@
  * U8 images, mmap'd when opened) and the prefetching loader (one worker thread that fills the
  * next batch while the caller trains on the current one). See data.h. */
 #include "data.h"
+#include "checked.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,14 +29,16 @@ static char *dupstr(const char *s) {
 static int check_dims(const char *op, int64_t n, int c, int h, int w, int ntasks) {
     if (n < 0 || c < 1 || c > 4 || h < 1 || w < 1 || h > 65535 || w > 65535 || ntasks < 0 ||
         ntasks > TD_SRC_MAX_TASKS)
-        return td_fail_int("%s: bad layout: %lld samples of %dx%dx%d with %d tasks", op, (long long)n, c, h, w, ntasks);
+        return td_fail_int("%s: bad layout: %lld samples of %dx%dx%d (channels 1-4, sides 1-65535) with %d tasks (0-%d)",
+                           op, (long long)n, c, h, w, ntasks, TD_SRC_MAX_TASKS);
     return 0;
 }
 
 td_source *td_source_new_bytes(int64_t n, int c, int h, int w, int ntasks, const char *what) {
     if (check_dims("source", n, c, h, w, ntasks)) return NULL;
-    size_t per = (size_t)c * h * w;
-    if ((uint64_t)n * per > ((uint64_t)1 << 40)) return td_fail("source: %lld samples of %zu bytes is too large", (long long)n, per);
+    size_t per = (size_t)c * h * w, total, nl;
+    if (!td_zmul_ok((size_t)n, per, &total) || total > ((uint64_t)1 << 40) || !td_zmul_ok((size_t)n, (size_t)ntasks, &nl))
+        return td_fail("source: %lld samples of %zu bytes is too large", (long long)n, per);
     td_source *s = calloc(1, sizeof *s);
     if (!s) return td_fail("source: out of memory");
     s->refcount = 1;
@@ -476,9 +479,23 @@ td_source *td_source_open(const char *path, td_kv **meta, int *n_meta) {
     int64_t *labels = NULL;
     if (get_entry(path, root, "labels", "I64", 2, ls, &lo, &le) || get_entry(path, root, "images", "U8", 4, is, &io, &ie))
         goto fail;
-    if (check_dims("cache", is[0], (int)is[1], (int)is[2], (int)is[3], (int)ls[0])) goto fail;
-    if (ls[1] != is[0] || le - lo != (size_t)(ls[0] * ls[1] * 8) ||
-        ie - io != (size_t)(is[0] * is[1] * is[2] * is[3]) || le > dlen || ie > dlen) {
+    /* sizes checked before the casts to int and in checked products: a sample count of 2^62
+     * with 4 bytes a sample "is" 0 bytes in wrapping arithmetic, and get() then read anywhere */
+    for (int d = 1; d < 4; d++)
+        if (is[d] > 65535) {
+            td_fail("cache: %s: 'images' has size %lld in dimension %d (at most 65535)", path, (long long)is[d], d + 1);
+            goto fail;
+        }
+    if (ls[0] > TD_SRC_MAX_TASKS) {
+        td_fail("cache: %s: 'labels' has %lld tasks (at most %d)", path, (long long)ls[0], TD_SRC_MAX_TASKS);
+        goto fail;
+    }
+    char what[4200];
+    snprintf(what, sizeof what, "cache: %s", path);
+    if (check_dims(what, is[0], (int)is[1], (int)is[2], (int)is[3], (int)ls[0])) goto fail;
+    int64_t nlab = td_shape_numel(2, ls, TD_MAX_NUMEL), npix = td_shape_numel(4, is, TD_MAX_NUMEL);
+    if (ls[1] != is[0] || nlab < 0 || npix < 0 || le - lo != (size_t)nlab * 8 || ie - io != (size_t)npix ||
+        le > dlen || ie > dlen) {
         td_fail("cache: %s: sizes disagree: labels %lldx%lld at [%zu, %zu), images %lldx%lldx%lldx%lld at [%zu, %zu), "
                 "%zu data bytes after byte offset %zu",
                 path, (long long)ls[0], (long long)ls[1], lo, le, (long long)is[0], (long long)is[1], (long long)is[2],
@@ -713,7 +730,10 @@ td_loader *td_loader_new(td_source *s, const int64_t *index, int64_t n, int64_t 
 
 int64_t td_loader_num_batches(const td_loader *l) { return l->nbatches; }
 
-int td_loader_start(td_loader *l, const int64_t *perm) {
+int td_loader_start(td_loader *l, const int64_t *perm, int64_t n_perm) {
+    if (perm && n_perm != l->n)
+        return td_fail_int("loader: the order has %lld entries for a data set of %lld samples", (long long)n_perm,
+                           (long long)l->n);
     if (perm) {
         /* a permutation of 0..n-1: checked so that a wrong one cannot read out of range */
         uint8_t *seen = calloc((size_t)l->n + 1, 1);

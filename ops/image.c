@@ -82,9 +82,28 @@ static int sniff(const uint8_t *b, size_t n) {
     return FMT_UNKNOWN; /* TGA has no signature: left to stb_image */
 }
 
+/* Deflate turns at most 258 bytes into 2 bits (a ratio of 1032), so the image an IHDR claims
+ * must fit in 1032 times its IDAT bytes: a few hundred bytes cannot announce a gigabyte. */
+static int check_png_size(const char *what, const uint8_t *ihdr, uint64_t idat) {
+    static const int chans[7] = {1, 0, 3, 1, 2, 0, 4}; /* by colour type; 0 = invalid */
+    uint32_t w = be32(ihdr), h = be32(ihdr + 4);
+    int depth = ihdr[8], ct = ihdr[9];
+    if (w == 0 || h == 0 || ct > 6 || !chans[ct] || !(depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16))
+        return td_fail_int("image: %s: corrupt PNG at byte offset 16: IHDR says %u x %u, bit depth %d, colour type %d",
+                           what, w, h, depth, ct);
+    uint64_t row = ((uint64_t)w * (uint64_t)chans[ct] * (uint64_t)depth + 7) / 8 + 1, raw = row * h;
+    if (raw > 1032 * idat + 4096)
+        return td_fail_int("image: %s: PNG truncated: IHDR (byte offset 16) claims %u x %u pixels (%llu bytes "
+                           "unpacked), more than its %llu bytes of IDAT data can hold",
+                           what, w, h, (unsigned long long)raw, (unsigned long long)idat);
+    return 0;
+}
+
 static int check_png(const char *what, const uint8_t *b, size_t n, size_t *data_at) {
     size_t pos = 8;
     int seen_ihdr = 0;
+    uint64_t idat = 0;
+    const uint8_t *ihdr = NULL;
     *data_at = 0;
     for (;;) {
         if (pos == n) return td_fail_int("image: %s: PNG ends at byte offset %zu without an IEND chunk", what, n);
@@ -113,8 +132,13 @@ static int check_png(const char *what, const uint8_t *b, size_t n, size_t *data_
             return td_fail_int("image: %s: corrupt PNG at byte offset %zu: chunk '%s' fails its CRC check", what, pos,
                                type);
         if (!*data_at && strcmp(type, "IDAT") == 0) *data_at = pos;
+        if (strcmp(type, "IDAT") == 0) idat += len;
+        if (strcmp(type, "IHDR") == 0) {
+            if (len != 13) return td_fail_int("image: %s: corrupt PNG at byte offset %zu: IHDR of %u bytes, not 13", what, pos, len);
+            ihdr = b + pos + 8;
+        }
         pos += 12 + (size_t)len;
-        if (strcmp(type, "IEND") == 0) return 0;
+        if (strcmp(type, "IEND") == 0) return check_png_size(what, ihdr, idat);
     }
 }
 
@@ -169,38 +193,71 @@ static int check_jpeg(const char *what, const uint8_t *b, size_t n, size_t *data
     }
 }
 
-/* stb_image reads the rows a BMP lacks as zeros: the file must hold all of its pixel data
- * (uncompressed layouts; the size of RLE data is not known before decoding). */
+static int32_t le32s(const uint8_t *p) { return (int32_t)le32(p); }
+static uint32_t le16(const uint8_t *p) { return (uint32_t)p[1] << 8 | p[0]; }
+
+/* BMP pixels are stored uncompressed (stb_image reads no RLE): the rows the header claims must
+ * be in the file. A truncated BMP loaded as zeros, and one flipped byte in the height of a
+ * 198-byte file took 43 s and 1.5 GB. */
 static int check_bmp(const char *what, const uint8_t *b, size_t n, size_t *data_at) {
     if (n < 26) return td_fail_int("image: %s: BMP truncated at byte offset %zu: header needs 26 bytes", what, n);
-    uint32_t off = le32(b + 10);
+    uint32_t off = le32(b + 10), hsize = le32(b + 14);
     *data_at = off;
     if (off >= n)
         return td_fail_int("image: %s: BMP truncated at byte offset %zu: pixel data should start at byte offset %u",
                            what, n, off);
-    uint32_t hsz = le32(b + 14);
     int64_t w, h;
     uint32_t bpp, comp = 0;
-    if (hsz == 12) { /* OS/2 core header: 16-bit sizes */
-        w = (int64_t)(b[18] | b[19] << 8);
-        h = (int64_t)(b[20] | b[21] << 8);
-        bpp = (uint32_t)(b[24] | b[25] << 8);
+    if (hsize == 12) { /* OS/2 BITMAPCOREHEADER */
+        w = le16(b + 18);
+        h = le16(b + 20);
+        bpp = le16(b + 24);
     } else {
-        if (n < 34) return td_fail_int("image: %s: BMP truncated at byte offset %zu: header needs 34 bytes", what, n);
-        w = (int32_t)le32(b + 18);
-        h = (int32_t)le32(b + 22);
-        bpp = (uint32_t)(b[28] | b[29] << 8);
+        if (n < 34 || hsize < 40)
+            return td_fail_int("image: %s: corrupt BMP at byte offset 14: header size %u (12, or 40 and more)", what, hsize);
+        w = le32s(b + 18);
+        h = le32s(b + 22);
+        bpp = le16(b + 28);
         comp = le32(b + 30);
     }
-    int plain = comp == 0 || comp == 3 || comp == 6; /* BI_RGB, BI_BITFIELDS, BI_ALPHABITFIELDS */
-    if (!plain || w <= 0 || h == 0 || bpp == 0 || bpp > 32) return 0; /* left to stb_image */
-    if (h < 0) h = -h;                                               /* top-down rows */
-    uint64_t row = ((uint64_t)bpp * (uint64_t)w + 31) / 32 * 4;
-    uint64_t need = (uint64_t)off + row * (uint64_t)h;
-    if (n < need)
-        return td_fail_int("image: %s: BMP truncated at byte offset %zu: %lld x %lld pixels at %u bits need pixel "
-                           "data up to byte offset %llu",
-                           what, n, (long long)w, (long long)h, bpp, (unsigned long long)need);
+    if (h < 0) h = -h; /* top-down rows */
+    if (w < 1 || h < 1 || !(bpp == 1 || bpp == 4 || bpp == 8 || bpp == 16 || bpp == 24 || bpp == 32))
+        return td_fail_int("image: %s: corrupt BMP at byte offset 18: %lld x %lld pixels at %u bits", what, (long long)w,
+                           (long long)h, bpp);
+    if (comp != 0 && comp != 3 && comp != 6)
+        return td_fail_int("image: %s: BMP compression %u at byte offset 30 is not supported (uncompressed only)", what,
+                           comp);
+    uint64_t row = ((uint64_t)w * bpp + 31) / 32 * 4, need = row * (uint64_t)h;
+    if (need > n - off)
+        return td_fail_int("image: %s: BMP truncated at byte offset %zu: %lld x %lld pixels at %u bits need %llu bytes "
+                           "from byte offset %u",
+                           what, n, (long long)w, (long long)h, bpp, (unsigned long long)need, off);
+    return 0;
+}
+
+/* Baseline JPEG spends at least 2 bits on every 8 x 8 block of every component: a frame header
+ * (SOF0/SOF1) may not claim more than 256 pixels per byte of the file. (Progressive frames can
+ * run blocks of zeros together; the overall pixel cap bounds them.) */
+static int check_jpeg_size(const char *what, const uint8_t *b, size_t n) {
+    for (size_t pos = 2; pos + 9 <= n;) {
+        if (b[pos] != 0xFF) break;
+        uint8_t m = b[pos + 1];
+        if (m == 0xFF) {
+            pos++;
+            continue;
+        }
+        size_t len = (size_t)b[pos + 2] << 8 | b[pos + 3];
+        if (m == 0xC0 || m == 0xC1) {
+            uint64_t h = (uint64_t)b[pos + 5] << 8 | b[pos + 6], w = (uint64_t)b[pos + 7] << 8 | b[pos + 8];
+            if (w * h > 256 * (uint64_t)n + 65536)
+                return td_fail_int("image: %s: JPEG truncated: the frame header at byte offset %zu claims %llu x %llu "
+                                   "pixels, more than %zu bytes can encode",
+                                   what, pos, (unsigned long long)w, (unsigned long long)h, n);
+            return 0;
+        }
+        if (m == 0xDA || m == 0xD9) break;
+        pos += 2 + len;
+    }
     return 0;
 }
 
@@ -216,9 +273,14 @@ uint8_t *td_image_decode_mem(const void *buf, size_t len, const char *what, int 
     int fmt = sniff(b, len);
     int rc = 0;
     if (fmt == FMT_PNG) rc = check_png(what, b, len, &data_at);
-    else if (fmt == FMT_JPEG) rc = check_jpeg(what, b, len, &data_at);
+    else if (fmt == FMT_JPEG) rc = check_jpeg(what, b, len, &data_at) || check_jpeg_size(what, b, len);
     else if (fmt == FMT_BMP) rc = check_bmp(what, b, len, &data_at);
     if (rc) return NULL;
+    /* the formats tdrl documents (PNG, JPEG, BMP): stb_image's others check nothing (a 17-byte
+     * TGA, which has no signature, claimed 14591 x 18175 pixels and decoded to 1.3 GB of zeros) */
+    if (fmt != FMT_PNG && fmt != FMT_JPEG && fmt != FMT_BMP)
+        return td_fail("image: %s: not a PNG, JPEG or BMP file: first bytes at byte offset 0 are %02X %02X %02X %02X",
+                       what, b[0], len > 1 ? b[1] : 0, len > 2 ? b[2] : 0, len > 3 ? b[3] : 0);
     int x, y, comp;
     if (!stbi_info_from_memory(b, (int)len, &x, &y, &comp)) {
         if (fmt == FMT_UNKNOWN)

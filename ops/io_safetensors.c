@@ -420,6 +420,7 @@ int td_safetensors_save(const char *path, const td_named *ts, int n, const td_kv
     tmp = malloc(tl);
     if (!tmp) { td_fail("safetensors: %s: out of memory", path); goto done; }
     snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
+    td_remove_stale_tmp(path);
     f = fopen(tmp, "wb");
     if (!f) { td_fail("safetensors: %s: cannot create %s: %s", path, tmp, strerror(errno)); goto done; }
     unsigned char lenb[8];

@@ -38,6 +38,7 @@ static td_tensor *prepare(const char *op, td_tensor *p, td_tensor *g) {
     if (td_numel(g) != td_numel(p))
         return td_fail("%s: gradient of shape %s for a parameter of shape %s", op, td_shape_str(g, b1, sizeof b1),
                        td_shape_str(p, b2, sizeof b2));
+    td_bump_version(p, op); /* p is written in place: a graph that saved it is out of date */
     if (td_is_contiguous(g)) {
         td_retain(g);
         return g;

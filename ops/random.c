@@ -23,6 +23,22 @@ void td_generator_seed(td_generator *g, uint64_t seed) {
     g->spare = 0;
 }
 
+/* xoshiro256** never leaves the all-zero state (every draw is 0, and Box-Muller's
+ * `while (u1 <= 0)` then spins for ever), so a state from a file is checked before it is used. */
+int td_generator_set_state(td_generator *g, const uint64_t s[4], uint64_t seed, int has_spare, double spare) {
+    if (!(s[0] | s[1] | s[2] | s[3]))
+        return td_fail_int("Generator:set_state: the xoshiro256** state (values 1-4) is all zeros, which never changes");
+    if (has_spare != 0 && has_spare != 1)
+        return td_fail_int("Generator:set_state: value 6 (has a spare normal) is %d, not 0 or 1", has_spare);
+    if (has_spare && !isfinite(spare))
+        return td_fail_int("Generator:set_state: value 7 (the spare normal) is %g, not a finite number", spare);
+    memcpy(g->s, s, sizeof g->s);
+    g->seed = seed;
+    g->has_spare = has_spare;
+    g->spare = has_spare ? spare : 0;
+    return 0;
+}
+
 static td_generator default_gen;
 static int default_init;
 
@@ -101,11 +117,14 @@ static int fill(td_tensor *t, td_generator *g, draw_fn f, double a, double b, co
 }
 
 int td_uniform_(td_tensor *t, td_generator *g, double lo, double hi) {
+    if (t->dtype != TD_F32) return td_fail_int("uniform_: needs a float32 tensor, got %s (use randint)", td_dtype_name(t->dtype));
     if (!(lo <= hi)) return td_fail_int("uniform_: low %g is above high %g", lo, hi);
     return fill(t, g, draw_uniform, lo, hi, "uniform_");
 }
 
 int td_normal_(td_tensor *t, td_generator *g, double mean, double std) {
+    /* an int64 tensor took truncated normals, silently mostly 0, -1 and 1 */
+    if (t->dtype != TD_F32) return td_fail_int("normal_: needs a float32 tensor, got %s", td_dtype_name(t->dtype));
     if (!(std >= 0)) return td_fail_int("normal_: standard deviation %g is negative", std);
     return fill(t, g, draw_normal, mean, std, "normal_");
 }

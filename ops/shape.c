@@ -105,11 +105,21 @@ td_tensor *td_stack(td_tensor **ts, int n, int dim) {
 }
 
 /* ---- index checks -------------------------------------------------------------------------- */
+/* An index element as an integer: through a double, 2^63 - 1 read back as 2^63 (undefined). */
+static int64_t flat_i64(const td_tensor *t, int64_t i) {
+    int64_t idx[TD_MAX_DIMS];
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        idx[d] = t->shape[d] ? i % t->shape[d] : 0;
+        i = t->shape[d] ? i / t->shape[d] : 0;
+    }
+    return td_get_i64(t, idx);
+}
+
 static int check_index(const char *op, td_tensor *index, int64_t size, int d) {
     if (index->dtype != TD_I64) return td_fail_int("%s: index must be an int64 tensor, got %s", op, td_dtype_name(index->dtype));
     int64_t n = td_numel(index);
     for (int64_t i = 0; i < n; i++) {
-        int64_t v = (int64_t)td_get_flat(index, i);
+        int64_t v = flat_i64(index, i);
         if (v < 0 || v >= size)
             return td_fail_int("%s: index %lld out of range for dimension %d of size %lld (indices count from 0)", op,
                                (long long)v, d + 1, (long long)size);
@@ -197,7 +207,7 @@ static int check_gather(const char *op, td_tensor *t, int d, td_tensor *index) {
 static void scatter_add_raw(td_tensor *out, int d, td_tensor *index, td_tensor *src) {
     int64_t n = td_numel(index), idx[TD_MAX_DIMS] = {0};
     for (int64_t i = 0; i < n; i++) {
-        int64_t k = (int64_t)td_get(index, idx), j[TD_MAX_DIMS];
+        int64_t k = td_get_i64(index, idx), j[TD_MAX_DIMS];
         memcpy(j, idx, sizeof j);
         j[d] = k;
         td_set(out, j, td_get(out, j) + td_get(src, idx));
@@ -226,7 +236,7 @@ td_tensor *td_gather(td_tensor *t, int dim, td_tensor *index) {
     for (int64_t i = 0; i < n; i++) {
         int64_t j[TD_MAX_DIMS];
         memcpy(j, idx, sizeof j);
-        j[d] = (int64_t)td_get(index, idx);
+        j[d] = td_get_i64(index, idx);
         td_set(out, idx, td_get(t, j));
         for (int q = index->ndim - 1; q >= 0; q--) {
             if (++idx[q] < index->shape[q]) break;
@@ -313,9 +323,9 @@ td_tensor *td_where(td_tensor *cond, td_tensor *a, td_tensor *b) {
     }
     int64_t n = td_numel(out), idx[TD_MAX_DIMS] = {0};
     for (int64_t i = 0; i < n; i++) {
-        double v = td_get(ce, idx) != 0 ? td_get(ae, idx) : td_get(be, idx);
-        if (dt == TD_F32) td_f32(out)[i] = (float)v;
-        else td_i64(out)[i] = (int64_t)v;
+        bool pick_a = td_get(ce, idx) != 0;
+        if (dt == TD_F32) td_f32(out)[i] = (float)(pick_a ? td_get(ae, idx) : td_get(be, idx));
+        else td_i64(out)[i] = pick_a ? td_get_i64(ae, idx) : td_get_i64(be, idx);
         for (int q = n2 - 1; q >= 0; q--) {
             if (++idx[q] < s2[q]) break;
             idx[q] = 0;

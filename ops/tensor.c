@@ -1,5 +1,6 @@
 /* Tensors: storage, reference counts, creation, errors, memory accounting, threads. */
 #include "tensor.h"
+#include "checked.h"
 
 #include <math.h>
 #include <omp.h>
@@ -65,11 +66,21 @@ void td_note_long_op(const char *op) {
 void td_set_cache_limit(size_t bytes);
 extern void openblas_set_num_threads(int);
 
-void td_set_num_threads(int n) {
-    if (n < 1) n = 1;
+/* libgomp sizes per-team arrays on the stack and starts every thread at the first parallel
+ * region: 100,000 threads overflowed the stack, 2^31 - 1 ended in its own out-of-memory exit.
+ * The ceiling is generous for oversubscription experiments and far from either. */
+int td_max_threads(void) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores > 64 ? (int)(cores * 4 < 4096 ? cores * 4 : 4096) : 256;
+}
+
+int td_set_num_threads(int n) {
+    if (n < 1 || n > td_max_threads())
+        return td_fail_int("set_num_threads: %d threads (1 to %d on this machine)", n, td_max_threads());
     n_threads = n;
     omp_set_num_threads(n);
     openblas_set_num_threads(1); /* td_gemm splits products across the OpenMP threads itself */
+    return 0;
 }
 
 int td_get_num_threads(void) { return n_threads; }
@@ -90,8 +101,14 @@ static void denormals_init(void) {
 void td_threads_init(void) {
     denormals_init();
     const char *s = getenv("TDRL_NUM_THREADS");
-    long n = s ? strtol(s, NULL, 10) : 0;
-    if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
+    long n = s ? strtol(s, NULL, 10) : 0, cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores > td_max_threads()) cores = td_max_threads();
+    if (s && (n < 1 || n > td_max_threads())) { /* no caller to raise an error to at start-up: say so, go on */
+        fprintf(stderr, "tdrl: TDRL_NUM_THREADS=%s is not a thread count from 1 to %d; using %ld\n", s,
+                td_max_threads(), cores);
+        n = cores;
+    }
+    if (n <= 0) n = cores;
     td_set_num_threads((int)n);
     const char *c = getenv("TDRL_CACHE_MB");
     if (c) td_set_cache_limit((size_t)strtoull(c, NULL, 10) << 20);
@@ -212,6 +229,8 @@ static td_storage *storage_new(size_t nbytes) {
     s->nbytes = nbytes;
     s->refcount = 1;
     s->external = false;
+    s->version = 0;
+    s->last_inplace = NULL;
     size_t live = atomic_fetch_add(&bytes_live, nbytes) + nbytes, peak = atomic_load(&bytes_peak);
     while (live > peak && !atomic_compare_exchange_weak(&bytes_peak, &peak, live)) {}
     atomic_fetch_add(&bytes_total, nbytes);
@@ -277,11 +296,12 @@ int64_t td_numel(const td_tensor *t) {
 
 static int check_shape(int ndim, const int64_t *shape, int64_t *numel) {
     if (ndim < 0 || ndim > TD_MAX_DIMS) return td_fail_int("tensor: %d dimensions (at most %d)", ndim, TD_MAX_DIMS);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
+    for (int i = 0; i < ndim; i++)
         if (shape[i] < 0) return td_fail_int("tensor: negative size %lld in dimension %d", (long long)shape[i], i + 1);
-        if (shape[i] && n > ((int64_t)1 << 40) / shape[i]) return td_fail_int("tensor: size too large");
-        n *= shape[i];
+    int64_t n = td_shape_numel(ndim, shape, TD_MAX_NUMEL);
+    if (n < 0) {
+        char b[TD_SHAPE_BUF];
+        return td_fail_int("tensor: shape %s holds more than 2^40 elements", td_dims_str(ndim, shape, b, sizeof b));
     }
     *numel = n;
     return 0;
@@ -329,7 +349,7 @@ td_tensor *td_full(td_dtype dt, int ndim, const int64_t *shape, double value) {
         float *p = td_f32(t), v = (float)value;
         for (int64_t i = 0; i < n; i++) p[i] = v;
     } else {
-        int64_t *p = td_i64(t), v = (int64_t)value;
+        int64_t *p = td_i64(t), v = td_i64_of_double(value);
         for (int64_t i = 0; i < n; i++) p[i] = v;
     }
     return t;
@@ -347,13 +367,16 @@ td_tensor *td_arange(double start, double end, double step, td_dtype dt) {
     if (step == 0 || !isfinite(start) || !isfinite(end) || !isfinite(step))
         return td_fail("arange: invalid range (start %g, end %g, step %g)", start, end, step);
     double nd = ceil((end - start) / step);
+    /* the count checked as a double: T.arange(1e300) cast to int64 was undefined */
+    if (nd > (double)TD_MAX_NUMEL)
+        return td_fail("arange: %g elements from %g to %g by %g (at most 2^40)", nd, start, end, step);
     int64_t n = nd > 0 ? (int64_t)nd : 0;
     td_tensor *t = td_empty(dt, 1, &n);
     if (!t) return NULL;
     for (int64_t i = 0; i < n; i++) {
         double v = start + (double)i * step;
         if (dt == TD_F32) td_f32(t)[i] = (float)v;
-        else td_i64(t)[i] = (int64_t)v;
+        else td_i64(t)[i] = td_i64_of_double(v);
     }
     return t;
 }
@@ -368,7 +391,7 @@ td_tensor *td_linspace(double start, double end, int64_t n) {
 }
 
 td_tensor *td_eye(int64_t n, int64_t m) {
-    int64_t shape[2] = {n, m};
+    int64_t shape[2] = {n, m}; /* td_zeros checks the product before i * m + i is formed */
     td_tensor *t = td_zeros(TD_F32, 2, shape);
     if (!t) return NULL;
     for (int64_t i = 0; i < n && i < m; i++) td_f32(t)[i * m + i] = 1;
@@ -409,7 +432,27 @@ double td_get(const td_tensor *t, const int64_t *idx) {
 void td_set(td_tensor *t, const int64_t *idx, double v) {
     int64_t o = offset_of(t, idx);
     if (t->dtype == TD_F32) ((float *)t->storage->data)[o] = (float)v;
-    else ((int64_t *)t->storage->data)[o] = (int64_t)v;
+    else ((int64_t *)t->storage->data)[o] = td_i64_of_double(v);
+}
+
+/* int64 elements read and written as integers: through a double, 2^53 + 1 became 2^53 and
+ * 2^63 - 1 became -2^63. */
+int64_t td_get_i64(const td_tensor *t, const int64_t *idx) {
+    int64_t o = offset_of(t, idx);
+    return t->dtype == TD_I64 ? ((int64_t *)t->storage->data)[o] : td_i64_of_double(((float *)t->storage->data)[o]);
+}
+
+void td_set_i64(td_tensor *t, const int64_t *idx, int64_t v) {
+    int64_t o = offset_of(t, idx);
+    if (t->dtype == TD_I64) ((int64_t *)t->storage->data)[o] = v;
+    else ((float *)t->storage->data)[o] = (float)v;
+}
+
+int64_t td_i64_of_double(double v) {
+    if (v != v) return 0;
+    if (v >= 0x1p63) return INT64_MAX;
+    if (v < -0x1p63) return INT64_MIN;
+    return (int64_t)v;
 }
 
 double td_get_flat(const td_tensor *t, int64_t i) {
@@ -514,7 +557,7 @@ td_tensor *td_to_dtype(td_tensor *t, td_dtype dt) {
         else
             for (int64_t i = 0; i < n; i++) {
                 float v = td_f32(c)[i];
-                td_i64(o)[i] = isfinite(v) ? (int64_t)v : 0;
+                td_i64(o)[i] = td_i64_of_double(v);
             }
     }
     td_release(c);
@@ -522,13 +565,23 @@ td_tensor *td_to_dtype(td_tensor *t, td_dtype dt) {
 }
 
 /* ---- in-place ---------------------------------------------------------------------------- */
+void td_bump_version(td_tensor *t, const char *op) {
+    t->storage->version++;
+    t->storage->last_inplace = op;
+}
+
+/* The gate of every in-place op: refuses a tensor in the graph while grad mode is on, and
+ * otherwise counts the write (under no_grad too: a saved tensor changed there is what the
+ * version counter exists to catch). */
 int td_check_inplace(const td_tensor *t, const char *op) {
     if (td_grad_enabled() && (t->requires_grad || t->node))
         return td_fail_int("%s: in-place change of a tensor that requires grad (use tdrl.no_grad or detach)", op);
+    td_bump_version((td_tensor *)t, op);
     return 0;
 }
 
-int td_fill_(td_tensor *t, double v) {
+/* v for a float tensor, iv for an int64 one (so that integers past 2^53 stay exact) */
+static int fill_impl(td_tensor *t, double v, int64_t iv) {
     if (td_check_inplace(t, "fill_")) return -1;
     int64_t n = td_numel(t);
     if (td_is_contiguous(t)) {
@@ -536,14 +589,15 @@ int td_fill_(td_tensor *t, double v) {
             float *p = td_f32(t), f = (float)v;
             for (int64_t i = 0; i < n; i++) p[i] = f;
         } else {
-            int64_t *p = td_i64(t), f = (int64_t)v;
-            for (int64_t i = 0; i < n; i++) p[i] = f;
+            int64_t *p = td_i64(t);
+            for (int64_t i = 0; i < n; i++) p[i] = iv;
         }
         return 0;
     }
     int64_t idx[TD_MAX_DIMS] = {0};
     for (int64_t i = 0; i < n; i++) {
-        td_set(t, idx, v);
+        if (t->dtype == TD_F32) td_set(t, idx, v);
+        else td_set_i64(t, idx, iv);
         for (int d = t->ndim - 1; d >= 0; d--) {
             if (++idx[d] < t->shape[d]) break;
             idx[d] = 0;
@@ -551,3 +605,6 @@ int td_fill_(td_tensor *t, double v) {
     }
     return 0;
 }
+
+int td_fill_(td_tensor *t, double v) { return fill_impl(t, v, td_i64_of_double(v)); }
+int td_fill_i64_(td_tensor *t, int64_t v) { return fill_impl(t, (double)v, v); }

@@ -29,6 +29,10 @@ typedef struct td_storage {
     size_t nbytes;
     int refcount;
     bool external; /* data not owned (never freed by us) */
+    /* Bumped by every in-place write (PyTorch's version counter): autograd notes it when it
+     * saves a tensor and refuses a backward that would read a changed value. */
+    uint64_t version;
+    const char *last_inplace; /* the op of the latest in-place write, for the message */
 } td_storage;
 
 typedef struct td_node td_node;
@@ -68,7 +72,10 @@ static inline bool td_interrupted(void) { return td_interrupt_flag != 0; }
  * polls td_interrupt_flag starts: a test waits for that line before it sends Ctrl-C, rather
  * than guessing with a delay when the kernel is running. */
 void td_note_long_op(const char *op);
-void td_set_num_threads(int n); /* OpenMP threads; OpenBLAS stays single-threaded (td_gemm splits products) */
+/* OpenMP threads; OpenBLAS stays single-threaded (td_gemm splits products). -1 (error set, the
+ * setting unchanged) outside 1..td_max_threads(). */
+int td_set_num_threads(int n);
+int td_max_threads(void);
 int td_get_num_threads(void);
 void td_threads_init(void); /* reads TDRL_NUM_THREADS (default: all cores) */
 
@@ -108,6 +115,11 @@ int td_norm_dim(const td_tensor *t, int dim, const char *op); /* -1 on error */
 /* element access by full index (0-based); returns value as double */
 double td_get(const td_tensor *t, const int64_t *idx);
 void td_set(td_tensor *t, const int64_t *idx, double v);
+/* int64 elements as integers (exact past 2^53); a float32 element converts */
+int64_t td_get_i64(const td_tensor *t, const int64_t *idx);
+void td_set_i64(td_tensor *t, const int64_t *idx, int64_t v);
+/* double -> int64 truncating, saturating at the ends, NaN -> 0 (a bare cast is undefined there) */
+int64_t td_i64_of_double(double v);
 /* element by flat row-major position of the logical shape */
 double td_get_flat(const td_tensor *t, int64_t i);
 
@@ -138,7 +150,10 @@ td_tensor *td_masked_fill(td_tensor *t, td_tensor *mask, double value);
 td_tensor *td_where(td_tensor *cond, td_tensor *a, td_tensor *b);
 
 /* ---- in-place (never recorded; refused on tensors that need grad while grad mode is on) ---- */
+/* Marks an in-place write of t's storage by op (td_check_inplace does it for the ops that check). */
+void td_bump_version(td_tensor *t, const char *op);
 int td_fill_(td_tensor *t, double v);
+int td_fill_i64_(td_tensor *t, int64_t v); /* exact for int64 tensors */
 int td_copy_(td_tensor *dst, td_tensor *src); /* broadcasts src to dst */
 int td_add_(td_tensor *dst, td_tensor *src, double alpha); /* dst += alpha * src (broadcast) */
 int td_mul_scalar_(td_tensor *dst, double s);
@@ -199,6 +214,8 @@ typedef struct td_generator {
 } td_generator;
 td_generator *td_default_generator(void);
 void td_generator_seed(td_generator *g, uint64_t seed);
+/* Refuses (-1, g unchanged) a state xoshiro cannot leave (all zeros) or a malformed spare. */
+int td_generator_set_state(td_generator *g, const uint64_t s[4], uint64_t seed, int has_spare, double spare);
 uint64_t td_rand_u64(td_generator *g);
 double td_rand_uniform(td_generator *g); /* [0, 1) */
 double td_rand_normal(td_generator *g);
@@ -216,6 +233,7 @@ struct td_node {
     int n_in;
     td_tensor *in[TD_NODE_MAX_IN];       /* inputs; slot NULL when it needs no grad */
     td_tensor *saved[TD_NODE_MAX_SAVED]; /* detached tensors the backward needs */
+    uint64_t saved_version[TD_NODE_MAX_SAVED]; /* their storages' versions when saved */
     int64_t iarg[TD_MAX_DIMS * 2];
     double farg[4];
     int out_ndim;
@@ -283,6 +301,9 @@ typedef struct td_kv {
     char *key;
     char *value;
 } td_kv;
+/* Removes PATH.tmp.<pid> files left by saves whose process is gone; returns how many
+ * (stale_tmp.c). Every atomic save calls it first. */
+int td_remove_stale_tmp(const char *path);
 /* Writes atomically (temporary file + rename). */
 int td_safetensors_save(const char *path, const td_named *ts, int n, const td_kv *meta, int n_meta);
 /* On success fills malloc'd arrays (free with td_named_free / td_kv_free). */

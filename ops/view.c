@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tensor.h"
+#include "checked.h"
 
 td_tensor *td_alias(const td_tensor *t, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset);
 void td_copy_to_contiguous(const td_tensor *src, void *dst);
@@ -93,8 +94,9 @@ static int resolve_shape(const td_tensor *t, int nd, const int64_t *in, int64_t 
             infer = i;
         } else if (in[i] < 0) {
             return td_fail_int("%s: invalid size %lld", op, (long long)in[i]);
-        } else {
-            known *= in[i];
+        } else if (!td_mul_ok(known, in[i], &known) || known > TD_MAX_NUMEL) {
+            /* 3x4x7x0x6DB6DB6DB6DB6DB7 wraps to 12 in 64 bits: refuse it, do not trust it */
+            return td_fail_int("%s: shape %s holds more than 2^40 elements", op, td_dims_str(nd, in, b2, sizeof b2));
         }
     }
     int64_t n = td_numel(t);
@@ -229,8 +231,9 @@ td_tensor *td_slice(td_tensor *t, int dim, int64_t start, int64_t stop, int64_t 
     int64_t shape[TD_MAX_DIMS], st[TD_MAX_DIMS];
     memcpy(shape, t->shape, sizeof shape);
     memcpy(st, t->stride, sizeof st);
-    shape[d] = (stop - start + step - 1) / step;
-    st[d] = t->stride[d] * step;
+    shape[d] = (stop - start) / step + ((stop - start) % step != 0);
+    /* a step past the end leaves one element, whose stride is never used: keep the old one */
+    if (!td_mul_ok(t->stride[d], step, &st[d])) st[d] = t->stride[d];
     td_tensor *o = td_alias(t, t->ndim, shape, st, t->offset + start * t->stride[d]);
     if (o && td_record(o, step == 1 ? "narrow" : "slice", slice_backward, 1, &t)) {
         o->node->iarg[0] = d;
@@ -245,7 +248,7 @@ td_tensor *td_narrow(td_tensor *t, int dim, int64_t start, int64_t len) {
     int d = td_norm_dim(t, dim, "narrow");
     if (d < 0) return NULL;
     if (t->ndim == 0) return td_fail("narrow: cannot narrow a 0-dimensional tensor");
-    if (start < 0 || len < 0 || start + len > t->shape[d]) {
+    if (start < 0 || len < 0 || start > t->shape[d] || len > t->shape[d] - start) {
         char b[TD_SHAPE_BUF];
         return td_fail("narrow: start %lld with length %lld out of range for dimension %d of size %lld (shape %s)",
                        (long long)start + 1, (long long)len, d + 1, (long long)t->shape[d], td_shape_str(t, b, sizeof b));
@@ -334,11 +337,16 @@ td_tensor *td_expand(td_tensor *t, int ndim, const int64_t *in) {
         int64_t have = j >= 0 ? t->shape[j] : 1;
         int64_t want = in[i] == -1 ? have : in[i];
         if (in[i] == -1 && j < 0) return td_fail("expand: -1 not allowed for a new leading dimension");
+        if (want < 0)
+            return td_fail("expand: invalid size %lld in dimension %d (sizes are >= 0, or -1 to keep one)",
+                           (long long)in[i], i + 1);
         if (have != want && have != 1)
             return td_fail("expand: cannot expand a tensor of shape %s to %s (dimension %d)",
                            td_shape_str(t, b1, sizeof b1), td_dims_str(ndim, in, b2, sizeof b2), i + 1);
         shape[i] = want;
         st[i] = (j >= 0 && have == want) ? t->stride[j] : 0;
     }
+    if (td_shape_numel(ndim, shape, TD_MAX_NUMEL) < 0)
+        return td_fail("expand: shape %s holds more than 2^40 elements", td_dims_str(ndim, shape, b2, sizeof b2));
     return record_view(td_alias(t, ndim, shape, st, t->offset), t, "expand", expand_backward);
 }

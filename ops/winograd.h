@@ -13,7 +13,24 @@
 
 #include "conv_kern.h"
 
-/* lanes 0, 2, 4, ... and 1, 3, 5, ... of the pair (a, b); the two halves of interleave(a, b) */
+/* lanes 0, 2, 4, ... and 1, 3, 5, ... of the pair (a, b); the two halves of interleave(a, b).
+ * SHUF(a, b, EVEN) is GCC's __builtin_shuffle with a constant mask; clang (the fuzzing build)
+ * has no __builtin_shuffle, and its __builtin_shufflevector takes the lanes as literal
+ * arguments: the same permutations, spelled out. */
+#if defined(__clang__)
+#if VW == 16
+#define SHUF_EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+#define SHUF_ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
+#define SHUF_ILO(a, b) __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
+#define SHUF_IHI(a, b) __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
+#else
+#define SHUF_EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
+#define SHUF_ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15)
+#define SHUF_ILO(a, b) __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11)
+#define SHUF_IHI(a, b) __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15)
+#endif
+#define SHUF(a, b, mask) SHUF_##mask(a, b)
+#else
 #if VW == 16
 typedef int32_t vidx __attribute__((vector_size(64)));
 static const vidx EVEN = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
@@ -26,6 +43,8 @@ static const vidx EVEN = {0, 2, 4, 6, 8, 10, 12, 14};
 static const vidx ODD = {1, 3, 5, 7, 9, 11, 13, 15};
 static const vidx ILO = {0, 8, 1, 9, 2, 10, 3, 11};
 static const vidx IHI = {4, 12, 5, 13, 6, 14, 7, 15};
+#endif
+#define SHUF(a, b, mask) __builtin_shuffle(a, b, mask)
 #endif
 static inline vf vld(const float *p) { return *(const vfu *)p; }
 static inline void vst(float *p, vf v) { *(vfu *)p = v; }
@@ -159,8 +178,8 @@ static inline void rows_to_pixels(const float *src, int64_t lds, int64_t O, int6
             }
             for (int round = 1; round < VW; round *= 2) {
                 for (int k = 0; k < VW / 2; k++) {
-                    t[2 * k] = __builtin_shuffle(r[k], r[k + VW / 2], ILO);
-                    t[2 * k + 1] = __builtin_shuffle(r[k], r[k + VW / 2], IHI);
+                    t[2 * k] = SHUF(r[k], r[k + VW / 2], ILO);
+                    t[2 * k + 1] = SHUF(r[k], r[k + VW / 2], IHI);
                 }
                 memcpy(r, t, sizeof r);
             }

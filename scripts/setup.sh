@@ -4,9 +4,13 @@
 #   scripts/setup.sh        what building and running tdrl needs (the Jupyter kernel included)
 #   scripts/setup.sh test   and what the tests need besides: Python's Jupyter client and
 #                           nbconvert, which drive the kernel and execute the notebooks
+#   scripts/setup.sh fuzz   and clang (Debian 12: clang 14), which `make fuzz` builds with
 set -e
 PKGS="make gcc pkg-config liblua5.4-dev libopenblas-dev libreadline-dev libstb-dev libjansson-dev zlib1g-dev"
 PKGS="$PKGS libzmq3-dev libssl-dev"
+if [ "${1:-}" = fuzz ]; then # make fuzz: clang with libFuzzer and the sanitizers' runtimes
+  PKGS="$PKGS clang libclang-rt-14-dev" # the runtimes are only recommended by clang-14
+fi
 if [ "${1:-}" = test ]; then
   PKGS="$PKGS python3 python3-zmq python3-jupyter-client python3-nbformat python3-nbclient python3-nbconvert"
   PKGS="$PKGS jupyter-nbconvert"

@@ -19,7 +19,8 @@ td_tensor *tdl_opt_tensor(lua_State *L, int idx); /* NULL if not a tensor */
 int tdl_push_tensor(lua_State *L, td_tensor *t);
 /* Raises a Lua error with td_last_error(). */
 int tdl_error(lua_State *L);
-/* A tensor or a number (turned into a 0-d tensor: new reference in *owned). */
+/* A tensor or a number (turned into a 0-d tensor that a userdata pushed on the stack owns, so
+ * that an error raised later leaks nothing; *owned points to it, borrowed, else NULL). */
 td_tensor *tdl_check_tensor_or_number(lua_State *L, int idx, td_tensor **owned);
 td_generator *tdl_opt_generator(lua_State *L, int idx); /* default generator when absent */
 /* Reads a shape from varargs (3, 4) or a table {3, 4} starting at idx; returns ndim. */

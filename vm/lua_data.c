@@ -443,7 +443,7 @@ static int loader_start(lua_State *L) {
     lua_settop(L, 2); /* fixed argument slots: helpers push below */
     loader_box *b = check_loader(L, 1);
     td_tensor *perm = opt_ids(L, 2, "loader");
-    if (td_loader_start(b->l, perm ? td_i64(perm) : NULL)) return tdl_error(L);
+    if (td_loader_start(b->l, perm ? td_i64(perm) : NULL, perm ? perm->shape[0] : 0)) return tdl_error(L);
     return 0;
 }
 

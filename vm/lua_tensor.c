@@ -4,11 +4,13 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bind.h"
+#include "../ops/checked.h"
 
 /* ---- userdata -------------------------------------------------------------------------------- */
 typedef struct {
@@ -27,12 +29,18 @@ td_tensor *tdl_check_tensor(lua_State *L, int idx) {
     return b->t;
 }
 
+/* The core's allocation checks cannot know which op asked ("tensor: shape ... holds more than
+ * 2^40 elements"): name the Lua function that was called instead, as "zeros: shape ...". */
 int tdl_error(lua_State *L) {
     /* A kernel stopped by Ctrl-C reports "<op>: interrupted". The stop hook that the SIGINT
      * handler set would fire on the call of the error handler and replace that message with a
      * bare "interrupted!" from no op: the kernel has stopped already, so the hook goes. */
     if (td_interrupt_flag) lua_sethook(L, NULL, 0, 0);
-    return luaL_error(L, "%s", td_last_error());
+    const char *msg = td_last_error();
+    lua_Debug ar;
+    if (!strncmp(msg, "tensor: ", 8) && lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name)
+        return luaL_error(L, "%s: %s", ar.name, msg + 8);
+    return luaL_error(L, "%s", msg);
 }
 
 /* Memory held by tensors is invisible to Lua's collector, so tensor bytes drive collections of
@@ -65,13 +73,16 @@ static int tensor_close(lua_State *L) {
     return 0;
 }
 
+/* The 0-d tensor made from a number belongs to a userdata pushed on the stack: a later argument
+ * check that raises (x + {} after 1 + x's scalar was made) then leaks nothing. */
 td_tensor *tdl_check_tensor_or_number(lua_State *L, int idx, td_tensor **owned) {
     *owned = NULL;
     if (lua_type(L, idx) == LUA_TNUMBER) {
-        if (lua_isinteger(L, idx)) *owned = td_full(TD_F32, 0, NULL, (double)lua_tointeger(L, idx));
-        else *owned = td_scalar((float)lua_tonumber(L, idx));
-        if (!*owned) tdl_error(L);
-        return *owned;
+        td_tensor *t = lua_isinteger(L, idx) ? td_full(TD_F32, 0, NULL, (double)lua_tointeger(L, idx))
+                                             : td_scalar((float)lua_tonumber(L, idx));
+        tdl_push_tensor(L, t); /* raises when t is NULL */
+        *owned = t;
+        return t;
     }
     return tdl_check_tensor(L, idx);
 }
@@ -118,10 +129,12 @@ static int gen_set_state(lua_State *L) {
     if (!c) return tdl_error(L);
     memcpy(v, td_i64(c), sizeof v);
     td_release(c);
-    memcpy(g->s, v, sizeof g->s);
-    g->seed = (uint64_t)v[4];
-    g->has_spare = (int)v[5];
-    memcpy(&g->spare, &v[6], sizeof(double));
+    uint64_t st[4];
+    double spare;
+    memcpy(st, v, sizeof st);
+    memcpy(&spare, &v[6], sizeof spare);
+    int has_spare = v[5] == 0 || v[5] == 1 ? (int)v[5] : -1;
+    if (td_generator_set_state(g, st, (uint64_t)v[4], has_spare, spare)) return tdl_error(L);
     lua_settop(L, 1);
     return 1;
 }
@@ -142,6 +155,9 @@ static int manual_seed(lua_State *L) {
 static int cdim(lua_State *L, int idx) {
     lua_Integer d = luaL_checkinteger(L, idx);
     if (d == 0) luaL_argerror(L, idx, "dimensions count from 1 (or from -1 at the end)");
+    /* checked here, before the cast to int: 2^32 + 1 would otherwise become dimension 1 */
+    if (d > TD_MAX_DIMS + 1 || d < -(TD_MAX_DIMS + 1))
+        luaL_argerror(L, idx, lua_pushfstring(L, "dimension %I out of range (tensors have at most %d)", d, TD_MAX_DIMS));
     return d > 0 ? (int)(d - 1) : (int)d;
 }
 
@@ -208,6 +224,24 @@ static create_opts check_opts(lua_State *L, int idx) {
     return o;
 }
 
+/* A Lua number for an int64 tensor: an integer as it is, a float truncated when it lies within
+ * int64's range; false for a float outside it (1e300, nan) or a non-number. */
+static bool to_i64(lua_State *L, int idx, int64_t *out) {
+    if (lua_isinteger(L, idx)) return *out = lua_tointeger(L, idx), true;
+    if (lua_type(L, idx) != LUA_TNUMBER) return false;
+    double v = lua_tonumber(L, idx);
+    if (!(v >= -0x1p63 && v < 0x1p63)) return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+static int64_t check_i64(lua_State *L, int idx, const char *op) {
+    int64_t v = 0;
+    if (!to_i64(L, idx, &v))
+        luaL_error(L, "%s: %s is not a value an int64 tensor can hold", op, luaL_tolstring(L, idx, NULL));
+    return v;
+}
+
 static int push_created(lua_State *L, td_tensor *t, create_opts o) {
     if (t && o.requires_grad && td_set_requires_grad(t, true)) {
         td_release(t);
@@ -240,7 +274,10 @@ static int l_full(lua_State *L) {
     int nd = tdl_check_shape(L, 1, shape, NULL);
     double v = luaL_checknumber(L, 2);
     create_opts o = check_opts(L, 3);
-    return push_created(L, td_full(o.dtype, nd, shape, v), o);
+    int64_t iv = o.dtype == TD_I64 ? check_i64(L, 2, "full") : 0; /* before allocating: it may raise */
+    td_tensor *t = td_full(o.dtype, nd, shape, v);
+    if (t && o.dtype == TD_I64) td_fill_i64_(t, iv);
+    return push_created(L, t, o);
 }
 
 static int l_arange(lua_State *L) {
@@ -316,12 +353,16 @@ static void fill_from(lua_State *L, int idx, int depth, int nd, const int64_t *s
             fill_from(L, lua_gettop(L), depth + 1, nd, shape, t, pos);
         } else {
             double v;
-            if (lua_isboolean(L, -1)) v = lua_toboolean(L, -1);
+            int64_t iv = 0;
+            if (lua_isboolean(L, -1)) v = iv = lua_toboolean(L, -1);
             else if (lua_type(L, -1) == LUA_TNUMBER) v = lua_tonumber(L, -1);
             else return (void)luaL_error(L, "tensor: entry %d at level %d is a %s, not a number", (int)i, depth + 1,
                                          luaL_typename(L, -1));
+            if (t->dtype == TD_I64 && !lua_isboolean(L, -1) && !to_i64(L, -1, &iv))
+                return (void)luaL_error(L, "tensor: entry %d at level %d is %s, out of int64's range", (int)i, depth + 1,
+                                        luaL_tolstring(L, -1, NULL));
             if (t->dtype == TD_F32) td_f32(t)[*pos] = (float)v;
-            else td_i64(t)[*pos] = (int64_t)v;
+            else td_i64(t)[*pos] = iv;
             (*pos)++;
         }
         lua_pop(L, 1);
@@ -331,7 +372,9 @@ static void fill_from(lua_State *L, int idx, int depth, int nd, const int64_t *s
 static int l_tensor(lua_State *L) {
     create_opts o = check_opts(L, 2);
     if (lua_type(L, 1) == LUA_TNUMBER) {
+        int64_t iv = o.dtype == TD_I64 ? check_i64(L, 1, "tensor") : 0;
         td_tensor *t = td_full(o.dtype, 0, NULL, lua_tonumber(L, 1));
+        if (t && o.dtype == TD_I64) td_fill_i64_(t, iv);
         return push_created(L, t, o);
     }
     if (tdl_opt_tensor(L, 1)) {
@@ -413,9 +456,11 @@ static int m_numel(lua_State *L) { lua_pushinteger(L, td_numel(tdl_check_tensor(
 static int m_dtype(lua_State *L) { lua_pushstring(L, td_dtype_name(tdl_check_tensor(L, 1)->dtype)); return 1; }
 static int m_is_contiguous(lua_State *L) { lua_pushboolean(L, td_is_contiguous(tdl_check_tensor(L, 1))); return 1; }
 
-static void push_value(lua_State *L, const td_tensor *t, double v) {
-    if (t->dtype == TD_I64) lua_pushinteger(L, (lua_Integer)v);
-    else lua_pushnumber(L, v);
+/* The element at idx as a Lua value: an int64 element as an integer, read as one (through a
+ * double 2^53 + 1 read back as 2^53). */
+static void push_elem(lua_State *L, const td_tensor *t, const int64_t *idx) {
+    if (t->dtype == TD_I64) lua_pushinteger(L, td_get_i64(t, idx));
+    else lua_pushnumber(L, td_get(t, idx));
 }
 
 static int m_item(lua_State *L) {
@@ -425,7 +470,8 @@ static int m_item(lua_State *L) {
         return luaL_error(L, "item: the tensor has %d elements (shape %s), not one", (int)td_numel(t),
                           td_shape_str(t, b, sizeof b));
     }
-    push_value(L, t, td_get_flat(t, 0));
+    int64_t zero[TD_MAX_DIMS] = {0}; /* the one element: every size is 1 */
+    push_elem(L, t, zero);
     return 1;
 }
 
@@ -452,7 +498,7 @@ static int m_get(lua_State *L) {
     td_tensor *t = tdl_check_tensor(L, 1);
     int64_t idx[TD_MAX_DIMS];
     check_index_args(L, t, 2, lua_gettop(L) - 1, idx, "get");
-    push_value(L, t, td_get(t, idx));
+    push_elem(L, t, idx);
     return 1;
 }
 
@@ -460,11 +506,14 @@ static int m_set(lua_State *L) {
     td_tensor *t = tdl_check_tensor(L, 1);
     int top = lua_gettop(L);
     double v = luaL_checknumber(L, top);
+    int64_t iv = t->dtype == TD_I64 ? check_i64(L, top, "set") : 0;
     int64_t idx[TD_MAX_DIMS];
     check_index_args(L, t, 2, top - 2, idx, "set");
     if (td_grad_enabled() && t->requires_grad)
         return luaL_error(L, "set: in-place change of a tensor that requires grad (use tdrl.no_grad)");
-    td_set(t, idx, v);
+    td_bump_version(t, "set");
+    if (t->dtype == TD_I64) td_set_i64(t, idx, iv);
+    else td_set(t, idx, v);
     lua_settop(L, 1);
     return 1;
 }
@@ -472,13 +521,13 @@ static int m_set(lua_State *L) {
 /* Nested Lua tables of the values. */
 static void push_table(lua_State *L, td_tensor *t, int d, int64_t *idx) {
     if (t->ndim == 0) {
-        push_value(L, t, td_get(t, idx));
+        push_elem(L, t, idx);
         return;
     }
     lua_createtable(L, (int)t->shape[d], 0);
     for (int64_t i = 0; i < t->shape[d]; i++) {
         idx[d] = i;
-        if (d == t->ndim - 1) push_value(L, t, td_get(t, idx));
+        if (d == t->ndim - 1) push_elem(L, t, idx);
         else push_table(L, t, d + 1, idx);
         lua_rawseti(L, -2, i + 1);
     }
@@ -490,6 +539,17 @@ static int m_totable(lua_State *L) {
     luaL_checkstack(L, t->ndim + 4, "totable");
     push_table(L, t, 0, idx);
     return 1;
+}
+
+/* Entry k of the table on the stack top as an integer into *v; false (the table popped or not)
+ * when it is not one: a string or a fraction is an error, never position 0. */
+static bool range_int(lua_State *L, int k, lua_Integer *v) {
+    lua_geti(L, -1, k);
+    int ok;
+    *v = lua_tointegerx(L, -1, &ok);
+    ok = ok && lua_type(L, -1) == LUA_TNUMBER;
+    lua_pop(L, 1);
+    return ok;
 }
 
 /* x[{spec1, spec2, ...}]: a number selects (1-based), {a, b[, step]} keeps a..b inclusive,
@@ -507,21 +567,25 @@ static td_tensor *index_table(lua_State *L, td_tensor *t, int tidx) {
         int ty = lua_geti(L, tidx, i);
         td_tensor *next = NULL;
         int64_t size = cur->shape[d];
-        if (ty == LUA_TNUMBER) {
-            lua_Integer k = lua_tointeger(L, -1);
+        int isint;
+        lua_Integer k = lua_tointegerx(L, -1, &isint);
+        if (ty == LUA_TNUMBER && !isint) {
+            next = td_fail("index: entry %d is %g, not an integer", i, (double)lua_tonumber(L, -1));
+        } else if (ty == LUA_TNUMBER) {
             next = k == 0 ? td_fail("index: entry %d is 0 (indices count from 1)", i)
                           : td_select(cur, d, k > 0 ? k - 1 : k);
         } else if (ty == LUA_TTABLE) {
-            int m = (int)luaL_len(L, -1);
+            lua_Integer m = luaL_len(L, -1);
             lua_Integer a = 1, b = size, step = 1;
-            if (m >= 1) { lua_geti(L, -1, 1); a = lua_tointeger(L, -1); lua_pop(L, 1); }
-            if (m >= 2) { lua_geti(L, -1, 2); b = lua_tointeger(L, -1); lua_pop(L, 1); }
-            else if (m == 1) b = a;
-            if (m >= 3) { lua_geti(L, -1, 3); step = lua_tointeger(L, -1); lua_pop(L, 1); }
-            if (a < 0) a += size + 1;
-            if (b < 0) b += size + 1;
-            next = (a < 1 || b > size || b < a - 1)
-                       ? td_fail("index: range {%d, %d} out of bounds for dimension %d of size %d", (int)a, (int)b, d + 1, (int)size)
+            bool ok = m <= 3 && (m < 1 || range_int(L, 1, &a)) && (m < 2 || range_int(L, 2, &b)) &&
+                      (m < 3 || range_int(L, 3, &step));
+            if (m == 1) b = a;
+            if (ok && a < 0) a += size + 1;
+            if (ok && b < 0) b += size + 1;
+            next = !ok ? td_fail("index: entry %d must be a range {first, last[, step]} of integers", i)
+                   : (a < 1 || b > size || b < a - 1)
+                       ? td_fail("index: range {%lld, %lld} out of bounds for dimension %d of size %lld", (long long)a,
+                                 (long long)b, d + 1, (long long)size)
                        : td_slice(cur, d, a - 1, b, step);
             d++;
         } else {
@@ -562,7 +626,7 @@ static int m_index(lua_State *L) {
         td_tensor *s = td_select(t, 0, k > 0 ? k - 1 : k);
         if (!s) return tdl_error(L);
         if (s->ndim == 0) {
-            push_value(L, s, td_get(s, NULL));
+            push_elem(L, s, NULL);
             td_release(s);
             return 1;
         }
@@ -583,6 +647,9 @@ static int m_newindex(lua_State *L) {
             td_tensor *g = lua_isnil(L, 3) ? NULL : tdl_check_tensor(L, 3);
             if (g && (g->ndim != t->ndim || memcmp(g->shape, t->shape, sizeof(int64_t) * t->ndim)))
                 return luaL_error(L, "grad: assigned gradient has a different shape from the tensor");
+            if (g && (g->dtype != TD_F32 || t->dtype != TD_F32))
+                return luaL_error(L, "grad: gradients are float32, got a %s gradient for a %s tensor",
+                                  td_dtype_name(g->dtype), td_dtype_name(t->dtype));
             td_retain(g);
             td_release(t->grad);
             t->grad = g;
@@ -607,7 +674,11 @@ static int m_newindex(lua_State *L) {
     }
     int rc;
     if (lua_type(L, 3) == LUA_TNUMBER) {
-        rc = td_fill_(view, lua_tonumber(L, 3));
+        int64_t iv;
+        rc = view->dtype == TD_I64 && !to_i64(L, 3, &iv)
+                 ? td_fail_int("index assignment: %g is not a value an int64 tensor can hold", (double)lua_tonumber(L, 3))
+             : view->dtype == TD_I64 ? td_fill_i64_(view, iv)
+                                     : td_fill_(view, lua_tonumber(L, 3));
     } else {
         td_tensor *src = tdl_opt_tensor(L, 3);
         rc = src ? td_copy_(view, src) : td_fail_int("index assignment: value must be a number or a tensor");
@@ -672,7 +743,12 @@ static int m_permute(lua_State *L) {
         char b[TD_SHAPE_BUF];
         return luaL_error(L, "permute: %d dimensions given for a tensor of shape %s", n, td_shape_str(t, b, sizeof b));
     }
-    for (int i = 0; i < n; i++) perm[i] = p[i] > 0 ? (int)p[i] - 1 : (int)p[i];
+    for (int i = 0; i < n; i++) {
+        if (p[i] == 0 || p[i] > n || p[i] < -n)
+            return luaL_error(L, "permute: entry %d is %I, not a dimension of a %d-dimensional tensor (1..%d or -%d..-1)",
+                              i + 1, (lua_Integer)p[i], n, n, n);
+        perm[i] = p[i] > 0 ? (int)p[i] - 1 : (int)p[i];
+    }
     return tdl_push_tensor(L, td_permute(t, perm));
 }
 
@@ -733,36 +809,48 @@ static int m_flatten(lua_State *L) {
     return tdl_push_tensor(L, td_reshape(t, k, shape));
 }
 
-/* split(size_or_sizes, dim) and chunk(n, dim): tables of narrow views */
+/* split(size_or_sizes, dim) and chunk(n, dim): tables of narrow views. As many parts as the
+ * dimension holds (5,000 rows split by 1 are 5,000 views): the part sizes live in a userdata,
+ * not in a fixed array. */
 static int split_impl(lua_State *L, bool chunk) {
+    const char *op = chunk ? "chunk" : "split";
     td_tensor *t = tdl_check_tensor(L, 1);
-    int d = td_norm_dim(t, optcdim(L, 3, 0), chunk ? "chunk" : "split");
+    int d = td_norm_dim(t, optcdim(L, 3, 0), op);
     if (d < 0) return tdl_error(L);
-    if (t->ndim == 0) return luaL_error(L, "%s: cannot split a 0-dimensional tensor", chunk ? "chunk" : "split");
-    int64_t size = t->shape[d], sizes[4096];
-    int n = 0;
+    if (t->ndim == 0) return luaL_error(L, "%s: cannot split a 0-dimensional tensor", op);
+    int64_t size = t->shape[d], n = 0, *sizes;
     if (!chunk && lua_istable(L, 2)) {
-        int m = (int)luaL_len(L, 2);
+        lua_Integer m = luaL_len(L, 2);
         int64_t total = 0;
-        if (m > 4096) return luaL_error(L, "split: too many parts");
-        for (int i = 0; i < m; i++) {
+        if (m < 0) return luaL_error(L, "split: the size list has length %I", m);
+        sizes = lua_newuserdatauv(L, sizeof *sizes * (size_t)(m ? m : 1), 0);
+        for (lua_Integer i = 0; i < m; i++) {
+            int ok;
             lua_geti(L, 2, i + 1);
-            sizes[n++] = lua_tointeger(L, -1);
-            total += sizes[n - 1];
+            lua_Integer v = lua_tointegerx(L, -1, &ok);
+            if (!ok || lua_type(L, -1) != LUA_TNUMBER)
+                return luaL_error(L, "split: size %I is %s, not an integer", i + 1, luaL_tolstring(L, -1, NULL));
+            if (v < 0) return luaL_error(L, "split: size %I is %I (sizes are >= 0)", i + 1, v);
+            if (!td_add_ok(total, v, &total)) total = INT64_MAX;
+            sizes[n++] = v;
             lua_pop(L, 1);
         }
         if (total != size)
-            return luaL_error(L, "split: sizes add up to %d but dimension %d has size %d", (int)total, d + 1, (int)size);
+            return luaL_error(L, "split: sizes add up to %I but dimension %d has size %I", (lua_Integer)total, d + 1,
+                              (lua_Integer)size);
     } else {
         lua_Integer k = luaL_checkinteger(L, 2);
         if (k <= 0) return luaL_argerror(L, 2, "must be positive");
-        int64_t part = chunk ? (size + k - 1) / k : k;
+        int64_t part = chunk ? size / k + (size % k != 0) : k;
         if (part == 0) part = 1;
-        for (int64_t s = 0; s < size && n < 4096; s += part) sizes[n++] = size - s < part ? size - s : part;
+        int64_t parts = size / part + (size % part != 0);
+        sizes = lua_newuserdatauv(L, sizeof *sizes * (size_t)(parts ? parts : 1), 0);
+        for (int64_t s = 0; n < parts; s += part) sizes[n++] = size - s < part ? size - s : part;
     }
-    lua_createtable(L, n, 0);
+    if (n > INT_MAX) return luaL_error(L, "%s: %I parts are more than a Lua table holds", op, (lua_Integer)n);
+    lua_createtable(L, (int)n, 0);
     int64_t start = 0;
-    for (int i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         tdl_push_tensor(L, td_narrow(t, d, start, sizes[i]));
         lua_rawseti(L, -2, i + 1);
         start += sizes[i];
@@ -810,11 +898,10 @@ static int m_masked_fill(lua_State *L) {
     return tdl_push_tensor(L, td_masked_fill(t, tdl_check_tensor(L, 2), luaL_checknumber(L, 3)));
 }
 static int l_where(lua_State *L) {
+    lua_settop(L, 3); /* fixed slots: a number's tensor is pushed above them */
     td_tensor *c = tdl_check_tensor(L, 1), *oa, *ob;
     td_tensor *a = tdl_check_tensor_or_number(L, 2, &oa), *b = tdl_check_tensor_or_number(L, 3, &ob);
     td_tensor *r = td_where(c, a, b);
-    td_release(oa);
-    td_release(ob);
     return tdl_push_tensor(L, r);
 }
 
@@ -824,15 +911,19 @@ static int ret_self(lua_State *L, int rc) {
     lua_settop(L, 1);
     return 1;
 }
-static int m_fill_(lua_State *L) { return ret_self(L, td_fill_(tdl_check_tensor(L, 1), luaL_checknumber(L, 2))); }
+static int m_fill_(lua_State *L) {
+    td_tensor *t = tdl_check_tensor(L, 1);
+    luaL_checknumber(L, 2);
+    return ret_self(L, t->dtype == TD_I64 ? td_fill_i64_(t, check_i64(L, 2, "fill_")) : td_fill_(t, lua_tonumber(L, 2)));
+}
 static int m_zero_(lua_State *L) { return ret_self(L, td_fill_(tdl_check_tensor(L, 1), 0)); }
 static int m_copy_(lua_State *L) { return ret_self(L, td_copy_(tdl_check_tensor(L, 1), tdl_check_tensor(L, 2))); }
 static int m_add_(lua_State *L) {
+    lua_settop(L, 3); /* fixed slots: a number's tensor is pushed above them */
     td_tensor *t = tdl_check_tensor(L, 1), *o;
     td_tensor *s = tdl_check_tensor_or_number(L, 2, &o);
-    int rc = td_add_(t, s, luaL_optnumber(L, 3, 1.0));
-    td_release(o);
-    return ret_self(L, rc);
+    (void)o;
+    return ret_self(L, td_add_(t, s, luaL_optnumber(L, 3, 1.0)));
 }
 static int m_mul_(lua_State *L) { return ret_self(L, td_mul_scalar_(tdl_check_tensor(L, 1), luaL_checknumber(L, 2))); }
 static int m_uniform_(lua_State *L) {
@@ -846,16 +937,19 @@ static int m_normal_(lua_State *L) {
 
 /* ---- elementwise ------------------------------------------------------------------------------ */
 static int binary_op(lua_State *L, td_binary_op op) {
-    td_tensor *oa, *ob;
-    td_tensor *a = tdl_check_tensor_or_number(L, 1, &oa);
-    td_tensor *b = tdl_check_tensor_or_number(L, 2, &ob);
+    bool na = lua_type(L, 1) == LUA_TNUMBER, nb = lua_type(L, 2) == LUA_TNUMBER;
     td_tensor *r;
-    /* number op tensor keeps the tensor's dtype rules: use the scalar path */
-    if (oa && !ob) r = td_binary_scalar(op, b, lua_tonumber(L, 1), true);
-    else if (ob && !oa) r = td_binary_scalar(op, a, lua_tonumber(L, 2), false);
-    else r = td_binary(op, a, b);
-    td_release(oa);
-    td_release(ob);
+    /* number op tensor keeps the tensor's dtype rules: the scalar path, no tensor for the number */
+    if (na && !nb) {
+        r = td_binary_scalar(op, tdl_check_tensor(L, 2), lua_tonumber(L, 1), true);
+    } else if (nb && !na) {
+        r = td_binary_scalar(op, tdl_check_tensor(L, 1), lua_tonumber(L, 2), false);
+    } else {
+        td_tensor *oa, *ob;
+        lua_settop(L, 2); /* fixed slots: a number's tensor is pushed above them */
+        td_tensor *a = tdl_check_tensor_or_number(L, 1, &oa), *b = tdl_check_tensor_or_number(L, 2, &ob);
+        r = td_binary(op, a, b);
+    }
     return tdl_push_tensor(L, r);
 }
 #define BIN(name, op) static int m_##name(lua_State *L) { return binary_op(L, op); }
@@ -1005,7 +1099,10 @@ static int l_no_grad(lua_State *L) {
 
 /* ---- threads, memory, raw BLAS ------------------------------------------------------------- */
 static int l_set_num_threads(lua_State *L) {
-    td_set_num_threads((int)luaL_checkinteger(L, 1));
+    lua_Integer n = luaL_checkinteger(L, 1);
+    if (n < 1 || n > td_max_threads())
+        return luaL_error(L, "set_num_threads: %I threads (1 to %d on this machine)", n, td_max_threads());
+    if (td_set_num_threads((int)n)) return tdl_error(L);
     return 0;
 }
 static int l_get_num_threads(lua_State *L) {

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,6 +85,31 @@ static void on_sigint(int sig) {
     errno = saved_errno;
 }
 
+/* SIGTERM, what a cluster scheduler sends before it kills a job: a job that defers interrupts
+ * (the trainer) takes it as a deferred Ctrl-C, so it stops at its next step boundary and saves
+ * its checkpoint, as on SIGINT; the process then exits 143 (128 + SIGTERM). Anything else, or a
+ * second SIGTERM, terminates as by default. Not blocked with SIGINT: a REPL waiting for input
+ * must still die of it. */
+static volatile sig_atomic_t got_sigterm = 0;
+
+static void on_sigterm(int sig) {
+    int saved_errno = errno;
+    if (!pthread_equal(pthread_self(), main_thread)) { /* a worker got it: the main thread decides */
+        pthread_kill(main_thread, sig);
+        errno = saved_errno;
+        return;
+    }
+    if (running_L != NULL && td_interrupt_defer && !got_sigterm) {
+        got_sigterm = 1;
+        td_interrupt_pending = 1;
+        errno = saved_errno;
+        return;
+    }
+    signal(sig, SIG_DFL);
+    raise(sig); /* delivered when this handler returns */
+    errno = saved_errno;
+}
+
 void host_signal_set(sigset_t *set) {
     sigemptyset(set);
     sigaddset(set, SIGINT);
@@ -102,6 +128,8 @@ void host_signals_init(void) {
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0; /* no SA_RESTART: a blocking read in Lua code returns on Ctrl-C */
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_sigterm;
+    sigaction(SIGTERM, &sa, NULL);
 }
 
 /* ---- calling Lua -------------------------------------------------------------------------- */
@@ -502,6 +530,8 @@ static int pmain(lua_State *L) {
     }
     luaL_openlibs(L);
     host_wrap_execute(L);
+    struct winsize ws; /* printed tensors wrap at the terminal's width (80 on a pipe) */
+    if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) td_set_print_width(ws.ws_col);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_tdrl_core);
     lua_setfield(L, -2, "tdrl.core");
@@ -534,7 +564,7 @@ static int pmain(lua_State *L) {
     res->exit_status = 0;
     return 0;
 failed:
-    res->exit_status = interrupted ? TDRL_EXIT_INTERRUPTED : 1;
+    res->exit_status = interrupted ? (got_sigterm ? 128 + SIGTERM : TDRL_EXIT_INTERRUPTED) : 1;
     return 0;
 }
 

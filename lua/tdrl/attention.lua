@@ -13,7 +13,12 @@ local M = {}
 
 --- Jensen-Shannon divergence of two distributions (lists or 1-D tensors), base-2 logs:
 --- 0 for identical profiles, 1 for disjoint ones
+-- arguments checked up front: a wrong call names the function, not one of its lines
+local function need(cond, fmt, ...) if not cond then error(string.format(fmt, ...), 3) end end
+
 function M.jsd(a, b)
+  need((type(a) == "table" or T.is_tensor(a)) and (type(b) == "table" or T.is_tensor(b)),
+    "jsd: expected two distributions (lists or 1-D tensors), got %s and %s", type(a), type(b))
   if T.is_tensor(a) then a = a:totable() end
   if T.is_tensor(b) then b = b:totable() end
   if #a ~= #b then error(string.format("jsd: distributions of %d and %d bins", #a, #b), 2) end
@@ -32,6 +37,8 @@ end
 --- mean CLS attention over the time tokens of a trained analysis head on trajectories
 --- (B, P, latent): averaged over examples and heads -> list of P numbers summing to 1
 function M.profile_of(head, tr, batch)
+  need(type(head) == "table" and type(head.eval) == "function", "attention.profile_of: expected a trained head, got %s", type(head))
+  need(type(tr) == "table" and T.is_tensor(tr.codes), "attention.profile_of: expected trajectories {codes =, ...}, got %s", type(tr))
   head:eval()
   local P = tr.codes:size(2)
   local sum = T.zeros(P)
@@ -58,6 +65,9 @@ end
 --- per_seed = {{...}, ...}, ablation = {all =, without_mid =, only_mid =, mid_time =} (test
 --- accuracies averaged over seeds)}}, times = {...}, task_order = {...}}
 function M.profiles(sets, opts)
+  need(type(sets) == "table" and sets.train and sets.val and sets.test,
+    "attention.profiles: expected {train =, val =, test =} trajectory sets, got %s", type(sets))
+  need(opts == nil or type(opts) == "table", "attention.profiles: options must be a table, got %s", type(opts))
   opts = opts or {}
   local cfg = {}
   for k, v in pairs(opts) do cfg[k] = v end
@@ -102,6 +112,8 @@ end
 
 --- the task x task JSD matrix of profiles (from profiles()) -> (K, K) tensor, names
 function M.jsd_matrix(prof)
+  need(type(prof) == "table" and type(prof.task_order) == "table" and type(prof.tasks) == "table",
+    "attention.jsd_matrix: expected the result of profiles(), got %s", type(prof))
   local names = prof.task_order
   local K = #names
   local J = T.zeros(K, K)
@@ -149,6 +161,9 @@ end
 --- the t = 0.5 ablation: test accuracy of a trained Transformer head with all tokens, with the
 --- token nearest t = 0.5 hidden, and with only that token visible
 function M.ablation(head, te, task)
+  need(type(head) == "table" and type(head.eval) == "function", "attention.ablation: expected a trained head, got %s", type(head))
+  need(type(te) == "table" and T.is_tensor(te.times) and T.is_tensor(te.codes),
+    "attention.ablation: expected test trajectories {codes =, times =, ...}, got %s", type(te))
   local times = te.times:totable()
   local mid, best = 1, math.huge
   for i, t in ipairs(times) do

@@ -123,6 +123,42 @@ local function decode_field(meta, key, path)
   return v
 end
 
+-- Fields a damaged or hand-edited file can get wrong, checked on load so that the error names
+-- the file and the field ('step' = "abc", "-5" or "1e300" loaded as nil or as a negative step).
+local function check_count(v, path, field)
+  local n = math.type(v) == "integer" and v or (type(v) == "number" and math.tointeger(v))
+  if not n or n < 0 then
+    error(string.format("checkpoint.load: %s: %s is %s, not a non-negative integer", path, field,
+      type(v) == "string" and string.format("%q", v) or tostring(v)), 0)
+  end
+  return n
+end
+
+local function check_step(s, path)
+  if s == nil then return nil end
+  if type(s) ~= "string" or not s:match("^%d+$") or not math.tointeger(tonumber(s)) then
+    error(string.format("checkpoint.load: %s: metadata 'step' is %q, not a non-negative integer", path, tostring(s)), 0)
+  end
+  return math.tointeger(tonumber(s))
+end
+
+local function check_optimizer(o, path)
+  if type(o) ~= "table" then
+    error(string.format("checkpoint.load: %s: metadata 'optimizer' is a %s, not an object", path, type(o)), 0)
+  end
+  if type(o.param_groups) ~= "table" then
+    error(string.format("checkpoint.load: %s: metadata 'optimizer' has no param_groups list", path), 0)
+  end
+  for i, e in pairs(o.state or {}) do
+    if type(e) ~= "table" then
+      error(string.format("checkpoint.load: %s: optimizer.state.%s is a %s, not an object", path, tostring(i), type(e)), 0)
+    end
+    for k, v in pairs(e) do
+      if not T.is_tensor(v) then check_count(v, path, string.format("optimizer.state.%s.%s", tostring(i), k)) end
+    end
+  end
+end
+
 --- load(path [, targets]) -> checkpoint table; with targets {model=, optimizer=, ema=, schedule=,
 --- generators = {name = g}, strict = true} the state is restored into them
 function M.load(path, targets)
@@ -144,20 +180,37 @@ function M.load(path, targets)
       local group, rest = name:match("^([^.]+)%.(.+)$")
       if group == "model" then ck.model[rest] = t
       elseif group == "extra" then ck.extra[rest] = t
-      elseif group == "rng" then ck.generators[rest] = t end
+      elseif group == "rng" then
+        if t:dtype() ~= "int64" or t:dim() ~= 1 or t:numel() ~= 7 then
+          error(string.format("checkpoint.load: %s: tensor '%s' must be an int64 generator state of 7 values, got %s %s",
+            path, name, t:dtype(), table.concat(t:size(), "x")), 0)
+        end
+        local v = t:totable()
+        if v[1] == 0 and v[2] == 0 and v[3] == 0 and v[4] == 0 then
+          error(string.format("checkpoint.load: %s: tensor '%s' is a generator state of zeros, which never changes",
+            path, name), 0)
+        end
+        ck.generators[rest] = t
+      end
     end
     if meta.model == nil then ck.model = nil end
-    ck.step = meta.step and math.tointeger(tonumber(meta.step)) or nil
+    ck.step = check_step(meta.step, path)
     ck.config = decode_field(meta, "config", path)
     for _, key in ipairs({"optimizer", "ema", "schedule"}) do
       local v = decode_field(meta, key, path)
-      if v ~= nil then ck[key] = join_tensors(v, tensors, key) end
+      if v ~= nil then ck[key] = join_tensors(v, tensors, path .. ": " .. key) end
     end
+    if ck.optimizer ~= nil then check_optimizer(ck.optimizer, path) end
   end)
   if not r_ok then error(tostring(r_err), 2) end
   if targets then
     local a_ok, a_err = pcall(M.restore, ck, targets)
-    if not a_ok then error(tostring(a_err), 2) end
+    if not a_ok then
+      -- a module's or optimiser's own message (load_state_dict (Sequential): ...) gets the file
+      a_err = tostring(a_err)
+      if not a_err:find(path, 1, true) then a_err = "checkpoint.load: " .. path .. ": " .. a_err end
+      error(a_err, 2)
+    end
   end
   return ck
 end
@@ -165,6 +218,8 @@ end
 --- restore(ck, {model=, optimizer=, ema=, schedule=, generators=, strict = true}): puts a loaded
 --- checkpoint's state into live objects (everything is checked before the model is changed)
 function M.restore(ck, targets)
+  if type(ck) ~= "table" then error("checkpoint.restore: expected a loaded checkpoint, got " .. type(ck), 2) end
+  if type(targets) ~= "table" then error("checkpoint.restore: expected targets {model =, ...}, got " .. type(targets), 2) end
   local p = ck.path or "checkpoint"
   local function need(key)
     if ck[key] == nil then error(string.format("checkpoint: %s holds no %s state", p, key), 0) end
@@ -186,7 +241,10 @@ function M.restore(ck, targets)
   if targets.ema then targets.ema:load_state_dict(ck.ema) end
   if sched then sched:load_state_dict(ck.schedule) end
   if targets.generators then
-    for name, g in pairs(targets.generators) do g:set_state(ck.generators[name]) end
+    for name, g in pairs(targets.generators) do
+      local ok, err = pcall(g.set_state, g, ck.generators[name])
+      if not ok then error(string.format("checkpoint: %s: tensor 'rng.%s': %s", p, name, tostring(err)), 0) end
+    end
   end
   return ck
 end

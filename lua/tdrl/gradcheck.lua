@@ -13,6 +13,8 @@ local function loss_of(fn, inputs, R)
 end
 
 function M.check(fn, inputs, opts)
+  if type(fn) ~= "function" then error("gradcheck.check: expected a function, got " .. type(fn), 2) end
+  if type(inputs) ~= "table" then error("gradcheck.check: inputs must be a list of tensors, got " .. type(inputs), 2) end
   opts = opts or {}
   local eps = opts.eps or 1e-2
   local gen = T.Generator(opts.seed or 7)

@@ -143,9 +143,9 @@ function M.decode(s)
     local t = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
     if not t or t == "" or t == "-" then fail("bad number") end
     pos = pos + #t
-    local v
-    if t:find("[%.eE]") then v = tonumber(t) + 0.0 else v = math.tointeger(tonumber(t)) or tonumber(t) end
+    local v = tonumber(t) -- nil for a cut exponent ("1e", "1.e+"), which the pattern lets through
     if v == nil then fail("bad number '" .. t .. "'") end
+    if t:find("[%.eE]") then v = v + 0.0 else v = math.tointeger(v) or v end
     return v
   end
   function value(depth)

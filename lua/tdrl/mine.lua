@@ -59,7 +59,12 @@ end
 
 --- the statistics network: Linear(2d, 256) - ELU - Linear(256, 256) - ELU - Linear(256, 1),
 --- Xavier-uniform weights and zero biases
+-- arguments checked up front, so that a wrong call names the function, not a line of it
+local function need(cond, fmt, ...) if not cond then error(string.format(fmt, ...), 3) end end
+
 function M.network(d, o)
+  need(math.type(d) == "integer" and d >= 1, "mine.network: the code width must be a positive integer, got %s", tostring(d))
+  need(o == nil or type(o) == "table", "mine.network: options must be a table, got %s", type(o))
   o = o or {}
   local g = o.generator
   local h = o.hidden or 256
@@ -80,6 +85,9 @@ end
 --- "train" for the reference's readout (the moving average of the last `readout` training
 --- estimates); clamp = false to keep negative readouts
 function M.estimate(X, Y, o)
+  need(T.is_tensor(X) and T.is_tensor(Y) and X:dim() >= 1 and Y:dim() >= 1,
+    "mine.estimate: X and Y must be tensors of samples, got %s and %s", type(X), type(Y))
+  need(o == nil or type(o) == "table", "mine.estimate: options must be a table, got %s", type(o))
   local cfg = {}
   for k, v in pairs(M.defaults) do cfg[k] = v end
   for k, v in pairs(o or {}) do cfg[k] = v end
@@ -229,6 +237,9 @@ end
 --- mean of the cells with |i - j| <= band (off the diagonal) and of those farther away:
 --- how concentrated the matrix is near its diagonal
 function M.diagonal_concentration(m, band)
+  need(T.is_tensor(m) and m:dim() == 2, "mine.diagonal_concentration: expected a (P, P) matrix, got %s",
+    T.is_tensor(m) and table.concat(m:size(), "x") or type(m))
+  need(band == nil or type(band) == "number", "mine.diagonal_concentration: band must be a number, got %s", type(band))
   band = band or 1
   local P = m:size(1)
   local near, nn_, far, nf = 0, 0, 0, 0

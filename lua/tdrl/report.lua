@@ -22,6 +22,7 @@ for i = 0, 63 do B64_ENC[i] = B64:sub(i + 1, i + 1) end
 
 --- standard base64 (RFC 4648, with padding)
 function M.base64(s)
+  if type(s) ~= "string" then error("report.base64: expected a string, got " .. type(s), 2) end
   local out, n = {}, 0
   local len = #s
   local byte = string.byte

@@ -39,6 +39,14 @@ end
 --- extract(model or encoder, data, {granularity = 10 | times = {...}, batch = 256 (at most), progress = bar-label})
 --- data: a tdrl.data view, an (N, C, H, W) tensor, or {images =, labels =, tasks =, classes =}
 function M.extract(model, ds, o)
+  if type(model) ~= "table" then error("traj.extract: expected a model or an encoder, got " .. type(model), 2) end
+  if not (T.is_tensor(ds) or type(ds) == "table") then
+    error("traj.extract: expected a data set, a tensor or {images =, ...}, got " .. type(ds), 2)
+  end
+  if type(ds) == "table" and not ds.images and type(ds.tensors) ~= "function" then
+    error("traj.extract: the data has neither images nor a tensors() method", 2)
+  end
+  if o ~= nil and type(o) ~= "table" then error("traj.extract: options must be a table, got " .. type(o), 2) end
   o = o or {}
   local enc = model.encoder or model
   local times = o.times or M.times(o.granularity or 10)
@@ -72,6 +80,10 @@ end
 
 --- save(path, traj, provenance): one safetensors file, written atomically
 function M.save(path, tr, provenance)
+  if type(path) ~= "string" then error("traj.save: the path must be a string, got " .. type(path), 2) end
+  if type(tr) ~= "table" or not T.is_tensor(tr.codes) or not T.is_tensor(tr.times) then
+    error("traj.save: " .. path .. ": expected trajectories {codes =, times =, ...}, got " .. type(tr), 2)
+  end
   local tensors = {codes = tr.codes:contiguous(), times = tr.times}
   for task, y in pairs(tr.labels or {}) do tensors["labels." .. task] = y end
   T.save(path, tensors, {format = "tdrl.trajectories", tasks = json.encode(tr.tasks or {}),
@@ -79,22 +91,68 @@ function M.save(path, tr, provenance)
   return path
 end
 
+-- A trajectory file is checked field by field on load, so that a damaged one is refused with
+-- the file and the field named (codes and labels of different lengths, labels out of range or
+-- float, times of the wrong length all loaded without complaint).
+local function shape_of(t) return table.concat(t:size(), "x") end
+
 function M.load(path)
   local t, meta = T.load(path)
   if meta.format ~= "tdrl.trajectories" or not t.codes then
     error("traj.load: " .. path .. " is not a trajectory file (no 'codes' tensor or format tag)", 2)
   end
-  local tr = {codes = t.codes, times = t.times, labels = {}, tasks = json.decode(meta.tasks or "[]"),
-    classes = json.decode(meta.classes or "{}"), provenance = json.decode(meta.provenance or "{}")}
+  local function bad(fmt, ...) error("traj.load: " .. path .. ": " .. string.format(fmt, ...), 3) end
+  local function field(key, default, kind)
+    local ok, v = pcall(json.decode, meta[key] or default)
+    if not ok then bad("metadata '%s' is not valid JSON (%s)", key, tostring(v)) end
+    if type(v) ~= "table" then bad("metadata '%s' is a %s, not a JSON %s", key, type(v), kind) end
+    return v
+  end
+  local codes, times = t.codes, t.times
+  if codes:dtype() ~= "float32" or codes:dim() ~= 3 then
+    bad("tensor 'codes' is %s %s, not float32 (N, P, latent)", codes:dtype(), shape_of(codes))
+  end
+  local N, P = codes:size(1), codes:size(2)
+  if not times then bad("tensor 'times' is missing") end
+  if times:dtype() ~= "float32" or times:dim() ~= 1 or times:size(1) ~= P then
+    bad("tensor 'times' is %s %s; the codes (%s) have %d time points", times:dtype(), shape_of(times), shape_of(codes), P)
+  end
+  if times:ne(times):sum():item() > 0 then bad("tensor 'times' holds NaN") end
+  local tr = {codes = codes, times = times, labels = {}, tasks = field("tasks", "[]", "array"),
+    classes = field("classes", "{}", "object"), provenance = field("provenance", "{}", "object")}
+  for i, task in ipairs(tr.tasks) do
+    if type(task) ~= "string" then bad("metadata 'tasks' entry %d is a %s, not a name", i, type(task)) end
+  end
+  for task, k in pairs(tr.classes) do
+    if math.type(k) ~= "integer" or k < 1 then bad("metadata 'classes' gives task '%s' %s classes", tostring(task), tostring(k)) end
+  end
   for k, v in pairs(t) do
     local task = k:match("^labels%.(.+)$")
-    if task then tr.labels[task] = v end
+    if task then
+      if v:dtype() ~= "int64" or v:dim() ~= 1 or v:size(1) ~= N then
+        bad("tensor '%s' is %s %s; labels are int64 (N) and the codes (%s) hold %d samples", k, v:dtype(), shape_of(v),
+          shape_of(codes), N)
+      end
+      local nc = tr.classes[task]
+      if N > 0 and (v:min():item() < 0 or (nc and v:max():item() >= nc)) then
+        bad("tensor '%s' holds labels from %d to %d, outside 0..%s", k, v:min():item(), v:max():item(),
+          nc and tostring(nc - 1) or "")
+      end
+      tr.labels[task] = v
+    end
+  end
+  for _, task in ipairs(tr.tasks) do
+    if not tr.labels[task] then bad("metadata 'tasks' names '%s' but the file has no tensor 'labels.%s'", task, task) end
   end
   return tr
 end
 
 --- a view with only some time points (positions from 1): for MLP-per-point and ablations
 function M.select_points(tr, points)
+  if type(tr) ~= "table" or not T.is_tensor(tr.codes) or not T.is_tensor(tr.times) then
+    error("traj.select_points: expected trajectories {codes =, times =, ...}, got " .. type(tr), 2)
+  end
+  if type(points) ~= "table" then error("traj.select_points: points must be a list of positions, got " .. type(points), 2) end
   local idx = {}
   for i, p in ipairs(points) do idx[i] = p - 1 end
   local ix = T.tensor(idx, "int64")

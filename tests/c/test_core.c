@@ -164,6 +164,33 @@ static void test_autograd(td_generator *g) {
     td_release(x);
 }
 
+/* Shapes whose products wrap around 2^64 (issue 22, items 1 and 17): refused with the op named. */
+static void test_size_overflow(void) {
+    td_tensor *x = td_zeros(TD_F32, 2, (int64_t[]){3, 4});
+    int64_t wrap[4] = {3, 4, 7, 0x6DB6DB6DB6DB6DB7}; /* 12 elements modulo 2^64 */
+    td_tensor *v = td_view(x, 4, wrap);
+    CHECK(!v && strstr(td_last_error(), "view:"), "view of a wrapping shape refused (%s)", td_last_error());
+    td_release(v);
+    v = td_reshape(x, 4, wrap);
+    CHECK(!v && strstr(td_last_error(), "reshape:"), "reshape of a wrapping shape refused (%s)", td_last_error());
+    td_release(v);
+    td_tensor *e = td_empty(TD_F32, 4, wrap);
+    CHECK(!e && strstr(td_last_error(), "more than 2^40"), "empty with a wrapping shape refused (%s)", td_last_error());
+    td_release(e);
+    td_tensor *one = td_zeros(TD_F32, 2, (int64_t[]){1, 1});
+    e = td_expand(one, 2, (int64_t[]){1 << 30, 1 << 30});
+    CHECK(!e && strstr(td_last_error(), "expand:"), "expand past 2^40 elements refused (%s)", td_last_error());
+    td_release(e);
+    e = td_expand(one, 2, (int64_t[]){-5, 1});
+    CHECK(!e && strstr(td_last_error(), "-5"), "expand to a negative size refused (%s)", td_last_error());
+    td_release(e);
+    td_tensor *n = td_narrow(x, 1, 2, INT64_MAX);
+    CHECK(!n && strstr(td_last_error(), "narrow:"), "narrow whose end wraps refused (%s)", td_last_error());
+    td_release(n);
+    td_release(one);
+    td_release(x);
+}
+
 int main(void) {
     td_threads_init();
     td_generator g;
@@ -174,5 +201,6 @@ int main(void) {
     test_reduce(&g);
     test_errors(&g);
     test_autograd(&g);
+    test_size_overflow();
     return check_failures != 0;
 }

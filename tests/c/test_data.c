@@ -94,6 +94,22 @@ static void test_idx(void) {
     int rc = td_idx_read(path_of("trunc.idx"), &x);
     CHECK(rc == -1 && has(td_last_error(), "trunc.idx") && has(td_last_error(), "truncated at byte offset 35"),
           "idx: truncated data names file and offset: %s", td_last_error());
+    /* a 57-byte file whose header announces 2^40 elements (issue 22, item 12): refused as
+     * truncated, raw or gzip'd, without allocating what it claims */
+    {
+        uint8_t big[57] = {0, 0, 0x08, 3, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0}; /* 65536 x 65536 x 256 ubyte */
+        write_bytes(path_of("huge.idx"), big, sizeof big);
+        gzFile hz = gzopen(path_of("huge.idx.gz"), "wb");
+        gzwrite(hz, big, sizeof big);
+        gzclose(hz);
+        const char *names[2] = {"huge.idx", "huge.idx.gz"};
+        for (int k = 0; k < 2; k++) {
+            rc = td_idx_read(path_of(names[k]), &x);
+            CHECK(rc == -1 && has(td_last_error(), names[k]) && has(td_last_error(), "truncated") &&
+                      has(td_last_error(), "1099511627776 data bytes"),
+                  "idx: %s announcing 2^40 bytes refused as truncated: %s", names[k], td_last_error());
+        }
+    }
     /* truncated header */
     write_bytes(path_of("trunc_h.idx"), buf, 7);
     rc = td_idx_read(path_of("trunc_h.idx"), &x);
@@ -415,6 +431,38 @@ static void test_images(void) {
     free(px);
     free(bmp);
 
+    /* sizes claimed against the file's (issue 22, item 11) */
+    bmp = read_bytes(path_of("a.bmp"), &n);
+    write_bytes(path_of("short.bmp"), bmp, n - 7); /* the last row cut: loaded as zeros before */
+    px = td_image_decode(path_of("short.bmp"), 3, &h, &w, &c);
+    CHECK(!px && has(td_last_error(), "short.bmp") && has(td_last_error(), "BMP truncated"), "bmp: missing rows: %s",
+          td_last_error());
+    bmp[25] ^= 0x40; /* one flipped byte: the height becomes 2^30 + 16 */
+    write_bytes(path_of("tall.bmp"), bmp, n);
+    px = td_image_decode(path_of("tall.bmp"), 3, &h, &w, &c);
+    CHECK(!px && has(td_last_error(), "tall.bmp") && has(td_last_error(), "BMP truncated"),
+          "bmp: flipped height byte refused before decoding: %s", td_last_error());
+    free(bmp);
+    /* an 18-byte TGA header claiming 18175 x 14591 pixels, and one byte */
+    uint8_t tga[19] = {0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x7F, 0x47, 0xFF, 0x38, 24, 0, 0};
+    write_bytes(path_of("big.tga"), tga, sizeof tga);
+    px = td_image_decode(path_of("big.tga"), 3, &h, &w, &c);
+    CHECK(!px && has(td_last_error(), "big.tga") && has(td_last_error(), "not a PNG, JPEG or BMP"), "tga: refused: %s",
+          td_last_error());
+    /* a PNG whose IHDR (CRC fixed) claims 60000 x 60000 pixels from a few IDAT bytes */
+    png = read_bytes(path_of("a.png"), &n);
+    uint8_t wide[4] = {0, 0, 0xEA, 0x60};
+    memcpy(png + 16, wide, 4);
+    memcpy(png + 20, wide, 4);
+    uint32_t crc = (uint32_t)crc32(0, png + 12, 17);
+    uint8_t cb[4] = {(uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc};
+    memcpy(png + 29, cb, 4);
+    write_bytes(path_of("huge.png"), png, n);
+    px = td_image_decode(path_of("huge.png"), 3, &h, &w, &c);
+    CHECK(!px && has(td_last_error(), "huge.png") && has(td_last_error(), "60000 x 60000"), "png: huge IHDR refused: %s",
+          td_last_error());
+    free(png);
+
     /* grid */
     int64_t bs[4] = {3, 1, 2, 2};
     td_tensor *b = td_full(TD_F32, 4, bs, 0.25);
@@ -569,6 +617,24 @@ static void test_cache(void) {
     write_bytes(path_of("tiny.safetensors"), b, 5);
     CHECK(!td_source_open(path_of("tiny.safetensors"), NULL, NULL) && has(td_last_error(), "byte offset"),
           "cache: 5-byte file refused");
+    /* a header whose products wrap to 0 (issue 22, item 2): 2^62 samples of 4 bytes, 0 tasks */
+    const char *wraps[] = {
+        "{\"labels\":{\"dtype\":\"I64\",\"shape\":[0,4611686018427387904],\"data_offsets\":[0,0]},"
+        "\"images\":{\"dtype\":\"U8\",\"shape\":[4611686018427387904,1,2,2],\"data_offsets\":[0,0]}}",
+        "{\"labels\":{\"dtype\":\"I64\",\"shape\":[0,1],\"data_offsets\":[0,0]},"
+        "\"images\":{\"dtype\":\"U8\",\"shape\":[1,4294967297,1,1],\"data_offsets\":[0,1]}}",
+    };
+    for (int k = 0; k < 2; k++) {
+        size_t hl = strlen(wraps[k]);
+        uint8_t file[512] = {0};
+        memcpy(file, &hl, 8);
+        memcpy(file + 8, wraps[k], hl);
+        write_bytes(path_of("wrap.safetensors"), file, 8 + hl + 8);
+        td_source *w = td_source_open(path_of("wrap.safetensors"), NULL, NULL);
+        CHECK(!w && has(td_last_error(), "wrap.safetensors"), "cache: header %d whose sizes wrap refused (%s)", k + 1,
+              td_last_error());
+        td_source_release(w);
+    }
     free(b);
     td_source_release(o);
     td_source_release(s);
@@ -619,8 +685,8 @@ static void test_fill_loader(void) {
     CHECK(lp && ls && td_loader_num_batches(lp) == 5, "loader: 23 samples in batches of 5 -> 5 batches");
     int same = 1, nb = 0, total = 0, labels_ok = 1;
     for (int epoch = 0; epoch < 2; epoch++) {
-        td_loader_start(lp, perm);
-        td_loader_start(ls, perm);
+        td_loader_start(lp, perm, 23);
+        td_loader_start(ls, perm, 23);
         int pos = 0;
         td_tensor *xa, *xb, *la[4], *lb[4];
         int ra, rb;
@@ -646,23 +712,26 @@ static void test_fill_loader(void) {
     CHECK(same && nb == 10 && total == 46, "loader: prefetched batches equal synchronous ones (%d batches)", nb);
     CHECK(labels_ok, "loader: batch order follows index[perm[...]], labels with it");
     /* restart in the middle of an epoch, with a job in flight */
-    td_loader_start(lp, NULL);
+    td_loader_start(lp, NULL, 0);
     td_tensor *x, *l4[4];
     td_loader_next(lp, &x, l4);
     td_release(x);
     for (int t = 0; t < 4; t++) td_release(l4[t]);
-    CHECK(td_loader_start(lp, perm) == 0 && td_loader_next(lp, &x, l4) == 1 &&
+    CHECK(td_loader_start(lp, perm, 23) == 0 && td_loader_next(lp, &x, l4) == 1 &&
               fabsf(td_f32(x)[0] - s->pixels[index[perm[0]] * 3072] / 255.0f) < 1e-6f,
           "loader: restart mid-epoch begins at the new order's first sample");
     td_release(x);
     for (int t = 0; t < 4; t++) td_release(l4[t]);
     int64_t notperm[23] = {0};
-    CHECK(td_loader_start(lp, notperm) == -1 && has(td_last_error(), "not a permutation"), "loader: bad order refused");
+    CHECK(td_loader_start(lp, notperm, 23) == -1 && has(td_last_error(), "not a permutation"), "loader: bad order refused");
+    /* an order shorter than the data set was read past its end (issue 22, item 5) */
+    CHECK(td_loader_start(lp, perm, 5) == -1 && has(td_last_error(), "5 entries") && has(td_last_error(), "23"),
+          "loader: an order of the wrong length refused (%s)", td_last_error());
     td_loader_free(lp); /* a job may be in flight */
     td_loader_free(ls);
     td_loader *ld = td_loader_new(s, NULL, 23, 5, true, NULL, NULL, true, 1);
     CHECK(td_loader_num_batches(ld) == 4, "loader: drop_last -> 4 batches");
-    td_loader_start(ld, NULL);
+    td_loader_start(ld, NULL, 0);
     int cnt = 0;
     while (td_loader_next(ld, &x, l4) == 1) {
         cnt += x->shape[0] == 5;
@@ -700,7 +769,7 @@ static void test_files(void) {
     td_source_release(o);
     write_bytes(paths[3], "\x89PNG\r\n\x1a\n\0\0", 10);
     td_loader *l = td_loader_new(s, NULL, 4, 2, false, NULL, NULL, true, 2);
-    td_loader_start(l, NULL);
+    td_loader_start(l, NULL, 0);
     td_tensor *x, *lab[1];
     int r1 = td_loader_next(l, &x, lab);
     if (r1 == 1) {

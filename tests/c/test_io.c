@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../ops/tensor.h"
@@ -601,6 +602,33 @@ static void test_npy_bad(void) {
     npy_bad(dir, "not a regular file", "directory");
 }
 
+/* Temporary files of saves killed part-way are removed by the next save of the same file, and
+ * only those (issue 22, item 14). A child that has exited and been reaped gives a dead pid. */
+static void test_stale_tmp(void) {
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0);
+    char dead[256], live[256], other[256], name[128];
+    snprintf(name, sizeof name, "ck.safetensors.tmp.%ld", (long)child);
+    snprintf(dead, sizeof dead, "%s", path_in(name));
+    snprintf(name, sizeof name, "ck.safetensors.tmp.%ld", (long)getppid()); /* a running process */
+    snprintf(live, sizeof live, "%s", path_in(name));
+    snprintf(name, sizeof name, "other.safetensors.tmp.%ld", (long)child);
+    snprintf(other, sizeof other, "%s", path_in(name));
+    write_file(dead, "partial", 7);
+    write_file(live, "partial", 7);
+    write_file(other, "partial", 7);
+    td_tensor *x = td_zeros(TD_F32, 1, (int64_t[]){3});
+    td_named ts[1] = {{"x", x}};
+    CHECK(td_safetensors_save(path_in("ck.safetensors"), ts, 1, NULL, 0) == 0, "stale tmp: save succeeds");
+    CHECK(access(dead, F_OK) != 0, "stale tmp: a dead writer's temporary file is removed");
+    CHECK(access(live, F_OK) == 0, "stale tmp: a running writer's temporary file is kept");
+    CHECK(access(other, F_OK) == 0, "stale tmp: another file's temporary file is kept");
+    unlink(live);
+    unlink(other);
+    td_release(x);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/tdrl_test_io_XXXXXX");
     if (!mkdtemp(dir)) {
@@ -613,6 +641,7 @@ int main(void) {
     test_npy_roundtrip();
     test_npy_foreign();
     test_npy_bad();
+    test_stale_tmp();
     cleanup_dir();
     return check_failures;
 }

@@ -179,4 +179,39 @@ describe("checkpoints", function()
   end)
 end)
 
+describe("damaged fields are refused on load, naming the file and the field", function()
+  local function meta(extra)
+    local m = {format = "tdrl.checkpoint", version = "1"}
+    for k, v in pairs(extra) do m[k] = v end
+    return m
+  end
+  it("a step that is not a non-negative integer", function()
+    for _, bad in ipairs({"abc", "-5", "1e300", "2.5", ""}) do
+      local p = path("step.safetensors")
+      T.save(p, {x = T.zeros(2)}, meta({step = bad}))
+      spec.raises(function() checkpoint.load(p) end, "step.safetensors", "'step'", string.format("%q", bad))
+    end
+    T.save(path("step7.safetensors"), {x = T.zeros(2)}, meta({step = "7"}))
+    spec.eq(checkpoint.load(path("step7.safetensors")).step, 7)
+  end)
+  it("an optimiser step list holding strings or negative counts", function()
+    local p = path("optstep.safetensors")
+    T.save(p, {x = T.zeros(2)}, meta({optimizer = '{"state":{"0":{"step":"abc"}},"param_groups":[{"params":[0]}]}'}))
+    spec.raises(function() checkpoint.load(p) end, "optstep.safetensors", "optimizer.state.0.step", '"abc"')
+    T.save(p, {x = T.zeros(2)}, meta({optimizer = '{"state":{"0":{"step":-3}},"param_groups":[{"params":[0]}]}'}))
+    spec.raises(function() checkpoint.load(p) end, "optimizer.state.0.step", "-3")
+    local s = make(7)
+    spec.raises(function()
+      s.optimizer:load_state_dict({state = {[0] = {step = "x"}}, param_groups = s.optimizer:state_dict().param_groups})
+    end, "state step of parameter 0", '"x"')
+  end)
+  it("a zeroed or malformed generator state", function()
+    local p = path("rng.safetensors")
+    T.save(p, {["rng.run"] = T.zeros(7, "int64")}, meta({}))
+    spec.raises(function() checkpoint.load(p) end, "rng.safetensors", "rng.run", "zeros")
+    T.save(p, {["rng.run"] = T.zeros(3)}, meta({}))
+    spec.raises(function() checkpoint.load(p) end, "rng.safetensors", "rng.run", "7 values")
+  end)
+end)
+
 os.execute("rm -rf '" .. DIR .. "'")

@@ -512,6 +512,33 @@ describe("cache", function()
   end)
 end)
 
+describe("damaged caches and orders (issue 22)", function()
+  local function cache_file(p, header)
+    write(p, string.pack("<I8", #header) .. header .. string.rep("\0", 8))
+  end
+  it("a cache whose shape product wraps to 0 is refused, naming the file", function()
+    local p = path("wrap.safetensors")
+    cache_file(p, '{"labels":{"dtype":"I64","shape":[0,4611686018427387904],"data_offsets":[0,0]},' ..
+      '"images":{"dtype":"U8","shape":[4611686018427387904,1,2,2],"data_offsets":[0,0]}}')
+    raises(function() return C.open(p) end, "wrap.safetensors", "sizes disagree")
+    cache_file(p, '{"labels":{"dtype":"I64","shape":[0,1],"data_offsets":[0,0]},' ..
+      '"images":{"dtype":"U8","shape":[1,4294967297,1,1],"data_offsets":[0,1]}}')
+    raises(function() return C.open(p) end, "wrap.safetensors", "4294967297")
+  end)
+  it("a cache with a bad layout names the file", function()
+    local p = path("layout.safetensors")
+    cache_file(p, '{"labels":{"dtype":"I64","shape":[0,1],"data_offsets":[0,0]},' ..
+      '"images":{"dtype":"U8","shape":[1,5,1,1],"data_offsets":[0,5]}}')
+    raises(function() return C.open(p) end, "layout.safetensors", "cache: ", "bad layout", "5x1x1")
+  end)
+  it("loader:start refuses an order of the wrong length", function()
+    local ds = data.synthetic{split = "train", n = 20, n_val = 2}
+    local l = data.loader(ds, {batch_size = 4})
+    raises(function() l.c:start(T.tensor({0, 1}, "int64")) end, "loader", "2 entries", tostring(ds.n))
+    raises(function() l.c:start(T.arange(ds.n + 5):long()) end, "loader", tostring(ds.n + 5) .. " entries")
+  end)
+end)
+
 describe("CelebA layout", function()
   C.mkdir_p(path("celeba/img_align_celeba"))
   local names = {"000001.png", "000002.png", "000003.png", "000004.png"}

@@ -44,6 +44,32 @@ describe("trajectories", function()
     spec.eq(back.provenance.step, 12)
     spec.raises(function() traj.load("/nonexistent/x.safetensors") end, "x.safetensors")
   end)
+  it("refuses a damaged trajectory file, naming it and the field", function()
+    local p = os.tmpname()
+    local codes, times = T.randn(4, 3, 2), T.tensor({0, 0.5, 1})
+    local function save(tensors, tasks, classes)
+      local m = {format = "tdrl.trajectories", tasks = tasks or '["a"]', classes = classes or '{"a":3}'}
+      T.save(p, tensors, m)
+    end
+    local function refused(...) spec.raises(function() traj.load(p) end, p, ...) end
+    save({codes = codes, times = times, ["labels.a"] = T.tensor({0, 1, 2}, "int64")})
+    refused("labels.a", "4 samples")
+    save({codes = codes, times = times, ["labels.a"] = T.tensor({0, 1, 2, 3}, "int64")})
+    refused("labels.a", "outside 0..2")
+    save({codes = codes, times = times, ["labels.a"] = T.tensor({0, 1, 2, -1}, "int64")})
+    refused("labels.a", "outside")
+    save({codes = codes, times = times, ["labels.a"] = T.tensor({0, 1, 2, 1})})
+    refused("labels.a", "float32")
+    save({codes = codes, times = T.tensor({0, 1}), ["labels.a"] = T.tensor({0, 1, 2, 1}, "int64")})
+    refused("'times'", "3 time points")
+    save({codes = codes, times = times})
+    refused("no tensor 'labels.a'")
+    save({codes = codes, times = times, ["labels.a"] = T.tensor({0, 1, 2, 1}, "int64")}, '["a"]', '{"a":"x"}')
+    refused("'classes'")
+    save({codes = codes, times = times, ["labels.a"] = T.tensor({0, 1, 2, 1}, "int64")})
+    spec.eq(traj.load(p).labels.a[4], 1)
+    os.remove(p)
+  end)
 end)
 
 describe("heads", function()
@@ -120,5 +146,31 @@ describe("head names", function()
     local h = heads.new(heads.MLPHead, 4, 3, {generator = T.Generator(1)})
     spec.truthy(h ~= nil)
     spec.truthy(heads.new("mlp", 4, 3, {generator = T.Generator(1)}) ~= nil)
+  end)
+end)
+
+describe("library functions called wrongly name themselves (issue 22)", function()
+  it("no message from Lua itself ('attempt to ...', 'bad argument ... to for iterator')", function()
+    local data = require 'tdrl.data'
+    local cases = {
+      {function() return data.synthetic(5) end, "synthetic", "options must be a table"},
+      {function() return data.load_image("x.png", 3) end, "load_image", "options"},
+      {function() return traj.save("x.safetensors", nil) end, "traj.save", "x.safetensors"},
+      {function() return traj.extract(nil, T.zeros(1, 3, 8, 8)) end, "traj.extract"},
+      {function() return traj.select_points({codes = T.zeros(1, 2, 3), times = T.zeros(2)}, "1") end, "traj.select_points"},
+      {function() return require('tdrl.heads').new(5, 2, 3) end, "heads.new"},
+      {function() return require('tdrl.mine').network() end, "mine.network"},
+      {function() return require('tdrl.mine').estimate() end, "mine.estimate"},
+      {function() return require('tdrl.attention').jsd() end, "jsd"},
+      {function() return require('tdrl.checkpoint').restore() end, "checkpoint.restore"},
+      {function() return require('tdrl.plot').read_png() end, "pngread"},
+      {function() return require('tdrl.util.args').parse({}, 5) end, "args.parse"},
+      {function() return require('tdrl.diffusion').build() end, "diffusion.build"},
+    }
+    for i, c in ipairs(cases) do
+      local err = spec.raises(c[1], table.unpack(c, 2))
+      spec.truthy(not err:find("%.lua:%d+: attempt to") and not err:find("bad argument #%d+ to '[%?f]"),
+        "case " .. i .. ": " .. err)
+    end
   end)
 end)

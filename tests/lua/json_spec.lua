@@ -18,4 +18,10 @@ describe("json", function()
     spec.raises(function() json.decode('[1, 2') end, "json:")
     spec.raises(function() json.decode('"abc') end, "unterminated string")
   end)
+  it("a number whose exponent is cut short is a syntax error, not a Lua error (found by fuzz_checkpoint)", function()
+    for _, bad in ipairs({"1e", "1.e", "-1e+", "[0.5E-]"}) do
+      local err = spec.raises(function() json.decode(bad) end, "json: bad number")
+      spec.truthy(not err:find("attempt to", 1, true), err)
+    end
+  end)
 end)

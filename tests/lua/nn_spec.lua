@@ -800,3 +800,74 @@ describe("bad input names the layer and the shapes", function()
     spec.raises(function() F.mse_loss(T.randn(3), T.randn(3), "avg") end, "reduction must be")
   end)
 end)
+
+describe("layer options (issue 22)", function()
+  it("an unknown option key is refused, naming the layer and the key", function()
+    spec.raises(function() nn.Conv2d(3, 8, 3, {strides = 2}) end, "Conv2d", "unknown option 'strides'", "stride")
+    spec.raises(function() nn.Linear(3, 4, {biass = false}) end, "Linear", "unknown option 'biass'")
+    spec.raises(function() nn.ConvTranspose2d(3, 8, 3, {padd = 1}) end, "ConvTranspose2d", "'padd'")
+    spec.raises(function() nn.GroupNorm(2, 8, {epsilon = 1e-3}) end, "GroupNorm", "'epsilon'")
+    spec.eq(nn.Conv2d(3, 8, 3, {stride = 2, bias = false}).bias, nil)
+    spec.eq(nn.Linear(3, 4, {bias = false}).bias, nil)
+  end)
+end)
+
+describe("errors name the layer and the value (issue 22)", function()
+  it("every layer called with nil says which layer, not 'attempt to index a nil value'", function()
+    local layers = {nn.Linear(3, 4), nn.Conv2d(3, 4, 3), nn.ConvTranspose2d(3, 4, 3), nn.GroupNorm(2, 4),
+      nn.LayerNorm(4), nn.BatchNorm2d(4), nn.Embedding(5, 3), nn.GRU(3, 4), nn.GRUCell(3, 4), nn.ReLU(), nn.SiLU(),
+      nn.Dropout(0.1), nn.Flatten(), nn.MultiheadAttention(4, 2), nn.Sequential(nn.Linear(3, 4))}
+    for _, m in ipairs(layers) do
+      local name = getmetatable(m).__name or tostring(m):match("^(%w+)")
+      local err = spec.raises(function() return m(nil) end, "the input is nil, not a tensor")
+      spec.truthy(not err:find("attempt to", 1, true), err)
+      spec.truthy(err:find(name, 1, true), err .. " lacks " .. name)
+    end
+    spec.raises(function() return nn.Linear(3, 4)("x") end, "Linear(3 -> 4)", "string x")
+  end)
+  it("constructor sizes that are not positive integers", function()
+    spec.raises(function() nn.GroupNorm(0, 8) end, "GroupNorm", "num_groups 0")
+    spec.raises(function() nn.Conv2d(3, 8, 3, {groups = 0}) end, "Conv2d", "groups", "0")
+    spec.raises(function() nn.ConvTranspose2d(3, 8, 3, {groups = 0}) end, "ConvTranspose2d", "groups")
+    spec.raises(function() nn.MultiheadAttention(8, 0) end, "MultiheadAttention", "num_heads 0")
+  end)
+end)
+
+describe("functional entries and optimiser functions name themselves on bad input (issue 22)", function()
+  it("nil where a tensor or a table belongs", function()
+    for _, name in ipairs({"relu", "silu", "gelu", "elu", "tanh", "sigmoid", "softmax", "log_softmax"}) do
+      local err = spec.raises(function() return F[name](nil) end, name .. ": the input is nil")
+      spec.truthy(not err:find("attempt to", 1, true), err)
+    end
+    spec.raises(function() return F.dropout(nil, 0.5) end, "dropout: the input is nil")
+    spec.raises(function() return F.dropout(T.ones(2), nil) end, "dropout", "probability")
+    spec.raises(function() return F.embedding(T.zeros(2, "int64"), nil) end, "embedding: the weight is nil")
+    spec.raises(function() return F.pad2d(T.zeros(1, 1, 2, 2), 1) end, "pad2d: padding 2 is nil")
+    local optim = require 'tdrl.optim'
+    spec.raises(function() optim.adam() end, "adam(params, grads, config, state)")
+    spec.raises(function() optim.sgd({}, nil, nil, {}) end, "sgd(params, grads, config, state)")
+    spec.raises(function() optim.clip_grad_value_() end, "clip_grad_value_")
+    spec.raises(function() optim.clip_grad_value_(5, 1) end, "clip_grad_value_", "number")
+  end)
+end)
+
+describe("constructor arguments are checked, naming the layer (issue 22)", function()
+  it("missing, zero, negative or fractional sizes", function()
+    local cases = {
+      {"GRUCell", function() return nn.GRUCell() end, "input_size"}, {"GRU", function() return nn.GRU(3) end, "hidden_size"},
+      {"Embedding", function() return nn.Embedding(-1, 4) end, "num_embeddings"},
+      {"BatchNorm2d", function() return nn.BatchNorm2d(2.5) end, "num_features"},
+      {"LayerNorm", function() return nn.LayerNorm({4, 0}) end, "normalized_shape[2]"},
+      {"Conv2d", function() return nn.Conv2d() end, "in_channels"},
+      {"Conv2d", function() return nn.Conv2d(3, 4) end, "kernel_size"},
+      {"TransformerEncoderLayer", function() return nn.TransformerEncoderLayer() end, "d_model"},
+      {"SinusoidalPositionalEncoding", function() return nn.SinusoidalPositionalEncoding() end, "d_model"},
+      {"MSELoss", function() return nn.MSELoss(3) end, "options"},
+      {"ModuleDict", function() return nn.ModuleDict(5) end, "expected a table"},
+    }
+    for _, c in ipairs(cases) do
+      local err = spec.raises(c[2], c[1], c[3])
+      spec.truthy(not err:find("attempt to", 1, true) and not err:find("bad argument", 1, true), err)
+    end
+  end)
+end)

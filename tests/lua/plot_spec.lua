@@ -363,6 +363,18 @@ describe("plot files", function()
       os.remove(p)
     end
     spec.raises(function() plot.bars({values = {1}}, {}, "/nonexistent-dir/x.png") end, "cannot write")
+    -- a truncated file: the reader's message names the file and the offset, not string.unpack
+    local full = tmp("full.png")
+    plot.bars({values = {1, 2}}, {}, full)
+    local bytes = assert(io.open(full, "rb")):read("a")
+    for _, n in ipairs({20, 40, #bytes - 10, #bytes - 2}) do
+      local cut = tmp("cut" .. n .. ".png")
+      local f = assert(io.open(cut, "wb")); f:write(bytes:sub(1, n)); f:close()
+      local err = spec.raises(function() plot.read_png(cut) end, "pngread: " .. cut, "truncated")
+      spec.truthy(not err:find("bad argument", 1, true), err)
+      os.remove(cut)
+    end
+    os.remove(full)
   end)
   local D = T._data
   if D and D.image_load then

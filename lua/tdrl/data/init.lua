@@ -103,6 +103,7 @@ end
 --- One image file as (C, H, W) in [0, 1]: opts {channels = 0 (as stored) | 1 | 3, size = n or {h, w}}.
 function data.load_image(path, opts)
   opts = opts or {}
+  if type(opts) ~= "table" then error("load_image: options must be a table, got " .. type(opts), 2) end
   local h, w = 0, 0
   if type(opts.size) == "number" then h, w = opts.size, opts.size
   elseif type(opts.size) == "table" then h, w = opts.size[1], opts.size[2] end

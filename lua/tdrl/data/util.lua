@@ -55,6 +55,9 @@ end
 
 --- Reads option `name` from opts with a type check and a default.
 function U.opt(opts, name, kind, default, where)
+  if type(opts) ~= "table" then
+    error(string.format("%s: options must be a table, got %s %s", where, type(opts), tostring(opts)), 3)
+  end
   local v = opts[name]
   if v == nil then return default end
   if type(v) ~= kind then
@@ -65,6 +68,9 @@ end
 
 --- Rejects option names a function does not know (catches typos such as batchsize).
 function U.known(opts, names, where)
+  if type(opts) ~= "table" then
+    error(string.format("%s: options must be a table, got %s %s", where, type(opts), tostring(opts)), 3)
+  end
   local set = {}
   for _, n in ipairs(names) do set[n] = true end
   for k in pairs(opts) do
@@ -75,9 +81,10 @@ function U.known(opts, names, where)
   end
 end
 
---- Number of worker threads for decoding (TDRL_NUM_THREADS, else the core's setting).
+--- Number of worker threads for decoding: the core's setting (TDRL_NUM_THREADS, checked and
+--- bounded there at start-up; read raw here, 100000 would start 100000 decoders).
 function U.threads()
-  return tonumber(os.getenv("TDRL_NUM_THREADS") or "") or (T.get_num_threads and T.get_num_threads()) or 1
+  return (T.get_num_threads and T.get_num_threads()) or 1
 end
 
 --- The split a constructor returns: nil -> train, val, test; "train" / "val" / "test" /

@@ -13,6 +13,7 @@ D.presets = require 'tdrl.diffusion.presets'
 
 --- build(cfg [, generator]) -> the score model; cfg.encoder: "vdrl" | "drl" | "none"
 function D.build(cfg, gen)
+  if type(cfg) ~= "table" then error("diffusion.build: expected a configuration table, got " .. type(cfg), 2) end
   local sde = D.SDE.new(cfg)
   local enc
   if cfg.encoder ~= "none" and cfg.encoder ~= false then

@@ -69,6 +69,26 @@ local function write_csv_row(path, row)
   f:close()
 end
 
+-- On resume the metrics logs may hold rows past the checkpoint (steps run after the last save,
+-- before a crash or a kill): they are logged again as the run repeats those steps, so they are
+-- dropped first, or metrics.csv holds two rows for each of them.
+local function trim_metrics(out, step)
+  local function keep(path, step_of)
+    if not fs.exists(path) then return end
+    local lines = {}
+    for line in fs.read(path):gmatch("[^\n]+") do
+      local s = step_of(line)
+      if s == nil or s <= step then lines[#lines + 1] = line end
+    end
+    fs.write(path, #lines > 0 and table.concat(lines, "\n") .. "\n" or "")
+  end
+  keep(out .. "/metrics.csv", function(line) return math.tointeger(tonumber(line:match("^([^,]*)"))) end)
+  keep(out .. "/metrics.jsonl", function(line)
+    local ok, row = pcall(json.decode, line)
+    return ok and type(row) == "table" and math.tointeger(row.step) or nil
+  end)
+end
+
 --- builds the model, optimiser, schedule and EMA for cfg (all from one seeded generator)
 function M.setup(cfg)
   local gen = T.Generator(cfg.seed)
@@ -93,6 +113,7 @@ function M.run(cfg, data, opts)
     local ck = checkpoint.load(ckpt_path, {model = model, optimizer = opt, ema = ema, schedule = sched,
       generators = {run = gen}})
     step = ck.step
+    trim_metrics(out, step)
     if not opts.quiet then print(string.format("resuming %s from step %d", ckpt_path, step)) end
   end
   if out then fs.write(out .. "/config.json", json.encode(cfg, "  ") .. "\n") end

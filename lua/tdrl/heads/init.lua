@@ -50,7 +50,7 @@ function M.resolve(kind, level)
     table.sort(names)
     local what = type(kind) == "string" and ("unknown head '" .. kind .. "'")
       or ("a head is a registered name or a constructor, got a " .. type(kind))
-    error("heads: " .. what .. " (registered: " .. table.concat(names, ", ") .. ")", (level or 1) + 1)
+    error("heads.new: " .. what .. " (registered: " .. table.concat(names, ", ") .. ")", (level or 1) + 1)
   end
   return ctor
 end

@@ -130,6 +130,10 @@ end
 --- result: best_lr, val_by_lr = {[i] = {lr =, mean =}}, test = {per-seed accuracies at best_lr},
 --- test_mean, test_median, test_std, test_min, test_max, val_mean
 function M.run(sets, opts)
+  if type(sets) ~= "table" or not (sets.train and sets.val and sets.test) then
+    error("heads protocol: expected {train =, val =, test =} trajectory sets, got " .. type(sets), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then error("heads protocol: options must be a table, got " .. type(opts), 2) end
   local cfg = {}
   for k, v in pairs(M.defaults) do cfg[k] = v end
   for k, v in pairs(opts or {}) do cfg[k] = v end

@@ -100,6 +100,9 @@ M.ModuleDict = ModuleDict
 --- no order of its own); add(name, m) appends in call order. md.name or md:get(name) reads one.
 function ModuleDict:__init(mods)
   Module.__init(self)
+  if mods ~= nil and type(mods) ~= "table" then
+    error(string.format("ModuleDict: expected a table {name = module}, got %s %s", type(mods), tostring(mods)), 3)
+  end
   if mods then
     local names = {}
     for k in pairs(mods) do names[#names + 1] = k end

@@ -48,15 +48,24 @@ local function red_of(opts)
   return nil
 end
 
+-- the input checked before its first method call, which fails with "attempt to index a nil value"
+local function tensor_arg(x, op, what)
+  if not T.is_tensor(x) then
+    error(string.format("%s: %s is %s, not a tensor", op, what or "the input", x == nil and "nil" or type(x) .. " " .. tostring(x)), 3)
+  end
+  return x
+end
+F.tensor_arg = tensor_arg
+
 -- ---- activations and simple layers --------------------------------------------------------------
-function F.relu(x) return x:relu() end
-function F.silu(x) return x:silu() end
-function F.gelu(x) return x:gelu() end
-function F.elu(x, alpha) return x:elu(alpha or 1) end
-function F.tanh(x) return x:tanh() end
-function F.sigmoid(x) return x:sigmoid() end
-function F.softmax(x, dim) return x:softmax(dim or -1) end
-function F.log_softmax(x, dim) return x:log_softmax(dim or -1) end
+function F.relu(x) return tensor_arg(x, "relu"):relu() end
+function F.silu(x) return tensor_arg(x, "silu"):silu() end
+function F.gelu(x) return tensor_arg(x, "gelu"):gelu() end
+function F.elu(x, alpha) return tensor_arg(x, "elu"):elu(alpha or 1) end
+function F.tanh(x) return tensor_arg(x, "tanh"):tanh() end
+function F.sigmoid(x) return tensor_arg(x, "sigmoid"):sigmoid() end
+function F.softmax(x, dim) return tensor_arg(x, "softmax"):softmax(dim or -1) end
+function F.log_softmax(x, dim) return tensor_arg(x, "log_softmax"):log_softmax(dim or -1) end
 
 --- linear_ref(x (..., in), w (out, in), b (out) or nil) -> (..., out): composed; F.linear is the
 --- fused kernel (bias written first, the GEMM adds onto it: ops/linear.c)
@@ -72,13 +81,16 @@ end
 --- dropout(x, p, training, generator): zeroes each element with probability p and scales the
 --- rest by 1 / (1 - p) in training; the identity otherwise
 function F.dropout(x, p, training, gen)
+  tensor_arg(x, "dropout")
   if training == false or p == 0 then return x end
-  if p < 0 or p > 1 then error("dropout: probability must be in [0, 1], got " .. tostring(p), 2) end
+  if type(p) ~= "number" or p < 0 or p > 1 then error("dropout: probability must be in [0, 1], got " .. tostring(p), 2) end
   return T.dropout(x, p, gen) -- fused; the mask is a hash of one draw from gen (ops/dropout.c)
 end
 
 --- embedding(idx int64 (any shape), w (num, dim)) -> (idx shape..., dim)
 function F.embedding(idx, w)
+  tensor_arg(idx, "embedding", "the index")
+  tensor_arg(w, "embedding", "the weight")
   local shape = idx:size()
   local flat = idx:reshape(-1)
   local out = w:index_select(1, flat)
@@ -89,6 +101,12 @@ end
 -- ---- padding helpers ------------------------------------------------------------------------------
 -- pads (negative: crops) dims 3 and 4 of an image batch with zeros
 local function pad2d(x, top, bottom, left, right)
+  tensor_arg(x, "pad2d")
+  local pads = {top, bottom, left, right}
+  for i = 1, 4 do
+    local v = pads[i]
+    if math.type(v) ~= "integer" then error(string.format("pad2d: padding %d is %s, not an integer", i, tostring(v)), 2) end
+  end
   local function pad_dim(t, d, a, b)
     if a < 0 then t = t:narrow(d, 1 - a, t:size(d) + a); a = 0 end
     if b < 0 then t = t:narrow(d, 1, t:size(d) + b); b = 0 end

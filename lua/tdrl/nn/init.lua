@@ -37,6 +37,9 @@ local function loss_module(name, fn)
   function C:__init(opts)
     nn.Module.__init(self)
     if type(opts) == "string" then opts = {reduction = opts} end
+    if opts ~= nil and type(opts) ~= "table" then
+      error(string.format("%s: options must be a reduction name or a table, got %s %s", name, type(opts), tostring(opts)), 3)
+    end
     self.opts = opts or {}
     self.reduction = self.opts.reduction or "mean"
   end

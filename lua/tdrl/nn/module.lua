@@ -145,7 +145,16 @@ function Module:forward()
   error(class.name(self) .. ": forward is not implemented", 2)
 end
 
+-- A layer called with nil (a misspelt variable) failed inside its forward with "linear.lua:37:
+-- attempt to index a nil value": the input is checked here, and the error names the layer.
 function Module.__call(self, ...)
+  local x = ...
+  local tx = type(x)
+  if tx ~= "userdata" and tx ~= "table" then
+    local e = self.extra_repr and self:extra_repr() or ""
+    error(string.format("%s%s: the input is %s, not a tensor", class.name(self), e ~= "" and "(" .. e .. ")" or "",
+      tx == "nil" and "nil" or tx .. " " .. tostring(x)), 2)
+  end
   return self:forward(...)
 end
 

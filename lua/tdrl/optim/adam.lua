@@ -6,6 +6,10 @@ local Optimizer = require 'tdrl.optim.optimizer'
 
 local function run(decoupled)
   return function(params, grads, config, state)
+    if type(params) ~= "table" or type(config) ~= "table" or type(state) ~= "table" then
+      error(string.format("%s(params, grads, config, state): params, config and state must be tables, got %s, %s, %s",
+        decoupled and "adamw" or "adam", type(params), type(config), type(state)), 2)
+    end
     local b = config.betas or {0.9, 0.999}
     T._adam_step(params, grads, state, config.lr, b[1], b[2], config.eps or 1e-8, config.weight_decay or 0,
       decoupled, config.maximize or false, config.amsgrad or false, config._reference)

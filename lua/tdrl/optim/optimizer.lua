@@ -71,8 +71,27 @@ function Optimizer.options(name, positional, known, ...)
   return opts
 end
 
-function Optimizer:__init(params, defaults, update, name)
+-- Keys of an options table or a group that the optimiser does not take: an error, not a
+-- silent default (Adam{lr = 1e-3, weight_decya = 0.1} trained without weight decay).
+local function check_keys(name, t, defaults, what)
+  for k in pairs(t) do
+    if defaults[k] == nil and k ~= "params" and k ~= "initial_lr" then
+      local known = {}
+      for d in pairs(defaults) do known[#known + 1] = d end
+      table.sort(known)
+      error(string.format("%s: unknown option '%s' in %s (known: %s)", name, tostring(k), what,
+        table.concat(known, ", ")), 4)
+    end
+  end
+end
+
+--- opts: the table the user gave (checked for unknown keys); defaults: every setting's value
+function Optimizer:__init(params, defaults, update, name, opts)
   self.name = name or class.name(self)
+  if opts ~= nil then
+    if type(opts) ~= "table" then error(string.format("%s: options must be a table, got %s", self.name, type(opts)), 3) end
+    check_keys(self.name, opts, defaults, "the options")
+  end
   self.defaults = defaults
   self.update = update
   self.param_groups = {}
@@ -82,6 +101,7 @@ end
 
 --- add_param_group({params = {...}, lr = ..., ...}): missing settings come from the defaults
 function Optimizer:add_param_group(g)
+  check_keys(self.name, g, self.defaults, "a parameter group")
   local group = {}
   for k, v in pairs(self.defaults) do group[k] = v end
   for k, v in pairs(g) do group[k] = v end
@@ -96,8 +116,17 @@ function Optimizer:add_param_group(g)
 end
 
 function Optimizer:validate(group)
-  if type(group.lr) ~= "number" or group.lr < 0 then
+  if type(group.lr) ~= "number" or not (group.lr >= 0 and group.lr < math.huge) then
     error(self.name .. ": invalid learning rate " .. tostring(group.lr), 4)
+  end
+  -- a NaN anywhere (lr = 0/0 made every parameter NaN at the first step) or an infinity
+  for k, v in pairs(group) do
+    if type(v) == "number" and v ~= v or v == math.huge or v == -math.huge then
+      error(string.format("%s: invalid %s %s", self.name, k, tostring(v)), 4)
+    end
+  end
+  for i, v in ipairs(type(group.betas) == "table" and group.betas or {}) do
+    if type(v) ~= "number" or v ~= v then error(string.format("%s: invalid betas[%d] %s", self.name, i, tostring(v)), 4) end
   end
 end
 
@@ -180,7 +209,15 @@ function Optimizer:load_state_dict(sd)
           end
         end
         for _, f in ipairs(self.count_fields) do
-          if e[f] ~= nil then st[f][i] = math.tointeger(e[f]) or e[f] end
+          local c = e[f]
+          if c ~= nil then
+            local n = type(c) == "number" and math.tointeger(c)
+            if not n or n < 0 then
+              error(string.format("%s: state %s of parameter %d is %s, not a non-negative integer", name, f, idx,
+                type(c) == "string" and string.format("%q", c) or tostring(c)), 2)
+            end
+            st[f][i] = n
+          end
         end
       end
       idx = idx + 1

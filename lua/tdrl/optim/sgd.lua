@@ -6,6 +6,10 @@ local Optimizer = require 'tdrl.optim.optimizer'
 --- sgd(params, grads|nil, config, state): config {lr, momentum = 0, dampening = 0,
 --- weight_decay = 0, nesterov = false, maximize = false}; state gets momentum_buffer[i]
 local function sgd(params, grads, config, state)
+  if type(params) ~= "table" or type(config) ~= "table" or type(state) ~= "table" then
+    error(string.format("sgd(params, grads, config, state): params, config and state must be tables, got %s, %s, %s",
+      type(params), type(config), type(state)), 2)
+  end
   T._sgd_step(params, grads, state, config.lr, config.momentum or 0, config.dampening or 0,
     config.weight_decay or 0, config.nesterov or false, config.maximize or false, config._reference)
   return params
@@ -24,7 +28,7 @@ function SGD:__init(params, ...)
   local defaults = {lr = opts.lr or 1e-3, momentum = opts.momentum or 0, dampening = opts.dampening or 0,
                     weight_decay = opts.weight_decay or 0, nesterov = opts.nesterov or false,
                     maximize = opts.maximize or false}
-  Optimizer.__init(self, params, defaults, sgd, "SGD")
+  Optimizer.__init(self, params, defaults, sgd, "SGD", opts)
 end
 
 function SGD:validate(group)

@@ -137,7 +137,9 @@ end
 local CHANNELS = {[0] = 1, [2] = 3, [4] = 2, [6] = 4}
 
 function M.info(s)
+  if type(s) ~= "string" then error("pngread: expected the bytes of a PNG file, got " .. type(s), 3) end
   if s:sub(1, 8) ~= png.SIGNATURE then fail("not a PNG file (signature)") end
+  if #s < 33 then fail(string.format("truncated at byte offset %d: the IHDR chunk needs 33 bytes", #s)) end
   if s:sub(13, 16) ~= "IHDR" then fail("first chunk is not IHDR") end
   local w, h, depth, ctype = string.unpack(">I4I4BB", s, 17)
   return w, h, depth, ctype
@@ -161,7 +163,13 @@ function M.decode(s)
   if not ch then fail("colour type " .. ctype .. " is not supported") end
   local idat, pos = {}, 9
   while pos <= #s do
+    -- every length checked before it is read: a cut file ended in string.unpack's 'data string too short'
+    if pos + 7 > #s then fail(string.format("truncated at byte offset %d: a chunk header needs 8 bytes", #s)) end
     local len, kind = string.unpack(">I4c4", s, pos)
+    if pos + 11 + len > #s then
+      fail(string.format("truncated at byte offset %d: chunk '%s' at byte offset %d needs %d bytes", #s, kind, pos - 1,
+        len + 12))
+    end
     local data = s:sub(pos + 8, pos + 7 + len)
     local crc = string.unpack(">I4", s, pos + 8 + len)
     if png.crc32(kind .. data) ~= crc then fail("CRC mismatch in chunk " .. kind) end
@@ -175,6 +183,7 @@ function M.decode(s)
     fail("bad zlib header")
   end
   local raw, after = M.inflate(z, 3)
+  if after + 3 > #z then fail("compressed data ends before its Adler-32 checksum") end
   local a, b = 1, 0
   for i = 1, #raw do a = (a + raw[i]) % 65521; b = (b + a) % 65521 end
   if string.unpack(">I4", z, after) ~= (b << 16) | a then fail("Adler-32 mismatch") end
@@ -206,11 +215,14 @@ function M.decode(s)
 end
 
 function M.read(path)
+  if type(path) ~= "string" then error("pngread: the path must be a string, got " .. type(path), 2) end
   local f, err = io.open(path, "rb")
   if not f then error("pngread: cannot open " .. tostring(path) .. ": " .. tostring(err), 2) end
   local s = f:read("a")
   f:close()
-  return M.decode(s)
+  local ok, img = pcall(M.decode, s)
+  if not ok then error((tostring(img):gsub("pngread: ", "pngread: " .. path:gsub("%%", "%%%%") .. ": ", 1)), 2) end
+  return img
 end
 
 return M

@@ -5,6 +5,7 @@
 local M = {}
 
 local function convert(v)
+  if type(v) ~= "string" then error("args.convert: expected an option's text, got " .. type(v), 2) end
   if v == "true" then return true end
   if v == "false" then return false end
   local n = tonumber(v)
@@ -22,6 +23,11 @@ M.convert = convert
 --- the set of keys given on the command line
 --- opts.strict (default true): unknown keys are errors
 function M.parse(argv, defaults, opts)
+  for i, v in ipairs({argv, defaults, opts}) do
+    if v ~= nil and type(v) ~= "table" then
+      error(string.format("args.parse: argument %d must be a table (argv, defaults, options), got %s", i, type(v)), 2)
+    end
+  end
   opts = opts or {}
   local out, pos, given = {}, {}, {}
   for k, v in pairs(defaults or {}) do out[k] = v end
@@ -61,6 +67,7 @@ end
 --- --preset=<name> (default "tiny"); only options given on the command line override it;
 --- `extra` holds defaults for script options that no preset has.
 function M.with_preset(argv, get, extra)
+  if type(get) ~= "function" then error("args.with_preset: expected a preset lookup function, got " .. type(get), 2) end
   local defaults = get("tiny")
   for k, v in pairs(get("small")) do if defaults[k] == nil then defaults[k] = v end end
   for k, v in pairs(extra or {}) do defaults[k] = v end

@@ -49,7 +49,7 @@ local Dropout = class('Dropout', Module)
 M.Dropout = Dropout
 function Dropout:__init(p, ...)
   Module.__init(self)
-  local o = U.args({}, ...)
+  local o = U.args({layer = "Dropout"}, ...)
   p = p or 0.5
   if type(p) ~= "number" or p < 0 or p > 1 then error("Dropout: p must be a probability in [0, 1], got " .. tostring(p), 2) end
   self.p = p

@@ -20,7 +20,11 @@ local MHA = class('MultiheadAttention', Module)
 M.MultiheadAttention = MHA
 function MHA:__init(E, H, ...)
   Module.__init(self)
-  local o = U.args({"dropout", "bias"}, ...)
+  local o = U.args({"dropout", "bias", layer = "MultiheadAttention", options = {"batch_first"}}, ...)
+  if math.type(E) ~= "integer" or E < 1 or math.type(H) ~= "integer" or H < 1 then
+    error(string.format("MultiheadAttention: embed_dim %s and num_heads %s must be positive integers", tostring(E),
+      tostring(H)), 2)
+  end
   if E % H ~= 0 then error(string.format("MultiheadAttention: embed_dim %d is not divisible by %d heads", E, H), 2) end
   self.embed_dim, self.num_heads, self.head_dim = E, H, E // H
   self.dropout = o.dropout or 0
@@ -128,8 +132,10 @@ local TEL = class('TransformerEncoderLayer', Module)
 M.TransformerEncoderLayer = TEL
 function TEL:__init(d, nhead, ...)
   Module.__init(self)
-  local o = U.args({"dim_feedforward", "dropout", "activation"}, ...)
+  local o = U.args({"dim_feedforward", "dropout", "activation", layer = "TransformerEncoderLayer",
+    options = {"norm_first", "n_apply", "batch_first", "layer_norm_eps"}}, ...)
   local ff, p = o.dim_feedforward or 2048, o.dropout or 0.1
+  U.check_ints("TransformerEncoderLayer", "d_model", d, "nhead", nhead, "dim_feedforward", ff)
   local g = o.generator
   self.d_model, self.nhead, self.dim_feedforward, self.p = d, nhead, ff, p
   self.norm_first = o.norm_first == true
@@ -200,7 +206,8 @@ local PE = class('SinusoidalPositionalEncoding', Module)
 M.SinusoidalPositionalEncoding = PE
 function PE:__init(d, ...)
   Module.__init(self)
-  local o = U.args({"max_len"}, ...)
+  local o = U.args({"max_len", layer = "SinusoidalPositionalEncoding", options = {"persistent"}}, ...)
+  U.check_ints("SinusoidalPositionalEncoding", "d_model", d, "max_len", o.max_len or 5000)
   self.d_model, self.max_len = d, o.max_len or 5000
   self:register_buffer("pe", M.sinusoidal_encoding(self.max_len, d), o.persistent == true)
 end
@@ -220,8 +227,10 @@ local GFP = class('GaussianFourierProjection', Module)
 M.GaussianFourierProjection = GFP
 function GFP:__init(...)
   Module.__init(self)
-  local o = U.args({"embedding_size", "scale"}, ...)
+  local o = U.args({"embedding_size", "scale", layer = "GaussianFourierProjection"}, ...)
   self.embedding_size, self.scale = o.embedding_size or 256, o.scale or 1.0
+  U.check_ints("GaussianFourierProjection", "embedding_size", self.embedding_size)
+  if type(self.scale) ~= "number" then error("GaussianFourierProjection: scale must be a number, got " .. tostring(self.scale), 2) end
   local W = T.randn({self.embedding_size}, o.generator or {}) * self.scale
   self:register_parameter("W", W, false)
 end

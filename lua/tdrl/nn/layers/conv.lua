@@ -43,8 +43,10 @@ M.Conv2d = Conv2d
 
 function Conv2d:__init(cin, cout, k, ...)
   Module.__init(self)
-  local o = U.args({"stride", "padding", "dilation", "groups"}, ...)
+  local o = U.args({"stride", "padding", "dilation", "groups", layer = "Conv2d", options = {"bias"}}, ...)
   local G = o.groups or 1
+  U.check_ints("Conv2d", "in_channels", cin, "out_channels", cout, "groups", G)
+  if k == nil then error("Conv2d: kernel_size is missing", 2) end
   if cin % G ~= 0 or cout % G ~= 0 then
     error(string.format("Conv2d: %d input and %d output channels do not split into %d groups", cin, cout, G), 2)
   end
@@ -133,8 +135,11 @@ M.ConvTranspose2d = ConvTranspose2d
 
 function ConvTranspose2d:__init(cin, cout, k, ...)
   Module.__init(self)
-  local o = U.args({"stride", "padding", "output_padding", "groups"}, ...)
+  local o = U.args({"stride", "padding", "output_padding", "groups", layer = "ConvTranspose2d",
+    options = {"bias", "dilation"}}, ...)
   local G = o.groups or 1
+  U.check_ints("ConvTranspose2d", "in_channels", cin, "out_channels", cout, "groups", G)
+  if k == nil then error("ConvTranspose2d: kernel_size is missing", 2) end
   if cin % G ~= 0 or cout % G ~= 0 then
     error(string.format("ConvTranspose2d: %d input and %d output channels do not split into %d groups", cin, cout, G), 2)
   end
@@ -189,7 +194,7 @@ local Upsample = class('Upsample', Module)
 M.Upsample = Upsample
 function Upsample:__init(...)
   Module.__init(self)
-  local o = U.args({"size", "scale_factor", "mode"}, ...)
+  local o = U.args({"size", "scale_factor", "mode", layer = "Upsample"}, ...)
   if o.size then error("Upsample: only scale_factor is supported, not size", 2) end
   if (o.mode or "nearest") ~= "nearest" then error("Upsample: only mode 'nearest' is supported", 2) end
   local f = pair(o.scale_factor or 2)

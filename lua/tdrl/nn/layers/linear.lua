@@ -15,7 +15,7 @@ M.Linear = Linear
 
 function Linear:__init(in_features, out_features, ...)
   Module.__init(self)
-  local o = U.args({"bias"}, ...)
+  local o = U.args({"bias", layer = "Linear"}, ...)
   assert(math.type(in_features) == "integer" and in_features >= 0, "Linear: in_features must be an integer")
   assert(math.type(out_features) == "integer" and out_features >= 0, "Linear: out_features must be an integer")
   self.in_features, self.out_features = in_features, out_features
@@ -63,7 +63,8 @@ M.Embedding = Embedding
 
 function Embedding:__init(num, dim, ...)
   Module.__init(self)
-  local o = U.args({"padding_idx"}, ...)
+  local o = U.args({"padding_idx", layer = "Embedding"}, ...)
+  U.check_ints("Embedding", "num_embeddings", num, "embedding_dim", dim)
   self.num_embeddings, self.embedding_dim = num, dim
   local pad = o.padding_idx
   if pad ~= nil then

@@ -18,7 +18,10 @@ local GroupNorm = class('GroupNorm', Module)
 M.GroupNorm = GroupNorm
 function GroupNorm:__init(G, C, ...)
   Module.__init(self)
-  local o = U.args({"eps", "affine"}, ...)
+  local o = U.args({"eps", "affine", layer = "GroupNorm"}, ...)
+  if math.type(G) ~= "integer" or G < 1 or math.type(C) ~= "integer" or C < 1 then
+    error(string.format("GroupNorm: num_groups %s and num_channels %s must be positive integers", tostring(G), tostring(C)), 2)
+  end
   if C % G ~= 0 then error(string.format("GroupNorm: %d channels do not split into %d groups", C, G), 2) end
   self.num_groups, self.num_channels, self.eps = G, C, o.eps or 1e-5
   self.affine = o.affine ~= false
@@ -40,7 +43,9 @@ local BatchNorm = class('_BatchNorm', Module)
 M._BatchNorm = BatchNorm
 function BatchNorm:__init(C, ...)
   Module.__init(self)
-  local o = U.args({"eps", "momentum", "affine", "track_running_stats"}, ...)
+  local o = U.args({"eps", "momentum", "affine", "track_running_stats", layer = "BatchNorm",
+    options = {"cumulative"}}, ...)
+  U.check_ints(class.name(self), "num_features", C)
   self.num_features, self.eps = C, o.eps or 1e-5
   if o.momentum == false or o.cumulative then self.momentum = false else self.momentum = o.momentum or 0.1 end
   self.affine = o.affine ~= false
@@ -94,8 +99,12 @@ local LayerNorm = class('LayerNorm', Module)
 M.LayerNorm = LayerNorm
 function LayerNorm:__init(shape, ...)
   Module.__init(self)
-  local o = U.args({"eps", "elementwise_affine"}, ...)
+  local o = U.args({"eps", "elementwise_affine", layer = "LayerNorm"}, ...)
   if type(shape) == "number" then shape = {shape} end
+  if type(shape) ~= "table" or #shape == 0 then
+    error("LayerNorm: normalized_shape must be a size or a list of sizes, got " .. tostring(shape), 2)
+  end
+  for i = 1, #shape do U.check_ints("LayerNorm", "normalized_shape[" .. i .. "]", shape[i]) end
   self.normalized_shape, self.eps = shape, o.eps or 1e-5
   self.elementwise_affine = o.elementwise_affine ~= false
   self:register_parameter("weight", self.elementwise_affine and T.ones(shape) or nil)

@@ -20,7 +20,8 @@ local GRUCell = class('GRUCell', Module)
 M.GRUCell = GRUCell
 function GRUCell:__init(nin, H, ...)
   Module.__init(self)
-  local o = U.args({"bias"}, ...)
+  local o = U.args({"bias", layer = "GRUCell"}, ...)
+  U.check_ints("GRUCell", "input_size", nin, "hidden_size", H)
   self.input_size, self.hidden_size = nin, H
   self:register_parameter("weight_ih", T.empty(3 * H, nin))
   self:register_parameter("weight_hh", T.empty(3 * H, H))
@@ -62,7 +63,8 @@ local GRU = class('GRU', Module)
 M.GRU = GRU
 function GRU:__init(nin, H, ...)
   Module.__init(self)
-  local o = U.args({"num_layers"}, ...)
+  local o = U.args({"num_layers", layer = "GRU", options = {"bidirectional", "batch_first", "dropout", "bias"}}, ...)
+  U.check_ints("GRU", "input_size", nin, "hidden_size", H, "num_layers", o.num_layers or 1)
   if o.bidirectional then error("GRU: bidirectional is not supported", 2) end
   self.input_size, self.hidden_size = nin, H
   self.num_layers = o.num_layers or 1
