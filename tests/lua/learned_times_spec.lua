@@ -18,6 +18,23 @@ local function encoder(seed)
   return enc, g
 end
 
+-- A toy differentiable encoder: z(x, t) = 2 onehot(y) g(t) + noise, g(t) = exp(-(t - t*)^2 / (2 s^2)),
+-- so the label is readable only near t* = 0.75. x holds onehot(y) and the noise side by side.
+local C, TSTAR, S = 4, 0.75, 0.2
+local Toy = nn.class('ToyEncoder', nn.Module)
+function Toy:forward(x, t)
+  local gt = ((t - TSTAR) ^ 2 * (-1 / (2 * S * S))):exp():view(-1, 1)
+  return {z = x:narrow(2, 1, C) * gt * 2 + x:narrow(2, C + 1, C)}
+end
+
+-- n toy inputs (n, 2C) and their labels
+local function toy_data(n, g)
+  local y = T.randint(0, C, {n}, g)
+  local onehot = T.zeros(n, C)
+  for i = 1, n do onehot:set(i, y[i] + 1, 1) end
+  return T.cat({onehot, T.randn(n, C, g)}, 2), y
+end
+
 describe("learned query times", function()
   it("keeps the times ordered inside (0, 1) whatever the logits, and starts where asked", function()
     local enc, g = encoder(1)
@@ -65,26 +82,14 @@ describe("learned query times", function()
   end
 
   it("a K = 1 head moves its time to where a toy encoder's code carries the label", function()
-    -- z(x, t) = 2 onehot(y) g(t) + noise, g(t) = exp(-(t - t*)^2 / (2 s^2)): the label is
-    -- readable only near t* = 0.75; the head starts at t = 0.5
-    local C, tstar, s = 4, 0.75, 0.2
-    local Toy = nn.class('ToyEncoder', nn.Module)
-    function Toy:forward(x, t)
-      local gt = ((t - tstar) ^ 2 * (-1 / (2 * s * s))):exp():view(-1, 1)
-      return {z = x:narrow(2, 1, C) * gt * 2 + x:narrow(2, C + 1, C)}
-    end
+    -- the head starts at t = 0.5
     local g = T.Generator(5)
-    local function data(n)
-      local y = T.randint(0, C, {n}, g)
-      local onehot = T.zeros(n, C)
-      for i = 1, n do onehot:set(i, y[i] + 1, 1) end
-      return {T.cat({onehot, T.randn(n, C, g)}, 2), y}
-    end
+    local function data(n) return {toy_data(n, g)} end
     local r = LT.train(Toy(), {train = data(2000), val = data(500), test = data(500)},
       {K = 1, reader = "mlp", latent = C, classes = C, epochs = 40, patience = 40, batch = 100, time_lr = 0.05, seed = 1})
-    print(string.format("#   learned t %.3f (t* = %.2f) after %d epochs; val %.3f, test %.3f", r.times[1], tstar,
+    print(string.format("#   learned t %.3f (t* = %.2f) after %d epochs; val %.3f, test %.3f", r.times[1], TSTAR,
       r.epochs, r.val, r.test))
-    spec.truthy(math.abs(r.times[1] - tstar) < 0.05, string.format("learned t %.3f, t* %.2f", r.times[1], tstar))
+    spec.truthy(math.abs(r.times[1] - TSTAR) < 0.05, string.format("learned t %.3f, t* %.2f", r.times[1], TSTAR))
   end)
 end)
 
@@ -110,19 +115,11 @@ describe("learned query times on a cached grid", function()
     spec.truthy(err < 1e-2, string.format("error %.3g at %s", err, where))
   end)
   it("a K = 1 head on a grid moves its time to where the label is, and evaluate() reads the encoder", function()
-    local C, tstar, s = 4, 0.75, 0.2
-    local Toy = nn.class('ToyEncoder2', nn.Module)
-    function Toy:forward(x, t)
-      local gt = ((t - tstar) ^ 2 * (-1 / (2 * s * s))):exp():view(-1, 1)
-      return {z = x:narrow(2, 1, C) * gt * 2 + x:narrow(2, C + 1, C)}
-    end
     local enc = Toy()
     local g = T.Generator(7)
+    -- the toy codes at t = 0, 0.05, ..., 1
     local function data(n)
-      local y = T.randint(0, C, {n}, g)
-      local onehot = T.zeros(n, C)
-      for i = 1, n do onehot:set(i, y[i] + 1, 1) end
-      local x = T.cat({onehot, T.randn(n, C, g)}, 2)
+      local x, y = toy_data(n, g)
       local cols = {}
       for k = 0, 20 do cols[#cols + 1] = enc(x, T.full({n}, k / 20)).z end
       return {T.stack(cols, 2), y}, x
@@ -132,8 +129,8 @@ describe("learned query times on a cached grid", function()
     local te, xte = data(500)
     local r = LT.train(nil, {train = tr, val = va, test = te}, {K = 1, reader = "mlp", latent = C, classes = C,
       grid = 20, epochs = 40, patience = 40, batch = 100, time_lr = 0.05, seed = 1})
-    print(string.format("#   learned t %.3f on the grid (t* = %.2f); test %.3f", r.times[1], tstar, r.test))
-    spec.truthy(math.abs(r.times[1] - tstar) < 0.05, string.format("learned t %.3f", r.times[1]))
+    print(string.format("#   learned t %.3f on the grid (t* = %.2f); test %.3f", r.times[1], TSTAR, r.test))
+    spec.truthy(math.abs(r.times[1] - TSTAR) < 0.05, string.format("learned t %.3f", r.times[1]))
     local exact = LT.evaluate(enc, r.head, xte, te[2])
     spec.truthy(math.abs(exact - r.test) < 0.03, string.format("encoder %.3f, grid %.3f", exact, r.test))
   end)
