@@ -71,7 +71,8 @@ asan: setup-test
 # in Lua (checkpoints, trajectories) link the Lua bindings (vm/lua_*.c) and run lua/ from here.
 # Undefined behaviour stops a fuzzer (-fno-sanitize-recover) so that it counts as a finding.
 FUZZ_TIME ?= 60
-FUZZ_LUA_OBJ := $(patsubst vm/%.c,build-fuzz/vm/%.o,$(wildcard vm/lua_*.c))
+# the Lua bindings and the docs table they register (the fuzzers run Lua readers without the host)
+FUZZ_LUA_OBJ := $(patsubst vm/%.c,build-fuzz/vm/%.o,$(wildcard vm/lua_*.c) vm/core_docs.c)
 fuzz: setup
 	@./scripts/setup.sh fuzz
 	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz BIN=build-fuzz/tdrl OPT="-O1 -g -march=native" \
