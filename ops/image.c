@@ -142,7 +142,50 @@ static int check_png(const char *what, const uint8_t *b, size_t n, size_t *data_
     }
 }
 
+/* stb_image (Debian 12's 2022 build) trusts the Huffman tables: a DC table whose symbols exceed 15
+ * makes it shift and index by up to 255 bits (a fuzzed DHT read far out of bounds), and a scan
+ * that names a table no DHT defined decodes with uninitialised memory. Check both before it runs:
+ * huff[class][id] records the tables defined so far. */
+static int check_dht(const char *what, const uint8_t *p, size_t len, size_t seg, uint8_t huff[2][4]) {
+    for (size_t i = 0; i < len;) {
+        if (i + 17 > len)
+            return td_fail_int("image: %s: corrupt JPEG at byte offset %zu: Huffman table header cut short", what, seg);
+        unsigned tc = p[i] >> 4, th = p[i] & 15;
+        if (tc > 1 || th > 3)
+            return td_fail_int("image: %s: corrupt JPEG at byte offset %zu: Huffman table class %u, id %u", what, seg, tc,
+                               th);
+        size_t count = 0;
+        for (int k = 0; k < 16; k++) count += p[i + 1 + k];
+        if (count > 256 || i + 17 + count > len)
+            return td_fail_int("image: %s: corrupt JPEG at byte offset %zu: Huffman table of %zu symbols in a %zu-byte "
+                               "segment", what, seg, count, len);
+        for (size_t k = 0; tc == 0 && k < count; k++)
+            if (p[i + 17 + k] > 15)
+                return td_fail_int("image: %s: corrupt JPEG at byte offset %zu: DC Huffman symbol %u (at most 15)", what,
+                                   seg, p[i + 17 + k]);
+        huff[tc][th] = 1;
+        i += 17 + count;
+    }
+    return 0;
+}
+
+/* a scan's components must name Huffman tables defined before it: DC tables when the scan codes
+ * DC (spectral start 0), AC tables when it codes AC (spectral end above 0) */
+static int check_sos(const char *what, const uint8_t *p, size_t len, size_t seg, uint8_t huff[2][4]) {
+    if (len < 1 || len < 1 + 2 * (size_t)p[0] + 3)
+        return td_fail_int("image: %s: corrupt JPEG at byte offset %zu: scan header cut short", what, seg);
+    unsigned ns = p[0], ss = p[1 + 2 * ns], se = p[2 + 2 * ns];
+    for (unsigned c = 0; c < ns; c++) {
+        unsigned td = p[2 + 2 * c] >> 4, ta = p[2 + 2 * c] & 15;
+        if (td > 3 || ta > 3 || (ss == 0 && !huff[0][td]) || (se > 0 && !huff[1][ta]))
+            return td_fail_int("image: %s: corrupt JPEG at byte offset %zu: scan component %u names Huffman tables "
+                               "DC %u / AC %u, not defined before it", what, seg, c + 1, td, ta);
+    }
+    return 0;
+}
+
 static int check_jpeg(const char *what, const uint8_t *b, size_t n, size_t *data_at) {
+    uint8_t huff[2][4] = {{0}};
     size_t pos = 2;
     *data_at = 0;
     for (;;) {
@@ -173,6 +216,8 @@ static int check_jpeg(const char *what, const uint8_t *b, size_t n, size_t *data
                                what, n, m, pos, len + 2);
         size_t seg = pos;
         pos += 2 + len;
+        if (m == 0xC4 && check_dht(what, b + seg + 4, len - 2, seg, huff)) return -1;
+        if (m == 0xDA && check_sos(what, b + seg + 4, len - 2, seg, huff)) return -1;
         if (m == 0xDA) { /* start of scan: entropy-coded data up to the next real marker */
             if (!*data_at) *data_at = seg;
             for (;;) {

@@ -637,3 +637,27 @@ describe("real data", function()
 end)
 
 os.execute("rm -rf " .. U.shq(tmp))
+
+describe("JPEG Huffman tables", function()
+  local data = require 'tdrl.data'
+  it("a DC table with symbols above 15 is refused before stb_image decodes it (a fuzzer's crash)", function()
+    spec.raises(function() data.load_image("tests/fixtures/images/dc_huffman_symbol_205.jpg") end,
+      "dc_huffman_symbol_205.jpg", "DC Huffman symbol 205")
+  end)
+  it("a scan that names an undefined Huffman table is refused", function()
+    -- a valid JPEG whose scan's first component is pointed at tables DC 2 / AC 2, which no DHT defines
+    local f = assert(io.open("tests/fuzz/seeds/fuzz_image/small.jpg", "rb"))
+    local b = f:read("a")
+    f:close()
+    local sos = b:find("\255\218", 1, true)
+    b = b:sub(1, sos + 5) .. "\34" .. b:sub(sos + 7)
+    local path = os.tmpname() .. ".jpg"
+    local g = assert(io.open(path, "wb"))
+    g:write(b)
+    g:close()
+    local ok, err = pcall(data.load_image, path)
+    os.remove(path)
+    spec.truthy(not ok, "refused")
+    spec.truthy(tostring(err):find("names Huffman tables DC 2 / AC 2, not defined before it", 1, true), tostring(err))
+  end)
+end)
