@@ -140,7 +140,8 @@ describe("diffusion model", function()
     os.execute("mkdir -p '" .. dir .. "'")
     local script = dir .. "/train.lua"
     local f = assert(io.open(script, "w"))
-    -- the run announces its first step through a file, then trains for ever until the signal
+    -- the run announces its first step through a FIFO (or that it failed before it), then trains
+    -- for ever until the signal
     f:write(string.format([[
       package.path = %q
       local T = require 'tdrl'
@@ -149,16 +150,22 @@ describe("diffusion model", function()
       local cfg = D.presets.resolve({preset = "tiny", image_size = 8, nf = 4, ch_mult = {1, 2}, enc_depth = 10,
         enc_widen = 1, latent = 3, batch = 4, iters = 1000000, warmup = 0, eval_every = 0, ckpt_every = 0,
         log_every = 1})
-      trainer.run(cfg, {train = T.rand(8, 3, 8, 8)}, {out = %q, quiet = true, on_step = function(s)
-        if s == 1 then io.open(%q, "w"):close() end end})
-    ]], package.path, dir .. "/run", dir .. "/ready"))
+      local said = false -- the FIFO has one reader: write to it once
+      local function say(w) said = true; local r = io.open(%q, "w"); r:write(w, "\n"); r:close() end
+      local ok, err = pcall(trainer.run, cfg, {train = T.rand(8, 3, 8, 8)}, {out = %q, quiet = true,
+        on_step = function(s) if s == 1 then say("step") end end})
+      if not ok then
+        if not said then say("failed") end
+        error(err, 0)
+      end
+    ]], package.path, dir .. "/ready", dir .. "/run"))
     f:close()
     local exe = arg[-1] or "./tdrl"
-    -- the shell waits for the explicit signal (the ready file), not for a time
-    local cmd = string.format("%s '%s' >/dev/null 2>&1 & pid=$!; " ..
-      "while [ ! -e '%s/ready' ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done; " ..
-      "kill -TERM $pid; wait $pid; echo status=$?", exe, script, dir)
+    -- the shell blocks reading the FIFO until the run writes to it: an explicit signal, no clock
+    local cmd = string.format("mkfifo '%s/ready' && { %s '%s' >/dev/null 2>&1 & pid=$!; " ..
+      "read said < '%s/ready'; echo said=$said; kill -TERM $pid; wait $pid; echo status=$?; }", dir, exe, script, dir)
     local out = io.popen(cmd):read("a")
+    spec.truthy(out:find("said=step", 1, true), "the run reached its first step: " .. out)
     spec.truthy(out:find("status=143", 1, true), "exit status: " .. out)
     local ck = require('tdrl.checkpoint').load(dir .. "/run/checkpoint.safetensors")
     spec.truthy(ck.step >= 1, "checkpoint step " .. tostring(ck.step))
