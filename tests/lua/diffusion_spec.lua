@@ -46,6 +46,24 @@ describe("diffusion model", function()
     end
   end)
 
+  it("coordinate channels: the encoder's first conv reads C + 2 planes, whatever the batch", function()
+    local m = D.build(micro({enc_coords = true}), T.Generator(0))
+    spec.eq(m.encoder.conv1.weight:size(2), 5)
+    spec.eq(D.build(micro(), T.Generator(0)).encoder.conv1.weight:size(2), 3)
+    m.encoder:eval()
+    for _, B in ipairs({3, 2, 3}) do
+      local e = m.encoder(images(B, 1), T.full({B}, 0.5))
+      spec.eq(table.concat(e.z:size(), "x"), B .. "x3")
+    end
+    -- an object moved by four pixels gives another code
+    local x = T.zeros(1, 3, 8, 8)
+    x:narrow(3, 1, 2):narrow(4, 1, 2):fill_(1)
+    local y = T.zeros(1, 3, 8, 8)
+    y:narrow(3, 5, 2):narrow(4, 5, 2):fill_(1)
+    local zx, zy = m.encoder(x, T.full({1}, 0.5)).z, m.encoder(y, T.full({1}, 0.5)).z
+    spec.truthy((zx - zy):abs():max():item() > 1e-4, "a moved object moves the code")
+  end)
+
   it("an untrained score net outputs ~0, so the DSM loss starts at 0.5 * pixels", function()
     local cfg = micro()
     local m = D.build(cfg, T.Generator(0))

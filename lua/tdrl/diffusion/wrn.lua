@@ -86,7 +86,16 @@ end
 
 function WRN:forward(x, t)
   local temb = self.temb(self.sde:log_sigma(t))
-  if self.coords then x = T.cat({x, coord_planes(x:size(1), x:size(3), x:size(4))}, 2) end
+  if self.coords then
+    -- the planes depend only on the batch's shape: made once per shape, not every step
+    local B, H, W = x:size(1), x:size(3), x:size(4)
+    local c = rawget(self, "_coord_cache")
+    if not (c and c.B == B and c.H == H and c.W == W) then
+      c = {B = B, H = H, W = W, planes = coord_planes(B, H, W):contiguous()}
+      rawset(self, "_coord_cache", c)
+    end
+    x = T.cat({x, c.planes}, 2)
+  end
   local h = self.conv1(x)
   for _, b in ipairs(self.blocks) do h = b(h, temb) end
   local feat = self.bn:forward_relu(h):mean({3, 4})
