@@ -172,6 +172,8 @@ typedef enum {
 } td_unary_op;
 extern const char *const td_binary_names[TD_BINARY_COUNT];
 extern const char *const td_unary_names[TD_UNARY_COUNT];
+extern const char *const td_binary_docs[TD_BINARY_COUNT]; /* one line each, for help() */
+extern const char *const td_unary_docs[TD_UNARY_COUNT];
 
 td_tensor *td_binary(td_binary_op op, td_tensor *a, td_tensor *b);
 td_tensor *td_binary_scalar(td_binary_op op, td_tensor *a, double s, bool scalar_first);
