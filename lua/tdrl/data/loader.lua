@@ -21,9 +21,14 @@ Loader.__name = "tdrl.data.Loader"
 
 local OPTIONS = {"batch_size", "shuffle", "seed", "drop_last", "prefetch", "threads"}
 
+-- (a data set is known by its metatable's name: tdrl.data.dataset requires this module)
+local function is_dataset(v)
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__name == "tdrl.data.Dataset"
+end
+
 function Loader.new(ds, opts)
-  local Dataset = require 'tdrl.data.dataset'
-  if not Dataset.is_dataset(ds) then error("loader: expects a data set, got " .. type(ds), 3) end
+  if not is_dataset(ds) then error("loader: expects a data set, got " .. type(ds), 3) end
   opts = opts or {}
   if type(opts) ~= "table" then error("loader: options must be a table", 3) end
   U.known(opts, OPTIONS, "loader")
