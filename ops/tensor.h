@@ -294,7 +294,7 @@ char *td_format(const td_tensor *t);
 void td_set_print_width(int columns);
 int td_get_print_width(void);
 
-/* ---- file I/O (io_safetensors.c, io_npy.c) ------------------------------------------------ */
+/* ---- file I/O (io/safetensors.c, io/npy.c) ------------------------------------------------ */
 typedef struct td_named {
     char *name;
     td_tensor *t;

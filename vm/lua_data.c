@@ -1,4 +1,4 @@
-/* Lua binding of the data core (ops/data.h), under the private table T._data; the public API is
+/* Lua binding of the data core (ops/io/data.h), under the private table T._data; the public API is
  * lua/tdrl/data/. Sources and loaders are userdata with an idempotent closer for __gc/__close.
  * Sample ids handed to C (index tensors) are int64 and count from 0; task numbers count from 1. */
 #include <dirent.h>
@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include "../ops/data.h"
+#include "../ops/io/data.h"
 #include "bind.h"
 
 #define SOURCE_MT "tdrl.data.Source"

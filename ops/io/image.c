@@ -1,10 +1,6 @@
 /* Images: decoding (stb_image), structural checks that locate damage in a file, resizing (area
  * averaging when shrinking, bilinear when growing), PNG writing (stb_image_write), image grids.
- *
- * LINK: needs `-lstb` (Debian libstb-dev ships stb_image / stb_image_write as libstb.so) and
- * `-lz` (zlib1g-dev, for io_idx.c). Makefile change requested: DEPS := lua5.4 openblas jansson stb
- * zlib (pkg-config knows both: `pkg-config --libs stb zlib` gives -lstb -lz).
- */
+ * Links Debian's libstb (stb_image and stb_image_write as one shared library). */
 #include "data.h"
 
 #include <errno.h>
