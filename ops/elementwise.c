@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fastmath.h"
+#include "simd.h"
 #include "tensor.h"
 
 #define PAR_MIN 65536 /* below this many elements a parallel region costs more than it saves */
