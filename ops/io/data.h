@@ -42,6 +42,9 @@ td_tensor *td_image_load(const char *path, int channels, int h, int w);
 td_tensor *td_image_resize(td_tensor *img, int64_t h, int64_t w);
 /* Writes (C, H, W) (C = 1, 3 or 4) or (H, W) float values in [0, 1] (clamped) as an 8-bit PNG. */
 int td_image_save_png(const char *path, td_tensor *img);
+/* PNG file bytes (stb_image_write) of h rows of w pixels of c (1-4) 8-bit channels, interleaved;
+ * malloc'd (free it), length in *len; NULL with the error set. */
+uint8_t *td_png_encode(const uint8_t *px, int w, int h, int c, size_t *len);
 /* (B, C, H, W) -> (C, rows*(H+pad)+pad, nrow*(W+pad)+pad) tiled grid, pad filled with pad_value. */
 td_tensor *td_image_grid(td_tensor *imgs, int nrow, int pad, float pad_value);
 

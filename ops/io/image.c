@@ -679,6 +679,40 @@ int td_image_save_png(const char *path, td_tensor *img) {
     return 0;
 }
 
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+    bool failed;
+} png_buf;
+
+static void append_fn(void *ctx, void *data, int size) { /* stb writes the file in pieces */
+    png_buf *b = ctx;
+    if (b->failed) return;
+    if (b->len + (size_t)size > b->cap) {
+        size_t cap = 2 * (b->len + (size_t)size);
+        uint8_t *p = realloc(b->p, cap);
+        if (!p) {
+            b->failed = true;
+            return;
+        }
+        b->p = p, b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, (size_t)size);
+    b->len += (size_t)size;
+}
+
+uint8_t *td_png_encode(const uint8_t *px, int w, int h, int c, size_t *len) {
+    if (w < 1 || h < 1 || w > 1 << 15 || h > 1 << 15 || c < 1 || c > 4)
+        return td_fail("png_encode: %dx%d pixels of %d channels (1 to 32768 a side, 1 to 4 channels)", w, h, c);
+    png_buf b = {0};
+    if (!stbi_write_png_to_func(append_fn, &b, w, h, c, px, w * c) || b.failed) {
+        free(b.p);
+        return td_fail("png_encode: out of memory");
+    }
+    *len = b.len;
+    return b.p;
+}
+
 td_tensor *td_image_grid(td_tensor *imgs, int nrow, int pad, float pad_value) {
     char sb[TD_SHAPE_BUF];
     if (imgs->dtype != TD_F32 || imgs->ndim != 4)
