@@ -23,9 +23,8 @@
  *   wtile: acc[k][o] += sum_q B[off[k] + q] * Dt[q][o] (the weight gradient, transposed): taps
  *          are broadcast from the same B rows (direct or im2col), output channels are vector loads
  *          from the output gradient transposed to (pixel, channel), so the sum over a chunk's
- *          pixels stays in registers. (The earlier form, pixels as the vector dimension, needed
- *          ten vector loads per 24 multiply-adds from L2 and ran at 30-85 GFLOP/s; this one at
- *          140-165 on two cores, 128 channels at 8x8 went from 40 to 160.) For 3-wide kernels on
+ *          pixels stays in registers (pixels as the vector dimension needed ten vector loads
+ *          per 24 multiply-adds, from L2; bench/README.md has the figures). For 3-wide kernels on
  *          the direct layout, it holds one pointer per kernel row and reads its three taps at
  *          fixed offsets.
  *

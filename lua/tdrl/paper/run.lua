@@ -9,7 +9,7 @@ local fs = require 'tdrl.util.fs'
 
 local E = {}
 
---- a run folder: created, with a helper to tell whether a stage has finished
+--- a run folder, created with its parents; returns path
 function E.run_dir(path)
   fs.mkdir(path)
   return path
