@@ -83,6 +83,16 @@ td_tensor *td_batch_norm(td_tensor *x, td_tensor *running_mean, td_tensor *runni
                          td_tensor *bias, bool training, double momentum, double eps, bool relu);
 /* normalises over the last n_dims dims; weight/bias of those dims' shape, or NULL */
 td_tensor *td_layer_norm(td_tensor *x, int n_dims, td_tensor *weight, td_tensor *bias, double eps);
+/* Plain double-precision loops: the specification the tests hold the kernels to. y of the
+ * forward (batch norm: training statistics) and, given dy, dx (written) and dw, db (added to, in
+ * double; always given, of the parameters' size); w and b may be NULL (1 and 0).
+ * group: x (N,C,S), w, b (C); batch: x (N,C,S), w, b (C); layer: x (R,n), w, b (n). */
+void td_group_norm_ref(const float *x, int64_t N, int64_t C, int64_t S, int64_t G, const float *w, const float *b,
+                       double eps, bool silu, const float *dy, float *y, float *dx, double *dw, double *db);
+void td_batch_norm_ref(const float *x, int64_t N, int64_t C, int64_t S, const float *w, const float *b, double eps,
+                       const float *dy, float *y, float *dx, double *dw, double *db);
+void td_layer_norm_ref(const float *x, int64_t R, int64_t n, const float *w, const float *b, double eps, const float *dy,
+                       float *y, float *dx, double *dw, double *db);
 
 /* ---- attention (attention.c) ---------------------------------------------------------------- */
 typedef struct td_sdpa_opts {
