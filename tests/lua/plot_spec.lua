@@ -383,15 +383,12 @@ describe("plot files", function()
     end
     os.remove(full)
   end)
-  local D = T._data
-  if D and D.image_load then
-    it("reads back through the data loader's PNG decoder (stb) with the same pixels", function()
-      local path = tmp("stb.png")
-      local cv = plot.heatmap({{0, 1}, {2, 3}}, {title = "stb", annotate = true}, path)
-      local img = D.image_load(path, 3)
-      os.remove(path)
-      spec.eq(img:size(1), 3); spec.eq(img:size(2), cv.h); spec.eq(img:size(3), cv.w)
-      spec.tensor_near(img, cv:tensor(), 1e-6, "decoded pixels")
-    end)
-  end
+  it("reads back through the data loader's PNG decoder with the same pixels", function()
+    local path = tmp("stb.png")
+    local cv = plot.heatmap({{0, 1}, {2, 3}}, {title = "stb", annotate = true}, path)
+    local img = T._data.image_load(path, 3)
+    os.remove(path)
+    spec.eq(img:size(1), 3); spec.eq(img:size(2), cv.h); spec.eq(img:size(3), cv.w)
+    spec.tensor_near(img, cv:tensor(), 1e-6, "decoded pixels")
+  end)
 end)
