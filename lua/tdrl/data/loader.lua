@@ -1,6 +1,9 @@
 -- Batches from a data set: (B, C, H, W) float images and {task = int64 tensor (B)} labels,
 -- shuffled by a seed, with drop_last; the next batch is produced by a C worker thread while
 -- the caller uses the current one (image folders decode in the background).
+-- The path for data sets larger than memory: the diffusion trainer and trajectory extraction
+-- take whole tensors (ds:tensors()), which the paper's sets fit; a loop over a loader holds a
+-- few batches at a time (data_spec: "trains through the loader ... never the whole set").
 --
 --   local loader = data.loader(ds, {batch_size = 100, shuffle = true, seed = 0})
 --   for x, y in loader:iter() do ... end      -- one epoch; each call to iter() is the next epoch
