@@ -1,5 +1,6 @@
 # tdrl: `make` builds ./tdrl and build/libtdrl.a; `make test` runs every test.
-# Sources are picked up by wildcard: a new ops/*.c, vm/*.c or tests/c/test_*.c needs no edit here.
+# Sources are picked up by wildcard: a new ops/*.c, ops/io/*.c, vm/*.c or tests/c/test_*.c needs no
+# edit here.
 CC      ?= cc
 PREFIX  ?= /usr/local
 BUILD   ?= build
@@ -11,7 +12,7 @@ PKGLIBS   := $(shell pkg-config --libs $(DEPS) 2>/dev/null)
 CFLAGS  += -std=gnu11 $(OPT) $(WARN) -fopenmp -g $(PKGCFLAGS) -I/usr/include/stb $(EXTRA_CFLAGS)
 LDLIBS  += $(PKGLIBS) -lreadline -lutil -lm -fopenmp $(EXTRA_LDFLAGS)
 
-OPS_SRC := $(wildcard ops/*.c)
+OPS_SRC := $(wildcard ops/*.c ops/io/*.c)
 VM_SRC  := $(wildcard vm/*.c)
 OPS_OBJ := $(OPS_SRC:%.c=$(BUILD)/%.o)
 VM_OBJ  := $(VM_SRC:%.c=$(BUILD)/%.o)
@@ -29,7 +30,7 @@ setup:
 setup-test:
 	@./scripts/setup.sh test
 
-$(BUILD)/%.o: %.c $(wildcard ops/*.h vm/*.h)
+$(BUILD)/%.o: %.c $(wildcard ops/*.h ops/io/*.h vm/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC $<"
 	@$(CC) $(CFLAGS) -c $< -o $@

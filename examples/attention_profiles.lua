@@ -8,11 +8,10 @@
 -- Writes attention-<name>.png (one line per task, min-max band over seeds), jsd-<name>.png and
 -- attention-<name>.json, and prints the t = 0.5 ablation: test accuracy with all tokens, with the
 -- t = 0.5 token hidden, and with only that token visible. examples/jsd.lua reads the same results.
-local P = require 'tdrl.pipeline'
-local E = require 'tdrl.experiment'
+local P = require 'tdrl.paper'
 
 local cfg = P.config(arg, {encoder = "vdrl", latent = 16})
-local dir = E.run_dir(cfg.out ~= "" and cfg.out or ("runs/analysis-" .. cfg.dataset))
+local dir = P.run_dir(cfg.out ~= "" and cfg.out or ("runs/analysis-" .. cfg.dataset))
 local sets = P.sets(cfg)
 local model = P.model(cfg, dir, cfg.encoder, {encoder = cfg.encoder, latent = cfg.latent}, sets)
 local tr = P.trajectories(model, sets, cfg.granularity, dir, cfg.encoder)

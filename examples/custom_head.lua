@@ -17,8 +17,7 @@ local nn = require 'tdrl.nn'
 local heads = require 'tdrl.heads'
 local protocol = require 'tdrl.heads.protocol'
 local traj = require 'tdrl.traj'
-local P = require 'tdrl.pipeline'
-local E = require 'tdrl.experiment'
+local P = require 'tdrl.paper'
 local fs = require 'tdrl.util.fs'
 
 local GatedPool = nn.class('TimeGatedPoolHead', nn.Module)
@@ -50,7 +49,7 @@ end
 heads.register("gated_pool", GatedPool)
 
 local cfg = P.config(arg, {traj = "", encoder = "vdrl", latent = 16})
-local dir = E.run_dir(cfg.traj ~= "" and cfg.traj or (cfg.out ~= "" and cfg.out or "runs/custom-head-" .. cfg.dataset))
+local dir = P.run_dir(cfg.traj ~= "" and cfg.traj or (cfg.out ~= "" and cfg.out or "runs/custom-head-" .. cfg.dataset))
 local name = cfg.encoder
 local tr
 if fs.exists(string.format("%s/traj-%s-g%d-test.safetensors", dir, name, cfg.granularity)) then

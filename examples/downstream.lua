@@ -11,11 +11,10 @@
 -- test accuracy at the best validation epoch, several seeds). Writes heads-<name>.csv / .json and
 -- figure1-<name>-<task>.png (MLP accuracy against t with a min-max band over seeds; GRU and
 -- Transformer as dashed lines) into the run folder.
-local P = require 'tdrl.pipeline'
-local E = require 'tdrl.experiment'
+local P = require 'tdrl.paper'
 
 local cfg = P.config(arg, {encoder = "vdrl", latent = 16})
-local dir = E.run_dir(cfg.out ~= "" and cfg.out or ("runs/downstream-" .. cfg.dataset))
+local dir = P.run_dir(cfg.out ~= "" and cfg.out or ("runs/downstream-" .. cfg.dataset))
 local sets = P.sets(cfg)
 local model, _, dcfg, mdir = P.model(cfg, dir, cfg.encoder, {encoder = cfg.encoder, latent = cfg.latent}, sets)
 local tr = P.trajectories(model, sets, cfg.granularity, dir, cfg.encoder,

@@ -14,7 +14,7 @@ local args = require 'tdrl.util.args'
 local trainer = require 'tdrl.diffusion.trainer'
 local checkpoint = require 'tdrl.checkpoint'
 local D = require 'tdrl.diffusion'
-local E = require 'tdrl.experiment'
+local P = require 'tdrl.paper'
 local plot = require 'tdrl.plot'
 
 local o = args.parse(arg, {runs = "runs/diffusion-synthetic-drl,runs/diffusion-synthetic-none", n = 512,
@@ -38,8 +38,8 @@ end
 local runs = {}
 for i, d in ipairs(dirs) do runs[i] = load_run(d) end
 local cfg = runs[1].cfg
-local _, val = E.datasets(cfg.dataset or "synthetic", {data_dir = cfg.data_dir ~= "" and cfg.data_dir or nil})
-local X = E.images(val)
+local _, val = P.datasets(cfg.dataset or "synthetic", {data_dir = cfg.data_dir ~= "" and cfg.data_dir or nil})
+local X = P.images(val)
 local n = math.min(o.n, X:size(1))
 X = X:narrow(1, 1, n)
 local sde = runs[1].model.sde
@@ -92,7 +92,5 @@ for i, nm in ipairs(names) do
 end
 plot.lines({series = series}, {title = "DSM loss by noise level", xlabel = "t (bin centre)",
   ylabel = "0.5 |sigma s + eps|^2 per image"}, out .. "/encoder-gain.png")
-local f = assert(io.open(out .. "/encoder-gain.json", "w"))
-f:write(json.encode({runs = names, images = n, bins = rows}, "  "), "\n")
-f:close()
+P.write_result(out, "encoder-gain", {runs = names, images = n, bins = rows})
 print("wrote " .. out .. "/encoder-gain.json and encoder-gain.png")

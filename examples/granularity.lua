@@ -7,11 +7,10 @@
 --   ./tdrl examples/granularity.lua --latents=2,4,8     # Figure 10: one model per latent size
 --
 -- Writes granularity-<name>.png / .json (and granularity-latents.png with --latents).
-local P = require 'tdrl.pipeline'
-local E = require 'tdrl.experiment'
+local P = require 'tdrl.paper'
 
 local cfg = P.config(arg, {latents = {}, gran_encoder = "drl"})
-local dir = E.run_dir(cfg.out ~= "" and cfg.out or ("runs/granularity-" .. cfg.dataset))
+local dir = P.run_dir(cfg.out ~= "" and cfg.out or ("runs/granularity-" .. cfg.dataset))
 local sets = P.sets(cfg)
 local latents = #cfg.latents > 0 and cfg.latents or {cfg.gran_latent}
 local per_latent = {}

@@ -5,13 +5,12 @@
 --
 --   ./tdrl examples/jsd.lua [--quick] [--dataset=cmnist] [--out=DIR]
 local T = require 'tdrl'
-local P = require 'tdrl.pipeline'
-local E = require 'tdrl.experiment'
+local P = require 'tdrl.paper'
 local json = require 'tdrl.json'
 local fs = require 'tdrl.util.fs'
 
 local cfg = P.config(arg, {encoder = "vdrl", latent = 16})
-local dir = E.run_dir(cfg.out ~= "" and cfg.out or ("runs/analysis-" .. cfg.dataset))
+local dir = P.run_dir(cfg.out ~= "" and cfg.out or ("runs/analysis-" .. cfg.dataset))
 local saved = fs.read(dir .. "/attention-" .. cfg.encoder .. ".json")
 local r
 if saved then

@@ -18,16 +18,13 @@
 -- learned against uniform per task and K: holds only when every seed agrees) and one figure per
 -- latent: the learned times per task over that task's attention profile.
 local T = require 'tdrl'
-local P = require 'tdrl.pipeline'
-local E = require 'tdrl.experiment'
+local P = require 'tdrl.paper'
 local LT = require 'tdrl.heads.learned_times'
 local traj = require 'tdrl.traj'
 local protocol = require 'tdrl.heads.protocol'
-local V = require 'tdrl.verdict'
+local V = require 'tdrl.paper.verdict'
 local nn = require 'tdrl.nn'
 local optim = require 'tdrl.optim'
-local json = require 'tdrl.json'
-local fs = require 'tdrl.util.fs'
 
 local cfg = P.config(arg, {latents = {2, 16}, Ks = {1, 2, 3, 5}, lt_seeds = 3, lt_reader = "mlp", lt_epochs = 300,
   lt_patience = 20, lt_time_lr = 0.02, lt_grid = 50})
@@ -35,7 +32,7 @@ for _, k in ipairs({"latents", "Ks"}) do if type(cfg[k]) ~= "table" then cfg[k] 
 if cfg.mode == "quick" then
   cfg.latents, cfg.Ks, cfg.lt_seeds, cfg.lt_epochs, cfg.lt_patience, cfg.lt_grid = {2}, {1, 2}, 1, 3, 2, 10
 end
-local dir = E.run_dir(cfg.out ~= "" and cfg.out or ("runs/learned-times-" .. cfg.dataset))
+local dir = P.run_dir(cfg.out ~= "" and cfg.out or ("runs/learned-times-" .. cfg.dataset))
 local sets = P.sets(cfg)
 local tasks = sets.train:task_names()
 local head_kind = cfg.lt_reader == "mlp" and "mlp_concat" or cfg.lt_reader
@@ -78,7 +75,7 @@ local function uniform(K, g)
   return pts
 end
 
-local rows, csv = {}, {"latent,task,K,method,seed,test,times"}
+local rows = {}
 local summary = {}
 for _, L in ipairs(cfg.latents) do
   local name = "vdrl-latent" .. L
@@ -95,13 +92,13 @@ for _, L in ipairs(cfg.latents) do
     fine[s].codes = ((raw[s].codes - mu) / sd):contiguous()
   end
   local grid_t = fine.test.times:totable()
-  local Xte, yte = E.images(sets.test)
+  local Xte, yte = P.images(sets.test)
   local learned = {}
   for _, task in ipairs(tasks) do
     local classes = sets.train.classes[task]
     learned[task] = {}
     -- the greedy picks in the order chosen: its first K are its choice for K points
-    local gsel = E.stage(dir, string.format("greedy-%s-%s", name, task), function()
+    local gsel = P.stage(dir, string.format("greedy-%s-%s", name, task), function()
       return {points = greedy(fine, task, math.max(table.unpack(cfg.Ks)), classes)}
     end).points
     for _, K in ipairs(cfg.Ks) do
@@ -111,10 +108,7 @@ for _, L in ipairs(cfg.latents) do
       methods.greedy = g
       for seed = 1, cfg.lt_seeds do
         local function record(method, acc, times)
-          local ts = {}
-          for i, t in ipairs(times) do ts[i] = string.format("%.3f", t) end
           rows[#rows + 1] = {latent = L, task = task, K = K, method = method, seed = seed, test = acc, times = times}
-          csv[#csv + 1] = string.format("%d,%s,%d,%s,%d,%.4f,%s", L, task, K, method, seed, acc, table.concat(ts, " "))
         end
         for _, method in ipairs({"uniform", "greedy"}) do
           local pts = methods[method]
@@ -140,7 +134,7 @@ for _, L in ipairs(cfg.latents) do
   end
   -- the attention profile of each task at granularity 10, with the learned times over it
   local tr10 = P.trajectories(model, sets, 10, dir, name, prov)
-  local att = E.stage(dir, "attention-" .. name, function() return P.attention(tr10, cfg, dir, name) end)
+  local att = P.stage(dir, "attention-" .. name, function() return P.attention(tr10, cfg, dir, name) end)
   local series = {}
   for _, task in ipairs(tasks) do
     local p = att.profiles[task].profile
@@ -180,7 +174,7 @@ for _, L in ipairs(cfg.latents) do
     end
   end
 end
-fs.write(dir .. "/learned_times.csv", table.concat(csv, "\n") .. "\n")
-fs.write(dir .. "/learned_times.json", json.encode({summary = summary, config = cfg}, "  ") .. "\n")
+P.write_result(dir, "learned_times", {summary = summary, config = cfg}, rows,
+  {"latent", "task", "K", "method", "seed", "test", "times"})
 print(string.format("learned times: %s/learned_times.csv and .json, figures learned-times-latent*.png (%.0f s)", dir,
   T.clock() - t_start))

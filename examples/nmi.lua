@@ -8,11 +8,10 @@
 --
 -- Writes nmi-<name>.png (heatmap with a colour bar) and nmi-<name>.json (the matrix per seed and
 -- averaged, MI in nats, per-lag means, the mean of the near-diagonal and of the far cells).
-local P = require 'tdrl.pipeline'
-local E = require 'tdrl.experiment'
+local P = require 'tdrl.paper'
 
 local cfg = P.config(arg, {encoder = "vdrl", latent = 16})
-local dir = E.run_dir(cfg.out ~= "" and cfg.out or ("runs/analysis-" .. cfg.dataset))
+local dir = P.run_dir(cfg.out ~= "" and cfg.out or ("runs/analysis-" .. cfg.dataset))
 local sets = P.sets(cfg)
 local model = P.model(cfg, dir, cfg.encoder, {encoder = cfg.encoder, latent = cfg.latent}, sets)
 local tr = P.trajectories(model, sets, cfg.granularity, dir, cfg.encoder)

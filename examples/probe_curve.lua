@@ -16,7 +16,7 @@
 -- read back from <out>/seed<s>/step<n>/probe.json.
 local T = require 'tdrl'
 local D = require 'tdrl.diffusion'
-local P = require 'tdrl.pipeline'
+local P = require 'tdrl.paper'
 local args = require 'tdrl.util.args'
 local json = require 'tdrl.json'
 local fs = require 'tdrl.util.fs'
@@ -31,7 +31,7 @@ if type(cfg.probe_heads) ~= "table" then cfg.probe_heads = {cfg.probe_heads} end
 table.sort(cfg.steps)
 local out = cfg.out ~= "" and cfg.out or string.format("runs/probe-%s-%s-latent%d", cfg.dataset, cfg.encoder, cfg.latent)
 fs.mkdir(out)
-fs.write(out .. "/probe_config.json", json.encode(cfg, "  ") .. "\n")
+P.write_result(out, "probe_config", cfg)
 local sets = P.sets(cfg)
 print(string.format("probe curve: %s, %s encoder (WRN-%d-%d), latent %d, batch %d, steps %s, seeds %s -> %s",
   cfg.dataset, cfg.encoder, cfg.enc_depth, cfg.enc_widen, cfg.latent, cfg.batch, table.concat(cfg.steps, ","),
@@ -60,7 +60,7 @@ if cfg.checkpoint ~= "" then
     {checkpoint = cfg.checkpoint .. "/checkpoint.safetensors"})
   local r = P.probe(tr, pcfg)
   r.steps = dcfg.iters
-  fs.write(pdir .. "/probe.json", json.encode(r, "  ") .. "\n")
+  P.write_result(pdir, "probe", r)
   print_probe(r, string.format("step %d", dcfg.iters))
   print("probe: " .. pdir .. "/probe.json")
   return
@@ -84,7 +84,7 @@ for _, steps in ipairs(cfg.steps) do
         {checkpoint = sdir .. "/model/checkpoint.safetensors"})
       r = P.probe(tr, pcfg)
       r.steps, r.seed = steps, seed
-      fs.write(marker, json.encode(r, "  ") .. "\n")
+      P.write_result(pdir, "probe", r)
       -- the codes are the bulky part and are recomputable from the curve's checkpoints
       for _, split in ipairs({"train", "val", "test"}) do
         os.remove(string.format("%s/traj-%s-g%d-%s.safetensors", pdir, cfg.encoder, cfg.granularity, split))

@@ -16,15 +16,12 @@
 -- Ctrl-C stops at a safe point; running the same command again skips the finished stages and
 -- resumes training from its checkpoint.
 local T = require 'tdrl'
-local P = require 'tdrl.pipeline'
-local E = require 'tdrl.experiment'
+local P = require 'tdrl.paper'
 local report = require 'tdrl.report'
-local json = require 'tdrl.json'
-local fs = require 'tdrl.util.fs'
 
 local cfg = P.config(arg)
-local dir = E.run_dir(cfg.out ~= "" and cfg.out or ("runs/" .. cfg.dataset .. (cfg.mode ~= "default" and ("-" .. cfg.mode) or "")))
-fs.write(dir .. "/pipeline.json", json.encode(cfg, "  ") .. "\n")
+local dir = P.run_dir(cfg.out ~= "" and cfg.out or ("runs/" .. cfg.dataset .. (cfg.mode ~= "default" and ("-" .. cfg.mode) or "")))
+P.write_result(dir, "pipeline", cfg)
 print(string.format("tdrl reproduce: %s, mode %s, run folder %s (%d threads)", cfg.dataset, cfg.mode, dir,
   T.get_num_threads()))
 local t_start = T.clock()
@@ -34,11 +31,11 @@ local res = {}
 
 -- (1, 2) the two diffusion models
 local vdrl, drl
-res.vdrl = E.stage(dir, "1-train-vdrl", function()
+res.vdrl = P.stage(dir, "1-train-vdrl", function()
   local _, s = P.model(cfg, dir, "vdrl", {encoder = "vdrl", latent = 16}, sets)
   return {loss = s.loss, eval_loss = s.eval_loss, steps = s.steps, seconds = s.seconds}
 end)
-res.drl = E.stage(dir, "2-train-drl-latent2", function()
+res.drl = P.stage(dir, "2-train-drl-latent2", function()
   local _, s = P.model(cfg, dir, "drl-latent2", {encoder = "drl", latent = cfg.gran_latent}, sets)
   return {loss = s.loss, eval_loss = s.eval_loss, steps = s.steps, seconds = s.seconds}
 end)
@@ -49,38 +46,35 @@ end
 -- each trajectory file records the checkpoint it came from (with its step and config)
 local function ckpt_of(name) return dir .. "/model-" .. name .. "/checkpoint.safetensors" end
 
--- (3) trajectories, extracted once and cached in the run folder
+-- (3) trajectories, extracted once and cached in the run folder (a later run reads the files;
+-- the model is loaded only when a file must be computed)
 local function vdrl_model()
   vdrl = vdrl or model_of("vdrl", {encoder = "vdrl", latent = 16})
   return vdrl
 end
-local tr
-E.stage(dir, "3-trajectories", function()
-  tr = P.trajectories(vdrl_model, sets, cfg.granularity, dir, "vdrl", {checkpoint = ckpt_of("vdrl")})
-  return {points = tr.test.codes:size(2), latent = tr.test.codes:size(3), train = tr.train.codes:size(1)}
-end)
-tr = tr or P.trajectories(vdrl_model, sets, cfg.granularity, dir, "vdrl", {checkpoint = ckpt_of("vdrl")})
+local tr = P.trajectories(vdrl_model, sets, cfg.granularity, dir, "vdrl", {checkpoint = ckpt_of("vdrl")})
+res.trajectories = {points = tr.test.codes:size(2), latent = tr.test.codes:size(3), train = tr.train.codes:size(1)}
 
 -- (4) heads; (5) dependence between time points; (6) attention and JSD; (7, 8) granularity
-res.heads = E.stage(dir, "4-heads", function()
+res.heads = P.stage(dir, "4-heads", function()
   local h = P.heads(tr, cfg, dir, "vdrl")
   h.figures = P.figure1(h, dir, "vdrl")
   return h
 end)
-res.nmi = E.stage(dir, "5-nmi", function() return P.nmi(tr, cfg, dir, "vdrl") end)
-res.attention = E.stage(dir, "6-attention", function() return P.attention(tr, cfg, dir, "vdrl") end)
-res.granularity = E.stage(dir, "7-granularity", function()
+res.nmi = P.stage(dir, "5-nmi", function() return P.nmi(tr, cfg, dir, "vdrl") end)
+res.attention = P.stage(dir, "6-attention", function() return P.attention(tr, cfg, dir, "vdrl") end)
+res.granularity = P.stage(dir, "7-granularity", function()
   drl = drl or model_of("drl-latent2", {encoder = "drl", latent = cfg.gran_latent})
   return P.granularity(drl, sets, cfg, dir, "drl-latent2", {checkpoint = ckpt_of("drl-latent2")})
 end)
-res.granularity_main = E.stage(dir, "8-granularity-vdrl", function()
+res.granularity_main = P.stage(dir, "8-granularity-vdrl", function()
   return P.granularity(vdrl_model, sets, cfg, dir, "vdrl", {checkpoint = ckpt_of("vdrl")})
 end)
 
 -- (9) the findings, each tested over seeds, with this run's numbers
-local findings = require('tdrl.findings')
+local findings = P.findings
 local sections = findings.sections(res, cfg)
-local total = E.total_stage_seconds()
+local total = P.total_stage_seconds()
 local html = report.html(dir, {title = "tdrl: trajectory representations on " .. cfg.dataset .. " (" .. cfg.mode .. " run)",
   intro = findings.intro(res, cfg, total), sections = sections, config = cfg})
 report.markdown(dir, {title = "tdrl: trajectory representations on " .. cfg.dataset, intro = findings.intro(res, cfg,

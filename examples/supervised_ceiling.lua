@@ -10,8 +10,7 @@
 -- Writes <out>/ceiling.csv (task, depth, coords, seed, val, test, epochs).
 local T = require 'tdrl'
 local D = require 'tdrl.diffusion'
-local P = require 'tdrl.pipeline'
-local E = require 'tdrl.experiment'
+local P = require 'tdrl.paper'
 local nn = require 'tdrl.nn'
 local optim = require 'tdrl.optim'
 local args = require 'tdrl.util.args'
@@ -24,9 +23,9 @@ if type(cfg.seeds) ~= "table" then cfg.seeds = {cfg.seeds} end
 local out = cfg.out ~= "" and cfg.out or ("runs/ceiling-" .. cfg.dataset)
 fs.mkdir(out)
 local sets = P.sets(cfg)
-local X, Y = E.images(sets.train)
-local Xv, Yv = E.images(sets.val)
-local Xt, Yt = E.images(sets.test)
+local X, Y = P.images(sets.train)
+local Xv, Yv = P.images(sets.val)
+local Xt, Yt = P.images(sets.test)
 local tasks = {}
 if cfg.tasks ~= "" then
   for t in tostring(cfg.tasks):gmatch("[^,]+") do tasks[#tasks + 1] = t end
@@ -49,7 +48,7 @@ local function accuracy(enc, Xs, y)
   return correct / Xs:size(1)
 end
 
-local rows = {"task,depth,widen,coords,seed,val,test,epochs"}
+local rows = {}
 for _, task in ipairs(tasks) do
   local classes = sets.train.classes[task]
   for _, seed in ipairs(cfg.seeds) do
@@ -75,9 +74,10 @@ for _, task in ipairs(tasks) do
     end
     print(string.format("%-11s seed %d: validation %.3f, test %.3f (best epoch %d of %d)", task, seed, best.val,
       best.test, best.epoch, epoch))
-    rows[#rows + 1] = string.format("%s,%d,%d,%s,%d,%.4f,%.4f,%d", task, cfg.enc_depth, cfg.enc_widen,
-      tostring(cfg.enc_coords), seed, best.val, best.test, best.epoch)
+    rows[#rows + 1] = {task = task, depth = cfg.enc_depth, widen = cfg.enc_widen, coords = cfg.enc_coords, seed = seed,
+      val = best.val, test = best.test, epochs = best.epoch}
   end
 end
-fs.write(out .. "/ceiling.csv", table.concat(rows, "\n") .. "\n")
+P.write_result(out, "ceiling", {config = cfg, rows = rows}, rows,
+  {"task", "depth", "widen", "coords", "seed", "val", "test", "epochs"})
 print("ceiling: " .. out .. "/ceiling.csv")

@@ -12,7 +12,7 @@
 -- the same command again resumes.
 local T = require 'tdrl'
 local D = require 'tdrl.diffusion'
-local E = require 'tdrl.experiment'
+local P = require 'tdrl.paper'
 local trainer = require 'tdrl.diffusion.trainer'
 local sampler = require 'tdrl.diffusion.sampler'
 local args = require 'tdrl.util.args'
@@ -21,9 +21,9 @@ local cfg = args.with_preset(arg, D.presets.get,
   {dataset = "synthetic", out = "", data_dir = "", samples = true, sample_steps = 200})
 local out = cfg.out ~= "" and cfg.out or string.format("runs/diffusion-%s-%s", cfg.dataset, cfg.encoder)
 
-local train, val, test = E.datasets(cfg.dataset, {data_dir = cfg.data_dir ~= "" and cfg.data_dir or nil})
-local X = E.images(train)
-local Xv = E.images(val)
+local train, val, test = P.datasets(cfg.dataset, {data_dir = cfg.data_dir ~= "" and cfg.data_dir or nil})
+local X = P.images(train)
+local Xv = P.images(val)
 cfg.channels, cfg.image_size = X:size(2), X:size(3)
 print(string.format("%s: %d training images %s, model %s / encoder %s, latent %d, %d steps of batch %d",
   cfg.dataset, X:size(1), table.concat(X:size(), "x", 2), cfg.preset, cfg.encoder, cfg.latent, cfg.iters, cfg.batch))
@@ -31,7 +31,7 @@ local model, summary = trainer.run(cfg, {train = X, eval = Xv}, {out = out})
 print(string.format("final training loss %.2f, evaluation loss (EMA weights) %.2f, %.0f s",
   summary.loss or 0, summary.eval_loss or 0, summary.seconds or 0))
 if cfg.samples and model.encoder then
-  local imgs = E.images(test):narrow(1, 1, 6)
+  local imgs = P.images(test):narrow(1, 1, 6)
   sampler.conditional_grid(model, imgs, {0.1, 0.5, 0.9}, out .. "/samples.png", {steps = cfg.sample_steps})
   print("conditional samples: " .. out .. "/samples.png")
 end

@@ -46,7 +46,7 @@ static inline void ukern(int64_t K, const float *restrict Ap, const float *restr
         for (int v = 0; v < NV; v++) *(vfu *)(C + r * ldc + v * VW) = acc[r][v];
 }
 
-/* The weight-gradient micro-kernel (conv.c, wtile): acc[(r * T + j) * lda + o] += sum_{q < Q}
+/* The weight-gradient micro-kernel (conv_kern.c, wtile): acc[(r * T + j) * lda + o] += sum_{q < Q}
  * xr[r][q + j] * Dt[q * ldd + o] for r < WACC / (T nv), j < T, o < nv VW (Dt, ldd aligned to
  * vectors); nv 1, 2 or 4, T 1 or 3. */
 #define WACC (VW == 16 ? 24 : 12) /* accumulators of a weight-gradient tile */
@@ -59,7 +59,7 @@ wtile_fn td_conv_wtile_rows(int nv, int rows, int *R);
  * kept for the next call; NULL when out of memory. */
 #define TD_CONV_NSLOT 3
 #define TD_CONV_MAX_THREADS 64
-float *td_conv_scratch(int tid, int slot, size_t n);
+float *td_conv_scratch(int tid, int slot, size_t n); /* conv_kern.c, as below */
 /* threads worth starting for `flops` of work */
 int td_conv_threads(double flops);
 

@@ -188,26 +188,11 @@ int td_winograd_tile(int64_t C, int64_t O, int64_t OH, int64_t OW, int64_t kh, i
     if (td_conv_path == 3) return 2;
     if (td_conv_path == 5) return 4;
     /* the products save in proportion to C O per tile, the transforms cost in proportion to
-     * C + O: gain = C O / (C + O). Measured per layer at batch 100, one thread, against the
-     * direct kernels (2026-12-04, after the transforms' rows were spread over L1's sets):
-     *   F(4x4) forward and input gradient: 1.6-1.7x at gain 8 (16 -> 16 at 32x32), 1.2-1.8x at
-     *   10.7 (16 -> 32), 1.7-2.5x at 16 (32 -> 32 at 32x32 and 16x16, 64 -> 64 at 16x16);
-     *   F(2x2) 1.4x, 1.4x, 1.4-2.0x there, and the better one on 8x8 and 4x4 images (1.3-2.4x
-     *   at gain 16 to 64), where F(4x4) has 4 and 1 tiles per image and its transforms run on
-     *   mostly empty vectors (0.6-1.2x);
-     *   weight gradient: F(4x4) 1.4x at gain 8, 1.3x at 10.7, 1.7-2.0x at 16 to 21, 0.8x at 5.3
-     *   (8 -> 16); F(2x2) 1.0x at 8, 1.2x at 10.7, 1.4-2.1x at 16 and above (8x8 and 4x4 too).
-     * Again on a quiet host, with the weight gradient's row tiles fitted (all on 32x32 but the
-     * last): F(4x4) forward 1.5x at 8 -> 16 (gain 5.3), 1.5x at 16 -> 3, 0.75x at 3 -> 16; weight
-     * gradient 1.2x at 3 -> 16 (gain 2.5), 1.5x at 16 -> 3, 1.3x at 8 -> 16 and 16 -> 16, 1.7-2.5x
-     * from 16 -> 32 up; F(2x2)'s 1.5-2.1x on 8x8 and 4x4 images against F(4x4)'s 0.9-1.6x.
-     * With the tiles of several small images in one vector (td_wino4_stacked), F(4x4) on 8x8 and
-     * 4x4 outputs against F(2x2) (2026-12-04 evening): forward 1.3x (32 -> 32, 8x8), 1.2x (64),
-     * 1.1x (128), 1.3-1.5x on 4x4; weight gradient 1.6x, 1.6x, 1.05x, 1.7-2.1x; against the direct
-     * kernels 1.0x forward at gain 2.5 (3 -> 16), 1.5-3.3x from gain 4, and the weight gradient
-     * 1.5x from gain 2.5 (2 -> 2, gain 1: 0.9x). Not at 128 -> 128 on two threads: a block's V and M
-     * (XI (C + O) NR floats) and each thread's weight-gradient sums (XI C O) outgrow L2 there
-     * (forward 1.0x, weight gradient 0.7x of F(2x2)); both kept under 1 MB. */
+     * C + O: gain = C O / (C + O). The thresholds (conv_kern.h) are the gains from which each
+     * tile measured faster than the direct kernels, per layer (bench/README.md, "Winograd
+     * thresholds"); F(2x2) on 8x8 and 4x4 images, where F(4x4) has few tiles per image; F(4x4)
+     * not at 128 -> 128 channels, where a block's V and M and each thread's weight-gradient
+     * sums outgrow L2 (both are kept under 1 MB). */
     double gain = (double)C * (double)O / (double)(C + O);
     /* the direct forward computes outputs in micro-tiles of MR: with fewer (16 -> 3) it wastes
      * the rest, which F(4x4) does not (1.5x there; 3 -> 16 stays direct, 0.75x) */

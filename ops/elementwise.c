@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fastmath.h"
+#include "simd.h"
 #include "tensor.h"
 
 #define PAR_MIN 65536 /* below this many elements a parallel region costs more than it saves */
@@ -15,8 +15,48 @@ const char *const td_binary_names[TD_BINARY_COUNT] = {
 const char *const td_unary_names[TD_UNARY_COUNT] = {
     "neg", "exp", "log", "sqrt", "rsqrt", "abs", "sin", "cos", "tanh", "sigmoid", "relu", "silu",
     "elu", "gelu", "square", "sign", "reciprocal", "log1p", "expm1", "floor", "ceil", "round"};
+/* one line each, for help() (the binding shows x:name(y) / x:name() before it) */
+const char *const td_binary_docs[TD_BINARY_COUNT] = {
+    "x + y (broadcast; a number too)",
+    "x - y",
+    "x * y, elementwise",
+    "x / y",
+    "x raised to the power y, elementwise",
+    "the elementwise maximum",
+    "the elementwise minimum",
+    "1 where x == y, else 0 (float; :long() for a mask)",
+    "1 where x ~= y, else 0",
+    "1 where x < y, else 0",
+    "1 where x <= y, else 0",
+    "1 where x > y, else 0",
+    "1 where x >= y, else 0"};
+const char *const td_unary_docs[TD_UNARY_COUNT] = {
+    "-x, elementwise",
+    "e raised to x, elementwise",
+    "the natural logarithm",
+    "the square root",
+    "1 / sqrt(x)",
+    "the absolute value",
+    "the sine",
+    "the cosine",
+    "the hyperbolic tangent",
+    "1 / (1 + e ^ -x)",
+    "max(x, 0), elementwise",
+    "x * sigmoid(x)",
+    "x for x > 0, e ^ x - 1 otherwise",
+    "x * Phi(x) (the exact GELU)",
+    "x * x, elementwise",
+    "-1, 0 or 1",
+    "1 / x",
+    "log(1 + x), accurate near 0",
+    "e ^ x - 1, accurate near 0",
+    "rounded down",
+    "rounded up",
+    "rounded to the nearest integer"};
 _Static_assert(sizeof td_binary_names / sizeof *td_binary_names == TD_BINARY_COUNT, "binary names");
 _Static_assert(sizeof td_unary_names / sizeof *td_unary_names == TD_UNARY_COUNT, "unary names");
+_Static_assert(sizeof td_binary_docs / sizeof *td_binary_docs == TD_BINARY_COUNT, "binary docs");
+_Static_assert(sizeof td_unary_docs / sizeof *td_unary_docs == TD_UNARY_COUNT, "unary docs");
 
 td_tensor *td_alias(const td_tensor *t, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset);
 void td_copy_to_contiguous(const td_tensor *src, void *dst);

@@ -692,3 +692,69 @@ out:
     td_release(stats);
     return y;
 }
+
+/* ---- references ------------------------------------------------------------------------------------ */
+/* The textbook formulas in double, the specification the kernels above are tested against: rows of
+ * n values, value i of row r at x[at(r, i)], its weight and bias at [param(r, i)]; y = (x - mean)
+ * rstd w + b (then SiLU); given R = dy, the gradient of sum(y R) w.r.t. x, w and b. */
+typedef struct {
+    int64_t C, S, G;
+} norm_layout;
+typedef int64_t (*norm_index)(int64_t r, int64_t i, const norm_layout *q);
+static void norm_ref(const float *x, const float *R, int64_t rows, int64_t n, norm_index at, const norm_layout *ctx,
+                     const float *wv, const float *bv, norm_index pidx, double eps, float *y, float *dx, double *dw,
+                     double *db, bool silu) {
+    for (int64_t r = 0; r < rows; r++) {
+        double m = 0, v = 0;
+        for (int64_t i = 0; i < n; i++) m += x[at(r, i, ctx)];
+        m /= n;
+        for (int64_t i = 0; i < n; i++) v += (x[at(r, i, ctx)] - m) * (x[at(r, i, ctx)] - m);
+        v /= n;
+        double rs = 1 / sqrt(v + eps), s1 = 0, s2 = 0;
+        double *g = malloc(sizeof(double) * n);
+        for (int64_t i = 0; i < n; i++) {
+            int64_t k = at(r, i, ctx), p = pidx(r, i, ctx);
+            double xh = (x[k] - m) * rs, wa = wv ? wv[p] : 1, z = xh * wa + (bv ? bv[p] : 0), gz = R[k];
+            if (silu) {
+                double sg = 1 / (1 + exp(-z));
+                y[k] = (float)(z * sg);
+                gz *= sg * (1 + z * (1 - sg));
+            } else {
+                y[k] = (float)z;
+            }
+            dw[p] += gz * xh;
+            db[p] += gz;
+            g[i] = gz * wa;
+            s1 += g[i];
+            s2 += g[i] * xh;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            int64_t k = at(r, i, ctx);
+            double xh = (x[k] - m) * rs;
+            dx[k] = (float)(rs * (g[i] - s1 / n - xh * s2 / n));
+        }
+        free(g);
+    }
+}
+static int64_t gn_at(int64_t r, int64_t i, const norm_layout *q) { return r * (q->C / q->G) * q->S + i; }
+static int64_t gn_p(int64_t r, int64_t i, const norm_layout *q) { return (r % q->G) * (q->C / q->G) + i / q->S; }
+static int64_t bn_at(int64_t r, int64_t i, const norm_layout *q) { return ((i / q->S) * q->C + r) * q->S + i % q->S; }
+static int64_t bn_p(int64_t r, int64_t i, const norm_layout *q) { (void)i, (void)q; return r; }
+static int64_t ln_at(int64_t r, int64_t i, const norm_layout *q) { return r * q->S + i; }
+static int64_t ln_p(int64_t r, int64_t i, const norm_layout *q) { (void)r, (void)q; return i; }
+
+void td_group_norm_ref(const float *x, int64_t N, int64_t C, int64_t S, int64_t G, const float *w, const float *b,
+                       double eps, bool silu, const float *dy, float *y, float *dx, double *dw, double *db) {
+    norm_layout q = {C, S, G};
+    norm_ref(x, dy, N * G, C / G * S, gn_at, &q, w, b, gn_p, eps, y, dx, dw, db, silu);
+}
+void td_batch_norm_ref(const float *x, int64_t N, int64_t C, int64_t S, const float *w, const float *b, double eps,
+                       const float *dy, float *y, float *dx, double *dw, double *db) {
+    norm_layout q = {C, S, 0};
+    norm_ref(x, dy, C, N * S, bn_at, &q, w, b, bn_p, eps, y, dx, dw, db, false);
+}
+void td_layer_norm_ref(const float *x, int64_t R, int64_t n, const float *w, const float *b, double eps, const float *dy,
+                       float *y, float *dx, double *dw, double *db) {
+    norm_layout q = {0, n, 0};
+    norm_ref(x, dy, R, n, ln_at, &q, w, b, ln_p, eps, y, dx, dw, db, false);
+}

@@ -6,9 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fastmath.h"
-#define TD_NN_INTERNAL /* the vector types and loads */
-#include "nn.h"
+#include "simd.h"
+#include "tensor.h"
 
 #define PAR_MIN 32768
 

@@ -172,6 +172,8 @@ typedef enum {
 } td_unary_op;
 extern const char *const td_binary_names[TD_BINARY_COUNT];
 extern const char *const td_unary_names[TD_UNARY_COUNT];
+extern const char *const td_binary_docs[TD_BINARY_COUNT]; /* one line each, for help() */
+extern const char *const td_unary_docs[TD_UNARY_COUNT];
 
 td_tensor *td_binary(td_binary_op op, td_tensor *a, td_tensor *b);
 td_tensor *td_binary_scalar(td_binary_op op, td_tensor *a, double s, bool scalar_first);
@@ -292,7 +294,7 @@ char *td_format(const td_tensor *t);
 void td_set_print_width(int columns);
 int td_get_print_width(void);
 
-/* ---- file I/O (io_safetensors.c, io_npy.c) ------------------------------------------------ */
+/* ---- file I/O (io/safetensors.c, io/npy.c) ------------------------------------------------ */
 typedef struct td_named {
     char *name;
     td_tensor *t;

@@ -1,6 +1,6 @@
-/* Shared helpers of the Lua bindings (vm/lua_*.c). Each binding file exports one
- * tdl_register_<family>(lua_State *L) that adds its functions to the module table on the
- * stack top; luaopen_tdrl_core (lua_tensor.c) calls them all. */
+/* Shared helpers of the Lua bindings (vm/lua_*.c; the helpers live in lua_tensor.c). Each binding
+ * file exports one tdl_register_<family>(lua_State *L) that adds its functions to the module table
+ * on the stack top; luaopen_tdrl_core (lua_core.c) calls them all. */
 #ifndef TDRL_BIND_H
 #define TDRL_BIND_H
 
@@ -26,14 +26,14 @@ td_generator *tdl_opt_generator(lua_State *L, int idx); /* default generator whe
 /* Reads a shape from varargs (3, 4) or a table {3, 4} starting at idx; returns ndim. */
 int tdl_check_shape(lua_State *L, int idx, int64_t *shape, int *next_idx);
 
-void tdl_register_tensor(lua_State *L);
-void tdl_register_io(lua_State *L);
-/* Families in their own files; weak so that a family can land without editing this file. */
-void tdl_register_nn(lua_State *L) __attribute__((weak));    /* vm/lua_nn.c: layers' kernels */
-void tdl_register_optim(lua_State *L) __attribute__((weak)); /* vm/lua_optim.c */
-void tdl_register_data(lua_State *L) __attribute__((weak));  /* vm/lua_data.c: readers, images */
-void tdl_register_extra(lua_State *L) __attribute__((weak)); /* spare slot */
-void tdl_register_docs(lua_State *L); /* vm/core_docs.c: T._docs, signatures and one-line docs */
+/* One per binding file; lua_core.c calls them all, in one list. */
+void tdl_register_tensor(lua_State *L); /* lua_tensor.c */
+void tdl_register_sys(lua_State *L);    /* lua_sys.c */
+void tdl_register_io(lua_State *L);     /* lua_io.c */
+void tdl_register_nn(lua_State *L);     /* lua_nn.c */
+void tdl_register_optim(lua_State *L);  /* lua_optim.c */
+void tdl_register_data(lua_State *L);   /* lua_data.c */
+void tdl_register_docs(lua_State *L);   /* core_docs.c */
 
 int luaopen_tdrl_core(lua_State *L);
 

@@ -221,76 +221,8 @@ static const struct {
      "fills with uniform values, in place"},
     {"normal_", "x:normal_([mean = 0, std = 1] [, generator]) -> x",
      "fills with normal values, in place"},
-    {"add", "x:add(y) -> tensor",
-     "x + y (broadcast; a number too)"},
-    {"sub", "x:sub(y) -> tensor",
-     "x - y"},
-    {"mul", "x:mul(y) -> tensor",
-     "x * y, elementwise"},
-    {"div", "x:div(y) -> tensor",
-     "x / y"},
-    {"pow", "x:pow(y) -> tensor",
-     "x raised to the power y, elementwise"},
-    {"maximum", "x:maximum(y) -> tensor",
-     "the elementwise maximum"},
-    {"minimum", "x:minimum(y) -> tensor",
-     "the elementwise minimum"},
-    {"eq", "x:eq(y) -> tensor",
-     "1 where x == y, else 0 (float; :long() for a mask)"},
-    {"ne", "x:ne(y) -> tensor",
-     "1 where x ~= y, else 0"},
-    {"lt", "x:lt(y) -> tensor",
-     "1 where x < y, else 0"},
-    {"le", "x:le(y) -> tensor",
-     "1 where x <= y, else 0"},
-    {"gt", "x:gt(y) -> tensor",
-     "1 where x > y, else 0"},
-    {"ge", "x:ge(y) -> tensor",
-     "1 where x >= y, else 0"},
-    {"neg", "x:neg() -> tensor",
-     "-x, elementwise"},
-    {"exp", "x:exp() -> tensor",
-     "e raised to x, elementwise"},
-    {"log", "x:log() -> tensor",
-     "the natural logarithm"},
-    {"sqrt", "x:sqrt() -> tensor",
-     "the square root"},
-    {"rsqrt", "x:rsqrt() -> tensor",
-     "1 / sqrt(x)"},
-    {"abs", "x:abs() -> tensor",
-     "the absolute value"},
-    {"sin", "x:sin() -> tensor",
-     "the sine"},
-    {"cos", "x:cos() -> tensor",
-     "the cosine"},
-    {"tanh", "x:tanh() -> tensor",
-     "the hyperbolic tangent"},
-    {"sigmoid", "x:sigmoid() -> tensor",
-     "1 / (1 + e ^ -x)"},
-    {"relu", "x:relu() -> tensor",
-     "max(x, 0), elementwise"},
-    {"silu", "x:silu() -> tensor",
-     "x * sigmoid(x)"},
-    {"gelu", "x:gelu() -> tensor",
-     "x * Phi(x) (the exact GELU)"},
     {"elu", "x:elu([alpha = 1]) -> tensor",
      "x for x > 0, alpha (e ^ x - 1) otherwise"},
-    {"square", "x:square() -> tensor",
-     "x * x, elementwise"},
-    {"sign", "x:sign() -> tensor",
-     "-1, 0 or 1"},
-    {"reciprocal", "x:reciprocal() -> tensor",
-     "1 / x"},
-    {"log1p", "x:log1p() -> tensor",
-     "log(1 + x), accurate near 0"},
-    {"expm1", "x:expm1() -> tensor",
-     "e ^ x - 1, accurate near 0"},
-    {"floor", "x:floor() -> tensor",
-     "rounded down"},
-    {"ceil", "x:ceil() -> tensor",
-     "rounded up"},
-    {"round", "x:round() -> tensor",
-     "rounded to the nearest integer"},
     {"clamp", "x:clamp([low] [, high]) -> tensor",
      "x limited to [low, high] (nil: no limit)"},
     {"sum", "x:sum([dims [, keepdim]]) -> tensor",
@@ -335,15 +267,28 @@ static const struct {
      "restores a state from get_state"},
 };
 
+/* docs[name] = {signature =, doc =} in the table at index t */
+static void set_doc(lua_State *L, int t, const char *name, const char *signature, const char *doc) {
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, signature);
+    lua_setfield(L, -2, "signature");
+    lua_pushstring(L, doc);
+    lua_setfield(L, -2, "doc");
+    lua_setfield(L, t, name);
+}
+
 void tdl_register_docs(lua_State *L) {
-    lua_createtable(L, 0, (int)(sizeof docs / sizeof *docs));
-    for (size_t i = 0; i < sizeof docs / sizeof *docs; i++) {
-        lua_createtable(L, 0, 2);
-        lua_pushstring(L, docs[i].signature);
-        lua_setfield(L, -2, "signature");
-        lua_pushstring(L, docs[i].doc);
-        lua_setfield(L, -2, "doc");
-        lua_setfield(L, -2, docs[i].name);
+    lua_createtable(L, 0, (int)(sizeof docs / sizeof *docs) + TD_BINARY_COUNT + TD_UNARY_COUNT);
+    int t = lua_gettop(L);
+    /* the elementwise ops document themselves in ops/elementwise.c; entries below replace them */
+    for (int op = 0; op < TD_BINARY_COUNT; op++) {
+        set_doc(L, t, td_binary_names[op], lua_pushfstring(L, "x:%s(y) -> tensor", td_binary_names[op]), td_binary_docs[op]);
+        lua_pop(L, 1);
     }
+    for (int op = 0; op < TD_UNARY_COUNT; op++) {
+        set_doc(L, t, td_unary_names[op], lua_pushfstring(L, "x:%s() -> tensor", td_unary_names[op]), td_unary_docs[op]);
+        lua_pop(L, 1);
+    }
+    for (size_t i = 0; i < sizeof docs / sizeof *docs; i++) set_doc(L, t, docs[i].name, docs[i].signature, docs[i].doc);
     lua_setfield(L, -2, "_docs");
 }

@@ -1,5 +1,6 @@
-/* The `tdrl` host: command line (main.c), REPL (repl.c) and tab completion (complete.c).
- * Shared state and the pieces of lua.c's machinery that both batch mode and the REPL use. */
+/* The `tdrl` host: command line (main.c), REPL (repl.c), tab completion (complete.c), Jupyter
+ * kernel (kernel*.c). The pieces of lua.c's machinery they share live in host.c (signals, docall,
+ * report, version), chunk.c (compiling typed code), os_execute.c and pretty.c. */
 #ifndef TDRL_HOST_H
 #define TDRL_HOST_H
 
@@ -40,6 +41,10 @@ int host_docall(lua_State *L, int narg, int nres);
 /* Prints the error message on the stack top to stderr (prefixed "tdrl: " when progname) and
  * pops it. Returns status. */
 int host_report(lua_State *L, int status, bool progname);
+
+/* The exit status of a batch run whose last host_docall failed: 130 when Ctrl-C stopped it (143
+ * for SIGTERM), else 1. */
+int host_failure_status(void);
 
 /* One line: "tdrl <version> (Lua 5.4.x, OpenBLAS ...)". */
 void host_version_string(char *buf, size_t n);

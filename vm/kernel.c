@@ -7,7 +7,7 @@
  * stops on a user's error nor on a message it does not understand.
  *
  * Interrupts: SIGINT (Jupyter's "signal" mode) and interrupt_request on the control channel
- * (which sends SIGINT to this thread) both go through the host's handler (main.c), which stops
+ * (which sends SIGINT to this thread) both go through the host's handler (host.c), which stops
  * Lua code and sets td_interrupt_flag for long C kernels. SIGINT stays blocked while the kernel
  * waits for requests; one that arrived meanwhile is dropped before the next cell starts. */
 #define _GNU_SOURCE
@@ -58,22 +58,6 @@ static size_t n_hist = 0, cap_hist = 0;
 /* ---- the Lua side (display, results, inspection) -------------------------------------------- */
 
 extern const char tdrl_kernel_lua[]; /* kernel_lua.c */
-
-json_t *kernel_info_content(void) {
-    char banner[512];
-    host_version_string(banner, sizeof banner);
-    size_t bl = strlen(banner);
-    snprintf(banner + bl, sizeof banner - bl,
-             "\nJupyter kernel: T = require 'tdrl' (also nn, optim, data, plot); display(x) shows figures, images "
-             "and values; help(x) says how to call x.");
-    return json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s, s:s}, s:s, s:[{s:s, s:s}], s:b}", "status",
-                     "ok", "protocol_version", KERNEL_PROTOCOL_VERSION, "implementation", "tdrl",
-                     "implementation_version", TDRL_VERSION, "language_info", "name", "lua", "version",
-                     LUA_VERSION_MAJOR "." LUA_VERSION_MINOR "." LUA_VERSION_RELEASE, "mimetype", "text/x-lua",
-                     "file_extension", ".lua", "pygments_lexer", "lua", "codemirror_mode", "lua", "banner", banner,
-                     "help_links", "text", "Lua 5.4 manual", "url", "https://www.lua.org/manual/5.4/", "debugger",
-                     0);
-}
 
 /* A MIME bundle table {mime = string} -> JSON data (binary image types in base64). */
 static json_t *bundle_json(lua_State *L, int idx) {

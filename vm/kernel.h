@@ -131,7 +131,7 @@ void kio_interrupt_main(void);
 void kstdin_set_request(const kmsg *m, int allow_stdin);
 /* K.input(prompt) and K.stdin_allowed() into the table on the stack top. */
 void kstdin_register(lua_State *L);
-/* kernel_info_reply content (kernel.c): shared by the shell and control handlers. */
+/* kernel_info_reply content (kernel_info.c): shared by the shell and control handlers. */
 json_t *kernel_info_content(void);
 #endif
 

@@ -1,4 +1,4 @@
-/* Lua binding of the data core (ops/data.h), under the private table T._data; the public API is
+/* Lua binding of the data core (ops/io/data.h), under the private table T._data; the public API is
  * lua/tdrl/data/. Sources and loaders are userdata with an idempotent closer for __gc/__close.
  * Sample ids handed to C (index tensors) are int64 and count from 0; task numbers count from 1. */
 #include <dirent.h>
@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include "../ops/data.h"
+#include "../ops/io/data.h"
 #include "bind.h"
 
 #define SOURCE_MT "tdrl.data.Source"
@@ -360,6 +360,28 @@ static int l_save_png(lua_State *L) {
     return 0;
 }
 
+/* png_encode(w, h, pix) -> the PNG file's bytes: pix is a canvas's table of w * h packed
+ * 0xRRGGBB integers, row by row (tdrl.plot.canvas) */
+static int l_png_encode(lua_State *L) {
+    lua_Integer w = luaL_checkinteger(L, 1), h = luaL_checkinteger(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    if (w < 1 || h < 1 || w > 1 << 15 || h > 1 << 15)
+        return luaL_error(L, "png_encode: size %dx%d (1 to 32768 a side)", (int)w, (int)h);
+    size_t n = (size_t)(w * h);
+    uint8_t *px = lua_newuserdatauv(L, 3 * n, 0); /* freed by the collector, even on an error */
+    for (size_t i = 0; i < n; i++) {
+        lua_Integer c = (lua_rawgeti(L, 3, (lua_Integer)i + 1), lua_tointeger(L, -1));
+        lua_pop(L, 1);
+        px[3 * i] = (uint8_t)(c >> 16), px[3 * i + 1] = (uint8_t)(c >> 8), px[3 * i + 2] = (uint8_t)c;
+    }
+    size_t len;
+    uint8_t *png = td_png_encode(px, (int)w, (int)h, 3, &len);
+    if (!png) return tdl_error(L);
+    lua_pushlstring(L, (const char *)png, len);
+    free(png);
+    return 1;
+}
+
 static int l_grid(lua_State *L) {
     td_tensor *t = tdl_check_tensor(L, 1);
     int nrow = (int)luaL_optinteger(L, 2, 8), pad = (int)luaL_optinteger(L, 3, 2);
@@ -590,6 +612,7 @@ static const luaL_Reg data_functions[] = {
     {"image_info", l_image_info},
     {"resize", l_resize},
     {"save_png", l_save_png},
+    {"png_encode", l_png_encode},
     {"grid", l_grid},
     {"palette", l_palette},
     {"shapes", l_shapes},

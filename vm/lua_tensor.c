@@ -1,13 +1,11 @@
 /* Lua binding of the tensor core: the Tensor userdata (shaped like Lua's own io library: a
  * metatable, a method table, one idempotent closer for __gc and __close) and the module table
  * 'tdrl.core'. Lua numbers that name positions (dims, indices, starts) count from 1. */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <limits.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "bind.h"
 #include "../ops/checked.h"
@@ -952,19 +950,12 @@ static int binary_op(lua_State *L, td_binary_op op) {
     }
     return tdl_push_tensor(L, r);
 }
-#define BIN(name, op) static int m_##name(lua_State *L) { return binary_op(L, op); }
-BIN(add, TD_ADD) BIN(sub, TD_SUB) BIN(mul, TD_MUL) BIN(div, TD_DIV) BIN(pow, TD_POW)
-BIN(maximum, TD_MAXIMUM) BIN(minimum, TD_MINIMUM)
-BIN(eq, TD_EQ) BIN(ne, TD_NE) BIN(lt, TD_LT) BIN(le, TD_LE) BIN(gt, TD_GT) BIN(ge, TD_GE)
-#undef BIN
-
-static int unary_op(lua_State *L, td_unary_op op) { return tdl_push_tensor(L, td_unary(op, tdl_check_tensor(L, 1))); }
-#define UN(name, op) static int m_##name(lua_State *L) { return unary_op(L, op); }
-UN(neg, TD_NEG) UN(exp, TD_EXP) UN(log, TD_LOG) UN(sqrt, TD_SQRT) UN(rsqrt, TD_RSQRT) UN(abs, TD_ABS)
-UN(sin, TD_SIN) UN(cos, TD_COS) UN(tanh, TD_TANH) UN(sigmoid, TD_SIGMOID) UN(relu, TD_RELU) UN(silu, TD_SILU)
-UN(gelu, TD_GELU) UN(square, TD_SQUARE) UN(sign, TD_SIGN) UN(reciprocal, TD_RECIPROCAL) UN(log1p, TD_LOG1P)
-UN(expm1, TD_EXPM1) UN(floor, TD_FLOOR) UN(ceil, TD_CEIL) UN(round, TD_ROUND)
-#undef UN
+/* One closure per op of the core's name tables (td_binary_names, td_unary_names), the op in its
+ * upvalue: a new elementwise op in ops/ is a method here without an edit. */
+static int binary_method(lua_State *L) { return binary_op(L, (td_binary_op)lua_tointeger(L, lua_upvalueindex(1))); }
+static int unary_method(lua_State *L) {
+    return tdl_push_tensor(L, td_unary((td_unary_op)lua_tointeger(L, lua_upvalueindex(1)), tdl_check_tensor(L, 1)));
+}
 
 static int m_elu(lua_State *L) { return tdl_push_tensor(L, td_elu(tdl_check_tensor(L, 1), luaL_optnumber(L, 2, 1.0))); }
 static int m_clamp(lua_State *L) {
@@ -1097,137 +1088,6 @@ static int l_no_grad(lua_State *L) {
     return lua_gettop(L);
 }
 
-/* ---- threads, memory, raw BLAS ------------------------------------------------------------- */
-static int l_set_num_threads(lua_State *L) {
-    lua_Integer n = luaL_checkinteger(L, 1);
-    if (n < 1 || n > td_max_threads())
-        return luaL_error(L, "set_num_threads: %I threads (1 to %d on this machine)", n, td_max_threads());
-    if (td_set_num_threads((int)n)) return tdl_error(L);
-    return 0;
-}
-static int l_get_num_threads(lua_State *L) {
-    lua_pushinteger(L, td_get_num_threads());
-    return 1;
-}
-static int l_empty_cache(lua_State *L) {
-    td_empty_cache();
-    return 0;
-}
-
-/* T.memory(): live_bytes (held by tensors), cached_bytes (freed, kept for reuse),
- * allocations (malloc calls), requests (storages created), allocated_bytes (in all) */
-static int l_memory(lua_State *L) {
-    lua_createtable(L, 0, 5);
-    lua_pushinteger(L, (lua_Integer)td_bytes_live());
-    lua_setfield(L, -2, "live_bytes");
-    lua_pushinteger(L, (lua_Integer)td_bytes_allocated());
-    lua_setfield(L, -2, "allocated_bytes");
-    lua_pushinteger(L, (lua_Integer)td_alloc_count());
-    lua_setfield(L, -2, "allocations");
-    lua_pushinteger(L, (lua_Integer)td_alloc_requests());
-    lua_setfield(L, -2, "requests");
-    lua_pushinteger(L, (lua_Integer)td_bytes_cached());
-    lua_setfield(L, -2, "cached_bytes");
-    lua_pushinteger(L, (lua_Integer)td_bytes_peak());
-    lua_setfield(L, -2, "peak_bytes");
-    return 1;
-}
-
-static int l_reset_peak_memory(lua_State *L) {
-    (void)L;
-    td_reset_peak();
-    return 0;
-}
-
-/* T._sgemm(a, b, c): c = a @ b straight through cblas_sgemm on contiguous 2-D tensors, no
- * checks beyond shapes, with OpenBLAS's own threads (as many as tdrl's): the benchmark's
- * ceiling, measured from the same binary. tdrl's matmul keeps OpenBLAS single-threaded and
- * splits the product across its OpenMP threads instead (ops/matmul.c). */
-static int l_raw_sgemm(lua_State *L) {
-    td_tensor *a = tdl_check_tensor(L, 1), *b = tdl_check_tensor(L, 2), *c = tdl_check_tensor(L, 3);
-    if (a->ndim != 2 || b->ndim != 2 || c->ndim != 2 || a->shape[1] != b->shape[0] || c->shape[0] != a->shape[0] ||
-        c->shape[1] != b->shape[1] || !td_is_contiguous(a) || !td_is_contiguous(b) || !td_is_contiguous(c) ||
-        a->dtype != TD_F32 || b->dtype != TD_F32 || c->dtype != TD_F32)
-        return luaL_error(L, "_sgemm: needs contiguous float32 matrices a (M,K), b (K,N), c (M,N)");
-    int M = (int)a->shape[0], K = (int)a->shape[1], N = (int)b->shape[1];
-    openblas_set_num_threads(td_get_num_threads());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, td_f32(a), K, td_f32(b), N, 0.0f, td_f32(c), N);
-    openblas_set_num_threads(1);
-    return 0;
-}
-
-/* T.set_printoptions{linewidth = n} -> the previous options: rows of printed tensors wrap at n
- * columns (PyTorch's name; the REPL sets its terminal's width) */
-static int l_set_printoptions(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    int old = td_get_print_width();
-    lua_getfield(L, 1, "linewidth");
-    if (!lua_isnil(L, -1)) {
-        lua_Integer w = luaL_checkinteger(L, -1);
-        if (w < 20 || w > 100000) return luaL_error(L, "set_printoptions: linewidth must be 20 or more, got %d", (int)w);
-        td_set_print_width((int)w);
-    }
-    lua_createtable(L, 0, 1);
-    lua_pushinteger(L, old);
-    lua_setfield(L, -2, "linewidth");
-    return 1;
-}
-
-/* T.clock(): monotonic wall-clock seconds (os.clock is CPU time, wrong with threads) */
-static int l_clock(lua_State *L) {
-    lua_pushnumber(L, td_clock());
-    return 1;
-}
-
-/* T.profile_backward(on) -> previous: time each backward function (tdrl.profile reads them);
- * T.profile_backward_report() -> {{name =, calls =, seconds =}, ...}; T.profile_backward_reset() */
-static int l_profile_backward(lua_State *L) {
-    lua_pushboolean(L, td_profile_enable(lua_toboolean(L, 1)));
-    return 1;
-}
-static int l_profile_backward_report(lua_State *L) {
-    int n = td_profile_count();
-    lua_createtable(L, n, 0);
-    for (int i = 0; i < n; i++) {
-        uint64_t calls;
-        double seconds;
-        const char *name = td_profile_entry(i, &calls, &seconds);
-        lua_createtable(L, 0, 3);
-        lua_pushstring(L, name);
-        lua_setfield(L, -2, "name");
-        lua_pushinteger(L, (lua_Integer)calls);
-        lua_setfield(L, -2, "calls");
-        lua_pushnumber(L, seconds);
-        lua_setfield(L, -2, "seconds");
-        lua_rawseti(L, -2, i + 1);
-    }
-    return 1;
-}
-static int l_profile_backward_reset(lua_State *L) {
-    (void)L;
-    td_profile_reset();
-    return 0;
-}
-
-/* T.defer_interrupts(on) -> previous: while on, a first Ctrl-C only sets a pending flag that
- * the job polls with T.interrupt_pending() at a safe point (a second one interrupts as usual) */
-static int l_defer_interrupts(lua_State *L) {
-    lua_pushboolean(L, td_interrupt_defer);
-    td_interrupt_defer = lua_toboolean(L, 1);
-    if (!td_interrupt_defer) td_interrupt_pending = 0;
-    return 1;
-}
-static int l_interrupt_pending(lua_State *L) {
-    lua_pushboolean(L, td_interrupt_pending);
-    return 1;
-}
-
-/* T.isatty(fd = 1): whether stdout (or fd) is a terminal, for progress bars */
-static int l_isatty(lua_State *L) {
-    lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
-    return 1;
-}
-
 /* ---- registration --------------------------------------------------------------------------- */
 /* Functions that take a tensor first: both methods (x:exp()) and module functions (T.exp(x)). */
 static const luaL_Reg tensor_methods[] = {
@@ -1240,13 +1100,7 @@ static const luaL_Reg tensor_methods[] = {
     {"flatten", m_flatten}, {"split", m_split}, {"chunk", m_chunk}, {"index_select", m_index_select},
     {"gather", m_gather}, {"scatter_add", m_scatter_add}, {"masked_fill", m_masked_fill}, {"fill_", m_fill_},
     {"zero_", m_zero_}, {"copy_", m_copy_}, {"add_", m_add_}, {"mul_", m_mul_}, {"uniform_", m_uniform_},
-    {"normal_", m_normal_}, {"add", m_add}, {"sub", m_sub}, {"mul", m_mul}, {"div", m_div}, {"pow", m_pow},
-    {"maximum", m_maximum}, {"minimum", m_minimum}, {"eq", m_eq}, {"ne", m_ne}, {"lt", m_lt}, {"le", m_le},
-    {"gt", m_gt}, {"ge", m_ge}, {"neg", m_neg}, {"exp", m_exp}, {"log", m_log}, {"sqrt", m_sqrt},
-    {"rsqrt", m_rsqrt}, {"abs", m_abs}, {"sin", m_sin}, {"cos", m_cos}, {"tanh", m_tanh}, {"sigmoid", m_sigmoid},
-    {"relu", m_relu}, {"silu", m_silu}, {"gelu", m_gelu}, {"elu", m_elu}, {"square", m_square}, {"sign", m_sign},
-    {"reciprocal", m_reciprocal}, {"log1p", m_log1p}, {"expm1", m_expm1}, {"floor", m_floor}, {"ceil", m_ceil},
-    {"round", m_round}, {"clamp", m_clamp}, {"sum", m_sum}, {"mean", m_mean}, {"var", m_var}, {"std", m_std},
+    {"normal_", m_normal_}, {"elu", m_elu}, {"clamp", m_clamp}, {"sum", m_sum}, {"mean", m_mean}, {"var", m_var}, {"std", m_std},
     {"logsumexp", m_logsumexp}, {"norm", m_norm}, {"max", m_max}, {"min", m_min}, {"argmax", m_argmax},
     {"argmin", m_argmin}, {"softmax", m_softmax}, {"log_softmax", m_log_softmax}, {"matmul", m_matmul},
     {"requires_grad_", m_requires_grad_}, {"backward", m_backward}, {"zero_grad", m_zero_grad},
@@ -1257,22 +1111,50 @@ static const luaL_Reg module_functions[] = {
     {"randn", l_randn}, {"rand", l_rand}, {"randint", l_randint}, {"randperm", l_randperm}, {"arange", l_arange},
     {"linspace", l_linspace}, {"eye", l_eye}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
     {"manual_seed", manual_seed}, {"Generator", gen_new}, {"set_grad_enabled", l_set_grad_enabled},
-    {"is_grad_enabled", l_is_grad_enabled}, {"no_grad", l_no_grad}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"reset_peak_memory", l_reset_peak_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"set_printoptions", l_set_printoptions}, {"_sgemm", l_raw_sgemm},
-    {"profile_backward", l_profile_backward}, {"profile_backward_report", l_profile_backward_report},
-    {"profile_backward_reset", l_profile_backward_reset}, {NULL, NULL}};
+    {"is_grad_enabled", l_is_grad_enabled}, {"no_grad", l_no_grad}, {NULL, NULL}};
 
 static const luaL_Reg generator_methods[] = {
     {"seed", gen_seed}, {"get_state", gen_get_state}, {"set_state", gen_set_state}, {NULL, NULL}};
 
+/* The elementwise ops into the module table on the stack top, one closure per entry of the
+ * core's name tables; the method table (below) shares these closures, so that T.exp and x.exp
+ * are one function. */
+static void set_elementwise(lua_State *L) {
+    for (int op = 0; op < TD_BINARY_COUNT; op++) {
+        lua_pushinteger(L, op);
+        lua_pushcclosure(L, binary_method, 1);
+        lua_setfield(L, -2, td_binary_names[op]);
+    }
+    for (int op = 0; op < TD_UNARY_COUNT; op++) {
+        lua_pushinteger(L, op);
+        lua_pushcclosure(L, unary_method, 1);
+        lua_setfield(L, -2, td_unary_names[op]);
+    }
+}
+
+/* The tensor methods into the table on the stack top: the module table's elementwise closures,
+ * then the rest (elu's own binding, with alpha, replaces the table's). */
+static void set_methods(lua_State *L, int module) {
+    for (int op = 0; op < TD_BINARY_COUNT; op++) {
+        lua_getfield(L, module, td_binary_names[op]);
+        lua_setfield(L, -2, td_binary_names[op]);
+    }
+    for (int op = 0; op < TD_UNARY_COUNT; op++) {
+        lua_getfield(L, module, td_unary_names[op]);
+        lua_setfield(L, -2, td_unary_names[op]);
+    }
+    luaL_setfuncs(L, tensor_methods, 0);
+}
+
 void tdl_register_tensor(lua_State *L) {
-    /* module table on top */
+    int module = lua_absindex(L, -1);
     luaL_setfuncs(L, module_functions, 0);
+    set_elementwise(L);
     luaL_setfuncs(L, tensor_methods, 0);
 
     luaL_newmetatable(L, TDL_TENSOR_MT);
     lua_newtable(L); /* method table */
-    luaL_setfuncs(L, tensor_methods, 0);
+    set_methods(L, module);
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "__methods"); /* for the REPL's completion */
     lua_pushcclosure(L, m_index, 1);
@@ -1287,9 +1169,17 @@ void tdl_register_tensor(lua_State *L) {
     lua_setfield(L, -2, "__fields");
     static const luaL_Reg meta[] = {
         {"__newindex", m_newindex}, {"__tostring", m_tostring}, {"__gc", tensor_close}, {"__close", tensor_close},
-        {"__len", m_len}, {"__add", m_add}, {"__sub", m_sub}, {"__mul", m_mul}, {"__div", m_div}, {"__pow", m_pow},
-        {"__unm", m_neg}, {NULL, NULL}};
+        {"__len", m_len}, {NULL, NULL}};
     luaL_setfuncs(L, meta, 0);
+    /* the arithmetic metamethods are the methods of the same op */
+    static const char *const arith[][2] = {{"__add", "add"}, {"__sub", "sub"}, {"__mul", "mul"},
+                                           {"__div", "div"}, {"__pow", "pow"}, {"__unm", "neg"}};
+    lua_getfield(L, -1, "__methods");
+    for (size_t i = 0; i < sizeof arith / sizeof *arith; i++) {
+        lua_getfield(L, -1, arith[i][1]);
+        lua_setfield(L, -3, arith[i][0]);
+    }
+    lua_pop(L, 1);
     lua_pushliteral(L, "tdrl.Tensor");
     lua_setfield(L, -2, "__name");
     lua_getfield(L, -1, "__methods");
@@ -1308,15 +1198,4 @@ void tdl_register_tensor(lua_State *L) {
     lua_pushcfunction(L, gen_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
-}
-
-int luaopen_tdrl_core(lua_State *L) {
-    lua_newtable(L);
-    tdl_register_tensor(L);
-    tdl_register_io(L);
-    tdl_register_docs(L);
-    void (*const families[])(lua_State *) = {tdl_register_nn, tdl_register_optim, tdl_register_data, tdl_register_extra};
-    for (size_t i = 0; i < sizeof families / sizeof *families; i++)
-        if (families[i]) families[i](L);
-    return 1;
 }

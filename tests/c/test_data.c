@@ -10,7 +10,7 @@
 
 #include <stb/stb_image_write.h>
 
-#include "../../ops/data.h"
+#include "../../ops/io/data.h"
 #include "check.h"
 
 static char dir[256];

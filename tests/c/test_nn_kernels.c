@@ -311,60 +311,24 @@ static void test_pool_upsample(void) {
     td_release(R); td_release(y); td_release(x);
 }
 
-/* ---- norms against double-precision loops -------------------------------------------------------------------- */
-/* rows of n values (stride `st` between values, rows at `rowoff`): y = (x - mean) rstd * a + b;
- * gradient of sum(y * R) w.r.t. x given dy = R * a: the textbook formula, in double */
-static void norm_ref(const float *x, const float *R, int64_t rows, int64_t n, int64_t (*at)(int64_t r, int64_t i, void *),
-                     void *ctx, const float *wv, const float *bv, int64_t (*pidx)(int64_t r, int64_t i, void *), double eps,
-                     float *y, float *dx, double *dw, double *db, bool silu) {
-    for (int64_t r = 0; r < rows; r++) {
-        double m = 0, v = 0;
-        for (int64_t i = 0; i < n; i++) m += x[at(r, i, ctx)];
-        m /= n;
-        for (int64_t i = 0; i < n; i++) v += (x[at(r, i, ctx)] - m) * (x[at(r, i, ctx)] - m);
-        v /= n;
-        double rs = 1 / sqrt(v + eps), s1 = 0, s2 = 0;
-        double *g = malloc(sizeof(double) * n);
-        for (int64_t i = 0; i < n; i++) {
-            int64_t k = at(r, i, ctx), p = pidx(r, i, ctx);
-            double xh = (x[k] - m) * rs, wa = wv ? wv[p] : 1, z = xh * wa + (bv ? bv[p] : 0), gz = R[k];
-            if (silu) {
-                double sg = 1 / (1 + exp(-z));
-                y[k] = (float)(z * sg);
-                gz *= sg * (1 + z * (1 - sg));
-            } else {
-                y[k] = (float)z;
-            }
-            dw[p] += gz * xh;
-            db[p] += gz;
-            g[i] = gz * wa;
-            s1 += g[i];
-            s2 += g[i] * xh;
-        }
-        for (int64_t i = 0; i < n; i++) {
-            int64_t k = at(r, i, ctx);
-            double xh = (x[k] - m) * rs;
-            dx[k] = (float)(rs * (g[i] - s1 / n - xh * s2 / n));
-        }
-        free(g);
-    }
-}
-typedef struct { int64_t N, C, S, G; } nctx;
-static int64_t gn_at(int64_t r, int64_t i, void *c) { nctx *q = c; return r * (q->C / q->G) * q->S + i; }
-static int64_t gn_p(int64_t r, int64_t i, void *c) { nctx *q = c; return (r % q->G) * (q->C / q->G) + i / q->S; }
-static int64_t bn_at(int64_t r, int64_t i, void *c) { nctx *q = c; return ((i / q->S) * q->C + r) * q->S + i % q->S; }
-static int64_t bn_p(int64_t r, int64_t i, void *c) { (void)i; (void)c; return r; }
-static int64_t ln_at(int64_t r, int64_t i, void *c) { nctx *q = c; return r * q->S + i; }
-static int64_t ln_p(int64_t r, int64_t i, void *c) { (void)r; (void)c; return i; }
+/* ---- norms against the double-precision references (ops/norm.c) ------------------------------------ */
+/* kind 'g': group norm of x (N,C,S) in G groups; 'b': batch norm (training) of x (N,C,S); 'l': layer
+ * norm of x (N,S) over its last dim */
+typedef struct {
+    char kind;
+    int64_t N, C, S, G;
+} nctx;
 
-static void norm_check(const char *what, td_tensor *x, td_tensor *w, td_tensor *b, td_tensor *y, int64_t rows, int64_t n,
-                       int64_t (*at)(int64_t, int64_t, void *), int64_t (*p)(int64_t, int64_t, void *), nctx *c, double eps,
-                       bool silu, int64_t np) {
+static void norm_check(const char *what, td_tensor *x, td_tensor *w, td_tensor *b, td_tensor *y, nctx c, double eps,
+                       bool silu) {
     td_tensor *R = backprop(y);
-    int64_t N = td_numel(x);
+    int64_t N = td_numel(x), np = c.kind == 'l' ? c.S : c.C;
     float *yr = malloc(4 * N), *dx = malloc(4 * N), *dwf = malloc(4 * (np + 1)), *dbf = malloc(4 * (np + 1));
     double *dw = calloc(np + 1, 8), *db = calloc(np + 1, 8);
-    norm_ref(td_f32(x), td_f32(R), rows, n, at, c, w ? td_f32(w) : NULL, b ? td_f32(b) : NULL, p, eps, yr, dx, dw, db, silu);
+    const float *xf = td_f32(x), *wf = w ? td_f32(w) : NULL, *bf = b ? td_f32(b) : NULL, *dy = td_f32(R);
+    if (c.kind == 'g') td_group_norm_ref(xf, c.N, c.C, c.S, c.G, wf, bf, eps, silu, dy, yr, dx, dw, db);
+    else if (c.kind == 'b') td_batch_norm_ref(xf, c.N, c.C, c.S, wf, bf, eps, dy, yr, dx, dw, db);
+    else td_layer_norm_ref(xf, c.N, c.S, wf, bf, eps, dy, yr, dx, dw, db);
     for (int64_t i = 0; i < np; i++) {
         dwf[i] = (float)dw[i];
         dbf[i] = (float)db[i];
@@ -377,48 +341,48 @@ static void norm_check(const char *what, td_tensor *x, td_tensor *w, td_tensor *
 
 static void test_norms(void) {
     for (int silu = 0; silu <= 1; silu++) {
-        nctx c = {3, 12, 37, 4};
+        nctx c = {'g', 3, 12, 37, 4};
         td_tensor *x = trand(3, T4(3, 12, 37, 0), true), *w = trand(1, T4(12, 0, 0, 0), true), *b = trand(1, T4(12, 0, 0, 0), true);
         td_tensor *y = td_group_norm(x, 4, w, b, 1e-5, silu);
-        norm_check(silu ? "group_norm_silu (3,12,37) G4" : "group_norm (3,12,37) G4", x, w, b, y, 12, 3 * 37, gn_at, gn_p, &c,
-                   1e-5, silu, 12);
+        norm_check(silu ? "group_norm_silu (3,12,37) G4" : "group_norm (3,12,37) G4", x, w, b, y, c, 1e-5,
+                   silu);
         td_release(y); td_release(x); td_release(w); td_release(b);
     }
     {   /* NCSN++ sizes: (100, 32, 16, 16), 8 groups, eps 1e-6, large mean offset */
-        nctx c = {20, 32, 256, 8};
+        nctx c = {'g', 20, 32, 256, 8};
         td_tensor *x = trand(4, T4(20, 32, 16, 16), false), *w = trand(1, T4(32, 0, 0, 0), true), *b = trand(1, T4(32, 0, 0, 0), true);
         for (int64_t i = 0; i < td_numel(x); i++) td_f32(x)[i] = td_f32(x)[i] * 3 + 10;
         td_set_requires_grad(x, true);
         td_tensor *y = td_group_norm(x, 8, w, b, 1e-6, true);
-        norm_check("group_norm_silu (20,32,16,16) G8, mean 10", x, w, b, y, 20 * 8, 4 * 256, gn_at, gn_p, &c, 1e-6, true, 32);
+        norm_check("group_norm_silu (20,32,16,16) G8, mean 10", x, w, b, y, c, 1e-6, true);
         td_release(y); td_release(x); td_release(w); td_release(b);
     }
     {
-        nctx c = {6, 5, 9, 0};
+        nctx c = {'b', 6, 5, 9, 0};
         td_tensor *x = trand(4, T4(6, 5, 3, 3), true), *w = trand(1, T4(5, 0, 0, 0), true), *b = trand(1, T4(5, 0, 0, 0), true);
         td_tensor *y = td_batch_norm(x, NULL, NULL, w, b, true, 0.1, 1e-5, false);
-        norm_check("batch_norm training (6,5,3,3)", x, w, b, y, 5, 6 * 9, bn_at, bn_p, &c, 1e-5, false, 5);
+        norm_check("batch_norm training (6,5,3,3)", x, w, b, y, c, 1e-5, false);
         td_release(y); td_release(x); td_release(w); td_release(b);
-        nctx c2 = {7, 4, 1, 0};
+        nctx c2 = {'b', 7, 4, 1, 0};
         x = trand(2, T4(7, 4, 0, 0), true);
         w = trand(1, T4(4, 0, 0, 0), true);
         b = trand(1, T4(4, 0, 0, 0), true);
         y = td_batch_norm(x, NULL, NULL, w, b, true, 0.1, 1e-5, false);
-        norm_check("batch_norm training (7,4)", x, w, b, y, 4, 7, bn_at, bn_p, &c2, 1e-5, false, 4);
+        norm_check("batch_norm training (7,4)", x, w, b, y, c2, 1e-5, false);
         td_release(y); td_release(x); td_release(w); td_release(b);
     }
     {
-        nctx c = {0, 0, 24, 0};
+        nctx c = {'l', 5, 0, 24, 0};
         td_tensor *x = trand(3, T4(5, 4, 6, 0), true), *w = trand(2, T4(4, 6, 0, 0), true), *b = trand(2, T4(4, 6, 0, 0), true);
         td_tensor *y = td_layer_norm(x, 2, w, b, 1e-5);
-        norm_check("layer_norm (5,4,6) over (4,6)", x, w, b, y, 5, 24, ln_at, ln_p, &c, 1e-5, false, 24);
+        norm_check("layer_norm (5,4,6) over (4,6)", x, w, b, y, c, 1e-5, false);
         td_release(y); td_release(x); td_release(w); td_release(b);
-        nctx c2 = {0, 0, 300, 0};
+        nctx c2 = {'l', 70, 0, 300, 0};
         x = trand(2, T4(70, 300, 0, 0), true);
         w = trand(1, T4(300, 0, 0, 0), true);
         b = trand(1, T4(300, 0, 0, 0), true);
         y = td_layer_norm(x, 1, w, b, 1e-5);
-        norm_check("layer_norm (70,300) (threads)", x, w, b, y, 70, 300, ln_at, ln_p, &c2, 1e-5, false, 300);
+        norm_check("layer_norm (70,300) (threads)", x, w, b, y, c2, 1e-5, false);
         td_release(y); td_release(x); td_release(w); td_release(b);
     }
 }

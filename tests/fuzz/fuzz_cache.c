@@ -3,7 +3,7 @@
  * shows up under ASan; never a crash or a leak. */
 #include <stdlib.h>
 
-#include "../../ops/data.h"
+#include "../../ops/io/data.h"
 #include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -2,7 +2,7 @@
  * 0 byte; without one, the same text for both); never a crash or a leak. */
 #include <string.h>
 
-#include "../../ops/data.h"
+#include "../../ops/io/data.h"
 #include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -1,6 +1,6 @@
 /* libFuzzer target: a CIFAR-10 or CIFAR-100 binary batch (the first byte's parity picks the
  * variant); never a crash or a leak. */
-#include "../../ops/data.h"
+#include "../../ops/io/data.h"
 #include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -1,6 +1,6 @@
 /* libFuzzer target: an IDX file (raw or gzip'd) read as a tensor and as an image source; never a
  * crash, a leak, or an allocation beyond what the file holds. */
-#include "../../ops/data.h"
+#include "../../ops/io/data.h"
 #include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

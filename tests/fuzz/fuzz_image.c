@@ -3,7 +3,7 @@
  * (libFuzzer's -rss_limit_mb and -malloc_limit_mb catch a decoder that trusts a header). */
 #include <stdlib.h>
 
-#include "../../ops/data.h"
+#include "../../ops/io/data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const int channels[3] = {0, 1, 3};

@@ -455,6 +455,32 @@ describe("image folders", function()
     for x, y in l:iter() do sizes[#sizes + 1] = x:size(1); eq(x:size(4), 7) end
     eq(table.concat(sizes, ","), "2,1")
   end)
+  -- The loader is the path for data sets larger than memory (training and extraction take whole
+  -- tensors): images stay files until the worker decodes the next batch, so what the tensors
+  -- hold at any time is a few batches, not the set.
+  it("trains through the loader holding a few batches, never the whole set", function()
+    C.mkdir_p(path("big/a")); C.mkdir_p(path("big/b"))
+    for i = 1, 120 do data.save_png(path(string.format("big/%s/%d.png", i % 3 == 0 and "b" or "a", i)), image(3, 32, 32, i / 120)) end
+    local ds = data.folder(path("big"))
+    eq(ds.source:kind(), "files", "nothing decoded up front")
+    local set_bytes = #ds * 3 * 32 * 32 * 4
+    local w = T.zeros(3 * 32 * 32, 2):requires_grad_(true)
+    local opt = require('tdrl.optim').SGD({w}, {lr = 0.01})
+    T.empty_cache()
+    T.reset_peak_memory()
+    local base = T.memory().live_bytes
+    local seen = {0, 0}
+    for x, y in data.loader(ds, {batch_size = 6, shuffle = true, seed = 3}):iter() do
+      opt:zero_grad()
+      require('tdrl.nn').F.cross_entropy(x:reshape(x:size(1), -1):matmul(w), y.class):backward()
+      opt:step()
+      for _, c in ipairs(y.class:totable()) do seen[c + 1] = seen[c + 1] + 1 end
+      collectgarbage() -- what the tensors hold, not what the collector has yet to free
+    end
+    eq(seen[1], 80, "every image of class a once"); eq(seen[2], 40, "every image of class b once")
+    local held = T.memory().peak_bytes - base
+    truthy(held < set_bytes / 2, string.format("peak %d bytes above the start, the set is %d", held, set_bytes))
+  end)
   it("caches the decoded folder and notices changes", function()
     local a = data.folder(path("imgs"), {size = 4, cache = true})
     eq(a.source:kind(), "bytes")
@@ -592,7 +618,7 @@ describe("images and grids", function()
     spec.tensor_near(g:narrow(2, 2, 4):narrow(3, 2, 6), x[1], 0.5 / 255 + 1e-6)
     local ds = data.synthetic{split = "test", n_test = 16}
     data.save_grid(ds, path("syn.png"), {scale = 2})
-    eq(data.load_image(path("syn.png")):size(2), 2 * (4 * 34 + 2))
+    eq(data.load_image(path("syn.png")):size(2), 4 * (2 * 32 + 2) + 2, "images scaled, padding not")
   end)
   it("resizes tensors: area when shrinking, bilinear when growing", function()
     local x = T.arange(0, 16, 1):view(1, 1, 4, 4)

@@ -1,5 +1,5 @@
 -- The findings' verdicts from made-up results whose answer is known.
-local findings = require 'tdrl.findings'
+local findings = require 'tdrl.paper.findings'
 
 -- a heads table: an MLP at two points and a GRU, for one task, with per-seed test accuracies
 local function heads(mlp1, mlp2, gru)

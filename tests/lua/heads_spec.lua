@@ -163,7 +163,7 @@ describe("library functions called wrongly name themselves (issue 22)", function
       {function() return require('tdrl.mine').estimate() end, "mine.estimate"},
       {function() return require('tdrl.attention').jsd() end, "jsd"},
       {function() return require('tdrl.checkpoint').restore() end, "checkpoint.restore"},
-      {function() return require('tdrl.plot').read_png() end, "pngread"},
+      {function() return require('tdrl.plot').read_png() end, "read_png"},
       {function() return require('tdrl.util.args').parse({}, 5) end, "args.parse"},
       {function() return require('tdrl.diffusion').build() end, "diffusion.build"},
     }

@@ -1,5 +1,5 @@
 -- The pipeline's modes: each is exactly what its table says, and options override single keys.
-local P = require 'tdrl.pipeline'
+local P = require 'tdrl.paper'
 
 local function same(a, b)
   if type(a) ~= type(b) then return false end
@@ -46,5 +46,24 @@ describe("pipeline modes", function()
     spec.eq(d.iters, 123)
     spec.eq(d.enc_coords, true)
     spec.eq(d.enc_depth, P.modes.standard.diffusion_enc_depth)
+  end)
+end)
+
+describe("paper results", function()
+  it("write_result writes the value as JSON and the rows as CSV", function()
+    local fs = require 'tdrl.util.fs'
+    local dir = os.tmpname()
+    os.remove(dir)
+    fs.mkdir(dir)
+    local rows = {{task = "shape", acc = 0.5, n = 3, times = {0.25, 1}}, {task = 'a,"b"', n = 4}}
+    local v = P.write_result(dir, "r", {rows = rows, note = "x"}, rows, {"task", "acc", "n", "times"})
+    spec.eq(v.note, "x", "returns the value")
+    local back = require('tdrl.json').decode(fs.read(dir .. "/r.json"))
+    spec.eq(back.rows[1].task, "shape")
+    spec.eq(back.rows[2].n, 4)
+    spec.eq(fs.read(dir .. "/r.csv"), 'task,acc,n,times\nshape,0.5,3,0.25 1\n"a,""b""",,4,\n')
+    P.write_result(dir, "only", {1, 2})
+    spec.truthy(fs.exists(dir .. "/only.json") and not fs.exists(dir .. "/only.csv"), "no rows: JSON only")
+    os.execute("rm -rf '" .. dir .. "'")
   end)
 end)

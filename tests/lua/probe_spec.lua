@@ -1,7 +1,7 @@
 -- Probe curves: decodability against training steps, resumable, and P.probe's choice of the best
 -- probe on validation.
 local T = require 'tdrl'
-local P = require 'tdrl.pipeline'
+local P = require 'tdrl.paper'
 local fs = require 'tdrl.util.fs'
 
 local exe = arg[-1] or "./tdrl"

@@ -1,5 +1,5 @@
 -- When a finding holds: every seed agrees, or the ranges over seeds are apart.
-local V = require 'tdrl.verdict'
+local V = require 'tdrl.paper.verdict'
 
 describe("verdict", function()
   it("holds when every paired seed agrees", function()

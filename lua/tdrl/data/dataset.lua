@@ -1,4 +1,4 @@
--- The data set object: a C source of 8-bit images with integer labels (see ops/data.h), a view
+-- The data set object: a C source of 8-bit images with integer labels (see ops/io/data.h), a view
 -- of some of its samples, task metadata and an optional per-channel normalisation.
 --
 --   #ds, ds:len()                  number of samples

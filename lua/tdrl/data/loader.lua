@@ -1,6 +1,9 @@
 -- Batches from a data set: (B, C, H, W) float images and {task = int64 tensor (B)} labels,
 -- shuffled by a seed, with drop_last; the next batch is produced by a C worker thread while
 -- the caller uses the current one (image folders decode in the background).
+-- The path for data sets larger than memory: the diffusion trainer and trajectory extraction
+-- take whole tensors (ds:tensors()), which the paper's sets fit; a loop over a loader holds a
+-- few batches at a time (data_spec: "trains through the loader ... never the whole set").
 --
 --   local loader = data.loader(ds, {batch_size = 100, shuffle = true, seed = 0})
 --   for x, y in loader:iter() do ... end      -- one epoch; each call to iter() is the next epoch
@@ -21,9 +24,14 @@ Loader.__name = "tdrl.data.Loader"
 
 local OPTIONS = {"batch_size", "shuffle", "seed", "drop_last", "prefetch", "threads"}
 
+-- (a data set is known by its metatable's name: tdrl.data.dataset requires this module)
+local function is_dataset(v)
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__name == "tdrl.data.Dataset"
+end
+
 function Loader.new(ds, opts)
-  local Dataset = require 'tdrl.data.dataset'
-  if not Dataset.is_dataset(ds) then error("loader: expects a data set, got " .. type(ds), 3) end
+  if not is_dataset(ds) then error("loader: expects a data set, got " .. type(ds), 3) end
   opts = opts or {}
   if type(opts) ~= "table" then error("loader: options must be a table", 3) end
   U.known(opts, OPTIONS, "loader")

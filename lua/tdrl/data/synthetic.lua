@@ -1,4 +1,4 @@
--- Synthetic: one object in a 32 x 32 RGB scene, generated in C (ops/synthetic.c), no download.
+-- Synthetic: one object in a 32 x 32 RGB scene, generated in C (ops/io/synthetic.c), no download.
 -- Tasks: background colour (9), foreground colour (9, never the background), location (16: a
 -- 4 x 4 grid of 8 x 8 cells, numbered row by row), shape (5: square, circle, triangle, cross,
 -- diamond, 7 x 7 pixels). The same seed gives the same bytes.

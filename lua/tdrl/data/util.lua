@@ -84,7 +84,7 @@ end
 --- Number of worker threads for decoding: the core's setting (TDRL_NUM_THREADS, checked and
 --- bounded there at start-up; read raw here, 100000 would start 100000 decoders).
 function U.threads()
-  return (T.get_num_threads and T.get_num_threads()) or 1
+  return T.get_num_threads()
 end
 
 --- The split a constructor returns: nil -> train, val, test; "train" / "val" / "test" /

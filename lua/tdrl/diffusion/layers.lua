@@ -40,16 +40,12 @@ function M.dense(cin, cout, o)
 end
 function M.group_norm(c) return nn.GroupNorm(math.min(c // 4, 32), c, 1e-6) end
 
---- GroupNorm followed by SiLU (and the Dropout module drop, when given), through the fused
---- kernel when the core has one: dropout in the same passes, with the mask nn.Dropout would draw
+--- GroupNorm followed by SiLU (and the Dropout module drop, when given) through the fused
+--- kernel: dropout in the same passes, with the mask nn.Dropout would draw
 function M.gn_silu(gn, x, drop)
   local p = drop and drop.training and drop.p or 0
-  if T.group_norm_silu then
-    if p > 0 then return T.group_norm_silu(x, gn.num_groups, gn.weight, gn.bias, gn.eps, p, drop.generator) end
-    return T.group_norm_silu(x, gn.num_groups, gn.weight, gn.bias, gn.eps)
-  end
-  local h = gn(x):silu()
-  return drop and drop(h) or h
+  if p > 0 then return T.group_norm_silu(x, gn.num_groups, gn.weight, gn.bias, gn.eps, p, drop.generator) end
+  return T.group_norm_silu(x, gn.num_groups, gn.weight, gn.bias, gn.eps)
 end
 
 --- FourierTimeEmbedding(nf = 16, scale = 16): Gaussian Fourier features of log sigma ->
@@ -90,8 +86,8 @@ function ResBlock:__init(cin, cout, temb_dim, o)
 end
 
 local function resample(m, x)
-  if m.up then return T.upsample_nearest2d and T.upsample_nearest2d(x, 2) or nn.F.upsample_nearest2d_ref(x, 2) end
-  if m.down then return T.avg_pool2d and T.avg_pool2d(x, 2, 2) or nn.F.avg_pool2d_ref(x, 2, 2) end
+  if m.up then return T.upsample_nearest2d(x, 2) end
+  if m.down then return T.avg_pool2d(x, 2, 2) end
   return x
 end
 

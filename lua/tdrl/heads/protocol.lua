@@ -69,7 +69,8 @@ local function accuracy(head, X, y, times, binary, eb)
   return correct / N
 end
 
---- train_one(Xtr, ytr, Xva, yva, Xte, yte, times, classes, lr, seed, cfg) -> {best_val, test_at_best, best_epoch, curve}
+--- train_one(d, classes, lr, seed, cfg) -> {best_val, test_at_best, best_epoch, epochs, curve, head}: one
+--- head trained on d = {Xtr, ytr, Xva, yva, Xte, yte, times} (codes (N, P, latent), labels int64 (N))
 function M.train_one(d, classes, lr, seed, cfg)
   local gen = T.Generator(seed)
   local binary = is_binary(cfg, classes)
@@ -127,8 +128,11 @@ function M.standardize(tr, va, te)
 end
 
 --- run({train =, val =, test =} trajectory tables, cfg) -> {tasks = {task = result}, config = cfg}
---- result: best_lr, val_by_lr = {[i] = {lr =, mean =}}, test = {per-seed accuracies at best_lr},
---- test_mean, test_median, test_std, test_min, test_max, val_mean
+--- cfg: the keys of M.defaults (seeds: a count or a list), and point / points (above), tasks (a
+--- subset of the tasks) and on_run(task, lr, seed, run), called after each run.
+--- result: best_lr, val_mean (at best_lr), test = {per-seed accuracies at best_lr}, test_mean,
+--- test_median, test_std, test_min, test_max, classes, val_by_lr = {[i] = {lr =, val_mean =,
+--- runs = {per seed: epochs, best_val, test_at_best, ...}}}
 function M.run(sets, opts)
   if type(sets) ~= "table" or not (sets.train and sets.val and sets.test) then
     error("heads protocol: expected {train =, val =, test =} trajectory sets, got " .. type(sets), 2)

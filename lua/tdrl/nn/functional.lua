@@ -1,9 +1,9 @@
 -- nn.functional (F): the functions layers are built from, and the losses.
 --
 -- Where the C core has a fused kernel (T.conv2d, T.group_norm, T.cross_entropy, ...), F.name
--- calls it; F.name_ref is the same function composed from basic differentiable ops (matmul,
--- slices, softmax, ...), kept as the kernel's specification and test oracle. When a kernel is
--- absent from the binary, F.name is the composed version.
+-- calls it. For attention, the GRU cell, linear and the losses, F.name_ref is the same function
+-- composed from basic differentiable ops (matmul, slices, softmax, ...), the kernel's test oracle
+-- and the path for the loss options the kernels do not take.
 --
 -- Conventions: images are (N, C, H, W); sizes and strides are a number or a pair {h, w};
 -- label tensors are int64 holding classes counted from 0 (data, as in PyTorch); masks are
@@ -27,13 +27,6 @@ local function pair(v, what)
   return v, v
 end
 F.pair = pair
-
-local function kernel(name)
-  local k = rawget(T, name)
-  if type(k) == "function" then return k end
-  return nil
-end
-F.kernel = kernel
 
 local function reduce(l, reduction, op)
   if reduction == nil or reduction == "mean" then return l:mean() end
@@ -121,221 +114,6 @@ local function pad2d(x, top, bottom, left, right)
   return pad_dim(pad_dim(x, 3, top, bottom), 4, left, right)
 end
 F.pad2d = pad2d
-
-local function check_image(op, x)
-  if x:dim() ~= 4 then error(op .. ": expected an image batch (N, C, H, W), got shape " .. shape_str(x), 3) end
-end
-
--- ---- convolution ------------------------------------------------------------------------------
--- a grouped convolution as `groups` ungrouped ones on channel slices, concatenated
-local function grouped(op, x, w, b, opts, G, w_out_dim)
-  local Cg = x:size(2) // G
-  local Og = w:size(2) -- conv_transpose2d: output channels per group
-  local outs = {}
-  for gi = 0, G - 1 do
-    local sub = {}
-    for k, v in pairs(opts) do sub[k] = v end
-    sub.groups, sub.residual, sub.scale = 1, nil, nil -- applied to the whole output below
-    local xg = x:narrow(2, gi * Cg + 1, Cg)
-    local wg, bg
-    if w_out_dim == 1 then -- conv2d: w (OC, C/G, ...), output channels split
-      local og = w:size(1) // G
-      wg = w:narrow(1, gi * og + 1, og)
-      bg = b and b:narrow(b:dim(), gi * og + 1, og) or nil -- (OC) or one per image (N, OC)
-    else -- conv_transpose2d: w (C, OC/G, ...), input channels split
-      wg = w:narrow(1, gi * Cg + 1, Cg)
-      bg = b and b:narrow(1, gi * Og + 1, Og) or nil
-    end
-    outs[#outs + 1] = op(xg, wg, bg, sub)
-  end
-  local y = T.cat(outs, 2)
-  if opts.residual then y = y + opts.residual end
-  if opts.scale and opts.scale ~= 1 then y = y * opts.scale end
-  return y
-end
-
---- conv2d_ref(x (N,C,H,W), w (OC,C/groups,KH,KW), b (OC), (N,OC) (one bias per image) or nil,
----   {stride=, padding=, dilation=, groups=, residual=, scale=}): scale (conv + b + residual)
---- composed: strided slices of the padded input stacked into columns, one batched matmul
-function F.conv2d_ref(x, w, b, opts)
-  opts = opts or {}
-  check_image("conv2d", x)
-  local G = opts.groups or 1
-  if G > 1 then
-    if x:size(2) % G ~= 0 or w:size(1) % G ~= 0 or w:size(2) * G ~= x:size(2) then
-      error(string.format("conv2d: input %s and weight %s do not fit %d groups", shape_str(x), shape_str(w), G), 2)
-    end
-    return grouped(F.conv2d_ref, x, w, b, opts, G, 1)
-  end
-  local sh, sw = pair(opts.stride or 1, "stride")
-  local ph, pw = pair(opts.padding or 0, "padding")
-  local dh, dw = pair(opts.dilation or 1, "dilation")
-  local N, C, H, W = x:size(1), x:size(2), x:size(3), x:size(4)
-  local OC, KC, KH, KW = w:size(1), w:size(2), w:size(3), w:size(4)
-  if KC ~= C then
-    error(string.format("conv2d: input %s has %d channels, weight %s expects %d", shape_str(x), C, shape_str(w), KC), 2)
-  end
-  local OH = (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1
-  local OW = (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
-  if OH < 1 or OW < 1 then
-    error(string.format("conv2d: input %s is smaller than the kernel %dx%d (padding %d,%d dilation %d,%d)",
-      shape_str(x), KH, KW, ph, pw, dh, dw), 2)
-  end
-  local xp = (ph > 0 or pw > 0) and pad2d(x, ph, ph, pw, pw) or x
-  local cols = {}
-  for i = 0, KH - 1 do
-    for j = 0, KW - 1 do
-      local r0, c0 = 1 + i * dh, 1 + j * dw
-      cols[#cols + 1] = xp:slice(3, r0, r0 + (OH - 1) * sh, sh):slice(4, c0, c0 + (OW - 1) * sw, sw)
-    end
-  end
-  local col = T.stack(cols, 3):reshape(N, C * KH * KW, OH * OW)
-  local y = w:reshape(OC, C * KH * KW):matmul(col)
-  if b then y = y + (b:dim() == 2 and b:view(N, OC, 1) or b:view(1, OC, 1)) end
-  y = y:view(N, OC, OH, OW)
-  if opts.residual then y = y + opts.residual end
-  if opts.scale and opts.scale ~= 1 then y = y * opts.scale end
-  return y
-end
-
---- conv_transpose2d_ref(x (N,Cin,H,W), w (Cin,Cout/groups,KH,KW), b, {stride=, padding=, output_padding=,
----   dilation=, groups=})
---- composed: zeros inserted between input pixels, padding, then a stride-1 convolution with
---- the flipped, transposed kernel
-function F.conv_transpose2d_ref(x, w, b, opts)
-  opts = opts or {}
-  check_image("conv_transpose2d", x)
-  local G = opts.groups or 1
-  if G > 1 then
-    if x:size(2) % G ~= 0 or w:size(1) ~= x:size(2) then
-      error(string.format("conv_transpose2d: input %s and weight %s do not fit %d groups", shape_str(x), shape_str(w), G), 2)
-    end
-    return grouped(F.conv_transpose2d_ref, x, w, b, opts, G, 2)
-  end
-  local sh, sw = pair(opts.stride or 1, "stride")
-  local ph, pw = pair(opts.padding or 0, "padding")
-  local oph, opw = pair(opts.output_padding or 0, "output_padding")
-  local dh, dw = pair(opts.dilation or 1, "dilation")
-  local N, C, H, W = x:size(1), x:size(2), x:size(3), x:size(4)
-  local KC, OC, KH, KW = w:size(1), w:size(2), w:size(3), w:size(4)
-  if KC ~= C then
-    error(string.format("conv_transpose2d: input %s has %d channels, weight %s expects %d", shape_str(x), C,
-      shape_str(w), KC), 2)
-  end
-  local xd = x
-  if sh > 1 then
-    xd = T.cat({xd:unsqueeze(4), T.zeros(N, C, H, sh - 1, W)}, 4):reshape(N, C, H * sh, W):narrow(3, 1, (H - 1) * sh + 1)
-  end
-  if sw > 1 then
-    local H2 = xd:size(3)
-    xd = T.cat({xd:unsqueeze(5), T.zeros(N, C, H2, W, sw - 1)}, 5):reshape(N, C, H2, W * sw):narrow(4, 1, (W - 1) * sw + 1)
-  end
-  local eh, ew = dh * (KH - 1) - ph, dw * (KW - 1) - pw
-  xd = pad2d(xd, eh, eh + oph, ew, ew + opw)
-  local rh = T.arange(KH - 1, -1, -1):long()
-  local rw = T.arange(KW - 1, -1, -1):long()
-  local wf = w:index_select(3, rh):index_select(4, rw):transpose(1, 2)
-  return F.conv2d_ref(xd, wf, b, {stride = 1, padding = 0, dilation = {dh, dw}})
-end
-
---- avg_pool2d_ref(x, kernel, stride = kernel): mean over each window (no padding)
-function F.avg_pool2d_ref(x, k, s)
-  check_image("avg_pool2d", x)
-  local kh, kw = pair(k, "kernel size")
-  local sh, sw = pair(s or k, "stride")
-  local H, W = x:size(3), x:size(4)
-  local OH, OW = (H - kh) // sh + 1, (W - kw) // sw + 1
-  if OH < 1 or OW < 1 then
-    error(string.format("avg_pool2d: input %s is smaller than the window %dx%d", shape_str(x), kh, kw), 2)
-  end
-  local acc
-  for i = 0, kh - 1 do
-    for j = 0, kw - 1 do
-      local sl = x:slice(3, 1 + i, 1 + i + (OH - 1) * sh, sh):slice(4, 1 + j, 1 + j + (OW - 1) * sw, sw)
-      acc = acc and acc + sl or sl
-    end
-  end
-  return acc * (1 / (kh * kw))
-end
-
---- upsample_nearest2d_ref(x, scale): every pixel repeated scale x scale times (integer scale)
-function F.upsample_nearest2d_ref(x, scale)
-  check_image("upsample_nearest2d", x)
-  local fh, fw = pair(scale, "scale factor")
-  local N, C, H, W = x:size(1), x:size(2), x:size(3), x:size(4)
-  return x:view(N, C, H, 1, W, 1):expand(N, C, H, fh, W, fw):reshape(N, C, H * fh, W * fw)
-end
-
--- ---- normalisation ------------------------------------------------------------------------------
---- group_norm_ref(x (N, C, ...), G, w (C) or nil, b (C) or nil, eps)
-function F.group_norm_ref(x, G, w, b, eps)
-  local N, C = x:size(1), x:size(2)
-  if C % G ~= 0 then error(string.format("group_norm: %d channels do not split into %d groups", C, G), 2) end
-  local xs = x:reshape(N, G, -1)
-  local mean = xs:mean(3, true)
-  local var = xs:var(3, true, 0)
-  local y = ((xs - mean) * (var + (eps or 1e-5)):rsqrt()):view(x:size())
-  local bshape = {1, C}
-  for _ = 3, x:dim() do bshape[#bshape + 1] = 1 end
-  if w then y = y * w:view(bshape) end
-  if b then y = y + b:view(bshape) end
-  return y
-end
-
-function F.group_norm_silu_ref(x, G, w, b, eps) return F.group_norm_ref(x, G, w, b, eps):silu() end
-
---- batch_norm_relu_ref(...): batch_norm_ref(...) then ReLU (the kernel does both in one pass)
-function F.batch_norm_relu_ref(...)
-  return F.batch_norm_ref(...):relu()
-end
-
---- batch_norm_ref(x (N, C, ...), running_mean, running_var, w, b, training, momentum, eps):
---- training normalises by the batch statistics (biased variance) and moves the running
---- statistics in place: r = (1 - momentum) r + momentum * batch (unbiased variance)
-function F.batch_norm_ref(x, rm, rv, w, b, training, momentum, eps)
-  eps = eps or 1e-5
-  local C = x:size(2)
-  local dims = {1}
-  for d = 3, x:dim() do dims[#dims + 1] = d end
-  local bshape = {1, C}
-  for _ = 3, x:dim() do bshape[#bshape + 1] = 1 end
-  local mean, var
-  if training or rm == nil then
-    mean = x:mean(dims, true)
-    var = x:var(dims, true, 0)
-    if training and rm ~= nil then
-      local n = x:numel() // C
-      if n < 2 then
-        error(string.format("batch_norm: expected more than 1 value per channel when training, got input %s",
-          shape_str(x)), 2)
-      end
-      T.no_grad(function()
-        local m = momentum or 0.1
-        rm:mul_(1 - m):add_(mean:detach():view(C), m)
-        rv:mul_(1 - m):add_(var:detach():view(C), m * n / (n - 1))
-      end)
-    end
-  else
-    mean = rm:view(bshape)
-    var = rv:view(bshape)
-  end
-  local y = (x - mean) * (var + eps):rsqrt()
-  if w then y = y * w:view(bshape) end
-  if b then y = y + b:view(bshape) end
-  return y
-end
-
---- layer_norm_ref(x, n_last_dims, w, b, eps): normalises over the last n dims
-function F.layer_norm_ref(x, n, w, b, eps)
-  local dims = {}
-  for d = x:dim() - n + 1, x:dim() do dims[#dims + 1] = d end
-  local mean = x:mean(dims, true)
-  local var = x:var(dims, true, 0)
-  local y = (x - mean) * (var + (eps or 1e-5)):rsqrt()
-  if w then y = y * w end
-  if b then y = y + b end
-  return y
-end
 
 -- ---- attention ---------------------------------------------------------------------------------
 local function is_int(t) return t:type() == "int64" end
@@ -517,23 +295,21 @@ function F.gaussian_kl_ref(mu, logvar, reduction)
   return reduce(per, red_of(reduction), "gaussian_kl")
 end
 
--- ---- kernel dispatch -------------------------------------------------------------------------------
--- F.name = T.name when the binary has the fused kernel, else F.name_ref. The kernels take the
--- same arguments as the _ref versions.
-local dispatch = {"linear", "conv2d", "conv_transpose2d", "avg_pool2d", "upsample_nearest2d", "group_norm", "group_norm_silu",
-                  "batch_norm", "batch_norm_relu", "layer_norm", "scaled_dot_product_attention", "gru_cell", "mse_loss", "l1_loss",
-                  "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits", "gaussian_kl"}
-F.fused = {}
-for _, name in ipairs(dispatch) do
-  local k = kernel(name)
-  F.fused[name] = k ~= nil
-  F[name] = k or F[name .. "_ref"]
+-- ---- the fused kernels ---------------------------------------------------------------------------
+-- F.name is the core's kernel T.name (same arguments); the plain versions above, F.name_ref, are
+-- composed from basic differentiable ops and checked against it by the tests. The convolutions,
+-- pooling and norms have no Lua version: their references are the C loops beside the kernels
+-- (ops/conv.c, ops/norm.c), PyTorch's golden outputs and central differences.
+for _, name in ipairs({"linear", "conv2d", "conv_transpose2d", "avg_pool2d", "upsample_nearest2d", "group_norm",
+                       "group_norm_silu", "batch_norm", "batch_norm_relu", "layer_norm", "scaled_dot_product_attention",
+                       "gru_cell", "mse_loss", "l1_loss", "cross_entropy", "nll_loss",
+                       "binary_cross_entropy_with_logits", "gaussian_kl"}) do
+  F[name] = T[name]
 end
 
 -- options the loss kernels do not take go to the composed versions
 local function with_options(name, extra)
-  local k = kernel(name)
-  if not k then return end
+  local k = T[name]
   local ref = F[name .. "_ref"]
   F[name] = function(a, b, opts)
     if type(opts) == "table" then
@@ -548,24 +324,50 @@ with_options("cross_entropy", {"weight", "ignore_index", "label_smoothing"})
 with_options("nll_loss", {"weight", "ignore_index"})
 with_options("binary_cross_entropy_with_logits", {"weight"})
 
+-- a grouped convolution as `groups` ungrouped ones on channel slices, concatenated
+local function grouped(op, x, w, b, opts, G, w_out_dim)
+  local Cg = x:size(2) // G
+  local Og = w:size(2) -- conv_transpose2d: output channels per group
+  local outs = {}
+  for gi = 0, G - 1 do
+    local sub = {}
+    for k, v in pairs(opts) do sub[k] = v end
+    sub.groups, sub.residual, sub.scale = 1, nil, nil -- applied to the whole output below
+    local xg = x:narrow(2, gi * Cg + 1, Cg)
+    local wg, bg
+    if w_out_dim == 1 then -- conv2d: w (OC, C/G, ...), output channels split
+      local og = w:size(1) // G
+      wg = w:narrow(1, gi * og + 1, og)
+      bg = b and b:narrow(b:dim(), gi * og + 1, og) or nil -- (OC) or one per image (N, OC)
+    else -- conv_transpose2d: w (C, OC/G, ...), input channels split
+      wg = w:narrow(1, gi * Cg + 1, Cg)
+      bg = b and b:narrow(1, gi * Og + 1, Og) or nil
+    end
+    outs[#outs + 1] = op(xg, wg, bg, sub)
+  end
+  local y = T.cat(outs, 2)
+  if opts.residual then y = y + opts.residual end
+  if opts.scale and opts.scale ~= 1 then y = y * opts.scale end
+  return y
+end
+
+
 -- the convolution kernels take groups = 1 only: a grouped convolution runs one kernel call per group
 for _, name in ipairs({"conv2d", "conv_transpose2d"}) do
-  local k = kernel(name)
-  if k then
-    local wdim = name == "conv2d" and 1 or 2
-    local function conv(x, w, b, opts)
-      if opts and (opts.groups or 1) > 1 then
-        local G = opts.groups
-        if x:dim() ~= 4 or x:size(2) % G ~= 0 or (wdim == 1 and (w:size(1) % G ~= 0 or w:size(2) * G ~= x:size(2)))
-          or (wdim == 2 and w:size(1) ~= x:size(2)) then
-          error(string.format("%s: input %s and weight %s do not fit %d groups", name, shape_str(x), shape_str(w), G), 2)
-        end
-        return grouped(conv, x, w, b, opts, G, wdim)
+  local k = T[name]
+  local wdim = name == "conv2d" and 1 or 2
+  local function conv(x, w, b, opts)
+    if opts and (opts.groups or 1) > 1 then
+      local G = opts.groups
+      if x:dim() ~= 4 or x:size(2) % G ~= 0 or (wdim == 1 and (w:size(1) % G ~= 0 or w:size(2) * G ~= x:size(2)))
+        or (wdim == 2 and w:size(1) ~= x:size(2)) then
+        error(string.format("%s: input %s and weight %s do not fit %d groups", name, shape_str(x), shape_str(w), G), 2)
       end
-      return k(x, w, b, opts)
+      return grouped(conv, x, w, b, opts, G, wdim)
     end
-    F[name] = conv
+    return k(x, w, b, opts)
   end
+  F[name] = conv
 end
 
 return F

@@ -244,9 +244,9 @@ function Canvas:text(x, y, s, opts)
   return font.draw(self, x, y, s, opts)
 end
 
---- the PNG file's bytes
+--- the PNG file's bytes (stb_image_write, in the core)
 function Canvas:png()
-  return require('tdrl.plot.png').encode(self.w, self.h, self.pix)
+  return require('tdrl')._data.png_encode(self.w, self.h, self.pix)
 end
 
 function Canvas:save_png(path)

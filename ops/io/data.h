@@ -1,5 +1,5 @@
-/* libtdrl data sets: image decoding and resizing (image.c), IDX (io_idx.c), CIFAR binary batches
- * (io_cifar.c), the Synthetic and Colored-MNIST generators (synthetic.c), and sources, the data
+/* libtdrl data sets: image decoding and resizing (image.c), IDX (idx.c), CIFAR binary batches
+ * (cifar.c), the Synthetic and Colored-MNIST generators (synthetic.c), and sources, the data
  * cache and the prefetching loader (dataset.c). C11, no Lua inside.
  *
  * A source is N samples of C x H x W 8-bit pixels with K integer label columns ("tasks"). Kinds:
@@ -17,7 +17,7 @@
 #ifndef TDRL_DATA_H
 #define TDRL_DATA_H
 
-#include "tensor.h"
+#include "../tensor.h"
 
 /* ---- images (image.c) ------------------------------------------------------------------------ */
 /* Decodes PNG / JPEG / BMP / GIF / TGA / PNM into 8-bit interleaved H x W x channels (channels 1:
@@ -42,6 +42,9 @@ td_tensor *td_image_load(const char *path, int channels, int h, int w);
 td_tensor *td_image_resize(td_tensor *img, int64_t h, int64_t w);
 /* Writes (C, H, W) (C = 1, 3 or 4) or (H, W) float values in [0, 1] (clamped) as an 8-bit PNG. */
 int td_image_save_png(const char *path, td_tensor *img);
+/* PNG file bytes (stb_image_write) of h rows of w pixels of c (1-4) 8-bit channels, interleaved;
+ * malloc'd (free it), length in *len; NULL with the error set. */
+uint8_t *td_png_encode(const uint8_t *px, int w, int h, int c, size_t *len);
 /* (B, C, H, W) -> (C, rows*(H+pad)+pad, nrow*(W+pad)+pad) tiled grid, pad filled with pad_value. */
 td_tensor *td_image_grid(td_tensor *imgs, int nrow, int pad, float pad_value);
 
@@ -98,7 +101,7 @@ int td_source_save(const td_source *s, const char *path, const td_kv *meta, int 
  * *meta / *n_meta (free with td_kv_free) when meta is non-NULL. */
 td_source *td_source_open(const char *path, td_kv **meta, int *n_meta);
 
-/* ---- readers (io_idx.c, io_cifar.c) ------------------------------------------------------------ */
+/* ---- readers (idx.c, cifar.c) ------------------------------------------------------------------ */
 typedef enum {
     TD_IDX_U8 = 0x08, TD_IDX_I8 = 0x09, TD_IDX_I16 = 0x0B, TD_IDX_I32 = 0x0C, TD_IDX_F32 = 0x0D, TD_IDX_F64 = 0x0E
 } td_idx_type;
@@ -123,7 +126,7 @@ td_source *td_idx_source(const char *images, const char *labels, int64_t nclasse
  * pixels). Tasks: CIFAR-10 {label}; CIFAR-100 {coarse, fine}. */
 td_source *td_cifar_source(const char *const *paths, int npaths, int variant);
 
-/* CelebA's list files (io_celeba.c): list_attr_celeba.txt (row count, attribute names, rows of
+/* CelebA's list files (celeba.c): list_attr_celeba.txt (row count, attribute names, rows of
  * "<image> -1|1 ...") and list_eval_partition.txt (rows of "<image> 0|1|2"). Selects the images
  * of one split (0 train, 1 validation, 2 test; -1 all) in partition order, with labels 0/1. */
 typedef struct td_celeba {

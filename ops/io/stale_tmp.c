@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tensor.h"
+#include "../tensor.h"
 
 /* The pid in "<base>.tmp.<pid>", or 0 when name is not one of base's temporary files. */
 static long tmp_pid(const char *name, const char *base) {

@@ -1,5 +1,5 @@
 -- The paper's five findings tested against one run's results, each stated as "holds", "does not
--- hold" or "inconclusive" by tdrl.verdict's rule (every seed agrees, or the ranges over seeds
+-- hold" or "inconclusive" by tdrl.paper.verdict's rule (every seed agrees, or the ranges over seeds
 -- are apart), with the numbers. Nothing here is written in advance.
 --   C1 heads reading the whole trajectory beat the best single point (Figure 1)
 --   C2 dependence between time points is high near the diagonal and falls with |i - j| (Figure 2)
@@ -7,7 +7,8 @@
 --      pairs' profiles differ more than one task's profiles differ between seeds
 --   C4 finer granularity helps and saturates (Figure 9, the main model)
 --   C5 at latent 2, granularity helps strongly (Figure 10)
-local V = require 'tdrl.verdict'
+local V = require 'tdrl.paper.verdict'
+local heads_by_task = require('tdrl.paper.stages').heads_summary
 
 local M = {}
 
@@ -25,30 +26,12 @@ local function mean_diff(vs)
   return mean(d)
 end
 
---- per task: {best = the MLP row with the best validation accuracy, traj = the GRU or Transformer
---- row with the better validation accuracy, mlp = {point -> row}, gru =, transformer =}
-function M.heads_by_task(h)
-  local by = {}
-  for _, task in ipairs(h.tasks) do by[task] = {mlp = {}} end
-  for _, r in ipairs(h.rows) do
-    local b = by[r.task]
-    if r.head == "mlp" then
-      b.mlp[r.point] = r
-      if not b.best or r.val > b.best.val then b.best = r end
-    else
-      b[r.head] = r
-      if not b.traj or r.val > b.traj.val then b.traj = r end
-    end
-  end
-  return by
-end
-
 local CEILING = 0.995
 
 --- C1 per task: the trajectory head chosen on validation against the best single point chosen on
 --- validation, over head seeds
 function M.c1(h)
-  local by = M.heads_by_task(h)
+  local by = heads_by_task(h)
   local rows, vs = {}, {}
   for _, task in ipairs(h.tasks) do
     local b = by[task]

@@ -1,9 +1,7 @@
 /* IDX files (MNIST, Fashion-MNIST): big-endian header "00 00 TYPE NDIM", NDIM big-endian uint32
  * sizes, then the data, big-endian. Read through zlib's gz* functions, which read gzip and raw
- * files alike. Every failure names the file and the byte offset (of the decompressed content).
- *
- * LINK: needs `-lz` (zlib1g-dev); see ops/image.c for the Makefile request.
- */
+ * files alike (so it links zlib). Every failure names the file and the byte offset (of the
+ * decompressed content). */
 #include "data.h"
 
 #include <errno.h>
@@ -12,7 +10,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "checked.h"
+#include "../checked.h"
 
 
 static const char *type_name(int t) {

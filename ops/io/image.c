@@ -1,10 +1,6 @@
 /* Images: decoding (stb_image), structural checks that locate damage in a file, resizing (area
  * averaging when shrinking, bilinear when growing), PNG writing (stb_image_write), image grids.
- *
- * LINK: needs `-lstb` (Debian libstb-dev ships stb_image / stb_image_write as libstb.so) and
- * `-lz` (zlib1g-dev, for io_idx.c). Makefile change requested: DEPS := lua5.4 openblas jansson stb
- * zlib (pkg-config knows both: `pkg-config --libs stb zlib` gives -lstb -lz).
- */
+ * Links Debian's libstb (stb_image and stb_image_write as one shared library). */
 #include "data.h"
 
 #include <errno.h>
@@ -681,6 +677,40 @@ int td_image_save_png(const char *path, td_tensor *img) {
     }
     free(tmp);
     return 0;
+}
+
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+    bool failed;
+} png_buf;
+
+static void append_fn(void *ctx, void *data, int size) { /* stb writes the file in pieces */
+    png_buf *b = ctx;
+    if (b->failed) return;
+    if (b->len + (size_t)size > b->cap) {
+        size_t cap = 2 * (b->len + (size_t)size);
+        uint8_t *p = realloc(b->p, cap);
+        if (!p) {
+            b->failed = true;
+            return;
+        }
+        b->p = p, b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, (size_t)size);
+    b->len += (size_t)size;
+}
+
+uint8_t *td_png_encode(const uint8_t *px, int w, int h, int c, size_t *len) {
+    if (w < 1 || h < 1 || w > 1 << 15 || h > 1 << 15 || c < 1 || c > 4)
+        return td_fail("png_encode: %dx%d pixels of %d channels (1 to 32768 a side, 1 to 4 channels)", w, h, c);
+    png_buf b = {0};
+    if (!stbi_write_png_to_func(append_fn, &b, w, h, c, px, w * c) || b.failed) {
+        free(b.p);
+        return td_fail("png_encode: out of memory");
+    }
+    *len = b.len;
+    return b.p;
 }
 
 td_tensor *td_image_grid(td_tensor *imgs, int nrow, int pad, float pad_value) {

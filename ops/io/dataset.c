@@ -2,7 +2,7 @@
  * U8 images, mmap'd when opened) and the prefetching loader (one worker thread that fills the
  * next batch while the caller trains on the current one). See data.h. */
 #include "data.h"
-#include "checked.h"
+#include "../checked.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,14 +1,19 @@
--- The paper's experiments as stages that examples/*.lua and examples/reproduce.lua compose.
--- Every stage reads and writes files in a run folder, so a rerun after Ctrl-C skips what is done.
+-- The paper's experiments as stages, each taking what the one before returned: data (data.lua)
+-- -> model -> trajectories -> heads / analyses (MINE, attention, granularity) -> findings
+-- (findings.lua). Every stage writes its files in a run folder, so a rerun after Ctrl-C skips
+-- what is done.
 --
---   local P = require 'tdrl.pipeline'
---   local model = P.model(cfg, dir, {encoder = "vdrl", latent = 16})   -- train or resume
---   local tr = P.trajectories(model, sets, 10, dir, "vdrl")          -- {train, val, test}
---   local res = P.heads(tr, cfg, dir, "vdrl")                         -- MLP per t, GRU, Transformer
---   P.figure1(res, dir .. "/figure1.png")
+--   local P = require 'tdrl.paper'
+--   local cfg = P.config(arg)
+--   local sets = P.sets(cfg)
+--   local model = P.model(cfg, dir, "vdrl", {encoder = "vdrl", latent = 16}, sets)  -- train or resume
+--   local tr = P.trajectories(model, sets, 10, dir, "vdrl")    -- {train, val, test}
+--   local h = P.heads(tr, cfg, dir, "vdrl")                     -- MLP per t, GRU, Transformer
+--   P.figure1(h, dir, "vdrl")                                   -- figure1-vdrl-<task>.png
 local T = require 'tdrl'
-local D = require 'tdrl.diffusion'
-local E = require 'tdrl.experiment'
+local C = require 'tdrl.paper.config'
+local E = require 'tdrl.paper.data'
+local R = require 'tdrl.paper.run'
 local trainer = require 'tdrl.diffusion.trainer'
 local traj = require 'tdrl.traj'
 local protocol = require 'tdrl.heads.protocol'
@@ -17,92 +22,7 @@ local fs = require 'tdrl.util.fs'
 
 local P = {}
 
--- Settings of the whole pipeline, one complete table per mode: a mode is exactly what its table
--- says (no key falls through from another mode), and any key can be overridden on the command
--- line (--head_epochs=50). Keys diffusion_<k> set field k of the diffusion preset (iters, batch,
--- lr, warmup, enc_depth, ...). head_patience 0 and mine_iters 0 mean: no early stopping, and
--- MINE's own budget (100 x N / 256 iterations).
---   quick:    a smoke run of every stage (<= 3 min)
---   default:  the recipe scaled to <= 30 min on 2 cores (what `make reproduce` runs); the
---             encoder gets coordinate channels, without which location stays at chance
---             (docs/science.md)
---   standard: <= 4 hours on 2 cores, resumable, aiming at all five findings
---   full:     the reference's settings (days on a CPU)
-local ALL_LRS = {1e-3, 7.5e-4, 5e-4, 2.5e-4, 1e-4, 5e-5}
-P.modes = {
-  quick = {preset = "tiny", diffusion_iters = 40, diffusion_batch = 16, diffusion_lr = 1e-3, diffusion_warmup = 10,
-    diffusion_eval_every = 20, diffusion_ckpt_every = 20, diffusion_enc_depth = 10, diffusion_enc_coords = false,
-    n_train = 600, n_val = 200, n_test = 200, granularity = 10,
-    head_epochs = 3, head_epochs_seq = 2, head_patience = 0, head_standardize = true, head_lrs = {1e-3},
-    head_lrs_seq = {1e-3}, head_seeds = 1, head_seeds_seq = 1,
-    mine_iters = 15, mine_lr = 1e-3, mine_seeds = 1, mine_measure = "linfoot", attn_seeds = 1,
-    granularities = {1, 2, 5}, gran_latent = 2},
-  default = {preset = "tiny", diffusion_iters = 2000, diffusion_batch = 32, diffusion_lr = 1e-3, diffusion_warmup = 100,
-    diffusion_eval_every = 250, diffusion_ckpt_every = 250, diffusion_enc_depth = 10, diffusion_enc_coords = true,
-    n_train = 4000, n_val = 500, n_test = 1000, granularity = 10,
-    head_epochs = 300, head_epochs_seq = 100, head_patience = 15, head_standardize = true, head_lrs = {1e-3},
-    head_lrs_seq = {1e-3}, head_seeds = 2, head_seeds_seq = 2,
-    mine_iters = 400, mine_lr = 1e-3, mine_seeds = 2, mine_measure = "linfoot", attn_seeds = 2,
-    granularities = {1, 2, 5, 10}, gran_latent = 2},
-  standard = {preset = "tiny", diffusion_iters = 8000, diffusion_batch = 32, diffusion_lr = 1e-3, diffusion_warmup = 100,
-    diffusion_eval_every = 500, diffusion_ckpt_every = 250, diffusion_enc_depth = 10, diffusion_enc_coords = true,
-    n_train = 4000, n_val = 500, n_test = 1000, granularity = 10,
-    head_epochs = 1500, head_epochs_seq = 600, head_patience = 100, head_standardize = true, head_lrs = {1e-3, 3e-4},
-    head_lrs_seq = {1e-3}, head_seeds = 3, head_seeds_seq = 3,
-    mine_iters = 0, mine_lr = 1e-3, mine_seeds = 3, mine_measure = "linfoot", attn_seeds = 3,
-    granularities = {1, 2, 5, 10, 25, 50}, gran_latent = 2},
-  full = {preset = "small", diffusion_iters = 250000, diffusion_batch = 100, diffusion_lr = 2e-4, diffusion_warmup = 5000,
-    diffusion_eval_every = 1000, diffusion_ckpt_every = 1000, diffusion_enc_depth = 28, diffusion_enc_coords = false,
-    n_train = 4000, n_val = 500, n_test = 1000, granularity = 10,
-    head_epochs = 1500, head_epochs_seq = 1500, head_patience = 0, head_standardize = false, head_lrs = ALL_LRS,
-    head_lrs_seq = ALL_LRS, head_seeds = 3, head_seeds_seq = 5,
-    mine_iters = 0, mine_lr = 1e-4, mine_seeds = 5, mine_measure = "reference", attn_seeds = 5,
-    granularities = {2, 5, 7, 10, 17, 25, 37, 50}, gran_latent = 2},
-}
-
---- the settings of a mode with command-line overrides (argv): cfg, positional arguments.
---- The mode is --quick, --full or --mode=<name>; every other option must be a key of the modes.
-function P.config(argv, extra)
-  local args = require 'tdrl.util.args'
-  local mode = "default"
-  local rest = {}
-  for _, a in ipairs(argv or {}) do
-    local m = a:match("^%-%-mode=(%w+)$")
-    if a == "--quick" then mode = "quick" elseif a == "--full" then mode = "full"
-    elseif m then mode = m
-    else rest[#rest + 1] = a end
-  end
-  if not P.modes[mode] then
-    local names = {}
-    for k in pairs(P.modes) do names[#names + 1] = k end
-    table.sort(names)
-    error("unknown mode '" .. mode .. "' (" .. table.concat(names, ", ") .. ")", 0)
-  end
-  local defaults = {dataset = "synthetic", data_dir = "", out = "", seed = 0}
-  for k, v in pairs(extra or {}) do defaults[k] = v end
-  for k, v in pairs(P.modes[mode]) do defaults[k] = v end
-  local cfg, pos = args.parse(rest, defaults)
-  cfg.mode = mode
-  return cfg, pos
-end
-
---- the diffusion config of cfg's preset with cfg's diffusion_<k> fields applied
-function P.diffusion_config(cfg)
-  local dcfg = D.presets.get(cfg.preset)
-  for k in pairs(D.presets.get(cfg.preset)) do
-    if cfg["diffusion_" .. k] ~= nil then dcfg[k] = cfg["diffusion_" .. k] end
-  end
-  return dcfg
-end
-
 local function plot() return require 'tdrl.plot' end
-
---- the data sets of cfg.dataset as {train =, val =, test =} views
-function P.sets(cfg)
-  local train, val, test = E.datasets(cfg.dataset, {data_dir = cfg.data_dir ~= "" and cfg.data_dir or nil,
-    image_size = cfg.image_size, n = cfg.n_train, n_val = cfg.n_val, n_test = cfg.n_test})
-  return {train = train, val = val, test = test}
-end
 
 --- trains (or resumes, or just loads when finished) a diffusion model of config dcfg (a full
 --- diffusion config: preset fields) on sets.train in folder out; returns model, summary
@@ -116,9 +36,9 @@ end
 --- trains (or resumes, or just loads when finished) a diffusion model in dir/model-<name>;
 --- over: fields of the diffusion config to change (encoder, latent, iters, ...)
 function P.model(cfg, dir, name, over, sets)
-  local dcfg = P.diffusion_config(cfg)
+  local dcfg = C.diffusion_config(cfg)
   for k, v in pairs(over or {}) do dcfg[k] = v end
-  sets = sets or P.sets(cfg)
+  sets = sets or E.sets(cfg)
   local out = dir .. "/model-" .. name
   local model, summary = P.train_model(dcfg, sets, out, "diffusion " .. name)
   return model, summary, dcfg, out
@@ -194,20 +114,28 @@ function P.heads(tr, cfg, dir, name)
   end
   bar:finish()
   local out = {rows = rows, tasks = tr.train.tasks, times = times}
-  fs.write(dir .. "/heads-" .. name .. ".json", json.encode(out, "  ") .. "\n")
-  local csv = {"head,point,t,task,best_lr,val,test_mean,test_median,test_std,test_min,test_max,seeds"}
-  for _, r in ipairs(rows) do
-    csv[#csv + 1] = string.format("%s,%s,%s,%s,%g,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%d", r.head, r.point or "",
-      r.t and string.format("%.3f", r.t) or "", r.task, r.best_lr, r.val, r.test_mean, r.test_median, r.test_std,
-      r.test_min, r.test_max, r.seeds)
-  end
-  fs.write(dir .. "/heads-" .. name .. ".csv", table.concat(csv, "\n") .. "\n")
+  R.write_result(dir, "heads-" .. name, out, rows,
+    {"head", "point", "t", "task", "best_lr", "val", "test_mean", "test_median", "test_std", "test_min", "test_max", "seeds"})
   return out
 end
 
---- per task: the MLP rows by point, the best single point and the better trajectory head (both
---- chosen on validation), the GRU and Transformer rows (tdrl.findings)
-function P.heads_summary(h) return require('tdrl.findings').heads_by_task(h) end
+--- per task: {best = the MLP row with the best validation accuracy, traj = the GRU or Transformer
+--- row with the better validation accuracy, mlp = {point -> row}, gru =, transformer =}
+function P.heads_summary(h)
+  local by = {}
+  for _, task in ipairs(h.tasks) do by[task] = {mlp = {}} end
+  for _, r in ipairs(h.rows) do
+    local b = by[r.task]
+    if r.head == "mlp" then
+      b.mlp[r.point] = r
+      if not b.best or r.val > b.best.val then b.best = r end
+    else
+      b[r.head] = r
+      if not b.traj or r.val > b.traj.val then b.traj = r end
+    end
+  end
+  return by
+end
 
 --- the accuracy of always answering the most frequent class of y (int64 (N))
 local function chance_of(y)
@@ -259,18 +187,18 @@ function P.probe(tr, o)
 end
 
 --- writes the probe curve of P.probe results (each with .steps and .seed) to dir: probe_curve.csv
---- (every probe), curve.csv (per step and task: the best probe's test accuracy, mean, min and
---- max over seeds, and chance) and probe_curve.png; returns the curve rows
+--- and .json (every probe), curve.csv and .json (per step and task: the best probe's test
+--- accuracy, mean, min and max over seeds, and chance) and probe_curve.png; returns the curve rows
 function P.write_probe_curve(results, dir, title)
-  local long = {"steps,seed,task,head,point,t,val,test,epochs"}
+  local long = {}
   local by = {}   -- by[task][steps] = {best test per seed}
   local steps_set, tasks, chance = {}, nil, {}
   for _, r in ipairs(results) do
     tasks = tasks or r.tasks
     steps_set[r.steps] = true
     for _, p in ipairs(r.probes) do
-      long[#long + 1] = string.format("%d,%d,%s,%s,%s,%s,%.4f,%.4f,%s", r.steps, r.seed, p.task, p.head,
-        p.point or "", p.t and string.format("%.3f", p.t) or "", p.val, p.test, p.epochs or "")
+      long[#long + 1] = {steps = r.steps, seed = r.seed, task = p.task, head = p.head, point = p.point, t = p.t,
+        val = p.val, test = p.test, epochs = p.epochs}
     end
     for _, task in ipairs(r.tasks) do
       by[task] = by[task] or {}
@@ -279,11 +207,11 @@ function P.write_probe_curve(results, dir, title)
       chance[task] = r.chance[task]
     end
   end
-  fs.write(dir .. "/probe_curve.csv", table.concat(long, "\n") .. "\n")
+  R.write_result(dir, "probe_curve", long, long, {"steps", "seed", "task", "head", "point", "t", "val", "test", "epochs"})
   local steps = {}
   for s in pairs(steps_set) do steps[#steps + 1] = s end
   table.sort(steps)
-  local rows, csv, series = {}, {"steps,task,mean,min,max,seeds,chance"}, {}
+  local rows, series = {}, {}
   for _, task in ipairs(tasks or {}) do
     local xs, ys, lo, hi = {}, {}, {}, {}
     for _, s in ipairs(steps) do
@@ -292,14 +220,13 @@ function P.write_probe_curve(results, dir, title)
         local st = protocol.stats(v)
         rows[#rows + 1] = {steps = s, task = task, mean = st.mean, min = st.min, max = st.max, seeds = st.n,
           chance = chance[task]}
-        csv[#csv + 1] = string.format("%d,%s,%.4f,%.4f,%.4f,%d,%.4f", s, task, st.mean, st.min, st.max, st.n, chance[task])
         xs[#xs + 1], ys[#ys + 1], lo[#lo + 1], hi[#hi + 1] = s, st.mean, st.min, st.max
       end
     end
     series[#series + 1] = {label = string.format("%s (chance %.2f)", task, chance[task]), x = xs, y = ys,
       band_lo = lo, band_hi = hi, marker = true}
   end
-  fs.write(dir .. "/curve.csv", table.concat(csv, "\n") .. "\n")
+  R.write_result(dir, "curve", rows, rows, {"steps", "task", "mean", "min", "max", "seeds", "chance"})
   if #steps > 0 then
     plot().lines({series = series}, {title = "best probe against training steps (" .. title .. ")",
       xlabel = "diffusion training steps", ylabel = "test accuracy (mean, min-max over seeds)",
@@ -370,14 +297,13 @@ function P.nmi(tr, cfg, dir, name)
   local linfoot = cfg.mine_measure ~= "reference"
   local out = {nmi = nmi:totable(), by_seed = by_seed, mi_by_seed = mis, by_lag = by_lag, times = times,
     measure = cfg.mine_measure, near_diagonal = near, far_from_diagonal = far, near_minus_far = nmf}
-  fs.write(dir .. "/nmi-" .. name .. ".json", json.encode(out, "  ") .. "\n")
   local file = "nmi-" .. name .. ".png"
   plot().heatmap(nmi, {title = (linfoot and "Linfoot dependence" or "NMI (reference)") .. " between time points ("
     .. name .. ")", row_labels = labels, col_labels = labels, xlabel = "t", ylabel = "t",
     colorbar_label = linfoot and "sqrt(1 - exp(-2 I))" or "NMI", annotate = #times <= 11,
     vmin = linfoot and 0 or nil, vmax = linfoot and 1 or nil}, dir .. "/" .. file)
   out.figure = file
-  return out
+  return R.write_result(dir, "nmi-" .. name, out)
 end
 
 --- attention profiles per task (Figures 3-5) and their JSD matrix (Figures 6-8)
@@ -404,8 +330,7 @@ function P.attention(tr, cfg, dir, name)
     out.profiles[task] = {profile = p.profile, band_lo = p.band_lo, band_hi = p.band_hi, per_seed = p.per_seed,
       accuracy = p.accuracy, ablation = p.ablation}
   end
-  fs.write(dir .. "/attention-" .. name .. ".json", json.encode(out, "  ") .. "\n")
-  return out
+  return R.write_result(dir, "attention-" .. name, out)
 end
 
 --- accuracy against granularity (Figure 9) with a whole-trajectory head (GRU by default)
@@ -436,9 +361,8 @@ function P.granularity(model, sets, cfg, dir, name, provenance)
   plot().lines({series = series}, {title = string.format("accuracy against granularity (%s, %s head)", name, head),
     xlabel = "granularity g (g + 1 time points; g = 1: t = 0.5 only)", ylabel = "test accuracy", legend = "best"},
     dir .. "/" .. file)
-  local out = {rows = rows, figure = file, head = head}
-  fs.write(dir .. "/granularity-" .. name .. ".json", json.encode(out, "  ") .. "\n")
-  return out
+  return R.write_result(dir, "granularity-" .. name, {rows = rows, figure = file, head = head}, rows,
+    {"g", "points", "task", "best_lr", "test_mean", "test_median", "test_min", "test_max"})
 end
 
 return P

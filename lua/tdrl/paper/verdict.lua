@@ -5,7 +5,7 @@
 -- inconclusive otherwise, or with fewer than two seeds. With n paired seeds that all agree, a
 -- sign test puts the chance of that under "no difference" at 2^-n (one-sided): the report says n.
 --
---   local V = require 'tdrl.verdict'
+--   local V = require 'tdrl.paper.verdict'
 --   local v = V.compare({0.91, 0.93, 0.90}, {0.85, 0.88, 0.86})   -- paired by default
 --   v.verdict  -- "holds"; v.diff_mean, v.diff_min, v.diff_max, v.n, v.rule, v.text
 local M = {}

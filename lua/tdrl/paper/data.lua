@@ -1,11 +1,9 @@
--- What the example scripts share: data sets by name (with the paper's preprocessing), run
--- folders, and the stage bookkeeping that lets a pipeline resume after Ctrl-C.
---   local E = require 'tdrl.experiment'
+-- The paper's data sets by name, with its preprocessing: the first stage of the pipeline.
+--   local E = require 'tdrl.paper.data'
 --   local train, val, test = E.datasets("synthetic")      -- tdrl.data Dataset views
+--   local sets = E.sets(cfg)                              -- {train =, val =, test =} of cfg.dataset
 --   local X = E.images(train)                             -- (N, C, H, W) float tensor
 local T = require 'tdrl'
-local json = require 'tdrl.json'
-local fs = require 'tdrl.util.fs'
 
 local E = {}
 
@@ -81,45 +79,11 @@ function E.images(ds)
   return x, y
 end
 
---- a run folder: created, with a helper to tell whether a stage has finished
-function E.run_dir(path)
-  fs.mkdir(path)
-  return path
-end
-
---- stage(dir, name, fn): runs fn() unless dir/name.done exists; records its result as JSON
---- there, so that a rerun after Ctrl-C skips finished stages. Returns fn's (or the recorded) result.
---- E.stage_seconds[name]: how long each stage took (also for stages finished by an earlier run)
-E.stage_seconds = {}
-
-function E.stage(dir, name, fn)
-  local mark = dir .. "/" .. name .. ".done"
-  local s = fs.read(mark)
-  if s then
-    local ok, v = pcall(json.decode, s)
-    if ok then
-      print(string.format("[%s] done earlier (delete %s to redo it)", name, mark))
-      E.stage_seconds[name] = type(v) == "table" and v._seconds or 0
-      return v
-    end
-  end
-  print(string.format("[%s] ...", name))
-  local t0 = T.clock()
-  local r = fn()
-  if r == nil then r = {} end
-  local secs = T.clock() - t0
-  if type(r) == "table" then r._seconds = secs end
-  E.stage_seconds[name] = secs
-  fs.write(mark, json.encode(r, "  ") .. "\n")
-  print(string.format("[%s] finished in %.0f s", name, secs))
-  return r
-end
-
---- the time of all stages so far, whether run now or by an earlier, interrupted run
-function E.total_stage_seconds()
-  local s = 0
-  for _, v in pairs(E.stage_seconds) do s = s + (v or 0) end
-  return s
+--- the data sets of cfg.dataset as {train =, val =, test =} views
+function E.sets(cfg)
+  local train, val, test = E.datasets(cfg.dataset, {data_dir = cfg.data_dir ~= "" and cfg.data_dir or nil,
+    image_size = cfg.image_size, n = cfg.n_train, n_val = cfg.n_val, n_test = cfg.n_test})
+  return {train = train, val = val, test = test}
 end
 
 return E
