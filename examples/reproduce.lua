@@ -12,7 +12,9 @@
 -- a GRU and a Transformer per task (Figure 1, C1); (5) the dependence between time points (Figure
 -- 2, C2); (6) attention profiles per task and their JSD matrix (Figures 3-8, C3); (7) accuracy
 -- against granularity at latent 2 (Figure 10, C5) and (8) with the VDRL model (Figure 9, C4);
--- (9) the report, each finding stated as holds / does not hold / inconclusive over seeds.
+-- (9) learned query times against uniform and greedy ones at equal K (tdrl.paper.learned_times;
+-- not in default mode); (10) the report, each finding stated as holds / does not hold /
+-- inconclusive over seeds.
 -- Ctrl-C stops at a safe point; running the same command again skips the finished stages and
 -- resumes training from its checkpoint.
 local T = require 'tdrl'
@@ -71,7 +73,14 @@ res.granularity_main = P.stage(dir, "8-granularity-vdrl", function()
   return P.granularity(vdrl_model, sets, cfg, dir, "vdrl", {checkpoint = ckpt_of("vdrl")})
 end)
 
--- (9) the findings, each tested over seeds, with this run's numbers
+-- (9) learned query times against uniform and greedy ones (standard and full modes)
+if cfg.learned_times then
+  res.learned_times = P.stage(dir, "9-learned-times", function()
+    return require('tdrl.paper.learned_times').study(vdrl_model, sets, cfg, dir, "vdrl", res.attention)
+  end)
+end
+
+-- (10) the findings, each tested over seeds, with this run's numbers
 local findings = P.findings
 local sections = findings.sections(res, cfg)
 local total = P.total_stage_seconds()

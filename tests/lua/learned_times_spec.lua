@@ -160,7 +160,7 @@ describe("examples/learned_times.lua", function()
     end
     spec.eq(n, 4 * 2 * 3, "four tasks x two K x three methods")
     spec.eq(methods.learned, 8); spec.eq(methods.uniform, 8); spec.eq(methods.greedy, 8)
-    spec.truthy(require('tdrl.util.fs').exists(dir .. "/learned-times-latent2.png"), "the figure")
+    spec.truthy(require('tdrl.util.fs').exists(dir .. "/learned-times-vdrl-latent2.png"), "the figure")
     spec.truthy(out:find("learned > uniform", 1, true), "the verdict is printed")
     os.execute("rm -rf '" .. dir .. "'")
   end)

@@ -16,18 +16,20 @@ describe("reproduce --quick", function()
     if not ok then error("reproduce failed:\n" .. out:sub(-3000)) end
     -- (the trajectories, step 3, are no stage: their files are the record that they are done)
     for _, stage in ipairs({"1-train-vdrl", "2-train-drl-latent2", "4-heads", "5-nmi", "6-attention",
-      "7-granularity", "8-granularity-vdrl"}) do
+      "7-granularity", "8-granularity-vdrl", "9-learned-times"}) do
       spec.truthy(fs.exists(dir .. "/" .. stage .. ".done"), "stage " .. stage .. " finished")
     end
     for _, f in ipairs({"model-vdrl/checkpoint.safetensors", "model-vdrl/metrics.csv", "model-drl-latent2/config.json",
       "traj-vdrl-g10-train.safetensors", "traj-vdrl-g10-test.safetensors", "heads-vdrl.csv", "heads-vdrl.json",
       "figure1-vdrl-shape.png", "nmi-vdrl.png", "nmi-vdrl.json", "attention-vdrl.png", "jsd-vdrl.png",
-      "granularity-drl-latent2.png", "report.html", "summary.md"}) do
+      "granularity-drl-latent2.png", "learned-times-vdrl.csv", "learned-times-vdrl.png", "report.html",
+      "summary.md"}) do
       spec.truthy(fs.exists(dir .. "/" .. f), f .. " written")
     end
     local html = fs.read(dir .. "/report.html")
     spec.truthy(html:find("data:image/png;base64,", 1, true), "figures embedded in the report")
     spec.truthy(html:find("best single point", 1, true), "the heads finding is stated")
+    spec.truthy(html:find("Learned query times", 1, true), "the learned times section")
     for _, c in ipairs({"C1", "C2", "C3", "C4", "C5"}) do
       spec.truthy(html:find(c .. "</td>", 1, true), "finding " .. c .. " in the findings table")
     end
@@ -54,7 +56,7 @@ describe("reproduce --quick", function()
     spec.truthy(p:close(), out:sub(-2000))
     local skipped = 0
     for _ in out:gmatch("done earlier") do skipped = skipped + 1 end
-    spec.eq(skipped, 7, "stages skipped")
+    spec.eq(skipped, 8, "stages skipped")
     spec.truthy(not out:find("codes vdrl", 1, true), "no trajectory extracted again")
     os.execute("rm -rf '" .. dir .. "'")
   end)

@@ -292,6 +292,26 @@ function M.sections(res, cfg)
     gran_section(res.granularity, string.format("%d. C5: does granularity help strongly at latent %d? (Figure 10)",
       #S, cfg.gran_latent), 0.05, "C5")
   end
+  if res.learned_times then
+    local lt = res.learned_times
+    local rows = {}
+    for _, x in ipairs(lt.summary) do
+      rows[#rows + 1] = {x.task, x.K, string.format("%.3f (%.3f-%.3f)", x.uniform.mean, x.uniform.min, x.uniform.max),
+        string.format("%.3f (%.3f-%.3f)", x.greedy.mean, x.greedy.min, x.greedy.max),
+        string.format("%.3f (%.3f-%.3f)", x.learned.mean, x.learned.min, x.learned.max), x.learned_vs_uniform,
+        x.learned_vs_greedy}
+    end
+    S[#S + 1] = {heading = string.format("%d. Learned query times (not in the paper)", #S),
+      text = string.format("Per task and number of points K, a reader (%s) on the codes at K times chosen three "
+        .. "ways: uniform (the paper's granularity K - 1), greedy (forward selection from %d + 1 grid points by a "
+        .. "linear probe's validation accuracy), and learned jointly with the reader by gradient through the "
+        .. "frozen encoder (tdrl.heads.learned_times), then read at those exact times. Test accuracy, mean "
+        .. "(min-max) over %d seeds; learned beats uniform only when every seed agrees.", cfg.lt_reader, cfg.lt_grid,
+        cfg.lt_seeds),
+      table = {columns = {"task", "K", "uniform", "greedy", "learned", "learned > uniform", "learned > greedy"},
+        rows = rows}, figure = lt.figure,
+      caption = "The learned times (largest K, every seed) over each task's attention profile."}
+  end
   return S
 end
 
