@@ -32,6 +32,7 @@ void tdl_register_io(lua_State *L);
 void tdl_register_nn(lua_State *L) __attribute__((weak));    /* vm/lua_nn.c: layers' kernels */
 void tdl_register_optim(lua_State *L) __attribute__((weak)); /* vm/lua_optim.c */
 void tdl_register_data(lua_State *L) __attribute__((weak));  /* vm/lua_data.c: readers, images */
+void tdl_register_dist(lua_State *L) __attribute__((weak));  /* vm/lua_dist.c: T._dist, MPI */
 void tdl_register_extra(lua_State *L) __attribute__((weak)); /* spare slot */
 void tdl_register_docs(lua_State *L); /* vm/core_docs.c: T._docs, signatures and one-line docs */
 

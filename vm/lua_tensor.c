@@ -1315,7 +1315,8 @@ int luaopen_tdrl_core(lua_State *L) {
     tdl_register_tensor(L);
     tdl_register_io(L);
     tdl_register_docs(L);
-    void (*const families[])(lua_State *) = {tdl_register_nn, tdl_register_optim, tdl_register_data, tdl_register_extra};
+    void (*const families[])(lua_State *) = {tdl_register_nn, tdl_register_optim, tdl_register_data, tdl_register_dist,
+                                                    tdl_register_extra};
     for (size_t i = 0; i < sizeof families / sizeof *families; i++)
         if (families[i]) families[i](L);
     return 1;

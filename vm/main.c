@@ -174,6 +174,8 @@ int host_docall(lua_State *L, int narg, int nres) {
     return status;
 }
 
+void host_set_progname(const char *name) { progname = name; }
+
 int host_report(lua_State *L, int status, bool with_progname) {
     if (status != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
@@ -587,5 +589,6 @@ int main(int argc, char **argv) {
     if (status != LUA_OK) res.exit_status = 1;
     lua_close(L);
     fflush(stdout);
+    if (host_dist_exit) host_dist_exit(res.exit_status);
     return res.exit_status;
 }
