@@ -229,7 +229,7 @@ static void sum_in_place(td_tensor *t, const char *op) {
 static void sum_over_ranks_backward(td_node *n, td_tensor *g) {
     td_tensor *gs = td_clone(g);
     if (!gs) return;
-    sum_in_place(gs, "dist.sum_over_ranks (backward)");
+    if (dist_active && dist_size > 1) sum_in_place(gs, "dist.sum_over_ranks (backward)");
     td_node_accum(n, 0, gs);
     td_release(gs);
 }
