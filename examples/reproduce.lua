@@ -15,18 +15,23 @@
 -- (9) the report, each finding stated as holds / does not hold / inconclusive over seeds.
 -- Ctrl-C stops at a safe point; running the same command again skips the finished stages and
 -- resumes training from its checkpoint.
+-- `mpirun -np N ./tdrl examples/reproduce.lua` runs every stage on N ranks (README: "On a
+-- cluster"); rank 0 writes the run folder and prints.
 local T = require 'tdrl'
 local P = require 'tdrl.pipeline'
 local E = require 'tdrl.experiment'
 local report = require 'tdrl.report'
 local json = require 'tdrl.json'
 local fs = require 'tdrl.util.fs'
+local dist = require 'tdrl.dist'
+local main = dist.is_main()
+local print = main and print or function() end
 
 local cfg = P.config(arg)
 local dir = E.run_dir(cfg.out ~= "" and cfg.out or ("runs/" .. cfg.dataset .. (cfg.mode ~= "default" and ("-" .. cfg.mode) or "")))
-fs.write(dir .. "/pipeline.json", json.encode(cfg, "  ") .. "\n")
-print(string.format("tdrl reproduce: %s, mode %s, run folder %s (%d threads)", cfg.dataset, cfg.mode, dir,
-  T.get_num_threads()))
+if main then fs.write(dir .. "/pipeline.json", json.encode(cfg, "  ") .. "\n") end
+print(string.format("tdrl reproduce: %s, mode %s, run folder %s (%d threads%s)", cfg.dataset, cfg.mode, dir,
+  T.get_num_threads(), dist.active() and string.format(" on each of %d ranks", dist.size()) or ""))
 local t_start = T.clock()
 
 local sets = P.sets(cfg)
@@ -81,6 +86,7 @@ end)
 local findings = require('tdrl.findings')
 local sections = findings.sections(res, cfg)
 local total = E.total_stage_seconds()
+if not main then return end
 local html = report.html(dir, {title = "tdrl: trajectory representations on " .. cfg.dataset .. " (" .. cfg.mode .. " run)",
   intro = findings.intro(res, cfg, total), sections = sections, config = cfg})
 report.markdown(dir, {title = "tdrl: trajectory representations on " .. cfg.dataset, intro = findings.intro(res, cfg,

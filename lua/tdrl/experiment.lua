@@ -94,7 +94,11 @@ E.stage_seconds = {}
 
 function E.stage(dir, name, fn)
   local mark = dir .. "/" .. name .. ".done"
-  local s = fs.read(mark)
+  -- under mpirun: rank 0's reading of the folder for every rank, rank 0's messages and writes
+  local dist = require 'tdrl.dist'
+  local main = dist.is_main()
+  local print = main and print or function() end
+  local s = dist.broadcast(fs.read(mark) or false)
   if s then
     local ok, v = pcall(json.decode, s)
     if ok then
@@ -110,7 +114,7 @@ function E.stage(dir, name, fn)
   local secs = T.clock() - t0
   if type(r) == "table" then r._seconds = secs end
   E.stage_seconds[name] = secs
-  fs.write(mark, json.encode(r, "  ") .. "\n")
+  if main then fs.write(mark, json.encode(r, "  ") .. "\n") end
   print(string.format("[%s] finished in %.0f s", name, secs))
   return r
 end

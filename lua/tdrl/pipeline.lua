@@ -14,8 +14,13 @@ local traj = require 'tdrl.traj'
 local protocol = require 'tdrl.heads.protocol'
 local json = require 'tdrl.json'
 local fs = require 'tdrl.util.fs'
+local dist = require 'tdrl.dist'
 
 local P = {}
+-- Under mpirun every rank runs every stage (training data-parallel, sweeps spread over the
+-- ranks) and rank 0 alone writes the run folder: `main` guards each write, and a decision
+-- read from the folder is rank 0's (dist.broadcast), so all ranks take the same path.
+local main = dist.is_main()
 
 -- Settings of the whole pipeline, one complete table per mode: a mode is exactly what its table
 -- says (no key falls through from another mode), and any key can be overridden on the command
@@ -95,7 +100,9 @@ function P.diffusion_config(cfg)
   return dcfg
 end
 
-local function plot() return require 'tdrl.plot' end
+-- figures: drawn by rank 0; the other ranks' calls do nothing
+local no_plot = setmetatable({}, {__index = function() return function() end end})
+local function plot() return main and require 'tdrl.plot' or no_plot end
 
 --- the data sets of cfg.dataset as {train =, val =, test =} views
 function P.sets(cfg)
@@ -148,12 +155,12 @@ function P.trajectories(model, sets, g, dir, name, provenance)
   end
   for _, split in ipairs({"train", "val", "test"}) do
     local path = string.format("%s/traj-%s-g%d-%s.safetensors", dir, name, g, split)
-    if fs.exists(path) then
+    if dist.broadcast(fs.exists(path)) then
       out[split] = traj.load(path)
     else
       out[split] = traj.extract(get_model(), sets[split], {granularity = g, progress = string.format("codes %s g%d %s", name, g, split)})
       provenance = provenance_of(provenance)
-      traj.save(path, out[split], provenance)
+      if main then traj.save(path, out[split], provenance) end
     end
   end
   return out
@@ -194,14 +201,14 @@ function P.heads(tr, cfg, dir, name)
   end
   bar:finish()
   local out = {rows = rows, tasks = tr.train.tasks, times = times}
-  fs.write(dir .. "/heads-" .. name .. ".json", json.encode(out, "  ") .. "\n")
+  if main then fs.write(dir .. "/heads-" .. name .. ".json", json.encode(out, "  ") .. "\n") end
   local csv = {"head,point,t,task,best_lr,val,test_mean,test_median,test_std,test_min,test_max,seeds"}
   for _, r in ipairs(rows) do
     csv[#csv + 1] = string.format("%s,%s,%s,%s,%g,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%d", r.head, r.point or "",
       r.t and string.format("%.3f", r.t) or "", r.task, r.best_lr, r.val, r.test_mean, r.test_median, r.test_std,
       r.test_min, r.test_max, r.seeds)
   end
-  fs.write(dir .. "/heads-" .. name .. ".csv", table.concat(csv, "\n") .. "\n")
+  if main then fs.write(dir .. "/heads-" .. name .. ".csv", table.concat(csv, "\n") .. "\n") end
   return out
 end
 
@@ -279,7 +286,7 @@ function P.write_probe_curve(results, dir, title)
       chance[task] = r.chance[task]
     end
   end
-  fs.write(dir .. "/probe_curve.csv", table.concat(long, "\n") .. "\n")
+  if main then fs.write(dir .. "/probe_curve.csv", table.concat(long, "\n") .. "\n") end
   local steps = {}
   for s in pairs(steps_set) do steps[#steps + 1] = s end
   table.sort(steps)
@@ -299,7 +306,7 @@ function P.write_probe_curve(results, dir, title)
     series[#series + 1] = {label = string.format("%s (chance %.2f)", task, chance[task]), x = xs, y = ys,
       band_lo = lo, band_hi = hi, marker = true}
   end
-  fs.write(dir .. "/curve.csv", table.concat(csv, "\n") .. "\n")
+  if main then fs.write(dir .. "/curve.csv", table.concat(csv, "\n") .. "\n") end
   if #steps > 0 then
     plot().lines({series = series}, {title = "best probe against training steps (" .. title .. ")",
       xlabel = "diffusion training steps", ylabel = "test accuracy (mean, min-max over seeds)",
@@ -370,7 +377,7 @@ function P.nmi(tr, cfg, dir, name)
   local linfoot = cfg.mine_measure ~= "reference"
   local out = {nmi = nmi:totable(), by_seed = by_seed, mi_by_seed = mis, by_lag = by_lag, times = times,
     measure = cfg.mine_measure, near_diagonal = near, far_from_diagonal = far, near_minus_far = nmf}
-  fs.write(dir .. "/nmi-" .. name .. ".json", json.encode(out, "  ") .. "\n")
+  if main then fs.write(dir .. "/nmi-" .. name .. ".json", json.encode(out, "  ") .. "\n") end
   local file = "nmi-" .. name .. ".png"
   plot().heatmap(nmi, {title = (linfoot and "Linfoot dependence" or "NMI (reference)") .. " between time points ("
     .. name .. ")", row_labels = labels, col_labels = labels, xlabel = "t", ylabel = "t",
@@ -404,7 +411,7 @@ function P.attention(tr, cfg, dir, name)
     out.profiles[task] = {profile = p.profile, band_lo = p.band_lo, band_hi = p.band_hi, per_seed = p.per_seed,
       accuracy = p.accuracy, ablation = p.ablation}
   end
-  fs.write(dir .. "/attention-" .. name .. ".json", json.encode(out, "  ") .. "\n")
+  if main then fs.write(dir .. "/attention-" .. name .. ".json", json.encode(out, "  ") .. "\n") end
   return out
 end
 
@@ -437,7 +444,7 @@ function P.granularity(model, sets, cfg, dir, name, provenance)
     xlabel = "granularity g (g + 1 time points; g = 1: t = 0.5 only)", ylabel = "test accuracy", legend = "best"},
     dir .. "/" .. file)
   local out = {rows = rows, figure = file, head = head}
-  fs.write(dir .. "/granularity-" .. name .. ".json", json.encode(out, "  ") .. "\n")
+  if main then fs.write(dir .. "/granularity-" .. name .. ".json", json.encode(out, "  ") .. "\n") end
   return out
 end
 

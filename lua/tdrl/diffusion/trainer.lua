@@ -109,7 +109,7 @@ function M.run(cfg, data, opts)
   local s = M.setup(cfg)
   local model, opt, sched, ema, gen = s.model, s.opt, s.sched, s.ema, s.gen
   local step = 0
-  if ckpt_path and opts.resume ~= false and fs.exists(ckpt_path) then
+  if ckpt_path and opts.resume ~= false and dist.broadcast(fs.exists(ckpt_path)) then
     local ck = checkpoint.load(ckpt_path, {model = model, optimizer = opt, ema = ema, schedule = sched,
       generators = {run = gen}})
     step = ck.step
