@@ -19,7 +19,13 @@ if skip then print("# skip: MPI jobs of dist_spec: " .. skip) end
 -- one thread per rank, so that 1 and 2 ranks compute alike; shared memory between the ranks and
 -- the launcher's own traffic on loopback: no network needed
 local MPI = "TDRL_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader " ..
-  "OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_rmaps_base_oversubscribe=1 mpirun --oversubscribe --allow-run-as-root -np %d "
+  "OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mca_base_component_disable_dlclose=1 " ..
+  "mpirun --oversubscribe --allow-run-as-root -np %d "
+-- under `make asan`: Open MPI's libraries have no frame pointers, and LeakSanitizer's fast
+-- unwinder stops at their first frame, where tests/lsan.supp cannot name them
+if os.getenv("ASAN_OPTIONS") then
+  MPI = "ASAN_OPTIONS='" .. os.getenv("ASAN_OPTIONS") .. ":fast_unwind_on_malloc=0' " .. MPI
+end
 
 --- runs a command; returns its output (stdout and stderr), exit success, and seconds taken
 local function sh(cmd)
