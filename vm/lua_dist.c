@@ -24,8 +24,10 @@
 #endif
 
 static int dist_rank = 0, dist_size = 1, local_rank = 0, local_size = 1;
+#ifdef TDRL_MPI
 static int dist_active = 0; /* MPI initialised by us and not finalised */
 static double wait_limit = 1800;
+#endif
 
 #ifndef TDRL_MPI
 static void identity_backward(td_node *n, td_tensor *g) { td_node_accum(n, 0, g); }
@@ -131,6 +133,12 @@ static int l_init(lua_State *L) {
             host_set_progname(name);
         }
     }
+#else
+    /* N copies of a job that each think they are alone would write the same files */
+    const char *n = getenv("OMPI_COMM_WORLD_SIZE");
+    if (n && atoi(n) > 1)
+        return luaL_error(L, "tdrl.dist: this tdrl was built without MPI but runs as one of %s processes under mpirun; "
+                             "install libopenmpi-dev and rebuild (make clean all)", n);
 #endif
     lua_pushinteger(L, dist_rank);
     lua_pushinteger(L, dist_size);
