@@ -8,12 +8,12 @@
  * non-blocking and waited on with a bound (TDRL_DIST_TIMEOUT seconds, default 1800), so a rank
  * that stopped calling collectives (a mismatched script) ends the job instead of blocking it;
  * a script that ends in an error on any rank aborts the job (host_dist_exit). */
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <time.h>
 
 #include "bind.h"
@@ -81,8 +81,8 @@ static int launched_by_mpi(void) {
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_SIZE") || getenv("PMI_RANK");
 }
 
-static MPI_Datatype mpi_type(lua_State *L, td_tensor *t) {
-    return t->dtype == TD_F32 ? MPI_FLOAT : MPI_INT64_T;
+static MPI_Datatype mpi_type(td_dtype dt) {
+    return dt == TD_F32 ? MPI_FLOAT : MPI_INT64_T;
 }
 
 static td_tensor *check_contiguous(lua_State *L, int idx, const char *fn) {
@@ -181,6 +181,7 @@ static int l_all_reduce(lua_State *L) {
     }
     size_t esz = td_dtype_size(dt);
     int64_t per = bucket / (int64_t)esz;
+    if (per > INT32_MAX) per = INT32_MAX; /* MPI counts are ints */
     /* buckets: [first tensor, offset in it) runs of `per` elements; small tensors share one */
     int64_t total = 0;
     for (int i = 1; i <= n; i++) {
@@ -203,7 +204,7 @@ static int l_all_reduce(lua_State *L) {
         lua_pop(L, 1);
         while (started < nb && ((int64_t)(started + 1) * per <= pos || pos == total)) {
             int64_t s0 = (int64_t)started * per, cnt = total - s0 < per ? total - s0 : per;
-            check_mpi(MPI_Iallreduce(MPI_IN_PLACE, buf + s0 * (int64_t)esz, (int)cnt, dt == TD_F32 ? MPI_FLOAT : MPI_INT64_T, op,
+            check_mpi(MPI_Iallreduce(MPI_IN_PLACE, buf + s0 * (int64_t)esz, (int)cnt, mpi_type(dt), op,
                                      world, &reqs[started]), "dist.all_reduce");
             started++;
         }
@@ -280,7 +281,7 @@ static int l_broadcast(lua_State *L) {
     wait_for(&r, "dist.broadcast", wait_limit);
     if (memcmp(roots, mine, sizeof mine) != 0) abort_job("dist.broadcast: the tensor's shape differs from the root's");
     check_mpi(MPI_Ibcast((char *)t->storage->data + t->offset * (int64_t)td_dtype_size(t->dtype), (int)td_numel(t),
-                         mpi_type(L, t), root, world, &r), "dist.broadcast");
+                         mpi_type(t->dtype), root, world, &r), "dist.broadcast");
     wait_for(&r, "dist.broadcast", wait_limit);
 #else
     (void)tdl_check_tensor(L, 1);
