@@ -9,6 +9,18 @@ WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
 DEPS    := lua5.4 openblas jansson stb zlib $(shell pkg-config --exists libzmq libcrypto 2>/dev/null && echo libzmq libcrypto)
 PKGCFLAGS := $(shell pkg-config --cflags $(DEPS) 2>/dev/null)
 PKGLIBS   := $(shell pkg-config --libs $(DEPS) 2>/dev/null)
+# Open MPI when present (vm/lua_dist.c; `make MPI=0` builds without it): tdrl.dist then runs
+# under mpirun / srun; without it every script runs as one process. Debian's pkg-config name is
+# ompi; mpicc --showme answers where the .pc file is missing.
+MPI     ?= auto
+ifneq ($(MPI),0)
+MPICFLAGS := $(shell pkg-config --cflags ompi 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+MPILIBS   := $(shell pkg-config --libs ompi 2>/dev/null || mpicc --showme:link 2>/dev/null)
+ifneq ($(strip $(MPILIBS)),)
+PKGCFLAGS += -DTDRL_MPI $(MPICFLAGS)
+PKGLIBS   += $(MPILIBS)
+endif
+endif
 CFLAGS  += -std=gnu11 $(OPT) $(WARN) -fopenmp -g $(PKGCFLAGS) -I/usr/include/stb $(EXTRA_CFLAGS)
 LDLIBS  += $(PKGLIBS) -lreadline -lutil -lm -fopenmp $(EXTRA_LDFLAGS)
 

@@ -17,15 +17,20 @@
 -- inconclusive over seeds.
 -- Ctrl-C stops at a safe point; running the same command again skips the finished stages and
 -- resumes training from its checkpoint.
+-- `mpirun -np N ./tdrl examples/reproduce.lua` runs every stage on N ranks (README: "On a
+-- cluster"); rank 0 writes the run folder and prints.
 local T = require 'tdrl'
 local P = require 'tdrl.paper'
 local report = require 'tdrl.report'
+local dist = require 'tdrl.dist'
+local main = dist.is_main()
+local print = main and print or function() end
 
 local cfg = P.config(arg)
 local dir = P.run_dir(cfg.out ~= "" and cfg.out or ("runs/" .. cfg.dataset .. (cfg.mode ~= "default" and ("-" .. cfg.mode) or "")))
 P.write_result(dir, "pipeline", cfg)
-print(string.format("tdrl reproduce: %s, mode %s, run folder %s (%d threads)", cfg.dataset, cfg.mode, dir,
-  T.get_num_threads()))
+print(string.format("tdrl reproduce: %s, mode %s, run folder %s (%d threads%s)", cfg.dataset, cfg.mode, dir,
+  T.get_num_threads(), dist.active() and string.format(" on each of %d ranks", dist.size()) or ""))
 local t_start = T.clock()
 
 local sets = P.sets(cfg)
@@ -84,6 +89,7 @@ end
 local findings = P.findings
 local sections = findings.sections(res, cfg)
 local total = P.total_stage_seconds()
+if not main then return end
 local html = report.html(dir, {title = "tdrl: trajectory representations on " .. cfg.dataset .. " (" .. cfg.mode .. " run)",
   intro = findings.intro(res, cfg, total), sections = sections, config = cfg})
 report.markdown(dir, {title = "tdrl: trajectory representations on " .. cfg.dataset, intro = findings.intro(res, cfg,

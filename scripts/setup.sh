@@ -8,6 +8,7 @@
 set -e
 PKGS="make gcc pkg-config liblua5.4-dev libopenblas-dev libreadline-dev libstb-dev libjansson-dev zlib1g-dev"
 PKGS="$PKGS libzmq3-dev libssl-dev"
+PKGS="$PKGS libopenmpi-dev openmpi-bin" # tdrl.dist: mpirun / srun runs (built without MPI when absent)
 if [ "${1:-}" = fuzz ]; then # make fuzz: clang with libFuzzer and the sanitizers' runtimes
   PKGS="$PKGS clang libclang-rt-14-dev" # the runtimes are only recommended by clang-14
 fi

@@ -34,6 +34,7 @@ void tdl_register_nn(lua_State *L);     /* lua_nn.c */
 void tdl_register_optim(lua_State *L);  /* lua_optim.c */
 void tdl_register_data(lua_State *L);   /* lua_data.c */
 void tdl_register_docs(lua_State *L);   /* core_docs.c */
+void tdl_register_dist(lua_State *L);   /* lua_dist.c */
 
 int luaopen_tdrl_core(lua_State *L);
 

@@ -165,12 +165,17 @@ int host_docall(lua_State *L, int narg, int nres) {
     return status;
 }
 
+/* "tdrl", or "tdrl (rank 1 of 2)" under mpirun (lua_dist.c sets it) */
+static const char *progname = TDRL_PROGNAME;
+
+void host_set_progname(const char *name) { progname = name; }
+
 int host_report(lua_State *L, int status, bool with_progname) {
     if (status != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
         if (msg == NULL) msg = "(error object is not a string)";
         fflush(stdout);
-        if (with_progname) fprintf(stderr, "%s: ", TDRL_PROGNAME);
+        if (with_progname) fprintf(stderr, "%s: ", progname);
         fprintf(stderr, "%s\n", msg);
         fflush(stderr);
         lua_pop(L, 1);

@@ -46,6 +46,12 @@ int host_report(lua_State *L, int status, bool progname);
  * for SIGTERM), else 1. */
 int host_failure_status(void);
 
+/* Under mpirun (vm/lua_dist.c): errors are reported as "tdrl (rank 1 of 2): ...", and a run that
+ * ends in an error aborts every rank of the job (the others would wait for it), else MPI is
+ * finalised. Weak: the fuzzers link the bindings without this host. */
+void host_set_progname(const char *name) __attribute__((weak));
+void host_dist_exit(int status) __attribute__((weak));
+
 /* One line: "tdrl <version> (Lua 5.4.x, OpenBLAS ...)". */
 void host_version_string(char *buf, size_t n);
 

@@ -11,6 +11,7 @@ int luaopen_tdrl_core(lua_State *L) {
     tdl_register_nn(L);     /* lua_nn.c: the layers' kernels */
     tdl_register_optim(L);  /* lua_optim.c */
     tdl_register_data(L);   /* lua_data.c: readers, images, the loader */
+    tdl_register_dist(L);   /* lua_dist.c: T._dist, MPI collectives (no-ops without mpirun) */
     tdl_register_docs(L);   /* core_docs.c: T._docs, signatures and one-line docs */
     return 1;
 }

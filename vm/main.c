@@ -409,5 +409,6 @@ int main(int argc, char **argv) {
     if (status != LUA_OK) res.exit_status = 1;
     lua_close(L);
     fflush(stdout);
+    if (host_dist_exit) host_dist_exit(res.exit_status);
     return res.exit_status;
 }

@@ -77,9 +77,11 @@ function M.profiles(sets, opts)
     local tr, va, te = protocol.standardize(sets.train, sets.val, sets.test)
     sets, cfg.standardize = {train = tr, val = va, test = te}, false
   end
-  local kept = {}
-  -- keep the heads trained at every (task, lr, seed) so that the chosen ones can be read
-  cfg.on_run = function(task, lr, seed, run) kept[task .. "|" .. lr .. "|" .. seed] = run.head end
+  -- every trained head is read where it was trained (under mpirun, on any rank): its profile
+  -- and ablation travel with its results, and those of the heads chosen on validation are used
+  cfg.summarize = function(task, lr, seed, run)
+    return {profile = M.profile_of(run.head, sets.test), ablation = M.ablation(run.head, sets.test, task)}
+  end
   local res = protocol.run(sets, cfg)
   local out = {tasks = {}, times = sets.test.times:totable(), task_order = cfg.tasks or sets.train.tasks}
   for _, task in ipairs(out.task_order) do
@@ -90,10 +92,11 @@ function M.profiles(sets, opts)
       for s = 1, cfg.seeds or protocol.defaults.seeds do seeds[s] = s end
     end
     local abl = {all = 0, without_mid = 0, only_mid = 0}
-    for _, seed in ipairs(seeds) do
-      local head = kept[task .. "|" .. r.best_lr .. "|" .. seed]
-      per_seed[#per_seed + 1] = M.profile_of(head, sets.test)
-      local a = M.ablation(head, sets.test, task)
+    local chosen
+    for _, e in ipairs(r.val_by_lr) do if e.lr == r.best_lr then chosen = e.runs end end
+    for k in ipairs(seeds) do
+      per_seed[#per_seed + 1] = chosen[k].summary.profile
+      local a = chosen[k].summary.ablation
       for k in pairs(abl) do abl[k] = abl[k] + a[k] / #seeds end
       abl.mid_time = a.mid_time
     end

@@ -20,6 +20,7 @@
 local T = require 'tdrl'
 local nn = require 'tdrl.nn'
 local optim = require 'tdrl.optim'
+local dist = require 'tdrl.dist'
 
 local M = {}
 
@@ -186,27 +187,38 @@ function M.dependence_matrix(codes, o)
   local seeds = o.seeds or {1}
   local with_diag = measure == "reference"
   local I = T.zeros(P, P)
-  local pairs_n = with_diag and P * (P + 1) // 2 or P * (P - 1) // 2
-  local bar = o.progress and require('tdrl.util.progress').new(#seeds * math.max(pairs_n, 1), {label = o.progress})
-  local done = 0
   local pts, fpts = {}, {}
   for p = 1, P do
     pts[p] = codes:select(2, p):contiguous()
     if fit then fpts[p] = fit:select(2, p):contiguous() end
   end
+  -- every (pair, seed) is an independent estimate: under mpirun they are spread over the ranks
+  local jobs = {}
+  for i = 1, P do
+    for j = with_diag and i or i + 1, P do
+      for _, seed in ipairs(seeds) do jobs[#jobs + 1] = {i, j, seed} end
+    end
+  end
+  local share = (#jobs - dist.rank() + dist.size() - 1) // dist.size()
+  local bar = o.progress and dist.is_main() and require('tdrl.util.progress').new(math.max(share, 1), {label = o.progress})
+  local done = 0
+  local est = dist.map(#jobs, function(k)
+    local i, j, seed = table.unpack(jobs[k])
+    local eo = {}
+    for key, v in pairs(o) do eo[key] = v end
+    eo.seed = seed * 1000 + i * P + j
+    eo.progress, eo.measure, eo.fit, eo.seeds = nil, nil, nil, nil
+    if fit then eo.heldout = {pts[i], pts[j]} end
+    local v = M.estimate(fit and fpts[i] or pts[i], fit and fpts[j] or pts[j], eo)
+    done = done + 1
+    if bar then bar:update(done) end
+    return v
+  end)
+  local k = 0
   for i = 1, P do
     for j = with_diag and i or i + 1, P do
       local s = 0
-      for _, seed in ipairs(seeds) do
-        local eo = {}
-        for k, v in pairs(o) do eo[k] = v end
-        eo.seed = seed * 1000 + i * P + j
-        eo.progress, eo.measure, eo.fit, eo.seeds = nil, nil, nil, nil
-        if fit then eo.heldout = {pts[i], pts[j]} end
-        s = s + M.estimate(fit and fpts[i] or pts[i], fit and fpts[j] or pts[j], eo)
-        done = done + 1
-        if bar then bar:update(done) end
-      end
+      for _ in ipairs(seeds) do k = k + 1; s = s + est[k] end
       I:set(i, j, s / #seeds)
       I:set(j, i, s / #seeds)
     end

@@ -14,6 +14,9 @@ local common = {
   lr = 2e-4, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, warmup = 5000, grad_clip = 1.0,
   ema = 0.999, batch = 100, seed = 0,
   eval_every = 1000, eval_batches = 4, ckpt_every = 1000, log_every = 50, sample_every = 0,
+  -- under mpirun (tdrl.data_parallel): noise streams per rank ("rank") or the global batch's
+  -- drawn on every rank ("global", the steps of one process), BatchNorm statistics over ranks
+  dist_noise = "rank", sync_bn = false,
 }
 
 M.small = {

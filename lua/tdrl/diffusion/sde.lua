@@ -47,9 +47,9 @@ function SDE:sample_t(B, gen)
   return t + mid * (u * (self.t_mid_hi - self.t_mid_lo) + self.t_mid_lo - t)
 end
 
---- x_t = x0 + sigma(t) eps; returns x_t, eps, sigma (B)
-function SDE:perturb(x0, t, gen)
-  local eps = T.randn(x0:size(), gen)
+--- x_t = x0 + sigma(t) eps; returns x_t, eps, sigma (B); eps drawn from gen unless given
+function SDE:perturb(x0, t, gen, eps)
+  eps = eps or T.randn(x0:size(), gen)
   local sigma = self:sigma(t)
   local B = x0:size(1)
   return x0 + sigma:view(B, 1, 1, 1) * eps, eps, sigma

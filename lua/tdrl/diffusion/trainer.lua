@@ -11,6 +11,9 @@
 -- checkpoint; the loss curve after a resume equals the uninterrupted run's at the same
 -- thread count, because every random draw (batch indices, t, noise, dropout) comes from one
 -- generator whose state is in the checkpoint.
+-- Under mpirun every rank trains on its slice of each global batch (tdrl.data_parallel: the
+-- gradients summed over ranks, cfg.dist_noise, cfg.sync_bn); rank 0 alone writes the run folder,
+-- and a checkpoint written by N ranks resumes on any number.
 local T = require 'tdrl'
 local optim = require 'tdrl.optim'
 local checkpoint = require 'tdrl.checkpoint'
@@ -18,16 +21,12 @@ local json = require 'tdrl.json'
 local progress = require 'tdrl.util.progress'
 local fs = require 'tdrl.util.fs'
 local D = require 'tdrl.diffusion'
+local dist = require 'tdrl.dist'
+local DataParallel = require 'tdrl.data_parallel'
 
 local M = {}
 
 local CSV_FIELDS = {"step", "loss", "dsm", "reg", "lr", "grad_norm", "eval_loss", "eval_loss_high_t", "seconds"}
-
---- a random batch of B images (sampling with replacement, from the run's generator)
-local function batch_of(X, B, gen)
-  local idx = T.randint(0, X:size(1), {B}, gen)
-  return X:index_select(1, idx)
-end
 
 --- mean DSM loss of the model (in eval mode, EMA weights if given) on fixed held-out batches:
 --- the same times and noise every call, so successive evaluations are comparable. Second
@@ -104,21 +103,24 @@ end
 function M.run(cfg, data, opts)
   opts = opts or {}
   local out = opts.out
-  if out then fs.mkdir(out) end
+  local main = dist.is_main() -- the rank that writes files and prints
+  if out and main then fs.mkdir(out) end
   local ckpt_path = out and (out .. "/checkpoint.safetensors")
   local s = M.setup(cfg)
   local model, opt, sched, ema, gen = s.model, s.opt, s.sched, s.ema, s.gen
   local step = 0
-  if ckpt_path and opts.resume ~= false and fs.exists(ckpt_path) then
+  if ckpt_path and opts.resume ~= false and dist.broadcast(fs.exists(ckpt_path)) then
     local ck = checkpoint.load(ckpt_path, {model = model, optimizer = opt, ema = ema, schedule = sched,
       generators = {run = gen}})
     step = ck.step
-    trim_metrics(out, step)
-    if not opts.quiet then print(string.format("resuming %s from step %d", ckpt_path, step)) end
+    if main then trim_metrics(out, step) end
+    if not opts.quiet and main then print(string.format("resuming %s from step %d", ckpt_path, step)) end
   end
-  if out then fs.write(out .. "/config.json", json.encode(cfg, "  ") .. "\n") end
+  if out and main then fs.write(out .. "/config.json", json.encode(cfg, "  ") .. "\n") end
+  local dp = DataParallel.new(model, {noise = cfg.dist_noise, sync_bn = cfg.sync_bn})
+  dp:broadcast_state({ema.shadow})
   local function save()
-    if ckpt_path then
+    if ckpt_path and main then
       checkpoint.save(ckpt_path, {model = model, optimizer = opt, ema = ema, schedule = sched,
         generators = {run = gen}, step = step, config = cfg})
     end
@@ -126,17 +128,18 @@ function M.run(cfg, data, opts)
   model:train()
   local X, Xe = data.train, data.eval or data.train
   local bar = progress.new(cfg.iters, {label = opts.label or ("train " .. (cfg.encoder or "")), first = step,
-    out = opts.quiet and io.open("/dev/null", "w") or io.stdout})
+    out = (opts.quiet or not main) and io.open("/dev/null", "w") or io.stdout})
   local t_start = T.clock()
   local last = {}
   local prev_defer = T.defer_interrupts(true)
   local ok, err = xpcall(function()
     while step < cfg.iters do
-      if T.interrupt_pending() then error("interrupted", 0) end
-      local x0 = batch_of(X, cfg.batch, gen)
+      if dp:any(T.interrupt_pending()) then error("interrupted", 0) end
+      local x0, draws = dp:diffusion_batch(X, cfg.batch, gen, model.sde)
+      draws.lambda_z, draws.regulariser = cfg.lambda_z, cfg.regulariser
       opt:zero_grad()
-      local loss, parts = D.loss.dsm(model, x0, {lambda_z = cfg.lambda_z, regulariser = cfg.regulariser, generator = gen})
-      loss:backward()
+      local loss, parts = D.loss.dsm(model, x0, draws)
+      dp:backward(loss)
       local gnorm = cfg.grad_clip > 0 and optim.clip_grad_norm_(model, cfg.grad_clip) or nil
       -- the k-th update (from 0) runs at lr * min(k / warmup, 1), as score_sde's optimize_fn
       -- with state['step'] before its increment: the first update has lr 0
@@ -145,18 +148,19 @@ function M.run(cfg, data, opts)
       if sched then sched:step() end
       ema:update()
       step = step + 1
-      local row = {step = step, loss = loss:item(), dsm = parts.dsm, reg = parts.reg,
+      local loss_v, dsm_v, reg_v = dp:mean(loss:item(), parts.dsm, parts.reg)
+      local row = {step = step, loss = loss_v, dsm = dsm_v, reg = reg_v,
         lr = lr, grad_norm = gnorm, seconds = T.clock() - t_start}
-      if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.iters) then
+      if main and cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.iters) then
         row.eval_loss, row.eval_loss_high_t = M.evaluate(model, Xe, cfg, ema)
         last.eval_loss, last.eval_loss_high_t = row.eval_loss, row.eval_loss_high_t
       end
-      if out and (step % cfg.log_every == 0 or row.eval_loss or step == cfg.iters) then
+      if out and main and (step % cfg.log_every == 0 or row.eval_loss or step == cfg.iters) then
         fs.append(out .. "/metrics.jsonl", json.encode(row) .. "\n")
         write_csv_row(out .. "/metrics.csv", row)
       end
       if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 then save() end
-      if cfg.sample_every and cfg.sample_every > 0 and out and step % cfg.sample_every == 0 then
+      if main and cfg.sample_every and cfg.sample_every > 0 and out and step % cfg.sample_every == 0 then
         require('tdrl.diffusion.sampler').grid(model, Xe, cfg, out .. string.format("/samples/step%07d.png", step))
       end
       last.loss = row.loss
@@ -169,7 +173,7 @@ function M.run(cfg, data, opts)
     -- a consistent state: the last completed step (Ctrl-C is deferred to step boundaries)
     if tostring(err):find("interrupted", 1, true) then
       save()
-      if not opts.quiet then print(string.format("\ninterrupted at step %d: checkpoint saved to %s", step, tostring(ckpt_path))) end
+      if not opts.quiet and main then print(string.format("\ninterrupted at step %d: checkpoint saved to %s", step, tostring(ckpt_path))) end
       error("interrupted", 0) -- the user's stop, not a fault: no traceback
     end
     error(err, 0)

@@ -20,6 +20,7 @@ local T = require 'tdrl'
 local optim = require 'tdrl.optim'
 local heads = require 'tdrl.heads'
 local traj = require 'tdrl.traj'
+local dist = require 'tdrl.dist'
 
 local M = {}
 
@@ -129,7 +130,11 @@ end
 
 --- run({train =, val =, test =} trajectory tables, cfg) -> {tasks = {task = result}, config = cfg}
 --- cfg: the keys of M.defaults (seeds: a count or a list), and point / points (above), tasks (a
---- subset of the tasks) and on_run(task, lr, seed, run), called after each run.
+--- subset of the tasks), on_run(task, lr, seed, run), called after each run on the rank that
+--- trained it, and summarize(task, lr, seed, run), a value (numbers, tables) read off the trained
+--- head there, kept as run.summary. Every (task, learning rate, seed) is an independent job:
+--- under mpirun the jobs are spread over the ranks (tdrl.dist.map) and every rank gets every
+--- result.
 --- result: best_lr, val_mean (at best_lr), test = {per-seed accuracies at best_lr}, test_mean,
 --- test_median, test_std, test_min, test_max, classes, val_by_lr = {[i] = {lr =, val_mean =,
 --- runs = {per seed: epochs, best_val, test_at_best, ...}}}
@@ -149,22 +154,40 @@ function M.run(sets, opts)
   if type(cfg.seeds) == "number" then for s = 1, cfg.seeds do seeds[s] = s end end
   local tasks = cfg.tasks or tr.tasks
   local out = {tasks = {}, config = cfg}
+  local data, jobs = {}, {}
   for _, task in ipairs(tasks) do
     local classes = tr.classes[task]
     if not classes then error("protocol: no class count for task '" .. tostring(task) .. "'", 2) end
     local d = {Xtr = tr.codes, ytr = tr.labels[task], Xva = va.codes, yva = va.labels[task], Xte = te.codes,
-      yte = te.labels[task], times = tr.times}
+      yte = te.labels[task], times = tr.times, classes = classes}
     if not (d.ytr and d.yva and d.yte) then error("protocol: task '" .. task .. "' has no labels in every split", 2) end
+    data[task] = d
+    for i in ipairs(cfg.lrs) do
+      for _, seed in ipairs(seeds) do jobs[#jobs + 1] = {task = task, i = i, seed = seed} end
+    end
+  end
+  local results = dist.map(#jobs, function(j)
+    local job = jobs[j]
+    local lr = cfg.lrs[job.i]
+    local r = M.train_one(data[job.task], data[job.task].classes, lr, job.seed, cfg)
+    if cfg.on_run then cfg.on_run(job.task, lr, job.seed, r) end
+    if cfg.summarize then r.summary = cfg.summarize(job.task, lr, job.seed, r) end
+    r.head = nil
+    return r
+  end)
+  local next_job = 1
+  for _, task in ipairs(tasks) do
+    local classes = data[task].classes
     local by_lr = {}
     local best_i, best_mean = 1, -1
     for i, lr in ipairs(cfg.lrs) do
       local runs = {}
-      for _, seed in ipairs(seeds) do
-        runs[#runs + 1] = M.train_one(d, classes, lr, seed, cfg)
-        if cfg.on_run then cfg.on_run(task, lr, seed, runs[#runs]) end
+      for _ in ipairs(seeds) do
+        runs[#runs + 1] = results[next_job]
+        next_job = next_job + 1
       end
       local vals = {}
-      for j, r in ipairs(runs) do vals[j] = r.best_val; r.head = nil end
+      for j, r in ipairs(runs) do vals[j] = r.best_val end
       local m = stats(vals).mean
       by_lr[i] = {lr = lr, val_mean = m, runs = runs}
       if m > best_mean then best_mean, best_i = m, i end

@@ -22,7 +22,11 @@ E.stage_seconds = {}
 
 function E.stage(dir, name, fn)
   local mark = dir .. "/" .. name .. ".done"
-  local s = fs.read(mark)
+  -- under mpirun: rank 0's reading of the folder for every rank, rank 0's messages and writes
+  local dist = require 'tdrl.dist'
+  local main = dist.is_main()
+  local print = main and print or function() end
+  local s = dist.broadcast(fs.read(mark) or false)
   if s then
     local ok, v = pcall(json.decode, s)
     if ok then
@@ -38,7 +42,7 @@ function E.stage(dir, name, fn)
   local secs = T.clock() - t0
   if type(r) == "table" then r._seconds = secs end
   E.stage_seconds[name] = secs
-  fs.write(mark, json.encode(r, "  ") .. "\n")
+  if main then fs.write(mark, json.encode(r, "  ") .. "\n") end
   print(string.format("[%s] finished in %.0f s", name, secs))
   return r
 end
@@ -66,9 +70,9 @@ end
 --- write_result(dir, name, value [, rows, columns]): dir/name.json holds value (indented JSON);
 --- with rows (a list of tables), dir/name.csv holds one line per row with the given columns
 --- (names of the rows' fields; a missing field is an empty cell, floats to 6 digits, a list its
---- items separated by spaces).
---- Returns value.
+--- items separated by spaces). Under mpirun only rank 0 writes. Returns value.
 function E.write_result(dir, name, value, rows, columns)
+  if not require('tdrl.dist').is_main() then return value end -- under mpirun, rank 0 writes
   fs.write(dir .. "/" .. name .. ".json", json.encode(value, "  ") .. "\n")
   if rows then
     local lines = {table.concat(columns, ",")}

@@ -19,10 +19,17 @@ local traj = require 'tdrl.traj'
 local protocol = require 'tdrl.heads.protocol'
 local json = require 'tdrl.json'
 local fs = require 'tdrl.util.fs'
+local dist = require 'tdrl.dist'
 
 local P = {}
+-- Under mpirun every rank runs every stage (training data-parallel, sweeps spread over the
+-- ranks) and rank 0 alone writes the run folder: `main` guards each write, and a decision
+-- read from the folder is rank 0's (dist.broadcast), so all ranks take the same path.
+local main = dist.is_main()
 
-local function plot() return require 'tdrl.plot' end
+-- figures: drawn by rank 0; the other ranks' calls do nothing
+local no_plot = setmetatable({}, {__index = function() return function() end end})
+local function plot() return main and require 'tdrl.plot' or no_plot end
 
 --- trains (or resumes, or just loads when finished) a diffusion model of config dcfg (a full
 --- diffusion config: preset fields) on sets.train in folder out; returns model, summary
@@ -68,12 +75,12 @@ function P.trajectories(model, sets, g, dir, name, provenance)
   end
   for _, split in ipairs({"train", "val", "test"}) do
     local path = string.format("%s/traj-%s-g%d-%s.safetensors", dir, name, g, split)
-    if fs.exists(path) then
+    if dist.broadcast(fs.exists(path)) then
       out[split] = traj.load(path)
     else
       out[split] = traj.extract(get_model(), sets[split], {granularity = g, progress = string.format("codes %s g%d %s", name, g, split)})
       provenance = provenance_of(provenance)
-      traj.save(path, out[split], provenance)
+      if main then traj.save(path, out[split], provenance) end
     end
   end
   return out

@@ -22,6 +22,9 @@ M.fmt_time = fmt_time
 
 function M.new(total, opts)
   opts = opts or {}
+  if not opts.out and not require('tdrl.dist').is_main() then -- under mpirun rank 0 alone reports
+    opts = setmetatable({out = io.open("/dev/null", "w")}, {__index = opts})
+  end
   return setmetatable({total = total, label = opts.label or "", start = T.clock(), last = -math.huge,
     every = opts.every or (tty and 0.1 or 10), first = opts.first or 0, out = opts.out or io.stdout,
     tty = opts.tty == nil and tty or opts.tty}, Bar)
