@@ -304,8 +304,9 @@ function M.sections(res, cfg)
     S[#S + 1] = {heading = string.format("%d. Learned query times (not in the paper)", #S),
       text = string.format("Per task and number of points K, a reader (%s) on the codes at K times chosen three "
         .. "ways: uniform (the paper's granularity K - 1), greedy (forward selection from %d + 1 grid points by a "
-        .. "linear probe's validation accuracy), and learned jointly with the reader by gradient through the "
-        .. "frozen encoder (tdrl.heads.learned_times), then read at those exact times. Test accuracy, mean "
+        .. "linear probe's validation accuracy), and learned jointly with a reader by gradient (tdrl.heads."
+        .. "learned_times, on the cached grid); every method's reader is then trained alike on the encoder's "
+        .. "codes at exactly its times. Test accuracy, mean "
         .. "(min-max) over %d seeds; learned beats uniform only when every seed agrees.", cfg.lt_reader, cfg.lt_grid,
         cfg.lt_seeds),
       table = {columns = {"task", "K", "uniform", "greedy", "learned", "learned > uniform", "learned > greedy"},
