@@ -34,7 +34,13 @@ LIB     := $(BUILD)/libtdrl.a
 BIN     ?= tdrl
 
 .PHONY: all setup setup-test test asan bench fuzz install clean reproduce kernel
-all: $(BIN) $(LIB)
+all: $(BIN) $(LIB) docs/core.md
+
+# The core functions' reference is generated from the docs table the binary carries, so that a new
+# op touches ops/ and a test only; help_spec checks the committed file matches.
+docs/core.md: $(BIN) lua/tdrl/help.lua
+	@echo "  GEN $@"
+	@./$(BIN) -e "io.write(require('tdrl.help').markdown())" > $@.tmp && mv $@.tmp $@
 
 setup:
 	@./scripts/setup.sh
