@@ -13,7 +13,9 @@
 -- Variants: "all", "-<task>" (every factor but that one) and "none" (a zero code). Each variant
 -- trains in <out>/<variant>/ with a checkpoint at every evaluation, so a rerun resumes, and
 -- variants can run as separate processes on the same --out. The summary (factor_worth.csv,
--- factor_worth.json and a figure) covers the variants that have reached the last evaluation.
+-- factor_worth.json and a figure) covers the variants that have reached the last evaluation, and
+-- a paired measure on the "all" network alone (swap-<task>: its loss when told another image's
+-- value of the factor), free of the spread between separately trained networks.
 local T = require 'tdrl'
 local nn = require 'tdrl.nn'
 local optim = require 'tdrl.optim'
@@ -79,7 +81,8 @@ local cfg = D.presets.resolve({preset = o.preset, encoder = "drl", latent = widt
 
 -- held-out losses at bin-centre times, every image at every time with one fixed noise draw:
 -- {bin -> mean 0.5 |sigma s + eps|^2} and the bins' t
-local function evaluate(model, oracle, mask)
+local function evaluate(model, oracle, mask, codes)
+  codes = codes or Cev
   model:eval()
   local gen = T.Generator(o.seed + 104729)
   local n, B = Xev:size(1), 100
@@ -89,7 +92,7 @@ local function evaluate(model, oracle, mask)
     for i = 1, n, B do
       local m = math.min(B, n - i + 1)
       local x0 = Xev:narrow(1, i, m)
-      oracle.code = Cev:narrow(1, i, m) * mask:view(1, -1)
+      oracle.code = codes:narrow(1, i, m) * mask:view(1, -1)
       for b = 1, o.bins do
         local t = T.full({m}, (b - 0.5) / o.bins)
         local _, parts = D.loss.dsm(model, x0, {t = t, generator = gen, regulariser = "none"})
@@ -139,13 +142,40 @@ local function run_variant(variant)
     end
   end
   bar:finish({})
-  return evals
+  return evals, model, oracle, mask
+end
+
+-- The variants are trained apart, so their differences carry the spread between training runs.
+-- A paired measure on one network: the "all" network's loss when one factor's code is taken
+-- from another image (a fixed permutation of the evaluation images) against its loss with the
+-- true code, at the same times and noise. It says how much that network relies on the factor.
+local function ablations(model, oracle, mask)
+  local path = o.out .. "/all/ablation.json"
+  if fs.exists(path) then return json.decode(fs.read(path)) end
+  local perm = T.randperm(Cev:size(1), T.Generator(o.seed + 15485863))
+  local out = {}
+  for _, task in ipairs(tasks) do
+    local lo, hi = slots[task][1], slots[task][2]
+    local keep = {}
+    for i = 1, width do keep[i] = (i >= lo and i <= hi) and 0 or 1 end
+    keep = T.tensor(keep):view(1, -1)
+    local swapped = Cev * keep + Cev:index_select(1, perm) * (1 - keep)
+    out[task] = evaluate(model, oracle, mask, swapped)
+  end
+  fs.write(path, json.encode(out) .. "\n")
+  return out
 end
 
 local variants = {}
 for v in o.variants:gmatch("[^,]+") do mask_of(v); variants[#variants + 1] = v end
 local results = {}
-for _, v in ipairs(variants) do results[v] = run_variant(v) end
+local ablation
+for _, v in ipairs(variants) do
+  local evals, model, oracle, mask = run_variant(v)
+  results[v] = evals
+  if v == "all" and evals[#evals].step == o.iters then ablation = ablations(model, oracle, mask) end
+end
+if not ablation and fs.exists(o.out .. "/all/ablation.json") then ablation = json.decode(fs.read(o.out .. "/all/ablation.json")) end
 
 -- the summary over every variant in the folder that reached the last evaluation
 local known = {"all", "none"}
@@ -162,6 +192,8 @@ if not final.all then
   print("factor_worth: the variant 'all' has not finished; no summary yet")
   return
 end
+-- the paired ablations of the "all" network read as variants "swap-<task>"
+for task, loss in pairs(ablation or {}) do final["swap-" .. task] = loss end
 local csv = {"variant,bin,t_lo,t_hi,sigma_lo,sigma_hi,loss,worth_vs_all"}
 local rows = {}
 local names = {}
@@ -169,7 +201,8 @@ for v in pairs(final) do names[#names + 1] = v end
 table.sort(names)
 local sde = D.SDE.new(cfg)
 print(string.format("\nDSM loss on %d held-out images after %d steps, per t bin; a factor's worth = loss without it "
-  .. "- loss with every factor", Xev:size(1), o.iters))
+  .. "- loss with every factor (-task: a network trained without it; swap-task: the 'all' network told another "
+  .. "image's value)", Xev:size(1), o.iters))
 for b = 1, o.bins do
   local lo, hi = (b - 1) / o.bins, b / o.bins
   local line = {string.format("t %.1f-%.1f (sigma %6.3f-%6.2f)  all %8.2f", lo, hi, sde:sigma_of(lo), sde:sigma_of(hi),
@@ -190,7 +223,9 @@ for _, v in ipairs(names) do
   if v ~= "all" then
     local xs, ys = {}, {}
     for b = 1, o.bins do xs[b], ys[b] = (b - 0.5) / o.bins, final[v][b] - final.all[b] end
-    series[#series + 1] = {label = v == "none" and "every factor (none told)" or v:sub(2), x = xs, y = ys}
+    local label = v == "none" and "every factor (none told)" or v:match("^swap%-(.+)$") and
+      (v:sub(6) .. " (all network, told another image's)") or (v:sub(2) .. " (trained without)")
+    series[#series + 1] = {label = label, x = xs, y = ys}
   end
 end
 require('tdrl.plot').lines({series = series}, {title = "what knowing a factor saves the score network",

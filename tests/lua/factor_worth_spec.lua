@@ -26,6 +26,13 @@ describe("factor worth", function()
     -- told nothing, the network must guess background and foreground colours it could be told
     spec.truthy(worth[1] > 0 and worth[2] > 0, out:sub(-600))
     spec.eq(#r.evals.all, 2, "an evaluation every 40 steps")
+    -- paired on the one network: told another image's background, it denoises worse
+    local swap = {}
+    for _, row in ipairs(r.rows) do
+      if row.variant == "swap-background" then swap[row.bin] = row.worth end
+    end
+    spec.truthy(swap[1] > 0 and swap[2] > 0, "swap-background " .. tostring(swap[1]) .. ", " .. tostring(swap[2]))
+    spec.truthy(fs.exists(dir .. "/all/ablation.json"), "the ablation is kept for a rerun")
     spec.truthy(fs.exists(dir .. "/factor_worth.png"), "the figure")
   end)
   it("a second run resumes from the finished checkpoints", function()
