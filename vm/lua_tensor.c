@@ -3,6 +3,7 @@
  * 'tdrl.core'. Lua numbers that name positions (dims, indices, starts) count from 1. */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <limits.h>
 #include <string.h>
@@ -1156,6 +1157,34 @@ static int l_raw_sgemm(lua_State *L) {
     return 0;
 }
 
+/* One thread's share of T._copy: a plain loop the compiler vectorises, with ordinary stores like
+ * every kernel's (not turned into a memcpy call: glibc's streams past the caches at this size,
+ * which measures the memory alone, where the kernels' outputs stay in the last-level cache). */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void copy_floats(float *restrict d, const float *restrict s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) d[i] = s[i];
+}
+
+/* T._copy(dst, src): dst = src over all of tdrl's threads, no checks beyond sizes: the ceiling of
+ * the benchmark's memory-bound rows (the machine's copy bandwidth), measured from the same binary.
+ * dst, src: contiguous float32 tensors of equal size. */
+static int l_raw_copy(lua_State *L) {
+    td_tensor *d = tdl_check_tensor(L, 1), *s = tdl_check_tensor(L, 2);
+    if (!td_is_contiguous(d) || !td_is_contiguous(s) || d->dtype != TD_F32 || s->dtype != TD_F32 ||
+        td_numel(d) != td_numel(s))
+        return luaL_error(L, "_copy: needs contiguous float32 tensors of equal size");
+    float *pd = td_f32(d);
+    const float *ps = td_f32(s);
+    int64_t n = td_numel(d);
+    #pragma omp parallel num_threads(td_get_num_threads())
+    {
+        int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+        int64_t chunk = (n / nt + 15) & ~(int64_t)15, lo = id * chunk, hi = lo + chunk > n ? n : lo + chunk;
+        if (lo < hi) copy_floats(pd + lo, ps + lo, hi - lo);
+    }
+    return 0;
+}
+
 /* T.set_printoptions{linewidth = n} -> the previous options: rows of printed tensors wrap at n
  * columns (PyTorch's name; the REPL sets its terminal's width) */
 static int l_set_printoptions(lua_State *L) {
@@ -1258,7 +1287,7 @@ static const luaL_Reg module_functions[] = {
     {"linspace", l_linspace}, {"eye", l_eye}, {"cat", l_cat}, {"stack", l_stack}, {"where", l_where},
     {"manual_seed", manual_seed}, {"Generator", gen_new}, {"set_grad_enabled", l_set_grad_enabled},
     {"is_grad_enabled", l_is_grad_enabled}, {"no_grad", l_no_grad}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"reset_peak_memory", l_reset_peak_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"set_printoptions", l_set_printoptions}, {"_sgemm", l_raw_sgemm},
+    {"get_num_threads", l_get_num_threads}, {"memory", l_memory}, {"reset_peak_memory", l_reset_peak_memory}, {"defer_interrupts", l_defer_interrupts}, {"interrupt_pending", l_interrupt_pending}, {"isatty", l_isatty}, {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"set_printoptions", l_set_printoptions}, {"_sgemm", l_raw_sgemm}, {"_copy", l_raw_copy},
     {"profile_backward", l_profile_backward}, {"profile_backward_report", l_profile_backward_report},
     {"profile_backward_reset", l_profile_backward_reset}, {NULL, NULL}};
 
