@@ -1,7 +1,7 @@
 -- `make bench`: every workload for tdrl and, where Debian's python3-torch is installed, for
--- PyTorch on the same CPU, run back to back (model workloads BENCH_REPS = 3 times each,
--- interleaved, medians reported); one table with the ratio (> 1: tdrl is faster)
--- and the fraction of a ceiling measured in the same run: sgemm for GEMM-shaped work, memcpy for
+-- PyTorch on the same CPU, run back to back (BENCH_REPS = 3 times each, interleaved, medians
+-- reported); one table with the ratio (> 1: tdrl is faster)
+-- and the fraction of a ceiling measured in the same run: sgemm for GEMM-shaped work, a copy for
 -- memory-bound rows. Both sides run the same OpenBLAS kernels (tdrl's core is handed to PyTorch);
 -- PyTorch runs under each OpenMP setting and is compared at its fastest.
 -- Writes the table as JSON with the machine's description under bench/results/.
@@ -112,13 +112,14 @@ for _, s in ipairs(suites) do
       end
       p:close()
     end
-    -- per workload: tdrl, then PyTorch, back to back; model workloads `reps` times, interleaved,
-    -- and the medians read (a shared 2-core machine moves single figures by a third). The first
-    -- round times the peer under every OpenMP setting; the later rounds under its fastest.
-    local reps = s.per_process and REPS or 1
+    -- per workload: tdrl, then PyTorch, back to back, `reps` times, interleaved, and the medians
+    -- read (a shared 2-core machine moves single figures by a third, a loaded one by much more).
+    -- The first round times the peer under every OpenMP setting; the later rounds under the
+    -- settings that were fastest for some row.
+    local reps = torch_ok and REPS or 1
     local seen, by_name, peer, peer_omp, omp_figs, loads = {}, {}, {}, {}, {}, {}
     for _, w in ipairs(runs) do
-      local chosen -- the peer's fastest setting for this workload, from the first round
+      local chosen -- the peer's fastest settings for this workload's rows, from the first round
       for rep = 1, reps do
         if w ~= "" then io.stderr:write(string.format("  %s%s\n", w, reps > 1 and (" (" .. rep .. "/" .. reps .. ")") or "")) end
         local got = {}
@@ -131,7 +132,7 @@ for _, s in ipairs(suites) do
         end
         if torch_ok then
           local best = {} -- per row name: the best of this round's settings
-          for _, omp in ipairs(chosen and {chosen} or OMP) do
+          for _, omp in ipairs(chosen or OMP) do
             for _, r in ipairs(collect(peer_cmd(omp, theirs, w))) do
               omp_figs[r.name] = omp_figs[r.name] or {}
               omp_figs[r.name][omp] = omp_figs[r.name][omp] or {}
@@ -139,12 +140,17 @@ for _, s in ipairs(suites) do
               if not best[r.name] or better(r, r.value, best[r.name].value) then r.omp = omp; best[r.name] = r end
             end
           end
+          local won = {}
           for n, r in pairs(best) do
             peer[n] = peer[n] or {}
             table.insert(peer[n], r)
             peer_omp[n] = peer_omp[n] or {}
             table.insert(peer_omp[n], r.omp)
-            if s.per_process and not chosen then chosen = r.omp end
+            won[r.omp] = true
+          end
+          if not chosen then
+            chosen = {}
+            for _, omp in ipairs(OMP) do if won[omp] then chosen[#chosen + 1] = omp end end
           end
         end
         for n, r in pairs(got) do table.insert(by_name[n], r) end
