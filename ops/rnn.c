@@ -22,9 +22,12 @@ static inline td_vf vtanh(td_vf x) { return 2.0f * td_vsigmoid(2.0f * x) - 1.0f;
 /* Is every entry of p (n) zero? A sequence's first state usually is (h0 = 0): W_hh h0 and its
  * weight gradient dgh^T h0 are then zero, and a head of 11 steps skips 1/11 of its hidden GEMMs. */
 static bool all_zero(const float *p, int64_t n) {
-    const uint32_t *u = (const uint32_t *)p;
     uint32_t acc = 0;
-    for (int64_t i = 0; i < n; i++) acc |= u[i] << 1; /* -0.0f counts as zero */
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, p + i, sizeof u);
+        acc |= u << 1; /* -0.0f counts as zero */
+    }
     return acc == 0;
 }
 
