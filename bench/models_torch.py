@@ -4,8 +4,8 @@ The networks are written here the same way lua/tdrl/diffusion builds them (NCSN+
 time-conditioned WRN encoder, heads, MINE), with the same parameter counts, so that the two
 sides do the same work. `python3 bench/models_torch.py NAME` runs one workload and prints one
 JSON line with the process's peak RSS; `--list` prints the names. Threads: TDRL_NUM_THREADS or
-all cores; OMP_WAIT_POLICY=passive unless set (PyTorch's best setting on a 2-core machine, see
-../shared/peer/README.md)."""
+all cores; the OpenMP setting and the OpenBLAS core as bench/torch_env.py sets them (bench/run.lua
+times each setting and compares with the fastest)."""
 import json, math, os, resource, statistics, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_env import n_threads, torch  # noqa: E402  (threads, wait policy, BLAS core)
