@@ -1,6 +1,6 @@
 -- Model-level workloads of the paper for tdrl (bench/models_torch.py is the same in PyTorch):
 --   dsm_tiny, dsm_small   one VDRL training step at batch 100 on 32x32x3 (forward, backward,
---                         clipping, Adam), s/step
+--                         clipping, Adam), s/step; dsm_tiny_b32, dsm_small_b64, ...: at batch 32, 64
 --   traj_tiny, traj_small trajectory extraction at granularity 10 (11 points), images/s
 --   head_mlp, head_gru, head_tsf   one training epoch of a head on (N x 11 x 128) trajectories,
 --                         batch 256 (an epoch of 45,000 as the peer: timed on fewer steps), s/epoch
@@ -44,9 +44,9 @@ local function workload(name, fn) W[name] = fn; order[#order + 1] = name end
 package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path -- bench/steps.lua
 local steps_of = require 'steps'
 
-local function dsm(preset, warm, reps)
+local function dsm(preset, warm, reps, B)
   local optim = require 'tdrl.optim'
-  local step, model = steps_of.dsm(preset)
+  local step, model = steps_of.dsm(preset, B)
   local ema = optim.EMA(model, {decay = 0.999})
   local allocs
   local s = timed(step, warm, reps)
@@ -55,10 +55,15 @@ local function dsm(preset, warm, reps)
   local per_step_allocs = T.memory().allocations - allocs
   local e = timed(function() ema:update() end, 2, 10)
   return {value = s, unit = "s/step", higher = false, note = string.format("EMA %.2g s; %d mallocs in a warm step",
-    e, per_step_allocs), gflops = (preset == "tiny" and 62 or 220) / s}
+    e, per_step_allocs), gflops = (preset == "tiny" and 62 or 220) * (B or 100) / 100 / s}
 end
 workload("dsm_tiny", function() return dsm("tiny", 2, 6) end)
 workload("dsm_small", function() return dsm("small", 1, 3) end)
+-- the batch sizes runs on 2 cores use, where the fixed costs per op weigh more
+for _, B in ipairs({32, 64}) do
+  workload("dsm_tiny_b" .. B, function() return dsm("tiny", 3, 8, B) end)
+  workload("dsm_small_b" .. B, function() return dsm("small", 2, 5, B) end)
+end
 
 local function trajw(preset, passes)
   local D = require 'tdrl.diffusion'
@@ -102,6 +107,8 @@ end)
 
 local NAMES = {
   dsm_tiny = "dsm_step tiny (VDRL, b100)", dsm_small = "dsm_step small (VDRL, b100)",
+  dsm_tiny_b32 = "dsm_step tiny (VDRL, b32)", dsm_small_b32 = "dsm_step small (VDRL, b32)",
+  dsm_tiny_b64 = "dsm_step tiny (VDRL, b64)", dsm_small_b64 = "dsm_step small (VDRL, b64)",
   traj_tiny = "trajectories tiny (1000 img x 11 t)", traj_small = "trajectories small (1000 img x 11 t)",
   head_mlp = "head MLP epoch (45000 x 11 x 128, b256)", head_gru = "head GRU epoch (45000 x 11 x 128, b256)",
   head_tsf = "head Transformer epoch (45000 x 11 x 128, b256)", mine = "MINE (d=128, b256)",

@@ -4,8 +4,8 @@ The networks are written here the same way lua/tdrl/diffusion builds them (NCSN+
 time-conditioned WRN encoder, heads, MINE), with the same parameter counts, so that the two
 sides do the same work. `python3 bench/models_torch.py NAME` runs one workload and prints one
 JSON line with the process's peak RSS; `--list` prints the names. Threads: TDRL_NUM_THREADS or
-all cores; OMP_WAIT_POLICY=passive unless set (PyTorch's best setting on a 2-core machine, see
-../shared/peer/README.md)."""
+all cores; the OpenMP setting and the OpenBLAS core as bench/torch_env.py sets them (bench/run.lua
+times each setting and compares with the fastest)."""
 import json, math, os, resource, statistics, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_env import n_threads, torch  # noqa: E402  (threads, wait policy, BLAS core)
@@ -176,19 +176,19 @@ def timed(fn, warm, reps):
     return statistics.median(ts)
 
 
-def dsm(preset, warm, reps):
+def dsm(preset, warm, reps, B=100):
     model = NCSNpp(PRESETS[preset])
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
-    x0 = torch.rand(100, 3, 32, 32)
+    x0 = torch.rand(B, 3, 32, 32)
     lr_ratio = math.log(50 / 0.01)
 
     def step():
-        t = torch.rand(100) * (1 - 1e-5) + 1e-5
+        t = torch.rand(B) * (1 - 1e-5) + 1e-5
         ls = t * lr_ratio + math.log(0.01)
         sigma = ls.exp()[:, None, None, None]
         eps = torch.randn_like(x0)
         out, mu, lv = model(x0 + sigma * eps, ls, x0)
-        per = 0.5 * (out * sigma + eps).pow(2).reshape(100, -1).sum(-1)
+        per = 0.5 * (out * sigma + eps).pow(2).reshape(B, -1).sum(-1)
         kl = -0.5 * (1 + lv - mu.pow(2) - lv.exp()).sum(-1)
         opt.zero_grad()
         (per + 1e-5 * kl).mean().backward()
@@ -285,6 +285,10 @@ def mine():
 WORK = {
     "dsm_tiny": ("dsm_step tiny (VDRL, b100)", lambda: dsm("tiny", 2, 6)),
     "dsm_small": ("dsm_step small (VDRL, b100)", lambda: dsm("small", 1, 3)),
+    "dsm_tiny_b32": ("dsm_step tiny (VDRL, b32)", lambda: dsm("tiny", 3, 8, 32)),
+    "dsm_small_b32": ("dsm_step small (VDRL, b32)", lambda: dsm("small", 2, 5, 32)),
+    "dsm_tiny_b64": ("dsm_step tiny (VDRL, b64)", lambda: dsm("tiny", 3, 8, 64)),
+    "dsm_small_b64": ("dsm_step small (VDRL, b64)", lambda: dsm("small", 2, 5, 64)),
     "traj_tiny": ("trajectories tiny (1000 img x 11 t)", lambda: traj("tiny", 3)),
     "traj_small": ("trajectories small (1000 img x 11 t)", lambda: traj("small", 1)),
     "head_mlp": ("head MLP epoch (45000 x 11 x 128, b256)", lambda: head("mlp", 175)),

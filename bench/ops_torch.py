@@ -1,12 +1,11 @@
 """PyTorch side of bench/ops_tdrl.lua: the same workloads under the same names, one JSON line each
 (value = median seconds). Run with Debian's torch: /usr/bin/python3 bench/ops_torch.py [min_seconds].
 
-Settings, all made before torch is imported: TDRL_NUM_THREADS threads (default all cores) for
-OpenMP, OpenBLAS and torch; OMP_WAIT_POLICY=passive (PyTorch's best setting for these ops, see
-../shared/peer/README.md); and, as ./tdrl does, OPENBLAS_CORETYPE=SkylakeX / Haswell when the CPU
-has AVX-512 / AVX2, because Debian's OpenBLAS 0.3.21 falls back to its slow Prescott kernels on
-CPUs it does not know (PyTorch's matmuls, hence the GRU and attention rows, go through it; its
-convolutions go through oneDNN and are not affected). A value already in the environment wins.
+Settings, all made before torch is imported (bench/torch_env.py): TDRL_NUM_THREADS threads
+(default all cores) for OpenMP, OpenBLAS and torch; the OpenMP setting TDRL_PEER_OMP names
+(bench/run.lua runs each and takes the fastest per row); and the OpenBLAS core bench/run.lua
+hands over in OPENBLAS_CORETYPE, tdrl's own (PyTorch's matmuls, hence the GRU and attention rows,
+go through OpenBLAS; its convolutions go through oneDNN and are not affected).
 TDRL_BENCH_CLOCK=cpu: CPU time instead of wall time (see bench/ops_tdrl.lua).
 """
 import json

@@ -4,15 +4,16 @@ local T = require 'tdrl'
 
 local M = {}
 
---- one VDRL training step of the preset (tiny | small) at batch 100 on 32x32x3: forward,
---- backward, clipping, Adam. Returns step, model
-function M.dsm(preset)
+--- one VDRL training step of the preset (tiny | small) at batch B (default 100) on 32x32x3:
+--- forward, backward, clipping, Adam. Returns step, model
+function M.dsm(preset, B)
+  B = B or 100
   local D = require 'tdrl.diffusion'
   local optim = require 'tdrl.optim'
   local g = T.Generator(0)
-  local model = D.build(D.presets.resolve({preset = preset, batch = 100}), g)
+  local model = D.build(D.presets.resolve({preset = preset, batch = B}), g)
   local opt = optim.Adam(model:parameters(), {lr = 2e-4})
-  local x0 = T.rand(100, 3, 32, 32, g)
+  local x0 = T.rand(B, 3, 32, 32, g)
   return function()
     opt:zero_grad()
     local loss = D.loss.dsm(model, x0, {generator = g})

@@ -1,6 +1,8 @@
 /* The process, not the tensors: threads, memory counters, the clock, isatty, print width,
- * interrupts, the backward profiler and the raw sgemm the benchmark measures its ceiling by. */
+ * interrupts, the backward profiler and the raw sgemm and copy the benchmark measures its
+ * ceilings by. */
 #include <cblas.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include "bind.h"
@@ -135,12 +137,40 @@ static int l_isatty(lua_State *L) {
     return 1;
 }
 
+/* One thread's share of T._copy: a plain loop the compiler vectorises, with ordinary stores like
+ * every kernel's (not turned into a memcpy call: glibc's streams past the caches at this size,
+ * which measures the memory alone, where the kernels' outputs stay in the last-level cache). */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void copy_floats(float *restrict d, const float *restrict s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) d[i] = s[i];
+}
+
+/* T._copy(dst, src): dst = src over all of tdrl's threads, no checks beyond sizes: the ceiling of
+ * the benchmark's memory-bound rows (the machine's copy bandwidth), measured from the same binary.
+ * dst, src: contiguous float32 tensors of equal size. */
+static int l_raw_copy(lua_State *L) {
+    td_tensor *d = tdl_check_tensor(L, 1), *s = tdl_check_tensor(L, 2);
+    if (!td_is_contiguous(d) || !td_is_contiguous(s) || d->dtype != TD_F32 || s->dtype != TD_F32 ||
+        td_numel(d) != td_numel(s))
+        return luaL_error(L, "_copy: needs contiguous float32 tensors of equal size");
+    float *pd = td_f32(d);
+    const float *ps = td_f32(s);
+    int64_t n = td_numel(d);
+    #pragma omp parallel num_threads(td_get_num_threads())
+    {
+        int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+        int64_t chunk = (n / nt + 15) & ~(int64_t)15, lo = id * chunk, hi = lo + chunk > n ? n : lo + chunk;
+        if (lo < hi) copy_floats(pd + lo, ps + lo, hi - lo);
+    }
+    return 0;
+}
+
 static const luaL_Reg sys_functions[] = {
     {"set_num_threads", l_set_num_threads}, {"get_num_threads", l_get_num_threads}, {"memory", l_memory},
     {"reset_peak_memory", l_reset_peak_memory}, {"empty_cache", l_empty_cache}, {"clock", l_clock},
     {"isatty", l_isatty}, {"set_printoptions", l_set_printoptions}, {"defer_interrupts", l_defer_interrupts},
     {"interrupt_pending", l_interrupt_pending}, {"profile_backward", l_profile_backward},
     {"profile_backward_report", l_profile_backward_report}, {"profile_backward_reset", l_profile_backward_reset},
-    {"_sgemm", l_raw_sgemm}, {NULL, NULL}};
+    {"_sgemm", l_raw_sgemm}, {"_copy", l_raw_copy}, {NULL, NULL}};
 
 void tdl_register_sys(lua_State *L) { luaL_setfuncs(L, sys_functions, 0); }

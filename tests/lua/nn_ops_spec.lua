@@ -342,6 +342,23 @@ describe("fused vs composed", function()
     print(string.format("#   gru fused vs composed: %.2e", d))
     spec.truthy(d < 1e-5)
   end)
+  it("gru_cell from h = 0 (its GEMMs skipped) equals its composition, gradients included", function()
+    local x, h = T.randn({4, 3}, gen), T.zeros(4, 5)
+    local wi, wh, bi, bh = randn(15, 3), randn(15, 5), randn(15), randn(15)
+    local R = T.randn({4, 5}, gen)
+    T.sum(T.gru_cell(x, h, wi, wh, bi, bh) * R):backward()
+    local got = {wh.grad:clone(), bh.grad:clone(), wi.grad:clone()}
+    for _, p in ipairs({wi, wh, bi, bh}) do p:zero_grad() end
+    local gi, gh = x:matmul(wi:t()) + bi, h:matmul(wh:t()) + bh
+    local r = (gi:narrow(2, 1, 5) + gh:narrow(2, 1, 5)):sigmoid()
+    local z = (gi:narrow(2, 6, 5) + gh:narrow(2, 6, 5)):sigmoid()
+    local n = (gi:narrow(2, 11, 5) + r * gh:narrow(2, 11, 5)):tanh()
+    T.sum(((1 - z) * n + z * h) * R):backward()
+    spec.eq(got[1]:abs():sum():item(), 0, "W_hh's gradient from h = 0 is zero")
+    local d = math.max(reldiff(got[2], bh.grad), reldiff(got[3], wi.grad))
+    print(string.format("#   gru from h = 0, fused vs composed gradients: %.2e", d))
+    spec.truthy(d < 1e-5)
+  end)
   it("a weight used at several steps gets the sum of their gradients (GEMMs add into the holder)", function()
     -- three GRU steps and a linear layer applied twice share their weights; the second and later
     -- uses add their weight gradient straight into the one already accumulated

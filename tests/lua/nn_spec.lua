@@ -710,6 +710,38 @@ describe("attention details", function()
     local _, w = t2(x, {need_weights = true})
     spec.eq(shape(w), "2x4x4")
   end)
+  it("last_rows: the last application's last rows alone equal the full output's, gradients too", function()
+    for _, case in ipairs({{norm_first = false, batch_first = true}, {norm_first = true, batch_first = true},
+                           {norm_first = false, batch_first = false}}) do
+      local t2 = nn.TransformerEncoderLayer(8, 2, {dim_feedforward = 16, dropout = 0, n_apply = 2,
+        batch_first = case.batch_first, norm_first = case.norm_first, generator = T.Generator(4)})
+      local sd = case.batch_first and 2 or 1
+      local x = T.randn(case.batch_first and {3, 5, 8} or {5, 3, 8}, T.Generator(5))
+      local kpm = T.tensor({{0, 0, 1, 0, 0}, {0, 0, 0, 0, 0}, {1, 0, 0, 0, 0}}, "int64")
+      local xa, xb = x:clone():requires_grad_(), x:clone():requires_grad_()
+      local full, wf = t2(xa, {src_key_padding_mask = kpm, need_weights = true, average_attn_weights = false})
+      local part, wp = t2(xb, {src_key_padding_mask = kpm, need_weights = true, average_attn_weights = false,
+        last_rows = 2})
+      local what = string.format("norm_first %s, batch_first %s", case.norm_first, case.batch_first)
+      spec.eq(shape(part), case.batch_first and "3x2x8" or "2x3x8", what)
+      spec.truthy(spec.maxdiff(part, full:narrow(sd, 4, 2)) < 1e-5, what)
+      spec.truthy(spec.maxdiff(wp, wf:narrow(3, 4, 2)) < 1e-6, what .. ": weights")
+      -- a weighted sum: a plain one of a LayerNorm's output has no gradient
+      local r = T.randn(part:size(), T.Generator(6))
+      T.sum(full:narrow(sd, 4, 2) * r):backward()
+      T.sum(part * r):backward()
+      spec.truthy(spec.maxdiff(xa.grad, xb.grad) < 1e-5, what .. ": input gradient")
+      local ga = t2.self_attn.in_proj_weight.grad:clone()
+      t2:zero_grad()
+      full, part = t2(xa), t2(xb, {last_rows = 2})
+      T.sum(full:narrow(sd, 4, 2) * r):backward()
+      local gfull = t2.self_attn.in_proj_weight.grad:clone()
+      t2:zero_grad()
+      T.sum(part * r):backward()
+      spec.truthy(spec.maxdiff(gfull, t2.self_attn.in_proj_weight.grad) < 1e-5, what .. ": weight gradient")
+      spec.truthy(ga:abs():sum():item() > 0, what .. ": a gradient reached the weights")
+    end
+  end)
 end)
 
 -- ---- bad input ---------------------------------------------------------------------------------------------------

@@ -44,12 +44,13 @@ function TransformerHead:forward(x, times, o)
     if o.mask then kpm[{{}, {1, P}}] = o.mask end
   end
   local w
+  -- only CLS is read: the last application computes its row alone (last_rows), h (B, 1, d)
   h, w = self.block(h, {src_key_padding_mask = kpm, n_apply = self.applications, need_weights = true,
-    average_attn_weights = false})
-  local logits = self.out(h:select(2, P + 1))
+    average_attn_weights = false, last_rows = 1})
+  local logits = self.out(h:select(2, 1))
   if o.need_weights then
     -- the CLS query's weights over the time tokens: (B, heads, P)
-    return logits, w:select(3, P + 1):narrow(3, 1, P)
+    return logits, w:select(3, 1):narrow(3, 1, P)
   end
   return logits
 end

@@ -76,6 +76,10 @@ function MHA:forward(query, key, value, opts)
   if rawequal(query, key) and rawequal(key, value) then -- self-attention: one projection GEMM
     local qkv = F.linear(query, W, B)
     q, k, v = qkv:narrow(3, 1, E), qkv:narrow(3, E + 1, E), qkv:narrow(3, 2 * E + 1, E)
+  elseif rawequal(key, value) then -- some queries of a sequence: keys and values in one GEMM
+    q = F.linear(query, W:narrow(1, 1, E), B and B:narrow(1, 1, E) or nil)
+    local kv = F.linear(key, W:narrow(1, E + 1, 2 * E), B and B:narrow(1, E + 1, 2 * E) or nil)
+    k, v = kv:narrow(3, 1, E), kv:narrow(3, E + 1, E)
   else
     local function part(i) return W:narrow(1, i * E + 1, E), B and B:narrow(1, i * E + 1, E) or nil end
     local wq, bq = part(0)
@@ -167,22 +171,47 @@ function TEL:_ff(x)
 end
 
 --- forward(src [, {src_mask=, src_key_padding_mask=, n_apply=, need_weights = false,
----   average_attn_weights = true}]) -> output[, attention weights of the last application]
+---   average_attn_weights = true, last_rows=}]) -> output[, attention weights of the last application]
+--- last_rows = k: the last application computes only the last k positions' outputs (queries),
+--- from all positions' keys and values; the output is then (N, k, d) ((k, N, d) sequence-first)
+--- and the weights' query dimension k. The same values as the full output's last k rows: for a
+--- reader of one token (a CLS) the other rows of the last application are work for nothing.
 function TEL:forward(x, opts)
   opts = opts or {}
   local aopts = {attn_mask = opts.src_mask, key_padding_mask = opts.src_key_padding_mask,
                  need_weights = opts.need_weights == true, average_attn_weights = opts.average_attn_weights}
   local w
-  for _ = 1, opts.n_apply or self.n_apply do
+  local n_apply, rows = opts.n_apply or self.n_apply, opts.last_rows
+  local sd = self.self_attn.batch_first and 2 or 1 -- the sequence dimension
+  for i = 1, n_apply do
+    local function last(t) return t:narrow(sd, t:size(sd) - rows + 1, rows) end
+    local ao = aopts
+    if rows and i == n_apply then
+      local am = aopts.attn_mask
+      if am then am = am:narrow(am:dim() - 1, am:size(am:dim() - 1) - rows + 1, rows) end
+      ao = {attn_mask = am, key_padding_mask = aopts.key_padding_mask, need_weights = aopts.need_weights,
+            average_attn_weights = aopts.average_attn_weights}
+    end
     if self.norm_first then
       local h = self.norm1(x)
       local a
-      a, w = self.self_attn(h, h, h, aopts)
+      if ao ~= aopts then
+        a, w = self.self_attn(last(h), h, h, ao)
+        x = last(x)
+      else
+        a, w = self.self_attn(h, h, h, ao)
+      end
       x = x + self.dropout1(a)
       x = x + self:_ff(self.norm2(x))
     else
       local a
-      a, w = self.self_attn(x, x, x, aopts)
+      if ao ~= aopts then
+        local q = last(x)
+        a, w = self.self_attn(q, x, x, ao)
+        x = q
+      else
+        a, w = self.self_attn(x, x, x, ao)
+      end
       x = self.norm1(x + self.dropout1(a))
       x = self.norm2(x + self:_ff(x))
     end
