@@ -194,7 +194,6 @@ if not final.all then
 end
 -- the paired ablations of the "all" network read as variants "swap-<task>"
 for task, loss in pairs(ablation or {}) do final["swap-" .. task] = loss end
-local csv = {"variant,bin,t_lo,t_hi,sigma_lo,sigma_hi,loss,worth_vs_all"}
 local rows = {}
 local names = {}
 for v in pairs(final) do names[#names + 1] = v end
@@ -209,15 +208,14 @@ for b = 1, o.bins do
     final.all[b])}
   for _, v in ipairs(names) do
     local worth = final[v][b] - final.all[b]
-    csv[#csv + 1] = string.format("%s,%d,%.2f,%.2f,%.4g,%.4g,%.4f,%.4f", v, b, lo, hi, sde:sigma_of(lo), sde:sigma_of(hi),
-      final[v][b], worth)
-    rows[#rows + 1] = {variant = v, bin = b, t_lo = lo, t_hi = hi, loss = final[v][b], worth = worth}
+    rows[#rows + 1] = {variant = v, bin = b, t_lo = lo, t_hi = hi, sigma_lo = sde:sigma_of(lo),
+      sigma_hi = sde:sigma_of(hi), loss = final[v][b], worth = worth}
     if v ~= "all" then line[#line + 1] = string.format("%s %+8.2f", v, worth) end
   end
   print(table.concat(line, "  "))
 end
-fs.write(o.out .. "/factor_worth.csv", table.concat(csv, "\n") .. "\n")
-fs.write(o.out .. "/factor_worth.json", json.encode({config = o, rows = rows, evals = results}, "  ") .. "\n")
+require('tdrl.paper.run').write_result(o.out, "factor_worth", {config = o, rows = rows, evals = results}, rows,
+  {"variant", "bin", "t_lo", "t_hi", "sigma_lo", "sigma_hi", "loss", "worth"})
 local series = {}
 for _, v in ipairs(names) do
   if v ~= "all" then
