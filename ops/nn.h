@@ -1,9 +1,9 @@
-/* libtdrl: fused neural-network kernels (conv.c, norm.c, attention.c, rnn.c, loss.c).
+/* libtdrl: fused neural-network kernels (conv.c, norm.c, linear.c, attention.c, rnn.c, loss.c).
  *
  * Same conventions as tensor.h: new references returned, NULL + td_last_error() on failure
  * (every check before any allocation), autograd recorded when an input needs grad, backward
- * next to forward. Every fast kernel has a plain reference beside it (the *_ref functions),
- * which the C tests hold it to.
+ * next to forward. Every fast kernel has a plain reference beside it (the *_ref functions;
+ * nn_ref.c for linear, attention, the GRU cell and the losses), which the C tests hold it to.
  *
  * Threads: these kernels use OpenMP only (no BLAS call inside a parallel region); the
  * convolution kernels use no BLAS at all (a register-blocked micro-kernel, see conv.c),
@@ -65,6 +65,9 @@ size_t td_nn_scratch_bytes(void);
 /* ---- affine layer and dropout (linear.c, dropout.c) ------------------------------------------ */
 /* x (..., K), w (N, K), b (N) or NULL -> (..., N) = x w^T + b */
 td_tensor *td_linear(td_tensor *x, td_tensor *w, td_tensor *b);
+/* x (M,K), w (N,K), b (N) or NULL -> y (M,N); given dy (M,N): dx (M,K), dw (N,K), db (N) */
+void td_linear_ref(const float *x, const float *w, const float *b, int64_t M, int64_t K, int64_t N, const float *dy,
+                   float *y, float *dx, float *dw, float *db);
 /* zeroes each element with probability p, scales the rest by 1/(1-p); the mask is a hash of one
  * draw from gen (NULL: the default generator) and the element's position, recomputed backward */
 td_tensor *td_dropout(td_tensor *x, double p, td_generator *gen);
@@ -113,12 +116,32 @@ typedef struct td_sdpa_opts {
 td_tensor *td_sdpa(td_tensor *q, td_tensor *k, td_tensor *v, const td_sdpa_opts *o, td_tensor **weights);
 /* For tests: 0 automatic, 1 vector loops per (batch, head), 2 per-(batch, head) GEMMs. */
 extern int td_attention_path;
+/* The reference's view: BH (batch, head)s of q (Tq,D), k (Tk,D), v (Tk,Dv), out (Tq,Dv); channels
+ * first each stored transposed. The masks as td_sdpa reads them, expanded: */
+typedef struct td_sdpa_geom {
+    int64_t BH, Tq, Tk, D, Dv;
+    double scale;
+    bool cf;
+    const float *am; /* (BH,Tq,Tk) or NULL: added to the scaled scores, or nonzero = masked if am_bool */
+    bool am_bool;
+    const float *kpm; /* (BH/heads,Tk) or NULL: nonzero = masked, or added if kpm_add */
+    int64_t heads;
+    bool kpm_add;
+} td_sdpa_geom;
+/* out and the weights w (BH,Tq,Tk); given dout (out's shape) and/or dw (w's shape): dq, dk, dv
+ * (dv needs dout) */
+void td_sdpa_ref(const td_sdpa_geom *g, const float *q, const float *k, const float *v, const float *dout,
+                 const float *dw, float *out, float *w, float *dq, float *dk, float *dv);
 
 /* ---- recurrent cells (rnn.c) ---------------------------------------------------------------- */
 /* x (B,I), h (B,Hd), w_ih (3Hd,I), w_hh (3Hd,Hd), b_ih, b_hh (3Hd) or NULL -> h' (B,Hd).
  * Gates in PyTorch's order (r, z, n). */
 td_tensor *td_gru_cell(td_tensor *x, td_tensor *h, td_tensor *w_ih, td_tensor *w_hh, td_tensor *b_ih,
                        td_tensor *b_hh);
+/* the same shapes as raw arrays -> y (B,Hd); given dy (B,Hd): every input's gradient */
+void td_gru_cell_ref(const float *x, const float *h, const float *w_ih, const float *w_hh, const float *b_ih,
+                     const float *b_hh, int64_t B, int64_t I, int64_t Hd, const float *dy, float *y, float *dx, float *dh,
+                     float *dw_ih, float *dw_hh, float *db_ih, float *db_hh);
 
 /* ---- losses (loss.c) ------------------------------------------------------------------------ */
 typedef enum { TD_REDUCE_NONE = 0, TD_REDUCE_MEAN = 1, TD_REDUCE_SUM = 2 } td_reduction;
@@ -134,6 +157,20 @@ td_tensor *td_mse_loss(td_tensor *a, td_tensor *b, td_reduction red);
 td_tensor *td_l1_loss(td_tensor *a, td_tensor *b, td_reduction red);
 /* -0.5 sum_last(1 + logvar - mu^2 - exp(logvar)) per sample; mean / sum over samples */
 td_tensor *td_gaussian_kl(td_tensor *mu, td_tensor *logvar, td_reduction red);
+/* References: loss (one value, or the per-sample / per-element values for "none") and, given
+ * dy (the loss's shape), the inputs' gradients. Scores x (N,C,S) with S = prod(d...), labels (N,S);
+ * logp: x holds log-probabilities (nll_loss). The pair losses over n elements, pos_weight pw of P
+ * values repeating along them (or NULL). The KL over R rows of D. */
+void td_cross_entropy_ref(const float *x, const int64_t *labels, int64_t N, int64_t C, int64_t S, bool logp,
+                          td_reduction red, const float *dy, float *loss, float *dx);
+void td_bce_with_logits_ref(const float *x, const float *t, int64_t n, const float *pw, int64_t P, td_reduction red,
+                            const float *dy, float *loss, float *dx, float *dt);
+void td_mse_loss_ref(const float *a, const float *b, int64_t n, td_reduction red, const float *dy, float *loss, float *da,
+                     float *db);
+void td_l1_loss_ref(const float *a, const float *b, int64_t n, td_reduction red, const float *dy, float *loss, float *da,
+                    float *db);
+void td_gaussian_kl_ref(const float *mu, const float *logvar, int64_t R, int64_t D, td_reduction red, const float *dy,
+                        float *loss, float *dmu, float *dlogvar);
 
 /* ---- internal helpers shared by the kernel files (not part of the API) -------------------------- */
 #ifdef TD_NN_INTERNAL

@@ -1,10 +1,10 @@
 -- The fused NN kernels (T.conv2d, T.group_norm, T.scaled_dot_product_attention, T.gru_cell, the
 -- losses, ...): PyTorch golden fixtures forward AND backward (max differences printed), gradient
--- checks of every op against central differences (parameters included), the composed versions
--- as oracles of the fused ones, behaviour (running statistics, masks, memory), bad input.
+-- checks of every op against central differences (parameters included), fused pairs against their
+-- parts, behaviour (running statistics, masks, memory), bad input. The plain references of the
+-- kernels are C loops (ops/nn_ref.c, ops/norm.c, ops/conv.c), compared in tests/c/test_nn_kernels.c.
 local T = require 'tdrl'
 local gc = require 'tdrl.gradcheck'
-local F = require 'tdrl.nn.functional'
 
 local gen = T.Generator(4321)
 local TOL = 2e-2 -- float32 central differences at eps 1e-2 (as tests/lua/gradcheck_spec.lua)
@@ -314,7 +314,7 @@ describe("dropout", function()
   end)
 end)
 
--- ---- composed oracles and behaviour ------------------------------------------------------------------------
+-- ---- fused pairs against their parts -------------------------------------------------------------------------
 describe("fused vs composed", function()
   it("group_norm_silu equals group_norm then silu, values and gradients", function()
     local x, w, b = randn(2, 6, 4, 4), randn(6), randn(6)
@@ -328,18 +328,6 @@ describe("fused vs composed", function()
     ;(y2 * R):sum():backward()
     d = math.max(d, reldiff(x.grad, x2.grad), reldiff(w.grad, w2.grad), reldiff(b.grad, b2.grad))
     print(string.format("#   fused vs composed: %.2e", d))
-    spec.truthy(d < 1e-5)
-  end)
-  it("gru_cell equals its composition from matmul, sigmoid, tanh", function()
-    local x, h = T.randn({4, 3}, gen), T.randn({4, 5}, gen)
-    local wi, wh, bi, bh = T.randn({15, 3}, gen), T.randn({15, 5}, gen), T.randn({15}, gen), T.randn({15}, gen)
-    local gi, gh = x:matmul(wi:t()) + bi, h:matmul(wh:t()) + bh
-    local r = (gi:narrow(2, 1, 5) + gh:narrow(2, 1, 5)):sigmoid()
-    local z = (gi:narrow(2, 6, 5) + gh:narrow(2, 6, 5)):sigmoid()
-    local n = (gi:narrow(2, 11, 5) + r * gh:narrow(2, 11, 5)):tanh()
-    local want = (1 - z) * n + z * h
-    local d = reldiff(T.gru_cell(x, h, wi, wh, bi, bh), want)
-    print(string.format("#   gru fused vs composed: %.2e", d))
     spec.truthy(d < 1e-5)
   end)
   it("gru_cell from h = 0 (its GEMMs skipped) equals its composition, gradients included", function()
@@ -359,79 +347,6 @@ describe("fused vs composed", function()
     print(string.format("#   gru from h = 0, fused vs composed gradients: %.2e", d))
     spec.truthy(d < 1e-5)
   end)
-  it("a weight used at several steps gets the sum of their gradients (GEMMs add into the holder)", function()
-    -- three GRU steps and a linear layer applied twice share their weights; the second and later
-    -- uses add their weight gradient straight into the one already accumulated
-    local wi, wh, bi, bh = randn(15, 3), randn(15, 5), randn(15), randn(15)
-    local lw, lb = randn(4, 5), randn(4)
-    local xs = {T.randn({6, 3}, gen), T.randn({6, 3}, gen), T.randn({6, 3}, gen)}
-    local function run(cell, lin)
-      local h = T.zeros(6, 5)
-      for _, x in ipairs(xs) do h = cell(x, h) end
-      return (lin(h) * lin(h:tanh())):sum()
-    end
-    local fused = run(function(x, h) return T.gru_cell(x, h, wi, wh, bi, bh) end,
-                      function(h) return T.linear(h, lw, lb) end)
-    fused:backward()
-    local got = {wi.grad:clone(), wh.grad:clone(), lw.grad:clone(), lb.grad:clone()}
-    for _, p in ipairs({wi, wh, bi, bh, lw, lb}) do p:zero_grad() end
-    local composed = run(function(x, h)
-      local gi, gh = x:matmul(wi:t()) + bi, h:matmul(wh:t()) + bh
-      local r = (gi:narrow(2, 1, 5) + gh:narrow(2, 1, 5)):sigmoid()
-      local z = (gi:narrow(2, 6, 5) + gh:narrow(2, 6, 5)):sigmoid()
-      local n = (gi:narrow(2, 11, 5) + r * gh:narrow(2, 11, 5)):tanh()
-      return (1 - z) * n + z * h
-    end, function(h) return h:matmul(lw:t()) + lb end)
-    composed:backward()
-    local d = math.max(reldiff(got[1], wi.grad), reldiff(got[2], wh.grad), reldiff(got[3], lw.grad), reldiff(got[4], lb.grad))
-    print(string.format("#   shared weights, fused vs composed gradients: %.2e", d))
-    spec.truthy(d < 1e-5)
-  end)
-  it("attention equals softmax(q k^T s + mask) v on both paths", function()
-    local q, k, v = T.randn({2, 3, 40, 8}, gen), T.randn({2, 3, 40, 8}, gen), T.randn({2, 3, 40, 6}, gen)
-    local am = T.randn({40, 40}, gen)
-    local s = q:matmul(k:transpose(3, 4)) * (1 / math.sqrt(8)) + am
-    local want = s:softmax(4):matmul(v)
-    local got, w = T.scaled_dot_product_attention(q, k, v, {attn_mask = am})
-    local d = math.max(reldiff(got, want), reldiff(w, s:softmax(4)))
-    -- 40 tokens x (8 + 6) runs the GEMM path; 4 tokens the loop path
-    local q2, k2, v2 = q:narrow(3, 1, 4), k:narrow(3, 1, 4), v:narrow(3, 1, 4)
-    local s2 = q2:matmul(k2:transpose(3, 4)) * (1 / math.sqrt(8))
-    d = math.max(d, reldiff((T.scaled_dot_product_attention(q2, k2, v2)), s2:softmax(4):matmul(v2)))
-    print(string.format("#   attention fused vs composed: %.2e", d))
-    spec.truthy(d < 1e-5)
-  end)
-  it("attention channels first equals the reference on (B, C, L) feature maps, both sizes", function()
-    local d = 0
-    for _, L in ipairs({16, 256}) do
-      local q, k, v = T.randn({3, 8, L}, gen), T.randn({3, 8, L}, gen), T.randn({3, 5, L}, gen)
-      local got, w = T.scaled_dot_product_attention(q, k, v, {channels_first = true, scale = 0.4})
-      local want, ww = F.scaled_dot_product_attention_ref(q, k, v, {channels_first = true, scale = 0.4})
-      local s = q:transpose(2, 3):matmul(k) * 0.4
-      spec.eq(table.concat(got:size(), "x"), "3x5x" .. L)
-      d = math.max(d, reldiff(got, want), reldiff(w, ww), reldiff(got, v:matmul(s:softmax(3):transpose(2, 3))))
-    end
-    print(string.format("#   attention channels first vs reference: %.2e", d))
-    spec.truthy(d < 1e-5)
-    spec.raises(function()
-      T.scaled_dot_product_attention(T.randn({2, 8, 16}, gen), T.randn({2, 7, 16}, gen), T.randn({2, 8, 16}, gen),
-        {channels_first = true})
-    end, "scaled_dot_product_attention", "2x7x16", "channels first")
-  end)
-  it("attention's gradients through both outputs, the weights too, equal the composed ones (GEMM path)", function()
-    -- 80 tokens x (8 + 6) > 65536: the GEMM path
-    local q, k, v = randn(2, 3, 80, 8), randn(2, 3, 80, 8), randn(2, 3, 80, 6)
-    local R1, R2 = T.randn({2, 3, 80, 6}, gen), T.randn({2, 3, 80, 80}, gen)
-    local out, w = T.scaled_dot_product_attention(q, k, v)
-    ;((out * R1):sum() + (w * R2):sum()):backward()
-    local got = {q.grad:clone(), k.grad:clone(), v.grad:clone()}
-    q:zero_grad(); k:zero_grad(); v:zero_grad()
-    local p = (q:matmul(k:transpose(3, 4)) * (1 / math.sqrt(8))):softmax(4)
-    ;((p:matmul(v) * R1):sum() + (p * R2):sum()):backward()
-    local d = math.max(reldiff(got[1], q.grad), reldiff(got[2], k.grad), reldiff(got[3], v.grad))
-    print(string.format("#   attention gradients through out and weights: %.2e", d))
-    spec.truthy(d < 1e-5)
-  end)
   it("add_scaled equals (a + b) * s, fused on large dense tensors, and names bad shapes", function()
     local g = T.Generator(9)
     local a, b = T.randn(100, 16, 32, 32, g):requires_grad_(true), T.randn(100, 16, 32, 32, g):requires_grad_(true)
@@ -442,11 +357,6 @@ describe("fused vs composed", function()
     loss:backward()
     spec.truthy(reldiff(a.grad, w * (1 / math.sqrt(2))) < 1e-6 and reldiff(b.grad, w * (1 / math.sqrt(2))) < 1e-6)
     spec.raises(function() T.add_scaled(T.zeros(2, 3), T.zeros(4), 1) end, "add")
-  end)
-  it("cross_entropy equals -log_softmax gathered at the labels", function()
-    local x, l = T.randn({7, 5}, gen), T.tensor({0, 4, 1, 1, 3, 2, 0}, "int64")
-    local want = -(x:log_softmax(2):gather(2, l:view(7, 1))):mean()
-    spec.near(T.cross_entropy(x, l):item(), want:item(), 1e-6)
   end)
 end)
 
@@ -554,6 +464,9 @@ describe("bad input names the op and the shapes", function()
     {"layer_norm shape table", function() T.layer_norm(T.randn(2, 5), {4}) end, "layer_norm", "2x5"},
     {"attention shapes", function() T.scaled_dot_product_attention(T.randn(2, 3, 4), T.randn(2, 5, 3), T.randn(2, 5, 4)) end,
       "scaled_dot_product_attention", "2x3x4", "2x5x3"},
+    {"attention channels first", function()
+      T.scaled_dot_product_attention(T.randn(2, 8, 16), T.randn(2, 7, 16), T.randn(2, 8, 16), {channels_first = true})
+    end, "scaled_dot_product_attention", "2x7x16", "channels first"},
     {"attention attn_mask", function()
       T.scaled_dot_product_attention(T.randn(2, 3, 4), T.randn(2, 5, 4), T.randn(2, 5, 4), {attn_mask = T.zeros(3, 2)})
     end, "scaled_dot_product_attention", "attn_mask of shape 3x2"},

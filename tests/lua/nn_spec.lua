@@ -377,49 +377,6 @@ describe("fixed encodings", function()
   end)
 end)
 
--- ---- fused kernels against their composed references --------------------------------------------------
-describe("fused kernels against the composed references", function()
-  local g = T.Generator(11)
-  local function r(...) return T.randn({...}, g) end
-  local probes = {
-    scaled_dot_product_attention = function() return {r(2, 2, 4, 3), r(2, 2, 5, 3), r(2, 2, 5, 3), {scale = 0.5}} end,
-    gru_cell = function() return {r(3, 4), r(3, 5), r(15, 4), r(15, 5), r(15), r(15)} end,
-    mse_loss = function() return {r(4, 3), r(4, 3), {reduction = "sum"}} end,
-    l1_loss = function() return {r(4, 3), r(4, 3), {reduction = "mean"}} end,
-    binary_cross_entropy_with_logits = function() return {r(4, 3), T.rand({4, 3}, g), {reduction = "none"}} end,
-    cross_entropy = function() return {r(5, 4), T.tensor({0, 3, 1, 2, 2}, "int64"), {reduction = "none"}} end,
-    nll_loss = function() return {r(5, 4):log_softmax(2), T.tensor({0, 3, 1, 2, 2}, "int64")} end,
-    gaussian_kl = function() return {r(4, 3), r(4, 3), "mean"} end,
-    linear = function() return {r(2, 3, 5), r(4, 5), r(4)} end,
-    gaussian_kl_3d = function() return {r(2, 3, 4), r(2, 3, 4), "none"} end,
-    gaussian_kl_3d_mean = function() return {r(2, 3, 4), r(2, 3, 4), "mean"} end,
-  }
-  local base_of = {gaussian_kl_3d = "gaussian_kl", gaussian_kl_3d_mean = "gaussian_kl"}
-  for pname, make in pairs(probes) do
-    local name = base_of[pname] or pname
-    it(pname, function()
-      local args = make()
-      local ka, ra = {}, {}
-      for i, a in ipairs(args) do
-        if T.is_tensor(a) and a:type() == "float32" then
-          ka[i] = a:clone():requires_grad_(true); ra[i] = a:clone():requires_grad_(true)
-        else ka[i], ra[i] = a, a end
-      end
-      local yk = F[name](table.unpack(ka, 1, #args))
-      local yr = F[name .. "_ref"](table.unpack(ra, 1, #args))
-      local d = reldiff(yk, yr)
-      local R = T.randn(yk:size(), g)
-      ;(yk * R):sum():backward()
-      ;(yr * R):sum():backward()
-      for i = 1, #args do
-        if T.is_tensor(ka[i]) and ka[i].requires_grad then d = math.max(d, reldiff(ka[i].grad, ra[i].grad)) end
-      end
-      print(string.format("#   %-28s kernel vs composed: %.2e", pname, d))
-      spec.truthy(d < 1e-4)
-    end)
-  end
-end)
-
 -- ---- gradient checks ----------------------------------------------------------------------------------------
 describe("gradient check of every layer (inputs and parameters)", function()
   local g = T.Generator(5)

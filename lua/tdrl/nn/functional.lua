@@ -1,9 +1,9 @@
 -- nn.functional (F): the functions layers are built from, and the losses.
 --
 -- Where the C core has a fused kernel (T.conv2d, T.group_norm, T.cross_entropy, ...), F.name
--- calls it. For attention, the GRU cell, linear and the losses, F.name_ref is the same function
--- composed from basic differentiable ops (matmul, slices, softmax, ...), the kernel's test oracle
--- and the path for the loss options the kernels do not take.
+-- calls it; the kernels' references are plain C loops beside them (ops/nn_ref.c, ops/conv.c,
+-- ops/norm.c), held to them by the C tests. The loss options the kernels do not take (weight,
+-- ignore_index, label_smoothing) are composed here, around the kernels.
 --
 -- Conventions: images are (N, C, H, W); sizes and strides are a number or a pair {h, w};
 -- label tensors are int64 holding classes counted from 0 (data, as in PyTorch); masks are
@@ -35,12 +35,6 @@ local function reduce(l, reduction, op)
   error(op .. ": reduction must be 'mean', 'sum' or 'none', got '" .. tostring(reduction) .. "'", 3)
 end
 
-local function red_of(opts)
-  if type(opts) == "string" then return opts end
-  if type(opts) == "table" then return opts.reduction end
-  return nil
-end
-
 -- the input checked before its first method call, which fails with "attempt to index a nil value"
 local function tensor_arg(x, op, what)
   if not T.is_tensor(x) then
@@ -59,17 +53,6 @@ function F.tanh(x) return tensor_arg(x, "tanh"):tanh() end
 function F.sigmoid(x) return tensor_arg(x, "sigmoid"):sigmoid() end
 function F.softmax(x, dim) return tensor_arg(x, "softmax"):softmax(dim or -1) end
 function F.log_softmax(x, dim) return tensor_arg(x, "log_softmax"):log_softmax(dim or -1) end
-
---- linear_ref(x (..., in), w (out, in), b (out) or nil) -> (..., out): composed; F.linear is the
---- fused kernel (bias written first, the GEMM adds onto it: ops/linear.c)
-function F.linear_ref(x, w, b)
-  local d = x:dim()
-  local shape = x:size()
-  shape[d] = w:size(1)
-  local y = x:reshape(-1, x:size(d)):matmul(w:t()) -- one GEMM over all leading dimensions
-  if b then y = y + b end
-  return y:view(shape)
-end
 
 --- dropout(x, p, training, generator): zeroes each element with probability p and scales the
 --- rest by 1 / (1 - p) in training; the identity otherwise
@@ -115,191 +98,65 @@ local function pad2d(x, top, bottom, left, right)
 end
 F.pad2d = pad2d
 
--- ---- attention ---------------------------------------------------------------------------------
-local function is_int(t) return t:type() == "int64" end
-
---- scaled_dot_product_attention_ref(q (..., L, E), k (..., S, E), v (..., S, Ev),
----   {attn_mask = (L, S) or broadcastable, key_padding_mask = (N, S), scale = 1/sqrt(E)})
---- -> out (..., L, Ev), weights (..., L, S); with channels_first = true q (..., E, L),
---- k (..., E, S), v (..., Ev, S) -> out (..., Ev, L) (a feature map's (B, C, H*W) layout)
-function F.scaled_dot_product_attention_ref(q, k, v, opts)
-  opts = opts or {}
-  if opts.channels_first then
-    local o = {}
-    for key, val in pairs(opts) do o[key] = val end
-    o.channels_first = nil
-    local out, a = F.scaled_dot_product_attention_ref(q:transpose(-2, -1), k:transpose(-2, -1), v:transpose(-2, -1), o)
-    return out:transpose(-2, -1):contiguous(), a
+-- ---- losses with the options the kernels do not take --------------------------------------------------
+-- labels (N[, d...]) with ignored entries set to class 0, and each entry's weight: weight[label],
+-- times 0 where ignored (nil when neither option is given)
+local function entry_weights(op, labels, opts, C)
+  local w, keep = opts.weight, nil
+  if opts.ignore_index ~= nil then
+    keep = labels:ne(opts.ignore_index)
+    labels = labels * keep:long() -- ignored entries read class 0, then count for nothing
   end
-  local E = q:size(-1)
-  local scale = opts.scale or 1 / math.sqrt(E)
-  local s = q:matmul(k:transpose(-2, -1)) * scale
-  local am = opts.attn_mask
-  if am then
-    if is_int(am) then s = s:masked_fill(am:ne(0), -math.huge) else s = s + am end
-  end
-  local kpm = opts.key_padding_mask
-  if kpm then
-    local shape = {kpm:size(1)}
-    for _ = 2, s:dim() - 1 do shape[#shape + 1] = 1 end
-    shape[#shape + 1] = kpm:size(2)
-    local m = kpm:reshape(shape)
-    if not is_int(m) and opts.key_padding_additive then s = s + m else s = s:masked_fill(m:ne(0), -math.huge) end
-  end
-  local a = s:softmax(-1)
-  return a:matmul(v), a
-end
-
--- ---- recurrent ---------------------------------------------------------------------------------
---- gru_cell_ref(x (N, in), h (N, H), w_ih (3H, in), w_hh (3H, H), b_ih, b_hh) -> h' (N, H)
---- gates in PyTorch's order r, z, n: h' = (1 - z) n + z h
-function F.gru_cell_ref(x, h, w_ih, w_hh, b_ih, b_hh)
-  local gi = F.linear(x, w_ih, b_ih)
-  local gh = F.linear(h, w_hh, b_hh)
-  local Hs = h:size(-1)
-  local ir, iz, inn = gi:narrow(-1, 1, Hs), gi:narrow(-1, Hs + 1, Hs), gi:narrow(-1, 2 * Hs + 1, Hs)
-  local hr, hz, hn = gh:narrow(-1, 1, Hs), gh:narrow(-1, Hs + 1, Hs), gh:narrow(-1, 2 * Hs + 1, Hs)
-  local r = (ir + hr):sigmoid()
-  local z = (iz + hz):sigmoid()
-  local n = (inn + r * hn):tanh()
-  return n + z * (h - n)
-end
-
--- ---- losses --------------------------------------------------------------------------------------
-local function check_same(op, a, b)
-  if shape_str(a) ~= shape_str(b) then
-    error(string.format("%s: input %s and target %s differ in shape", op, shape_str(a), shape_str(b)), 3)
-  end
-end
-
-function F.mse_loss_ref(x, y, reduction)
-  check_same("mse_loss", x, y)
-  return reduce((x - y):square(), red_of(reduction), "mse_loss")
-end
-
-function F.l1_loss_ref(x, y, reduction)
-  check_same("l1_loss", x, y)
-  return reduce((x - y):abs(), red_of(reduction), "l1_loss")
-end
-
--- (N, C, d1, ...) -> (N * d1 * ..., C) and labels (N, d1, ...) -> (N * d1 * ...)
-local function flatten_classes(op, x, labels)
-  if x:dim() < 2 then error(op .. ": expected scores of shape (N, C) or (N, C, d...), got " .. shape_str(x), 3) end
-  if not is_int(labels) then error(op .. ": labels must be an int64 tensor of classes (from 0), got float32", 3) end
-  local N, C = x:size(1), x:size(2)
-  local want = {N}
-  for d = 3, x:dim() do want[#want + 1] = x:size(d) end
-  if table.concat(want, "x") ~= shape_str(labels) then
-    error(string.format("%s: scores %s need labels of shape %s, got %s", op, shape_str(x), table.concat(want, "x"),
-      shape_str(labels)), 3)
-  end
-  if x:dim() > 2 then
-    local perm = {1}
-    for d = 3, x:dim() do perm[#perm + 1] = d end
-    perm[#perm + 1] = 2
-    x = x:permute(perm):reshape(-1, C)
-  end
-  return x, labels:reshape(-1), want
-end
-
---- nll_loss_ref(logp (N, C[, d...]), labels int64 (N[, d...]), reduction | {reduction=, weight=,
----   ignore_index=}): PyTorch's rule: loss_i = -weight[y_i] logp[i, y_i]; entries labelled
----   ignore_index count for nothing; 'mean' divides by the sum of the weights of the counted entries
-function F.nll_loss_ref(logp, labels, opts)
-  local red = red_of(opts)
-  local o = type(opts) == "table" and opts or {}
-  local lp, lab, shape = flatten_classes("nll_loss", logp, labels)
-  local keep
-  if o.ignore_index ~= nil then
-    keep = lab:ne(o.ignore_index)
-    lab = lab * keep:long() -- ignored entries read class 0, then count for nothing
-  end
-  local l = -lp:gather(2, lab:view(-1, 1)):view(-1)
-  local wsel
-  if o.weight then
-    if o.weight:dim() ~= 1 or o.weight:size(1) ~= lp:size(2) then
-      error(string.format("nll_loss: weight of shape %s for %d classes", shape_str(o.weight), lp:size(2)), 2)
+  if w then
+    if w:dim() ~= 1 or w:size(1) ~= C then
+      error(string.format("%s: weight of shape %s for %d classes", op, shape_str(w), C), 4)
     end
-    wsel = o.weight:index_select(1, lab)
-    l = l * wsel
+    w = w:index_select(1, labels:reshape(-1)):view(labels:size())
   end
-  if keep then
-    l = l * keep
-    wsel = wsel and wsel * keep or keep
-  end
-  if red == "none" then return l:view(shape) end
-  if red == "sum" then return l:sum() end
-  if red ~= nil and red ~= "mean" then return reduce(l, red, "nll_loss") end
-  if wsel then return l:sum() / wsel:sum() end
-  return l:mean()
+  if keep then w = w and w * keep or keep end
+  return labels, w, keep
 end
 
---- cross_entropy_ref(x (N, C[, d...]), labels, reduction | {reduction=, weight=, ignore_index=,
----   label_smoothing=}): log_softmax + nll_loss; label smoothing eps mixes in eps / C of the
----   (weighted) loss against every class, as PyTorch does
-function F.cross_entropy_ref(x, labels, opts)
-  if x:dim() < 2 then error("cross_entropy: expected scores of shape (N, C) or (N, C, d...), got " .. shape_str(x), 2) end
-  local logp = x:log_softmax(2)
-  local o = type(opts) == "table" and opts or {}
-  local eps = o.label_smoothing or 0
-  local nll = F.nll_loss_ref(logp, labels, opts)
+-- PyTorch's rule for weighted losses: 'mean' divides l (already weighted) by the sum of the weights
+local function reduce_weighted(l, w, reduction, op)
+  if w and (reduction == nil or reduction == "mean") then return l:sum() / w:sum() end
+  return reduce(l, reduction, op)
+end
+
+--- nll_loss with {weight=, ignore_index=}: loss_i = -weight[y_i] logp[i, y_i]; entries labelled
+--- ignore_index count for nothing
+local function nll_options(logp, labels, opts)
+  local lab, w = entry_weights("nll_loss", labels, opts, logp:size(2))
+  local l = T.nll_loss(logp, lab, "none")
+  return reduce_weighted(w and l * w or l, w, opts.reduction, "nll_loss")
+end
+
+--- cross_entropy with {weight=, ignore_index=, label_smoothing=}: log_softmax + nll_loss; label
+--- smoothing eps mixes in eps / C of the (class-weighted) loss against every class, as PyTorch does
+local function ce_options(x, labels, opts)
+  if x:dim() < 2 then error("cross_entropy: expected scores of shape (N, C) or (N, C, d...), got " .. shape_str(x), 3) end
+  local logp, eps, C = x:log_softmax(2), opts.label_smoothing or 0, x:size(2)
+  local nll = nll_options(logp, labels, opts)
   if eps == 0 then return nll end
-  local red = red_of(opts)
-  local C = x:size(2)
-  local lp, lab, shape = flatten_classes("cross_entropy", logp, labels)
-  local smooth
-  if o.weight then smooth = -(lp * o.weight:view(1, C)):sum(2) else smooth = -lp:sum(2) end
-  local keep
-  if o.ignore_index ~= nil then
-    keep = lab:ne(o.ignore_index)
-    smooth = smooth * keep
+  local _, w, keep = entry_weights("cross_entropy", labels, opts, C)
+  if opts.weight then
+    local shape = {1, C}
+    for _ = 3, x:dim() do shape[#shape + 1] = 1 end
+    logp = logp * opts.weight:view(shape)
   end
-  local sm
-  if red == "none" then sm = smooth:view(shape)
-  elseif red == "sum" then sm = smooth:sum()
-  elseif o.weight then
-    local safe = keep and lab * keep:long() or lab
-    local ws = o.weight:index_select(1, safe)
-    if keep then ws = ws * keep end
-    sm = smooth:sum() / ws:sum()
-  elseif keep then sm = smooth:sum() / keep:sum()
-  else sm = smooth:mean() end
-  return nll * (1 - eps) + sm * (eps / C)
+  local smooth = -logp:sum(2)
+  if keep then smooth = smooth * keep end
+  return nll * (1 - eps) + reduce_weighted(smooth, w, opts.reduction, "cross_entropy") * (eps / C)
 end
 
---- binary_cross_entropy_with_logits_ref(x, y, {reduction=, pos_weight=, weight=})
---- max(x, 0) - x y + log(1 + exp(-|x|)); with pos_weight p: (1 - y) x + (1 + (p - 1) y) softplus(-x);
---- times weight (broadcast) when given
-function F.binary_cross_entropy_with_logits_ref(x, y, opts)
-  check_same("binary_cross_entropy_with_logits", x, y)
-  local pw = type(opts) == "table" and opts.pos_weight or nil
-  local w = type(opts) == "table" and opts.weight or nil
-  local l
-  if pw then
-    local sp = (-x):relu() + (-x:abs()):exp():log1p() -- softplus(-x)
-    l = (1 - y) * x + (1 + (pw - 1) * y) * sp
-  else
-    l = x:relu() - x * y + (-x:abs()):exp():log1p()
-  end
-  if w then l = l * w end
-  return reduce(l, red_of(opts), "binary_cross_entropy_with_logits")
-end
-
---- gaussian_kl_ref(mu (..., D), logvar (..., D), reduction): KL(N(mu, exp(logvar)) || N(0, I))
---- = -0.5 sum(1 + logvar - mu^2 - exp(logvar)) over the last dim, one value per code (as the
---- kernel); 'none' -> (...), 'mean' -> mean over the codes, 'sum' -> total
-function F.gaussian_kl_ref(mu, logvar, reduction)
-  check_same("gaussian_kl", mu, logvar)
-  local t = (logvar + 1 - mu:square() - logvar:exp()) * -0.5
-  local per = t:sum(t:dim())
-  return reduce(per, red_of(reduction), "gaussian_kl")
+--- binary_cross_entropy_with_logits with {weight=} (broadcast): the kernel's losses, weighted
+local function bce_options(x, y, opts)
+  local l = T.binary_cross_entropy_with_logits(x, y, {reduction = "none", pos_weight = opts.pos_weight})
+  return reduce(l * opts.weight, opts.reduction, "binary_cross_entropy_with_logits")
 end
 
 -- ---- the fused kernels ---------------------------------------------------------------------------
--- F.name is the core's kernel T.name (same arguments); the plain versions above, F.name_ref, are
--- composed from basic differentiable ops and checked against it by the tests. The convolutions,
--- pooling and norms have no Lua version: their references are the C loops beside the kernels
--- (ops/conv.c, ops/norm.c), PyTorch's golden outputs and central differences.
+-- F.name is the core's kernel T.name (same arguments)
 for _, name in ipairs({"linear", "conv2d", "conv_transpose2d", "avg_pool2d", "upsample_nearest2d", "group_norm",
                        "group_norm_silu", "batch_norm", "batch_norm_relu", "layer_norm", "scaled_dot_product_attention",
                        "gru_cell", "mse_loss", "l1_loss", "cross_entropy", "nll_loss",
@@ -307,22 +164,21 @@ for _, name in ipairs({"linear", "conv2d", "conv_transpose2d", "avg_pool2d", "up
   F[name] = T[name]
 end
 
--- options the loss kernels do not take go to the composed versions
-local function with_options(name, extra)
+-- options the loss kernels do not take go to the compositions above
+local function with_options(name, extra, composed)
   local k = T[name]
-  local ref = F[name .. "_ref"]
   F[name] = function(a, b, opts)
     if type(opts) == "table" then
       for _, key in ipairs(extra) do
-        if opts[key] ~= nil then return ref(a, b, opts) end
+        if opts[key] ~= nil then return composed(a, b, opts) end
       end
     end
     return k(a, b, opts)
   end
 end
-with_options("cross_entropy", {"weight", "ignore_index", "label_smoothing"})
-with_options("nll_loss", {"weight", "ignore_index"})
-with_options("binary_cross_entropy_with_logits", {"weight"})
+with_options("cross_entropy", {"weight", "ignore_index", "label_smoothing"}, ce_options)
+with_options("nll_loss", {"weight", "ignore_index"}, nll_options)
+with_options("binary_cross_entropy_with_logits", {"weight"}, bce_options)
 
 -- a grouped convolution as `groups` ungrouped ones on channel slices, concatenated
 local function grouped(op, x, w, b, opts, G, w_out_dim)
