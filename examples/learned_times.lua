@@ -8,14 +8,15 @@
 --
 -- For each latent size a VDRL model is trained with the pipeline mode's settings (default: the
 -- `make reproduce` recipe), and the analysis Transformer's attention profiles are measured
--- (--lt_attn_seeds, default 1) as the backdrop of the figure. Writes, per latent L,
+-- (--lt_attn_seeds, default 1, at most --lt_attn_epochs, default 30) as the backdrop of the
+-- figure: reproduce.lua's attention stage measures them with the mode's full budget. Writes, per latent L,
 -- learned-times-vdrl-latentL.csv / .json / .png, and learned_times.csv / .json over all latents.
 -- Every task of every latent is a stage: a rerun after Ctrl-C resumes.
 local T = require 'tdrl'
 local P = require 'tdrl.paper'
 local LS = require 'tdrl.paper.learned_times'
 
-local cfg = P.config(arg, {latents = {2, 16}, lt_attn_seeds = 1})
+local cfg = P.config(arg, {latents = {2, 16}, lt_attn_seeds = 1, lt_attn_epochs = 30})
 if type(cfg.latents) ~= "table" then cfg.latents = {cfg.latents} end
 if cfg.mode == "quick" then cfg.latents = {2} end
 local dir = P.run_dir(cfg.out ~= "" and cfg.out or ("runs/learned-times-" .. cfg.dataset))
@@ -28,7 +29,8 @@ for _, L in ipairs(cfg.latents) do
   local model = P.model(cfg, dir, name, {encoder = "vdrl", latent = L}, sets)
   local tr = P.trajectories(model, sets, cfg.granularity, dir, name,
     {checkpoint = dir .. "/model-" .. name .. "/checkpoint.safetensors"})
-  local acfg = setmetatable({attn_seeds = cfg.lt_attn_seeds}, {__index = cfg})
+  local acfg = setmetatable({attn_seeds = cfg.lt_attn_seeds, head_epochs_seq = math.min(cfg.lt_attn_epochs,
+    cfg.head_epochs_seq)}, {__index = cfg})
   local att = P.stage(dir, "attention-" .. name, function() return P.attention(tr, acfg, dir, name) end)
   local r = LS.study(model, sets, cfg, dir, name, att)
   for _, row in ipairs(r.rows) do rows[#rows + 1] = row end
