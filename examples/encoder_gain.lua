@@ -8,6 +8,14 @@
 -- and the first run's relative difference to the last) and writes encoder-gain.json and
 -- encoder-gain.png into the first run's folder (--out to choose). EMA weights are used, as in
 -- the trainer's evaluation.
+--
+--   ./tdrl examples/encoder_gain.lua --runs=runs/probe/seed0/model --swap=shape,location,foreground
+--
+-- --swap asks which factors the first run's code carries in a form the score network uses,
+-- without a probe: each held-out image is denoised once with its own code and once with the code
+-- of a training image that has the same labels but for that factor (same t, noise and code
+-- noise), and the loss increase is reported per bin ("same" pairs a training image with every
+-- label equal, the floor: what the jitter within a cell and the image's own details add).
 local T = require 'tdrl'
 local json = require 'tdrl.json'
 local args = require 'tdrl.util.args'
@@ -18,7 +26,7 @@ local P = require 'tdrl.paper'
 local plot = require 'tdrl.plot'
 
 local o = args.parse(arg, {runs = "runs/diffusion-synthetic-drl,runs/diffusion-synthetic-none", n = 512,
-  bins = 10, batch = 128, seed = 11, out = ""})
+  bins = 10, batch = 128, seed = 11, out = "", swap = ""})
 local dirs = {}
 for d in o.runs:gmatch("[^,]+") do dirs[#dirs + 1] = d end
 if #dirs < 1 then error("encoder_gain: --runs names no run folder") end
@@ -44,22 +52,72 @@ local n = math.min(o.n, X:size(1))
 X = X:narrow(1, 1, n)
 local sde = runs[1].model.sde
 
+-- partners for --swap: for each held-out image, a training image whose labels equal its own but
+-- for `task` (task "same": all equal); {rows = held-out positions (int64), partner = (m, C, H, W)}
+local swaps = {}
+if o.swap ~= "" then
+  local train = P.datasets(cfg.dataset or "synthetic", {data_dir = cfg.data_dir ~= "" and cfg.data_dir or nil})
+  local Xt, Lt = P.images(train)
+  local _, Lv = P.images(val)
+  local tasks = train.tasks
+  local function key(L, i, skip)
+    local parts = {}
+    for _, task in ipairs(tasks) do
+      if task ~= skip then parts[#parts + 1] = tostring(L[task]:get(i)) end
+    end
+    return table.concat(parts, ",")
+  end
+  for task in ("same," .. o.swap):gmatch("[^,]+") do
+    if task ~= "same" and not Lt[task] then
+      error(string.format("encoder_gain: --swap names '%s', not a task of %s (%s)", task, cfg.dataset,
+        table.concat(tasks, ", ")), 0)
+    end
+    local skip = task ~= "same" and task or nil
+    local pool = {}
+    for i = 1, Xt:size(1) do
+      local k = key(Lt, i, skip)
+      pool[k] = pool[k] or {}
+      table.insert(pool[k], i)
+    end
+    local rows, partners = {}, {}
+    for i = 1, n do
+      for _, j in ipairs(pool[key(Lv, i, skip)] or {}) do
+        if not skip or Lt[skip]:get(j) ~= Lv[skip]:get(i) then
+          rows[#rows + 1], partners[#partners + 1] = i - 1, j - 1
+          break
+        end
+      end
+    end
+    if #rows == 0 then error("encoder_gain: no training image pairs with a held-out one for --swap=" .. task, 0) end
+    local r = T.tensor(rows, "int64")
+    swaps[#swaps + 1] = {task = task, x = X:index_select(1, r), partner = Xt:index_select(1, T.tensor(partners, "int64"))}
+  end
+end
+
+-- mean loss term of run over images x (same t and noise for a given bin b), the encoder seeing code_x
+local function bin_loss(run, x, b, lo, hi, code_x)
+  local g = T.Generator(o.seed * 1000 + b)
+  local total = 0
+  for s = 1, x:size(1), o.batch do
+    local m = math.min(o.batch, x:size(1) - s + 1)
+    local x0 = x:narrow(1, s, m)
+    local t = (T.rand({m}, g) * (hi - lo) + lo):clamp(cfg.eps_t, 1)
+    local _, parts = D.loss.dsm(run.model, x0, {t = t, generator = g, regulariser = "none",
+      code_x0 = code_x and code_x:narrow(1, s, m)})
+    total = total + parts.per_sample:sum():item()
+  end
+  return total / x:size(1)
+end
+
 local rows = {}
 T.no_grad(function()
   for b = 1, o.bins do
     local lo, hi = (b - 1) / o.bins, b / o.bins
     local row = {t_lo = lo, t_hi = hi, sigma_lo = sde:sigma_of(math.max(lo, cfg.eps_t)), sigma_hi = sde:sigma_of(hi), loss = {}}
-    for r, run in ipairs(runs) do
-      local g = T.Generator(o.seed * 1000 + b) -- the same t and noise for every run
-      local total = 0
-      for s = 1, n, o.batch do
-        local x0 = X:narrow(1, s, math.min(o.batch, n - s + 1))
-        local t = T.rand({x0:size(1)}, g) * (hi - lo) + lo
-        t = t:clamp(cfg.eps_t, 1)
-        local _, parts = D.loss.dsm(run.model, x0, {t = t, generator = g, regulariser = "none"})
-        total = total + parts.per_sample:sum():item()
-      end
-      row.loss[r] = total / n
+    for r, run in ipairs(runs) do row.loss[r] = bin_loss(run, X, b, lo, hi) end
+    row.swap = {}
+    for _, sw in ipairs(swaps) do
+      row.swap[sw.task] = bin_loss(runs[1], sw.x, b, lo, hi, sw.partner) - bin_loss(runs[1], sw.x, b, lo, hi)
     end
     rows[b] = row
   end
@@ -82,8 +140,20 @@ for _, row in ipairs(rows) do
   end
   print(table.concat(cells, "\t"))
 end
+if #swaps > 0 then
+  local head2 = {"t"}
+  for _, sw in ipairs(swaps) do head2[#head2 + 1] = string.format("%s (%d)", sw.task, sw.x:size(1)) end
+  print("loss increase of [1] when its encoder sees a partner differing in one factor (images paired):")
+  print(table.concat(head2, "\t"))
+  for _, row in ipairs(rows) do
+    local cells = {string.format("%.1f-%.1f", row.t_lo, row.t_hi)}
+    for _, sw in ipairs(swaps) do cells[#cells + 1] = string.format("%+.3f", row.swap[sw.task]) end
+    print(table.concat(cells, "\t"))
+  end
+end
 
 local out = o.out ~= "" and o.out or runs[1].dir
+require("tdrl.util.fs").mkdir(out)
 local series = {}
 for i, nm in ipairs(names) do
   local x, y = {}, {}

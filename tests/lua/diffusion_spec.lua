@@ -71,6 +71,32 @@ describe("diffusion model", function()
     spec.near(loss:item(), 0.5 * 3 * 8 * 8, 0.15)
   end)
 
+  -- the zero-initialised output convolutions make a fresh model's output 0 whatever its code:
+  -- give them small random weights so that the code reaches the loss
+  local function wake(m)
+    T.no_grad(function()
+      for name, p in m:named_parameters() do
+        if name:match("conv1%.weight$") or name:match("conv_out%.weight$") then
+          p:copy_(T.randn(p:size(), T.Generator(3)) * 0.1)
+        end
+      end
+    end)
+  end
+
+  it("code_x0 shows the encoder other images: its own images change nothing, others change the loss", function()
+    local m = D.build(micro({encoder = "drl", dropout = 0}), T.Generator(0))
+    m:eval()
+    wake(m)
+    local x0, other = images(8, 3), images(8, 4)
+    local function per(code)
+      local _, parts = D.loss.dsm(m, x0, {generator = T.Generator(5), code_x0 = code})
+      return parts.per_sample
+    end
+    local base = per(nil)
+    spec.eq((per(x0) - base):abs():max():item(), 0, "the same images give the same loss, bit for bit")
+    spec.truthy((per(other) - base):abs():max():item() > 1e-6, "another image's code changes the loss")
+  end)
+
   it("whole score + encoder model: gradients of a few parameters equal central differences", function()
     local cfg = micro({encoder = "drl", dropout = 0})
     local m = D.build(cfg, T.Generator(0))
@@ -90,6 +116,26 @@ describe("diffusion model", function()
     local err, where = gc.check(f, params, {eps = 1e-2})
     print(string.format("#   whole-model gradient check: max error %.2e", err))
     spec.truthy(err < 5e-2, string.format("error %.3g at %s", err, where))
+  end)
+
+  it("scale-shift conditioning: gradients equal central differences; an unknown cond is refused", function()
+    local cfg = micro({encoder = "drl", dropout = 0, cond = "scale_shift"})
+    local m = D.build(cfg, T.Generator(0))
+    m:eval()
+    local x0 = images(4, 5)
+    local params = {}
+    for name, p in m:named_parameters() do
+      if name == "encoder.head.bias" or name == "latent_to_temb.bias" or name:match("^down.*dense%.bias$") then
+        params[#params + 1] = p
+      end
+    end
+    spec.truthy(#params >= 3, "parameters found")
+    wake(m)
+    local err, where = gc.check(function() return (D.loss.dsm(m, x0, {generator = T.Generator(9), lambda_z = 1e-2})) end,
+      params, {eps = 1e-2})
+    print(string.format("#   scale-shift gradient check: max error %.2e", err))
+    spec.truthy(err < 5e-2, string.format("error %.3g at %s", err, where))
+    spec.raises(function() D.build(micro({cond = "film"}), T.Generator(0)) end, "cond must be 'bias' or 'scale_shift'")
   end)
 
   it("the loss falls over a short training", function()

@@ -87,6 +87,28 @@ describe("encoder_gain", function()
     end
     spec.truthy(fs.exists(d .. "/drl/encoder-gain.png"))
     spec.truthy(out:find("0.0-0.5", 1, true) and out:find("%", 1, true), out)
+    -- --swap: a run without an encoder is deaf to any code (every increase exactly 0); a DRL run
+    -- trained 20 steps (no warm-up, EMA = raw weights: the 2-step one still outputs ~0) hears
+    -- another background's code
+    p = io.popen(string.format("%s examples/train_diffusion.lua --encoder=drl --iters=20 --batch=8 --warmup=1 " ..
+      "--ema=0 --eval_every=0 --samples=false --out=%s/drl20 2>&1", exe, d))
+    out = p:read("a")
+    spec.truthy(p:close(), out:sub(-2000))
+    for _, run in ipairs({"none", "drl20"}) do
+      p = io.popen(string.format("%s examples/encoder_gain.lua --runs=%s/%s --n=40 --bins=2 --batch=8 " ..
+        "--swap=background,shape --out=%s/swap-%s 2>&1", exe, d, run, d, run))
+      out = p:read("a")
+      spec.truthy(p:close(), out:sub(-2000))
+      r = require('tdrl.json').decode(fs.read(d .. "/swap-" .. run .. "/encoder-gain.json"))
+      for _, b in ipairs(r.bins) do
+        for _, task in ipairs({"same", "background", "shape"}) do
+          spec.truthy(type(b.swap[task]) == "number", run .. ": swap " .. task .. " measured")
+          if run == "none" then spec.eq(b.swap[task], 0, "no encoder: swap " .. task) end
+        end
+        if run == "drl20" then spec.truthy(math.abs(b.swap.background) > 1e-3, "drl: another background's code") end
+      end
+      spec.truthy(out:find("loss increase", 1, true), out)
+    end
     os.execute("rm -rf '" .. d .. "'")
   end)
 end)

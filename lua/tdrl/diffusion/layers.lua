@@ -66,9 +66,12 @@ function FTE:forward(log_sigma) -- (B) -> (B, 4nf)
   return self.fc1(self.fc0(T.cat({p:sin(), p:cos()}, 2)):silu())
 end
 
---- ResBlock(cin, cout, temb_dim, {up=, down=, dropout=}): BigGAN-style (ResnetBlockBigGANpp,
+--- ResBlock(cin, cout, temb_dim, {up=, down=, dropout=, cond=}): BigGAN-style (ResnetBlockBigGANpp,
 --- fir off). h = conv0(resample(silu(GN(x)))) + Dense(silu(temb)); h = conv1(dropout(silu(GN(h))));
 --- x = resample(x), 1x1 conv when channels change or resampling; out = (x + h) / sqrt 2.
+--- cond = "scale_shift" (not in the reference; ADM's use_scale_shift_norm): Dense(silu(temb)) gives
+--- (scale, shift) and the second norm becomes GN(h) (1 + scale) + shift, so the code can gate
+--- features (a colour where the object is) rather than only add a bias everywhere.
 local ResBlock = class('ResBlock', nn.Module)
 M.ResBlock = ResBlock
 function ResBlock:__init(cin, cout, temb_dim, o)
@@ -78,7 +81,8 @@ function ResBlock:__init(cin, cout, temb_dim, o)
   self.up, self.down = o.up or false, o.down or false
   self.gn0 = M.group_norm(cin)
   self.conv0 = M.conv3x3(cin, cout, o)
-  if temb_dim then self.dense = M.dense(temb_dim, cout, o) end
+  self.scale_shift = o.cond == "scale_shift" and temb_dim ~= nil
+  if temb_dim then self.dense = M.dense(temb_dim, self.scale_shift and 2 * cout or cout, o) end
   self.gn1 = M.group_norm(cout)
   self.drop = nn.Dropout(o.dropout or 0.1, {generator = o.generator})
   self.conv1 = M.conv3x3(cout, cout, {init_scale = 0, generator = o.generator})
@@ -92,6 +96,7 @@ local function resample(m, x)
 end
 
 function ResBlock:forward(x, temb)
+  if self.scale_shift then return self:forward_scale_shift(x, temb) end
   local h = M.gn_silu(self.gn0, x)
   -- + Dense(silu(temb)) per image and channel, added in the convolution's output pass
   h = self.conv0(resample(self, h), self.dense and self.dense(temb:silu()) or nil)
@@ -99,6 +104,18 @@ function ResBlock:forward(x, temb)
   if self.skip then x = self.skip(x) end
   -- (x + conv1(...)) / sqrt 2 in conv1's output pass
   return self.conv1:forward_residual(M.gn_silu(self.gn1, h, self.drop), x, 1 / SQRT2)
+end
+
+function ResBlock:forward_scale_shift(x, temb)
+  local h = self.conv0(resample(self, M.gn_silu(self.gn0, x)))     -- (B, C, H, W)
+  local B, C = h:size(1), h:size(2)
+  local ss = self.dense(temb:silu())                                -- (B, 2C): scale, shift
+  local scale = ss:narrow(2, 1, C):view(B, C, 1, 1)
+  local shift = ss:narrow(2, C + 1, C):view(B, C, 1, 1)
+  h = (self.gn1(h) * (scale + 1) + shift):silu()
+  x = resample(self, x)
+  if self.skip then x = self.skip(x) end
+  return self.conv1:forward_residual(self.drop(h), x, 1 / SQRT2)
 end
 
 --- AttnBlock(c): self-attention over the H*W positions, one head of width C, scale C^-1/2,

@@ -7,7 +7,8 @@ local T = require 'tdrl'
 local M = {}
 
 --- dsm(model, x0, {lambda_z = 1e-5, regulariser = "auto" | "kl" | "l1" | "none", generator = g, t = t,
----   noise = eps (B, C, H, W)}): t and noise are drawn from the generator unless given
+---   noise = eps (B, C, H, W), code_x0 = images (B, C, H, W)}): t and noise are drawn from the generator
+--- unless given; code_x0 (an analysis, not training) shows the encoder other images than the ones denoised
 --- returns loss (0-d), and a table {dsm = batch mean of the score term, reg = mean R,
 --- per_sample = the score term of each sample (B), t = the times used (B)}
 function M.dsm(model, x0, o)
@@ -16,7 +17,7 @@ function M.dsm(model, x0, o)
   local sde = model.sde
   local t = o.t or sde:sample_t(B, o.generator)
   local xt, eps, sigma = sde:perturb(x0, t, o.generator, o.noise)
-  local out = model(xt, t, {x0 = x0, generator = o.generator})
+  local out = model(xt, t, {x0 = o.code_x0 or x0, generator = o.generator})
   local r = out.output * sigma:view(B, 1, 1, 1) + eps
   local per = (r * r):view(B, -1):sum(2) * 0.5
   local kind = o.regulariser or "auto"

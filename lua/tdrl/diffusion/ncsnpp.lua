@@ -38,7 +38,7 @@ function UpPath:__init(cfg, in_ch, temb_dim, skip_chs, o)
   local nf, mult, nrb = cfg.nf, cfg.ch_mult, cfg.num_res_blocks
   local res = resolutions(cfg)
   local function Rb(i, out, extra)
-    local ro = {dropout = cfg.dropout, generator = o.generator}
+    local ro = {dropout = cfg.dropout, cond = cfg.cond, generator = o.generator}
     for k, v in pairs(extra or {}) do ro[k] = v end
     return L.ResBlock(i, out, temb_dim, ro)
   end
@@ -86,10 +86,13 @@ M.NCSNpp = NCSNpp
 
 --- NCSNpp(cfg, {encoder = module or false, sde = VESDE, generator = g})
 --- cfg: image_size, channels, nf, ch_mult, num_res_blocks, attn_resolutions, mid_attn, dropout,
---- latent (the code size the encoder produces)
+--- latent (the code size the encoder produces), cond (bias | scale_shift, layers.lua's ResBlock)
 function NCSNpp:__init(cfg, o)
   nn.Module.__init(self)
   o = o or {}
+  if cfg.cond ~= nil and cfg.cond ~= "bias" and cfg.cond ~= "scale_shift" then
+    error(string.format("NCSNpp: cond must be 'bias' or 'scale_shift', got %s", tostring(cfg.cond)), 2)
+  end
   self.cfg = cfg
   self.sde = o.sde or SDE.new(cfg)
   local nf, mult, nrb, C = cfg.nf, cfg.ch_mult, cfg.num_res_blocks, cfg.channels
@@ -106,7 +109,7 @@ function NCSNpp:__init(cfg, o)
       nn.Linear(w, w, {generator = o.generator}), nn.Linear(w, w * self.L, {generator = o.generator})})
   end
   local function Rb(i, out, extra)
-    local ro = {dropout = cfg.dropout, generator = o.generator}
+    local ro = {dropout = cfg.dropout, cond = cfg.cond, generator = o.generator}
     for k, v in pairs(extra or {}) do ro[k] = v end
     return L.ResBlock(i, out, temb_dim, ro)
   end

@@ -9,6 +9,7 @@ local common = {
   image_size = 32, channels = 3, sigma_min = 0.01, sigma_max = 50, eps_t = 1e-5,
   encoder = "vdrl",        -- vdrl | drl | none (the unconditioned baseline)
   enc_coords = false,      -- true: coordinate channels into the encoder (see wrn.lua)
+  cond = "bias",           -- how temb enters a ResBlock: bias (the reference) | scale_shift (layers.lua)
   t_mid_frac = 0, t_mid_lo = 0.25, t_mid_hi = 0.65, -- > 0: more training times mid-trajectory (sde.lua)
   lambda_z = 1e-5, regulariser = "auto", -- auto: KL for vdrl, L1 for drl; "none" turns it off
   lr = 2e-4, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, warmup = 5000, grad_clip = 1.0,
