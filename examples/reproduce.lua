@@ -34,7 +34,7 @@ print(string.format("tdrl reproduce: %s, mode %s, run folder %s (%d threads%s)",
 local t_start = T.clock()
 
 local sets = P.sets(cfg)
-local res = {}
+local res = {chance = P.chance(sets.test)}
 
 -- (1, 2) the two diffusion models
 local vdrl, drl

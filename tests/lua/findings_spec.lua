@@ -32,6 +32,21 @@ describe("findings", function()
     spec.eq(c.rows[1][2], "1.00")
     spec.eq(c.verdict, "holds")
   end)
+  it("D0: every task at 3x chance holds; one task below it on every seed decides against", function()
+    -- the GRU (0.69-0.71) is the better head; chance 0.2 asks for 0.6
+    local res = {heads = heads({0.5, 0.5, 0.5}, {0.60, 0.62, 0.61}, {0.70, 0.71, 0.69}), chance = {shape = 0.2}}
+    local d = findings.decodable(res)
+    spec.eq(d.verdict, "holds")
+    spec.near(d.rows[1][5], 0.70 / 0.2, 1e-9)
+    res.chance.shape = 0.235 -- 3x = 0.705: two seeds reach it, one does not
+    spec.eq(findings.decodable(res).verdict, "inconclusive")
+    res.chance.shape = 0.25
+    d = findings.decodable(res)
+    spec.eq(d.verdict, "does not hold")
+    spec.eq(d.low[1], "shape")
+    spec.eq(findings.verdicts(res, {})[1].id, "D0")
+    spec.eq(findings.decodable({heads = res.heads}), nil, "no chance, no verdict")
+  end)
   it("C2 holds when near exceeds far and the first lag the last, for every seed", function()
     local nmi = {near_minus_far = {0.2, 0.1}, by_lag = {{0.8, 0.5, 0.3}, {0.7, 0.6, 0.4}}, near_diagonal = 0.75,
       far_from_diagonal = 0.5}

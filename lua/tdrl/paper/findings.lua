@@ -135,9 +135,45 @@ function M.granularity(gr, margin)
     g1 = g1, gmax = gmax, gprev = gprev, gain = mean_diff(helps)}
 end
 
+--- D0: is every task decoded from the trajectory at >= 3x chance? Per task the best of the best
+--- single point and the trajectory head (each chosen on validation) against res.chance[task];
+--- holds when every head seed's test accuracy reaches 3x chance, does not hold when none does.
+--- Without chance (results of an older run) or heads, nil.
+M.FOLD = 3
+function M.decodable(res)
+  if not res.heads or not res.chance then return nil end
+  local by = heads_by_task(res.heads)
+  local rows, vs, low = {}, {}, {}
+  for _, task in ipairs(res.heads.tasks) do
+    local b, c = by[task], res.chance[task]
+    local pick = b.best
+    if b.traj and (not pick or b.traj.test_mean > pick.test_mean) then pick = b.traj end
+    if pick and c then
+      local need = math.min(M.FOLD * c, 1)
+      local v = pick.test_min >= need and V.HOLDS or pick.test_max < need and V.FAILS or V.UNSURE
+      vs[#vs + 1] = {verdict = v}
+      if v ~= V.HOLDS then low[#low + 1] = task end
+      rows[#rows + 1] = {task, c, b.best and b.best.test_mean or 0 / 0, b.traj and b.traj.test_mean or 0 / 0,
+        pick.test_mean / c, v}
+    end
+  end
+  -- "every task": one task that never reaches it decides against
+  local verdict = V.all(vs)
+  for _, v in ipairs(vs) do if v.verdict == V.FAILS then verdict = V.FAILS end end
+  return {verdict = verdict, rows = rows, low = low}
+end
+
 --- the list of findings: {id, claim, verdict, numbers}
 function M.verdicts(res, cfg)
   local out = {}
+  local d = M.decodable(res)
+  if d then
+    local folds = {}
+    for _, r in ipairs(d.rows) do folds[#folds + 1] = string.format("%s %.1fx", r[1], r[5]) end
+    out[#out + 1] = {id = "D0", claim = string.format("every task decoded at >= %dx chance", M.FOLD),
+      verdict = d.verdict, numbers = table.concat(folds, ", ") .. (#d.low > 0 and ("; below: " ..
+        table.concat(d.low, ", ")) or "")}
+  end
   if res.heads then
     local c = M.c1(res.heads)
     local k = 0
@@ -211,6 +247,15 @@ function M.sections(res, cfg)
         .. "every head trained until its validation accuracy stopped improving.", c.verdict),
       table = {columns = {"task", "best t", "best single point", "GRU", "Transformer", "chosen", "difference",
         "verdict"}, rows = c.rows, format = "%.3f"}, figures = figs}
+    local d = M.decodable(res)
+    if d then
+      S[#S + 1] = {heading = "2a. D0: is every task in the trajectory?",
+        text = string.format("Verdict: %s. Per task, the better of the best single point and the trajectory head "
+          .. "(test accuracy, mean over head seeds) against chance, the share of the most frequent test class; it "
+          .. "holds for a task when every head seed reaches %dx chance.", d.verdict, M.FOLD),
+        table = {columns = {"task", "chance", "best single point", "trajectory head", "multiple of chance", "verdict"},
+          rows = d.rows, format = "%.3f"}}
+    end
   end
 
   if res.nmi then

@@ -155,6 +155,14 @@ local function chance_of(y)
   return best / y:size(1)
 end
 
+--- {task = the share of the most frequent class} of a labelled data set: the accuracy of always
+--- answering that class
+function P.chance(ds)
+  local out = {}
+  for _, task in ipairs(ds.tasks) do out[task] = chance_of(ds:labels(task)) end
+  return out
+end
+
 --- probe(tr, {heads = {"mlp", "gru"}, epochs = 1500, patience = 100, lr = 1e-3, seed = 1}) -> how
 --- decodable each task is from the trajectories tr = {train, val, test}: every probe trained to
 --- convergence (early stopping on validation, standardised codes); "mlp" is one MLP per time
