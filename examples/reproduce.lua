@@ -9,7 +9,8 @@
 --
 -- Stages: (1) train the VDRL model (latent 16) and (2) the DRL model at latent 2; (3) extract
 -- the VDRL trajectories at granularity 10; (4) train heads to convergence: an MLP per time point,
--- a GRU and a Transformer per task (Figure 1, C1); (5) the dependence between time points (Figure
+-- a GRU and a Transformer per task (Figure 1, C1), and (4b, where control is set) the same heads
+-- on the trajectories of the VDRL model as initialised (C0); (5) the dependence between time points (Figure
 -- 2, C2); (6) attention profiles per task and their JSD matrix (Figures 3-8, C3); (7) accuracy
 -- against granularity at latent 2 (Figure 10, C5) and (8) with the VDRL model (Figure 9, C4);
 -- (9) learned query times against uniform and greedy ones at equal K (tdrl.paper.learned_times;
@@ -62,12 +63,18 @@ end
 local tr = P.trajectories(vdrl_model, sets, cfg.granularity, dir, "vdrl", {checkpoint = ckpt_of("vdrl")})
 res.trajectories = {points = tr.test.codes:size(2), latent = tr.test.codes:size(3), train = tr.train.codes:size(1)}
 
--- (4) heads; (5) dependence between time points; (6) attention and JSD; (7, 8) granularity
+-- (4) heads, (4b) the untrained control; (5) dependence between time points; (6) attention and JSD; (7, 8) granularity
 res.heads = P.stage(dir, "4-heads", function()
   local h = P.heads(tr, cfg, dir, "vdrl")
   h.figures = P.figure1(h, dir, "vdrl")
   return h
 end)
+-- (4b) the control: the same heads on the trajectories of the VDRL model as initialised
+if cfg.control then
+  local untrained, ucfg = P.untrained(cfg, {encoder = "vdrl", latent = 16}, sets)
+  local tr0 = P.trajectories(untrained, sets, cfg.granularity, dir, "vdrl-untrained", {step = 0, config = ucfg})
+  res.control = P.stage(dir, "4b-control", function() return P.heads(tr0, cfg, dir, "vdrl-untrained") end)
+end
 res.nmi = P.stage(dir, "5-nmi", function() return P.nmi(tr, cfg, dir, "vdrl") end)
 res.attention = P.stage(dir, "6-attention", function() return P.attention(tr, cfg, dir, "vdrl") end)
 res.granularity = P.stage(dir, "7-granularity", function()

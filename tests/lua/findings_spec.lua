@@ -47,6 +47,18 @@ describe("findings", function()
     spec.eq(findings.verdicts(res, {})[1].id, "D0")
     spec.eq(findings.decodable({heads = res.heads}), nil, "no chance, no verdict")
   end)
+  it("C0: the trained model's chosen head against the untrained model's, seed by seed", function()
+    local trained = heads({0.5, 0.5, 0.5}, {0.60, 0.62, 0.61}, {0.70, 0.71, 0.69})
+    local res = {heads = trained, control = heads({0.4, 0.4, 0.4}, {0.50, 0.52, 0.51}, {0.60, 0.61, 0.59})}
+    local c = findings.c0(res)
+    spec.eq(c.verdict, "holds")
+    spec.near(c.per_task[1].diff_mean, 0.10, 1e-9)
+    spec.eq(findings.verdicts(res, {})[1].id, "C0")
+    -- an untrained encoder whose GRU reads more: training took information out
+    res.control = heads({0.4, 0.4, 0.4}, {0.50, 0.52, 0.51}, {0.80, 0.81, 0.79})
+    spec.eq(findings.c0(res).verdict, "does not hold")
+    spec.eq(findings.c0({heads = trained}), nil, "no control, no verdict")
+  end)
   it("C2 holds when near exceeds far and the first lag the last, for every seed", function()
     local nmi = {near_minus_far = {0.2, 0.1}, by_lag = {{0.8, 0.5, 0.3}, {0.7, 0.6, 0.4}}, near_diagonal = 0.75,
       far_from_diagonal = 0.5}

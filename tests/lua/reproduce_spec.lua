@@ -49,6 +49,12 @@ describe("reproduce --quick", function()
       spec.eq(pv.step, 40, f .. ": step")
       spec.truthy(type(pv.config) == "table" and pv.config.iters == 40 and pv.config.encoder ~= nil, f .. ": config")
     end
+    -- the control's trajectories come from the model as initialised
+    local pv = traj.load(dir .. "/traj-vdrl-untrained-g10-test.safetensors").provenance
+    spec.eq(pv.step, 0, "untrained: step")
+    spec.truthy(type(pv.config) == "table" and pv.config.encoder == "vdrl", "untrained: config")
+    local summary = fs.read(dir .. "/summary.md")
+    spec.truthy(summary:find("C0", 1, true) and summary:find("D0", 1, true), "the report states C0 and D0")
   end)
   it("a second run skips the finished stages", function()
     local p = io.popen(string.format("%s examples/reproduce.lua --quick --out=%s 2>&1", exe, dir))
@@ -56,7 +62,7 @@ describe("reproduce --quick", function()
     spec.truthy(p:close(), out:sub(-2000))
     local skipped = 0
     for _ in out:gmatch("done earlier") do skipped = skipped + 1 end
-    spec.eq(skipped, 8, "stages skipped")
+    spec.eq(skipped, 9, "stages skipped (with 4b, the untrained control)")
     spec.truthy(not out:find("codes vdrl", 1, true), "no trajectory extracted again")
     os.execute("rm -rf '" .. dir .. "'")
   end)

@@ -19,6 +19,9 @@ local P = {}
 --   full:     the reference's settings (days on a CPU)
 -- lt_*: the learned query times study (tdrl.paper.learned_times), a stage of reproduce.lua where
 -- learned_times is true (not in default: its heads do not fit the 30 minutes).
+-- control: the heads again on the trajectories of the VDRL model as initialised (C0: what training
+-- added to the code; docs/science.md shows that an untrained encoder's features already hold
+-- foreground, location and shape).
 local ALL_LRS = {1e-3, 7.5e-4, 5e-4, 2.5e-4, 1e-4, 5e-5}
 P.modes = {
   quick = {preset = "tiny", diffusion_iters = 40, diffusion_batch = 16, diffusion_lr = 1e-3, diffusion_warmup = 10,
@@ -28,7 +31,7 @@ P.modes = {
     head_lrs_seq = {1e-3}, head_seeds = 1, head_seeds_seq = 1,
     mine_iters = 15, mine_lr = 1e-3, mine_seeds = 1, mine_measure = "linfoot", attn_seeds = 1,
     lt_Ks = {1, 2}, lt_seeds = 1, lt_reader = "mlp", lt_epochs = 3, lt_patience = 2, lt_time_lr = 0.02, lt_grid = 10,
-    learned_times = true,
+    learned_times = true, control = true,
     granularities = {1, 2, 5}, gran_latent = 2},
   default = {preset = "tiny", diffusion_iters = 2000, diffusion_batch = 32, diffusion_lr = 1e-3, diffusion_warmup = 100,
     diffusion_eval_every = 250, diffusion_ckpt_every = 250, diffusion_enc_depth = 10, diffusion_enc_coords = true,
@@ -37,7 +40,7 @@ P.modes = {
     head_lrs_seq = {1e-3}, head_seeds = 2, head_seeds_seq = 2,
     mine_iters = 400, mine_lr = 1e-3, mine_seeds = 2, mine_measure = "linfoot", attn_seeds = 2,
     lt_Ks = {1, 2, 3, 5}, lt_seeds = 3, lt_reader = "mlp", lt_epochs = 300, lt_patience = 20, lt_time_lr = 0.02,
-    lt_grid = 50, learned_times = false,
+    lt_grid = 50, learned_times = false, control = true,
     granularities = {1, 2, 5, 10}, gran_latent = 2},
   standard = {preset = "tiny", diffusion_iters = 8000, diffusion_batch = 32, diffusion_lr = 1e-3, diffusion_warmup = 100,
     diffusion_eval_every = 500, diffusion_ckpt_every = 250, diffusion_enc_depth = 10, diffusion_enc_coords = true,
@@ -46,7 +49,7 @@ P.modes = {
     head_lrs_seq = {1e-3}, head_seeds = 3, head_seeds_seq = 3,
     mine_iters = 0, mine_lr = 1e-3, mine_seeds = 3, mine_measure = "linfoot", attn_seeds = 3,
     lt_Ks = {1, 2, 3, 5}, lt_seeds = 3, lt_reader = "mlp", lt_epochs = 1500, lt_patience = 50, lt_time_lr = 0.02,
-    lt_grid = 50, learned_times = true,
+    lt_grid = 50, learned_times = true, control = true,
     granularities = {1, 2, 5, 10, 25, 50}, gran_latent = 2},
   full = {preset = "small", diffusion_iters = 250000, diffusion_batch = 100, diffusion_lr = 2e-4, diffusion_warmup = 5000,
     diffusion_eval_every = 1000, diffusion_ckpt_every = 1000, diffusion_enc_depth = 28, diffusion_enc_coords = false,
@@ -55,7 +58,7 @@ P.modes = {
     head_lrs_seq = ALL_LRS, head_seeds = 3, head_seeds_seq = 5,
     mine_iters = 0, mine_lr = 1e-4, mine_seeds = 5, mine_measure = "reference", attn_seeds = 5,
     lt_Ks = {1, 2, 3, 5}, lt_seeds = 5, lt_reader = "mlp", lt_epochs = 1500, lt_patience = 50, lt_time_lr = 0.02,
-    lt_grid = 50, learned_times = true,
+    lt_grid = 50, learned_times = true, control = true,
     granularities = {2, 5, 7, 10, 17, 25, 37, 50}, gran_latent = 2},
 }
 

@@ -1,6 +1,8 @@
 -- The paper's five findings tested against one run's results, each stated as "holds", "does not
 -- hold" or "inconclusive" by tdrl.paper.verdict's rule (every seed agrees, or the ranges over seeds
 -- are apart), with the numbers. Nothing here is written in advance.
+--   C0 the control: the trained model's heads beat the same heads on the untrained model's
+--      trajectory (not a claim of the paper: what training added to the code)
 --   C1 heads reading the whole trajectory beat the best single point (Figure 1)
 --   C2 dependence between time points is high near the diagonal and falls with |i - j| (Figure 2)
 --   C3 tasks read different parts of the trajectory (Figures 3-8): at least half of the task
@@ -135,8 +137,38 @@ function M.granularity(gr, margin)
     g1 = g1, gmax = gmax, gprev = gprev, gain = mean_diff(helps)}
 end
 
---- D0: is every task decoded from the trajectory at >= 3x chance? Per task the best of the best
---- single point and the trajectory head (each chosen on validation) against res.chance[task];
+--- a task's chosen head: the better on validation of the best single point and the trajectory head
+function M.chosen(b)
+  local pick = b.best
+  if b.traj and (not pick or b.traj.val > pick.val) then pick = b.traj end
+  return pick
+end
+
+--- C0 per task: the trained model's chosen head against the untrained model's (res.control, the
+--- same heads on the trajectories of the model as initialised), over head seeds. Nil without it.
+function M.c0(res)
+  if not res.heads or not res.control then return nil end
+  local tr, un = heads_by_task(res.heads), heads_by_task(res.control)
+  local rows, vs = {}, {}
+  for _, task in ipairs(res.heads.tasks) do
+    local a, b = M.chosen(tr[task]), un[task] and M.chosen(un[task])
+    if a and b then
+      local v
+      if a.test_min >= CEILING and b.test_min >= CEILING then
+        v = {verdict = V.UNSURE, text = "inconclusive (both at the ceiling)", diff_mean = 0}
+      else
+        v = V.compare(a.test, b.test)
+      end
+      vs[#vs + 1] = v
+      rows[#rows + 1] = {task, un[task].best and un[task].best.test_mean or 0 / 0,
+        un[task].traj and un[task].traj.test_mean or 0 / 0, b.test_mean, a.test_mean, v.diff_mean, v.verdict}
+    end
+  end
+  return {verdict = V.all(vs), per_task = vs, rows = rows}
+end
+
+--- D0: is every task decoded from the trajectory at >= 3x chance? Per task the chosen head (the
+--- better on validation of the best single point and the trajectory head) against res.chance[task];
 --- holds when every head seed's test accuracy reaches 3x chance, does not hold when none does.
 --- Without chance (results of an older run) or heads, nil.
 M.FOLD = 3
@@ -146,8 +178,7 @@ function M.decodable(res)
   local rows, vs, low = {}, {}, {}
   for _, task in ipairs(res.heads.tasks) do
     local b, c = by[task], res.chance[task]
-    local pick = b.best
-    if b.traj and (not pick or b.traj.test_mean > pick.test_mean) then pick = b.traj end
+    local pick = M.chosen(b)
     if pick and c then
       local need = math.min(M.FOLD * c, 1)
       local v = pick.test_min >= need and V.HOLDS or pick.test_max < need and V.FAILS or V.UNSURE
@@ -166,6 +197,17 @@ end
 --- the list of findings: {id, claim, verdict, numbers}
 function M.verdicts(res, cfg)
   local out = {}
+  local c0 = M.c0(res)
+  if c0 then
+    local parts, k = {}, 0
+    for _, r in ipairs(c0.rows) do
+      parts[#parts + 1] = string.format("%s %.3f vs %.3f", r[1], r[5], r[4])
+      if r[7] == V.HOLDS then k = k + 1 end
+    end
+    out[#out + 1] = {id = "C0", claim = "diffusion training adds to what the untrained encoder's trajectory holds",
+      verdict = c0.verdict, numbers = string.format("holds on %d of %d tasks; trained vs untrained: %s", k, #c0.rows,
+        table.concat(parts, ", "))}
+  end
   local d = M.decodable(res)
   if d then
     local folds = {}
@@ -250,11 +292,23 @@ function M.sections(res, cfg)
     local d = M.decodable(res)
     if d then
       S[#S + 1] = {heading = "2a. D0: is every task in the trajectory?",
-        text = string.format("Verdict: %s. Per task, the better of the best single point and the trajectory head "
-          .. "(test accuracy, mean over head seeds) against chance, the share of the most frequent test class; it "
+        text = string.format("Verdict: %s. Per task, the better on validation of the best single point and the "
+          .. "trajectory head (test accuracy, mean over head seeds) against chance, the share of the most frequent test class; it "
           .. "holds for a task when every head seed reaches %dx chance.", d.verdict, M.FOLD),
         table = {columns = {"task", "chance", "best single point", "trajectory head", "multiple of chance", "verdict"},
           rows = d.rows, format = "%.3f"}}
+    end
+    local c0 = M.c0(res)
+    if c0 then
+      S[#S + 1] = {heading = "2b. C0: the control, an untrained encoder",
+        text = string.format("Verdict: %s. The same heads, trained the same way, on the trajectories of the VDRL "
+          .. "model as initialised (the draw its training started from). A random convolutional encoder is a "
+          .. "random-feature map of the image, and a probe reads much from it; only what the trained model's "
+          .. "heads read beyond it was put in the code by diffusion training. Per task the chosen head (the better "
+          .. "on validation of the best single point and the trajectory head); holds when every head seed of the "
+          .. "trained model beats the untrained one's.", c0.verdict),
+        table = {columns = {"task", "untrained: best single point", "untrained: trajectory head",
+          "untrained: chosen", "trained: chosen", "difference", "verdict"}, rows = c0.rows, format = "%.3f"}}
     end
   end
 

@@ -51,6 +51,19 @@ function P.model(cfg, dir, name, over, sets)
   return model, summary, dcfg, out
 end
 
+--- the diffusion model of P.model(cfg, dir, name, over, sets) as initialised, before any training
+--- step (the same draw its training starts from), in eval mode: the control that tells what
+--- training put in the code from what any convolutional feature map of the image holds
+function P.untrained(cfg, over, sets)
+  local dcfg = C.diffusion_config(cfg)
+  for k, v in pairs(over or {}) do dcfg[k] = v end
+  local X = E.images((sets or E.sets(cfg)).train)
+  dcfg.channels, dcfg.image_size = X:size(2), X:size(3)
+  local model = trainer.setup(dcfg).model
+  model:eval()
+  return model, dcfg
+end
+
 -- what a trajectory file records of its model: the checkpoint, and the step and config read
 -- from it when not given
 local function provenance_of(p)
