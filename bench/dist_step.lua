@@ -86,8 +86,11 @@ if dist.is_main() then
   local r = {allreduce_alone = ar, preset = preset, batch = B, ranks = dist.size(), threads = T.get_num_threads(), steps = steps,
     grad_bytes = dist.gradient_bytes(dp.params)}
   if compare then
-    r.step_overlap, r.step_overlap_1mb, r.step_after = modes.overlap / steps, modes.overlap_1mb / steps, modes.after / steps
-    r.buckets, r.buckets_1mb = dp_overlap.reducer and dp_overlap.reducer:buckets(), dp_overlap_1mb.reducer and dp_overlap_1mb.reducer:buckets()
+    r.step_overlap, r.step_overlap_1mb = modes.overlap / steps, modes.overlap_1mb / steps
+    r.step_after = modes.after / steps
+    if dp_overlap.reducer then -- 2 ranks or more
+      r.buckets, r.buckets_1mb = dp_overlap.reducer:buckets(), dp_overlap_1mb.reducer:buckets()
+    end
   else for k, v in pairs(sums) do r[k] = v / steps end end
   print(json.encode(r))
 end

@@ -412,7 +412,8 @@ static int l_gradient_reducer(lua_State *L) {
         cur->n_params++;
     }
     for (int b = 0; b < r->n_buckets; b++) {
-        if (r->buckets[b].numel > INT32_MAX) return luaL_error(L, "dist.gradient_reducer: a parameter of more than 2^31 values");
+        if (r->buckets[b].numel > INT32_MAX) /* MPI counts are ints */
+            return luaL_error(L, "dist.gradient_reducer: a parameter of more than 2^31 values");
         r->buckets[b].buf = malloc(sizeof(float) * (size_t)(r->buckets[b].numel ? r->buckets[b].numel : 1));
         if (!r->buckets[b].buf) return luaL_error(L, "dist.gradient_reducer: out of memory for the buckets");
     }

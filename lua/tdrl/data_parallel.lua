@@ -57,7 +57,9 @@ function M.new(model, opts)
   self.params = model:parameters()
   self.buffers = model:buffers()
   -- the buckets' layout and buffers, made once (no cost at all for 1 rank)
-  if self.overlap and self.size > 1 then self.reducer = dist.gradient_reducer(self.params, {bucket_mb = self.bucket_mb}) end
+  if self.overlap and self.size > 1 then
+    self.reducer = dist.gradient_reducer(self.params, {bucket_mb = self.bucket_mb})
+  end
   if opts.sync_bn and self.size > 1 then M.convert_sync_batchnorm(model) end
   self.sync_bn = opts.sync_bn and true or false
   return self

@@ -132,7 +132,8 @@ describe("tdrl.dist on 2 ranks", function()
     spec.truthy(secs < 10, string.format("ended after %.1f s", secs))
     spec.truthy(out:find("rank 0 of 2: dist.all_reduce waited 1 s", 1, true), out)
     -- the same for the buckets that a backward starts (data-parallel training's overlap)
-    out, ok, secs = sh("TDRL_DIST_TIMEOUT=1 " .. string.format(MPI, 2) .. exe .. " tests/lua/dist/fail.lua skip backward")
+    out, ok, secs = sh("TDRL_DIST_TIMEOUT=1 " .. string.format(MPI, 2) .. exe ..
+      " tests/lua/dist/fail.lua skip backward")
     spec.eq(ok, nil, "the job failed")
     spec.truthy(secs < 10, string.format("ended after %.1f s", secs))
     spec.truthy(out:find("rank 0 of 2: dist: gradient all-reduce waited 1 s", 1, true), out)
@@ -166,15 +167,17 @@ describe("tdrl.dist on 2 ranks", function()
       "bucket_mb=0.02"))
     local d = rel_diff(dir .. "/gn-two.safetensors", dir .. "/gn-after.safetensors")
     local one = rel_diff(dir .. "/gn-one.safetensors", dir .. "/gn-after.safetensors")
-    print(string.format("# GroupNorm on 2 ranks: overlap vs after the backward %.2e relative, after vs 1 rank %.2e", d, one))
+    print(string.format("# GroupNorm on 2 ranks: overlap vs after the backward %.2e relative, after vs 1 rank %.2e",
+      d, one))
     spec.truthy(d <= 1e-6, string.format("overlap and after-backward differ by %.3g", d))
     spec.truthy(one <= 1e-5, string.format("after-backward on 2 ranks differs from 1 rank by %.3g", one))
   end)
 
   it("with synchronised BatchNorm too (and per-rank BatchNorm differs, as it should)", function()
     must("1 rank", alone("tests/lua/dist/train.lua", dir .. "/bn-one.safetensors", "encoder=drl"))
-    must("2 ranks, sync", job(2, "tests/lua/dist/train.lua", dir .. "/bn-sync.safetensors", "encoder=drl", "sync_bn=true",
-      "bucket_mb=0.1")) -- synchronised BatchNorm's own sums during the backward, between buckets
+    -- synchronised BatchNorm's own sums run during the backward, between the buckets' (0.1 MB)
+    must("2 ranks, sync", job(2, "tests/lua/dist/train.lua", dir .. "/bn-sync.safetensors", "encoder=drl",
+      "sync_bn=true", "bucket_mb=0.1"))
     must("2 ranks, per rank", job(2, "tests/lua/dist/train.lua", dir .. "/bn-rank.safetensors", "encoder=drl"))
     local d = rel_diff(dir .. "/bn-one.safetensors", dir .. "/bn-sync.safetensors")
     local per_rank = rel_diff(dir .. "/bn-one.safetensors", dir .. "/bn-rank.safetensors")

@@ -32,7 +32,8 @@ local after = DataParallel.new(model, {bucket_mb = bucket_mb, overlap = false})
 assert(over.reducer and not after.reducer, "overlap is the default, overlap = false turns it off")
 over:broadcast_state()
 local nb, sizes = over.reducer:buckets()
-assert(nb == 5 and table.concat(sizes, " ") == "131 1024 32 256 5", "buckets: " .. nb .. ": " .. table.concat(sizes, " "))
+local layout = table.concat(sizes, " ")
+assert(nb == 5 and layout == "131 1024 32 256 5", "buckets: " .. nb .. ": " .. layout)
 
 local function grads()
   local out = {}

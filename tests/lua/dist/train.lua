@@ -6,7 +6,8 @@ local T = require 'tdrl'
 local D = require 'tdrl.diffusion'
 local dist = require 'tdrl.dist'
 local trainer = require 'tdrl.diffusion.trainer'
-local o = {encoder = "none", sync_bn = "false", noise = "global", iters = "3", out = "", overlap = "true", bucket_mb = "25"}
+local o = {encoder = "none", sync_bn = "false", noise = "global", iters = "3", out = "", overlap = "true",
+  bucket_mb = "25"}
 for i = 2, #arg do
   local k, v = arg[i]:match("^([%w_]+)=(.*)$")
   assert(k and o[k], "bad argument " .. arg[i])
