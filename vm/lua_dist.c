@@ -400,12 +400,14 @@ static int l_gradient_reducer(lua_State *L) {
         if (r->params[r->by_address[k]] == r->params[r->by_address[k - 1]])
             return luaL_error(L, "dist.gradient_reducer: parameters %d and %d are the same tensor",
                               r->by_address[k - 1] + 1, r->by_address[k] + 1);
-    /* buckets in reverse registration order, closed when the next parameter would overflow */
-    int64_t per = bucket / 4;
+    /* buckets in reverse registration order, closed when the next parameter would overflow; the
+     * first holds at most 1 MB (PyTorch DDP's first-bucket cap), so that a model whose gradients
+     * fit in one bucket still starts sending while its backward goes on */
+    int64_t per = bucket / 4, first = per < (1 << 20) / 4 ? per : (1 << 20) / 4;
     for (int i = n - 1; i >= 0; i--) {
-        int64_t k = td_numel(r->params[i]);
+        int64_t k = td_numel(r->params[i]), cap = r->n_buckets <= 1 ? first : per;
         grad_bucket *cur = &r->buckets[r->n_buckets > 0 ? r->n_buckets - 1 : 0];
-        if (r->n_buckets == 0 || (cur->numel > 0 && cur->numel + k > per)) cur = &r->buckets[r->n_buckets++];
+        if (r->n_buckets == 0 || (cur->numel > 0 && cur->numel + k > cap)) cur = &r->buckets[r->n_buckets++];
         r->bucket_of[i] = (int)(cur - r->buckets);
         r->offset[i] = cur->numel;
         cur->numel += k;

@@ -35,6 +35,16 @@ local nb, sizes = over.reducer:buckets()
 local layout = table.concat(sizes, " ")
 assert(nb == 5 and layout == "131 1024 32 256 5", "buckets: " .. nb .. ": " .. layout)
 
+-- the first bucket holds at most 1 MB whatever bucket_mb says, so that a model whose gradients
+-- fit in one 25 MB bucket still starts sending before its backward ends: 2 MB of fc1.weight
+-- goes to a second bucket behind {fc2.bias, fc2.weight, fc1.bias}
+do
+  local big = nn.Sequential(nn.Linear(512, 1024), nn.Linear(1024, 10))
+  local nb2, sizes2 = DataParallel.new(big).reducer:buckets()
+  assert(nb2 == 2 and table.concat(sizes2, " ") == "11274 524288", "default buckets: " .. nb2 .. ": "
+    .. table.concat(sizes2, " "))
+end
+
 local function grads()
   local out = {}
   for i, p in ipairs(model:parameters()) do out[i] = p.grad:clone() end
