@@ -2,7 +2,9 @@
 -- N machines checked against the 2-rank measurement (bench/README.md, "Many processes"):
 --   ./tdrl bench/dist.lua [preset = small] [steps = 3]
 -- runs bench/dist_step.lua as 1 rank x 2 threads, 1 rank x 1 thread and (with mpirun) 2 ranks x
--- 1 thread, prints a table and writes bench/results/dist-<time>.json.
+-- 1 thread, prints a table and writes bench/results/dist-<time>.json. With mpirun it also times
+-- the trainer's step on 2 ranks x 1 thread with the gradients' all-reduce overlapped with the
+-- backward (data_parallel's default) and after it (overlap = false), alternating, as a ratio.
 local json = require 'tdrl.json'
 local preset, steps = arg[1] or "small", arg[2] or "3"
 local exe = arg[-1] or "./tdrl"
@@ -14,8 +16,8 @@ local function load_avg()
   return s:match("^(%S+ %S+ %S+)")
 end
 
-local function run(prefix, label)
-  local cmd = string.format("%s %s bench/dist_step.lua %s %s 100 2>&1", prefix, exe, preset, steps)
+local function run(prefix, label, extra)
+  local cmd = string.format("%s %s bench/dist_step.lua %s %s 100 %s 2>&1", prefix, exe, preset, steps, extra or "")
   local p = io.popen(cmd)
   local out = p:read("a")
   p:close()
@@ -28,8 +30,11 @@ end
 
 local has_mpi = io.popen("command -v mpirun 2>/dev/null"):read("l") and require('tdrl.dist').available()
 local rows = {run("TDRL_NUM_THREADS=2", "1 rank x 2 threads"), run("TDRL_NUM_THREADS=1", "1 rank x 1 thread")}
+local MPI2 = "TDRL_NUM_THREADS=1 mpirun --oversubscribe --allow-run-as-root --bind-to none -np 2"
+local overlap
 if has_mpi then
-  rows[3] = run("TDRL_NUM_THREADS=1 mpirun --oversubscribe --allow-run-as-root --bind-to none -np 2", "2 ranks x 1 thread")
+  rows[3] = run(MPI2, "2 ranks x 1 thread")
+  overlap = run(MPI2, "2 ranks x 1 thread, overlap vs after", "compare")
 end
 print(string.format("%-20s %9s %9s %9s %9s   (seconds per step, %s preset, global batch 100)", "layout", "step",
   "compute", "all-red.", "update", preset))
@@ -38,6 +43,16 @@ for _, r in ipairs(rows) do
     r.load_before))
 end
 local out = {preset = preset, rows = rows, date = os.date("!%Y-%m-%dT%H:%M:%SZ")}
+if overlap then
+  out.overlap = {step_overlap = overlap.step_overlap, step_overlap_1mb = overlap.step_overlap_1mb,
+    step_after = overlap.step_after, ratio = overlap.step_overlap / overlap.step_after,
+    ratio_1mb = overlap.step_overlap_1mb / overlap.step_after, buckets = overlap.buckets,
+    buckets_1mb = overlap.buckets_1mb, load_before = overlap.load_before}
+  print(string.format("2 ranks x 1 thread, the trainer's step, alternating (load %s): all-reduce after the backward " ..
+    "%.3f s; overlapped with it in %d bucket(s) of 25 MB %.3f s (ratio %.3f), in %d of 1 MB %.3f s (ratio %.3f)",
+    overlap.load_before, overlap.step_after, overlap.buckets, overlap.step_overlap, out.overlap.ratio,
+    overlap.buckets_1mb, overlap.step_overlap_1mb, out.overlap.ratio_1mb))
+end
 if rows[3] then
   -- model: t(N) = compute(1 worker, batch B) / N + ring all-reduce of the gradient bytes
   -- (each rank sends and receives 2 (N - 1) / N of them) at bandwidth BW + the update

@@ -206,6 +206,42 @@ oom:
     return -1;
 }
 
+static _Thread_local const td_grad_hook *grad_hook = NULL;
+
+const td_grad_hook *td_set_grad_hook(const td_grad_hook *h) {
+    const td_grad_hook *prev = grad_hook;
+    grad_hook = h;
+    return prev;
+}
+
+/* A leaf input of a node: the slots whose .grad the node's backward may write. */
+static td_tensor *leaf_in(const td_node *n, int i) {
+    td_tensor *in = n->in[i];
+    return in && !in->node && in->requires_grad ? in : NULL;
+}
+
+/* Before a hooked sweep: each leaf's grad_pending = the number of node slots that take it (a
+ * leaf used twice by one node counts twice). Zeroed first, so that no count of an earlier
+ * graph is left over; the sweep then brings every count back to 0. */
+static void count_leaf_uses(const node_vec *order) {
+    for (size_t i = 0; i < order->n; i++)
+        for (int k = 0; k < order->v[i]->n_in; k++)
+            if (leaf_in(order->v[i], k)) leaf_in(order->v[i], k)->grad_pending = 0;
+    for (size_t i = 0; i < order->n; i++)
+        for (int k = 0; k < order->v[i]->n_in; k++)
+            if (leaf_in(order->v[i], k)) leaf_in(order->v[i], k)->grad_pending++;
+}
+
+/* After node n has run (or was skipped, having no gradient): its leaves have one use fewer
+ * due, and a leaf with none left is final. Counting the nodes rather than td_node_accum calls
+ * is what makes this exact: a backward that gives an input no gradient still ends its use. */
+static void leaf_uses_done(const td_node *n, const td_grad_hook *h) {
+    for (int k = 0; k < n->n_in; k++) {
+        td_tensor *leaf = leaf_in(n, k);
+        if (leaf && --leaf->grad_pending == 0) h->ready(leaf, h->ud);
+    }
+}
+
 int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph) {
     char b1[TD_SHAPE_BUF], b2[TD_SHAPE_BUF];
     if (!root->requires_grad)
@@ -219,11 +255,15 @@ int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph) {
                            td_shape_str(root, b1, sizeof b1));
     }
     td_node *rn = root->node;
+    const td_grad_hook *hook = grad_hook;
     if (!rn) { /* a leaf: its own gradient */
         td_tensor *g = grad ? grad : td_full(TD_F32, root->ndim, root->shape, 1.0);
         if (!g) return -1;
+        if (hook) root->grad_pending = 1; /* the graph of one leaf, counted */
+        if (hook && hook->start) hook->start(hook->ud);
         root->grad = accumulate(root->grad, g, root->ndim, root->shape, true);
         if (!grad) td_release(g);
+        if (hook && --root->grad_pending == 0) hook->ready(root, hook->ud);
         return 0;
     }
     if (rn->freed)
@@ -255,6 +295,10 @@ int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph) {
             }
         }
     bool prev = td_set_grad_enabled(false);
+    if (hook) {
+        count_leaf_uses(&order);
+        if (hook->start) hook->start(hook->ud);
+    }
     td_tensor *g0 = grad ? td_contiguous(grad) : td_full(TD_F32, root->ndim, root->shape, 1.0);
     td_release(rn->gout);
     rn->gout = g0;
@@ -277,6 +321,7 @@ int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph) {
             }
             td_release(g);
         }
+        if (hook) leaf_uses_done(n, hook); /* before node_clear drops the node's inputs */
         if (!retain_graph) {
             node_clear(n);
             n->freed = true;

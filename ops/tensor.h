@@ -49,6 +49,7 @@ typedef struct td_tensor {
     bool requires_grad; /* leaf: user asked for .grad; non-leaf: some input requires grad */
     struct td_tensor *grad; /* accumulated gradient of a leaf (NULL until backward) */
     td_node *node;          /* the op that produced this tensor (NULL for leaves) */
+    int grad_pending;       /* a leaf's contributions still due in a hooked backward; 0 otherwise */
 } td_tensor;
 
 /* ---- errors ---------------------------------------------------------------------------- */
@@ -260,6 +261,19 @@ void td_node_accum(td_node *n, int k, td_tensor *g);
 td_tensor *td_node_grad_holder(td_node *n, int k);
 /* Runs backprop from root. grad may be NULL for a 1-element root. Returns 0 or -1. */
 int td_backward(td_tensor *root, td_tensor *grad, bool retain_graph);
+/* Told during td_backward when each leaf's gradient is final, so a data-parallel reducer can
+ * start sending it while the rest of the backward runs (PyTorch DDP's autograd hooks).
+ * start (may be NULL): the graph is counted and no node has run yet; every leaf of the graph
+ * has grad_pending > 0, so a leaf with 0 is not in it and gets no gradient from this backward.
+ * ready: called once per leaf of the graph, as soon as every node that takes it has run; its
+ * .grad is then final (NULL when no node gave it one). Both run on the thread of td_backward.
+ * Set per thread; NULL (the default) costs nothing: no count is made. */
+typedef struct td_grad_hook {
+    void (*start)(void *ud);
+    void (*ready)(td_tensor *leaf, void *ud);
+    void *ud;
+} td_grad_hook;
+const td_grad_hook *td_set_grad_hook(const td_grad_hook *h); /* returns the previous hook */
 int td_set_requires_grad(td_tensor *t, bool on); /* only on leaves */
 void td_zero_grad(td_tensor *t);
 

@@ -35,6 +35,10 @@ static void identity_backward(td_node *n, td_tensor *g) { td_node_accum(n, 0, g)
 
 #ifdef TDRL_MPI
 static MPI_Comm world = MPI_COMM_NULL;
+/* the gradient buckets' all-reduces, started during a backward that may itself run collectives
+ * on `world` (synchronised BatchNorm): on a communicator of their own the two streams never
+ * have to agree on an interleaving */
+static MPI_Comm grads_comm = MPI_COMM_NULL;
 
 static double now_s(void) {
     struct timespec ts;
@@ -105,6 +109,7 @@ static int l_init(lua_State *L) {
             return luaL_error(L, "dist.init: MPI_Init_thread failed");
         MPI_Comm_dup(MPI_COMM_WORLD, &world);
         MPI_Comm_set_errhandler(world, MPI_ERRORS_RETURN);
+        MPI_Comm_dup(world, &grads_comm);
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
         MPI_Comm_rank(world, &dist_rank);
         MPI_Comm_size(world, &dist_size);
@@ -240,6 +245,227 @@ static void sum_over_ranks_backward(td_node *n, td_tensor *g) {
     if (dist_active && dist_size > 1) sum_in_place(gs, "dist.sum_over_ranks (backward)");
     td_node_accum(n, 0, gs);
     td_release(gs);
+}
+#endif
+
+/* ---- gradients summed during the backward ------------------------------------------------
+ * A reducer, as PyTorch DDP's: the parameters are laid out once in flat float buckets of at
+ * most bucket_bytes, in reverse registration order (the backward makes the last layers'
+ * gradients first, so the first bucket fills first); a parameter larger than a bucket has one
+ * of its own. During the backward (the autograd's grad hook) each parameter whose gradient is
+ * final is copied into its bucket, and a full bucket's all-reduce starts at once, while the
+ * earlier layers' gradients are still being made. Buckets start in their order on every rank
+ * (a full bucket waits for the ones before it), as MPI needs collectives in one order on all
+ * ranks whatever order a graph reports its leaves in. After the backward, every parameter not
+ * reported (unused by this graph, or without requires_grad) counts as final with its gradient
+ * or zeros, the remaining buckets start, and all are waited on (boundedly) and copied back. */
+#ifdef TDRL_MPI
+typedef struct {
+    float *buf;       /* the bucket's gradients, flat */
+    int64_t numel;
+    int n_params;     /* parameters in it */
+    int pending;      /* of those, not yet final in this backward */
+    MPI_Request req;
+    bool done;
+} grad_bucket;
+
+typedef struct {
+    int n_params, n_buckets;
+    td_tensor **params; /* retained, in registration order */
+    int *bucket_of;     /* parameter -> its bucket */
+    int64_t *offset;    /* parameter -> its first element in its bucket */
+    bool *final;        /* parameter -> copied into its bucket in this backward */
+    int *by_address;    /* parameter indices sorted by tensor address: a reported leaf's index */
+    grad_bucket *buckets;
+    int started;        /* buckets [0, started) are in flight or done */
+    int started_early;  /* of those, started before the last backward returned (the overlap) */
+} reducer;
+
+#define REDUCER_MT "tdrl.dist.reducer"
+
+static void reducer_free(reducer *r) {
+    for (int i = 0; i < r->n_params && r->params; i++) td_release(r->params[i]);
+    for (int b = 0; b < r->n_buckets && r->buckets; b++) free(r->buckets[b].buf);
+    free(r->params), free(r->bucket_of), free(r->offset), free(r->final), free(r->by_address), free(r->buckets);
+    memset(r, 0, sizeof *r);
+}
+
+static int reducer_gc(lua_State *L) {
+    reducer_free(luaL_checkudata(L, 1, REDUCER_MT));
+    return 0;
+}
+
+static const td_tensor **sort_base;
+static int by_address_cmp(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t)sort_base[*(const int *)a], y = (uintptr_t)sort_base[*(const int *)b];
+    return x < y ? -1 : x > y;
+}
+
+/* the index of parameter t, or -1 (a leaf of the graph that is no parameter: an input) */
+static int param_index(const reducer *r, const td_tensor *t) {
+    int lo = 0, hi = r->n_params - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, i = r->by_address[mid];
+        if (r->params[i] == t) return i;
+        if ((uintptr_t)r->params[i] < (uintptr_t)t) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+/* Every started bucket's request tested once: MPI moves a non-blocking collective on only
+ * inside its calls, so the backward calls in between its nodes. */
+static void reducer_progress(reducer *r) {
+    for (int b = 0; b < r->started; b++) {
+        if (r->buckets[b].done) continue;
+        int done = 0;
+        check_mpi(MPI_Test(&r->buckets[b].req, &done, MPI_STATUS_IGNORE), "dist: gradient all-reduce");
+        r->buckets[b].done = done;
+    }
+}
+
+/* starts every full bucket whose predecessors have started */
+static void reducer_start_full(reducer *r) {
+    while (r->started < r->n_buckets && r->buckets[r->started].pending == 0) {
+        grad_bucket *k = &r->buckets[r->started++];
+        check_mpi(MPI_Iallreduce(MPI_IN_PLACE, k->buf, (int)k->numel, MPI_FLOAT, MPI_SUM, grads_comm, &k->req),
+                  "dist: gradient all-reduce");
+    }
+}
+
+/* Parameter i's gradient is final: into its bucket (zeros where it has none, as every rank
+ * must send the same buffers); errors cannot unwind through the backward, and a bucket left
+ * unsent would stall the other ranks, so they end the job. */
+static void reducer_final(reducer *r, int i) {
+    if (r->final[i]) return;
+    r->final[i] = true;
+    td_tensor *p = r->params[i];
+    if (!p->grad || !td_is_contiguous(p->grad)) {
+        td_tensor *g = p->grad ? td_contiguous(p->grad) : td_zeros(TD_F32, p->ndim, p->shape);
+        if (!g) abort_job("dist: out of memory for a gradient");
+        td_release(p->grad);
+        p->grad = g;
+    }
+    grad_bucket *k = &r->buckets[r->bucket_of[i]];
+    memcpy(k->buf + r->offset[i], td_f32(p->grad), sizeof(float) * (size_t)td_numel(p));
+    if (--k->pending == 0) reducer_start_full(r);
+}
+
+static void hook_start(void *ud) {
+    reducer *r = ud;
+    for (int i = 0; i < r->n_params; i++)
+        if (r->params[i]->grad_pending == 0) reducer_final(r, i); /* not in this graph */
+}
+
+static void hook_ready(td_tensor *leaf, void *ud) {
+    reducer *r = ud;
+    int i = param_index(r, leaf);
+    if (i >= 0) reducer_final(r, i);
+    reducer_progress(r);
+}
+#endif
+
+/* gradient_reducer(params, bucket_bytes) -> a reducer of these parameters' gradients (under
+ * MPI with more than one rank; its backward(loss) runs loss's backward and leaves every
+ * parameter's .grad summed over ranks) */
+static int l_gradient_reducer(lua_State *L) {
+#ifdef TDRL_MPI
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer bucket = luaL_checkinteger(L, 2);
+    if (bucket < 4) return luaL_error(L, "dist.gradient_reducer: bucket of %d bytes is too small", (int)bucket);
+    int n = (int)luaL_len(L, 1);
+    reducer *r = lua_newuserdatauv(L, sizeof *r, 0);
+    memset(r, 0, sizeof *r);
+    luaL_setmetatable(L, REDUCER_MT);
+    r->params = calloc((size_t)n + 1, sizeof *r->params);
+    r->bucket_of = calloc((size_t)n + 1, sizeof *r->bucket_of);
+    r->offset = calloc((size_t)n + 1, sizeof *r->offset);
+    r->final = calloc((size_t)n + 1, sizeof *r->final);
+    r->by_address = calloc((size_t)n + 1, sizeof *r->by_address);
+    r->buckets = calloc((size_t)n + 1, sizeof *r->buckets);
+    if (!r->params || !r->bucket_of || !r->offset || !r->final || !r->by_address || !r->buckets)
+        return luaL_error(L, "dist.gradient_reducer: out of memory");
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        td_tensor *p = tdl_check_tensor(L, -1);
+        lua_pop(L, 1);
+        if (p->dtype != TD_F32) return luaL_error(L, "dist.gradient_reducer: parameter %d is not float32", i + 1);
+        td_retain(p);
+        r->params[r->n_params++] = p;
+        r->by_address[i] = i;
+    }
+    sort_base = (const td_tensor **)r->params;
+    qsort(r->by_address, (size_t)n, sizeof *r->by_address, by_address_cmp);
+    for (int k = 1; k < n; k++)
+        if (r->params[r->by_address[k]] == r->params[r->by_address[k - 1]])
+            return luaL_error(L, "dist.gradient_reducer: parameters %d and %d are the same tensor",
+                              r->by_address[k - 1] + 1, r->by_address[k] + 1);
+    /* buckets in reverse registration order, closed when the next parameter would overflow; the
+     * first holds at most 1 MB (PyTorch DDP's first-bucket cap), so that a model whose gradients
+     * fit in one bucket still starts sending while its backward goes on */
+    int64_t per = bucket / 4, first = per < (1 << 20) / 4 ? per : (1 << 20) / 4;
+    for (int i = n - 1; i >= 0; i--) {
+        int64_t k = td_numel(r->params[i]), cap = r->n_buckets <= 1 ? first : per;
+        grad_bucket *cur = &r->buckets[r->n_buckets > 0 ? r->n_buckets - 1 : 0];
+        if (r->n_buckets == 0 || (cur->numel > 0 && cur->numel + k > cap)) cur = &r->buckets[r->n_buckets++];
+        r->bucket_of[i] = (int)(cur - r->buckets);
+        r->offset[i] = cur->numel;
+        cur->numel += k;
+        cur->n_params++;
+    }
+    for (int b = 0; b < r->n_buckets; b++) {
+        if (r->buckets[b].numel > INT32_MAX) /* MPI counts are ints */
+            return luaL_error(L, "dist.gradient_reducer: a parameter of more than 2^31 values");
+        r->buckets[b].buf = malloc(sizeof(float) * (size_t)(r->buckets[b].numel ? r->buckets[b].numel : 1));
+        if (!r->buckets[b].buf) return luaL_error(L, "dist.gradient_reducer: out of memory for the buckets");
+    }
+    return 1;
+#else
+    return luaL_error(L, "dist.gradient_reducer: this tdrl was built without MPI");
+#endif
+}
+
+#ifdef TDRL_MPI
+/* reducer:backward(loss): loss's backward, every bucket's all-reduce started as it fills, then
+ * waited on and copied back into the parameters' .grad (sums over ranks) */
+static int l_reducer_backward(lua_State *L) {
+    reducer *r = luaL_checkudata(L, 1, REDUCER_MT);
+    td_tensor *root = tdl_check_tensor(L, 2);
+    if (!dist_active || dist_size == 1) return td_backward(root, NULL, false) ? tdl_error(L) : 0;
+    for (int b = 0; b < r->n_buckets; b++) {
+        r->buckets[b].pending = r->buckets[b].n_params;
+        r->buckets[b].done = false;
+    }
+    memset(r->final, 0, sizeof *r->final * (size_t)r->n_params);
+    r->started = 0;
+    td_grad_hook hook = {hook_start, hook_ready, r};
+    const td_grad_hook *prev = td_set_grad_hook(&hook);
+    int rc = td_backward(root, NULL, false);
+    td_set_grad_hook(prev);
+    r->started_early = r->started;
+    /* td_backward fails only before its first node runs, where nothing has been sent */
+    if (rc != 0 && r->started == 0) return tdl_error(L);
+    for (int i = 0; i < r->n_params; i++) reducer_final(r, i);
+    for (int b = 0; b < r->n_buckets; b++) wait_for(&r->buckets[b].req, "dist: gradient all-reduce", wait_limit);
+    for (int i = 0; i < r->n_params; i++)
+        memcpy(td_f32(r->params[i]->grad), r->buckets[r->bucket_of[i]].buf + r->offset[i],
+               sizeof(float) * (size_t)td_numel(r->params[i]));
+    if (rc != 0) return tdl_error(L);
+    return 0;
+}
+
+/* reducer:buckets() -> the number of buckets, a list of their sizes in values, and how many
+ * the last backward started before it returned */
+static int l_reducer_buckets(lua_State *L) {
+    reducer *r = luaL_checkudata(L, 1, REDUCER_MT);
+    lua_pushinteger(L, r->n_buckets);
+    lua_createtable(L, r->n_buckets, 0);
+    for (int b = 0; b < r->n_buckets; b++) {
+        lua_pushinteger(L, r->buckets[b].numel);
+        lua_rawseti(L, -2, b + 1);
+    }
+    lua_pushinteger(L, r->started_early);
+    return 3;
 }
 #endif
 
@@ -400,7 +626,18 @@ void tdl_register_dist(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"init", l_init}, {"available", l_available}, {"all_reduce", l_all_reduce}, {"broadcast", l_broadcast},
         {"all_gather_string", l_all_gather_string}, {"broadcast_string", l_broadcast_string},
-        {"barrier", l_barrier}, {"sum_over_ranks", l_sum_over_ranks}, {"abort", l_abort}, {NULL, NULL}};
+        {"barrier", l_barrier}, {"sum_over_ranks", l_sum_over_ranks}, {"abort", l_abort},
+        {"gradient_reducer", l_gradient_reducer}, {NULL, NULL}};
+#ifdef TDRL_MPI
+    static const luaL_Reg methods[] = {{"backward", l_reducer_backward}, {"buckets", l_reducer_buckets}, {NULL, NULL}};
+    if (luaL_newmetatable(L, REDUCER_MT)) {
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, reducer_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+#endif
     luaL_newlib(L, fns);
     lua_setfield(L, -2, "_dist"); /* T._dist: private, tdrl.dist is the interface */
 }

@@ -22,8 +22,11 @@
 -- the gradient of the global batch's mean loss. BatchNorm: per rank, as DDP, with rank 0's
 -- running statistics broadcast every step; sync_bn = true normalises with the statistics of the
 -- global batch (sum_over_ranks, differentiable), as SyncBatchNorm.
--- The backward pass is one call into the core, so the gradients are reduced after it, in
--- buckets that are all in flight before the first is waited on.
+-- Gradients: overlap = true (default) sums them over ranks during the backward, as DDP: the
+-- core reports each parameter whose gradient is final, and every bucket of bucket_mb MB of
+-- flattened gradients starts its all-reduce once full (dist.gradient_reducer); overlap = false
+-- runs the whole backward first and then all-reduces the buckets (dist.sum_gradients), for
+-- comparison and as a fallback. Both give the same sums.
 local T = require 'tdrl'
 local dist = require 'tdrl.dist'
 
@@ -41,15 +44,22 @@ function M.slice(B, r, N)
   return off, n
 end
 
---- new(model, {noise = "rank" | "global", sync_bn = false, bucket_mb = 25})
+--- new(model, {noise = "rank" | "global", sync_bn = false, bucket_mb = 25, overlap = true})
 function M.new(model, opts)
   opts = opts or {}
   local noise = opts.noise or "rank"
   if not NOISE[noise] then error("data_parallel: noise must be 'rank' or 'global', got " .. tostring(noise), 2) end
+  if opts.overlap ~= nil and type(opts.overlap) ~= "boolean" then
+    error("data_parallel: overlap must be true or false, got " .. tostring(opts.overlap), 2)
+  end
   local self = setmetatable({model = model, noise = noise, rank = dist.rank(), size = dist.size(),
-    bucket_mb = opts.bucket_mb or 25}, DP)
+    bucket_mb = opts.bucket_mb or 25, overlap = opts.overlap ~= false}, DP)
   self.params = model:parameters()
   self.buffers = model:buffers()
+  -- the buckets' layout and buffers, made once (no cost at all for 1 rank)
+  if self.overlap and self.size > 1 then
+    self.reducer = dist.gradient_reducer(self.params, {bucket_mb = self.bucket_mb})
+  end
   if opts.sync_bn and self.size > 1 then M.convert_sync_batchnorm(model) end
   self.sync_bn = opts.sync_bn and true or false
   return self
@@ -94,8 +104,12 @@ end
 function DP:backward(loss)
   if self.size == 1 then return loss:backward() end
   if not self.weight then error("data_parallel: backward before diffusion_batch", 2) end
-  (loss * self.weight):backward()
-  dist.sum_gradients(self.params, {bucket_mb = self.bucket_mb})
+  if self.reducer then
+    self.reducer:backward(loss * self.weight)
+  else
+    (loss * self.weight):backward()
+    dist.sum_gradients(self.params, {bucket_mb = self.bucket_mb})
+  end
   if not self.sync_bn and #self.buffers > 0 then
     -- per-rank BatchNorm statistics: rank 0's are the model's, as DDP's broadcast_buffers
     T.no_grad(function() dist.broadcast(self.buffers, 0) end)

@@ -157,6 +157,18 @@ function M.sum_gradients(params, opts)
   M.all_reduce(grads, "sum", opts)
 end
 
+--- gradient_reducer(params, {bucket_mb = 25}) -> r, or nil for 1 rank: r:backward(loss) runs
+--- loss's backward and leaves the parameters' gradients summed over ranks, as sum_gradients
+--- does after a backward, but each bucket of flattened gradients (parameters in reverse order,
+--- as the backward makes them) starts its all-reduce as soon as its gradients are final, while
+--- the backward goes on; r:buckets() -> their number, sizes (values), and how many the last
+--- backward started before it returned
+function M.gradient_reducer(params, opts)
+  if size == 1 then return nil end
+  tensor_list(params, "dist.gradient_reducer")
+  return C.gradient_reducer(params, math.floor((opts and opts.bucket_mb or 25) * 2 ^ 20))
+end
+
 --- bytes that sum_gradients sends per step for these parameters (float32)
 function M.gradient_bytes(params)
   local n = 0

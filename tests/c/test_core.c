@@ -164,6 +164,73 @@ static void test_autograd(td_generator *g) {
     td_release(x);
 }
 
+/* The grad hook: each leaf of the graph is reported once, when its gradient is final (its
+ * value then equals the value after backward), later layers' leaves before earlier ones; a
+ * leaf outside the graph is not reported and reads grad_pending 0 at start. Graph:
+ * h = w1 * x (w1 used twice: h2 = h * w1), out = sum(h2 * w2 + b); u is unused. */
+typedef struct {
+    td_tensor *leaves[5];
+    int calls[5], order[5], n_ready, starts, unused_at_start, total;
+    float grad_at_ready[5];
+} hook_log;
+
+static void hook_start(void *ud) {
+    hook_log *log = ud;
+    log->starts++;
+    log->unused_at_start = log->leaves[4]->grad_pending == 0 && log->leaves[0]->grad_pending == 2;
+}
+
+static void hook_ready(td_tensor *leaf, void *ud) {
+    hook_log *log = ud;
+    log->total++;
+    for (int i = 0; i < 5; i++)
+        if (log->leaves[i] == leaf) {
+            log->calls[i]++;
+            log->order[log->n_ready++] = i;
+            log->grad_at_ready[i] = leaf->grad ? td_f32(leaf->grad)[0] : NAN;
+        }
+}
+
+static void test_grad_hook(td_generator *g) {
+    hook_log log = {0};
+    const char *names[5] = {"w1", "x", "w2", "b", "u"};
+    for (int i = 0; i < 5; i++) {
+        log.leaves[i] = randn(g, 1, (int64_t[]){3});
+        td_set_requires_grad(log.leaves[i], true);
+    }
+    td_tensor *w1 = log.leaves[0], *x = log.leaves[1], *w2 = log.leaves[2], *b = log.leaves[3];
+    td_tensor *h = td_binary(TD_MUL, w1, x), *h2 = td_binary(TD_MUL, h, w1), *o = td_binary(TD_MUL, h2, w2);
+    td_tensor *ob = td_binary(TD_ADD, o, b), *s = td_sum(ob, 0, false);
+    td_grad_hook hook = {hook_start, hook_ready, &log};
+    CHECK(td_set_grad_hook(&hook) == NULL, "no grad hook by default");
+    CHECK(td_backward(s, NULL, false) == 0, "hooked backward runs");
+    CHECK(td_set_grad_hook(NULL) == &hook, "the hook is given back");
+    CHECK(log.starts == 1 && log.unused_at_start, "start once, after the count (w1 2 uses, u none)");
+    for (int i = 0; i < 4; i++) {
+        CHECK(log.calls[i] == 1, "%s reported once (%d)", names[i], log.calls[i]);
+        CHECK(log.grad_at_ready[i] == td_f32(log.leaves[i]->grad)[0], "%s's gradient final when reported", names[i]);
+        CHECK(log.leaves[i]->grad_pending == 0, "%s's count back to 0", names[i]);
+    }
+    CHECK(log.calls[4] == 0 && !log.leaves[4]->grad, "the unused leaf is not reported");
+    int pos[5] = {0};
+    for (int k = 0; k < log.n_ready; k++) pos[log.order[k]] = k;
+    CHECK(pos[3] < pos[1] && pos[2] < pos[1] && pos[2] < pos[0], "the last op's leaves before the first's");
+    /* without the hook the same graph runs and counts nothing */
+    td_release(h), td_release(h2), td_release(o), td_release(ob), td_release(s);
+    h = td_binary(TD_MUL, w1, x), s = td_sum(h, 0, false);
+    td_backward(s, NULL, false);
+    CHECK(log.total == 4 && w1->grad_pending == 0, "no report with the hook unset");
+    /* a leaf as the root: start, then itself */
+    td_set_grad_hook(&hook);
+    td_tensor *one = td_full(TD_F32, 0, NULL, 2.0);
+    td_set_requires_grad(one, true);
+    td_backward(one, NULL, false);
+    td_set_grad_hook(NULL);
+    CHECK(log.starts == 2 && log.total == 5 && one->grad_pending == 0 && one->grad, "a leaf root is reported once");
+    td_release(h), td_release(s), td_release(one);
+    for (int i = 0; i < 5; i++) td_release(log.leaves[i]);
+}
+
 /* Shapes whose products wrap around 2^64 (issue 22, items 1 and 17): refused with the op named. */
 static void test_size_overflow(void) {
     td_tensor *x = td_zeros(TD_F32, 2, (int64_t[]){3, 4});
@@ -201,6 +268,7 @@ int main(void) {
     test_reduce(&g);
     test_errors(&g);
     test_autograd(&g);
+    test_grad_hook(&g);
     test_size_overflow();
     return check_failures != 0;
 }

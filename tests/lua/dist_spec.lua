@@ -84,6 +84,14 @@ describe("tdrl.dist in one process", function()
     ;(s * T.tensor({3, 4})):sum():backward()
     spec.eq(a.grad[2], 4.0, "sum_over_ranks is the identity, gradient included")
     dist.barrier()
+    -- gradients summed during the backward: nothing to set up, and the plain backward
+    spec.eq(dist.gradient_reducer({a}), nil)
+    local nn = require 'tdrl.nn'
+    local dp = require('tdrl.data_parallel').new(nn.Linear(2, 1))
+    spec.eq(dp.reducer, nil, "no reducer for 1 rank")
+    a.grad = nil
+    dp:backward((a * 3):sum())
+    spec.eq(a.grad[1], 3.0, "data_parallel's backward is the plain one")
   end)
   it("names bad arguments", function()
     spec.raises(function() dist.all_reduce(T.zeros(2), "median") end, "dist.all_reduce", "sum, mean, max or min")
@@ -123,12 +131,20 @@ describe("tdrl.dist on 2 ranks", function()
     spec.eq(ok, nil, "the job failed")
     spec.truthy(secs < 10, string.format("ended after %.1f s", secs))
     spec.truthy(out:find("rank 0 of 2: dist.all_reduce waited 1 s", 1, true), out)
+    -- the same for the buckets that a backward starts (data-parallel training's overlap)
+    out, ok, secs = sh("TDRL_DIST_TIMEOUT=1 " .. string.format(MPI, 2) .. exe ..
+      " tests/lua/dist/fail.lua skip backward")
+    spec.eq(ok, nil, "the job failed")
+    spec.truthy(secs < 10, string.format("ended after %.1f s", secs))
+    spec.truthy(out:find("rank 0 of 2: dist: gradient all-reduce waited 1 s", 1, true), out)
   end)
 
-  it("N steps on 2 ranks with global batch B equal 1 rank with batch B (GroupNorm model)", function()
+  it("N steps on 2 ranks with global batch B equal 1 rank with batch B (GroupNorm model, overlap)", function()
     must("initial weights", alone("tests/lua/dist/train.lua", dir .. "/gn1.safetensors", "iters=0"))
     must("1 rank", alone("tests/lua/dist/train.lua", dir .. "/gn-one.safetensors"))
-    must("2 ranks", job(2, "tests/lua/dist/train.lua", dir .. "/gn-two.safetensors"))
+    -- gradients summed during the backward (the default) in buckets of 20 KB: the model's
+    -- 0.17 MB of gradients in about 9 buckets, most started before the backward ends
+    must("2 ranks", job(2, "tests/lua/dist/train.lua", dir .. "/gn-two.safetensors", "bucket_mb=0.02"))
     local d = rel_diff(dir .. "/gn-one.safetensors", dir .. "/gn-two.safetensors")
     local moved = rel_diff(dir .. "/gn-one.safetensors", dir .. "/gn1.safetensors")
     print(string.format("# GroupNorm: 2 ranks vs 1: %.2e relative; training moved the weights %.2e", d, moved))
@@ -140,9 +156,28 @@ describe("tdrl.dist on 2 ranks", function()
     spec.truthy(other > 100 * d, string.format("per-rank noise gave weights %.3g from one rank's", other))
   end)
 
+  it("gradients summed during the backward (overlap) equal those summed after it", function()
+    local out = must("the job", job(2, "tests/lua/dist/overlap.lua"))
+    for r = 0, 1 do
+      spec.truthy(out:find("rank " .. r .. ": overlap equals after-backward in 5 buckets", 1, true), out)
+    end
+    print("# " .. out:match("rank 0: [^\n]*"))
+    -- the trainer with overlap = false (after the backward) takes the overlapped run's steps
+    must("2 ranks, no overlap", job(2, "tests/lua/dist/train.lua", dir .. "/gn-after.safetensors", "overlap=false",
+      "bucket_mb=0.02"))
+    local d = rel_diff(dir .. "/gn-two.safetensors", dir .. "/gn-after.safetensors")
+    local one = rel_diff(dir .. "/gn-one.safetensors", dir .. "/gn-after.safetensors")
+    print(string.format("# GroupNorm on 2 ranks: overlap vs after the backward %.2e relative, after vs 1 rank %.2e",
+      d, one))
+    spec.truthy(d <= 1e-6, string.format("overlap and after-backward differ by %.3g", d))
+    spec.truthy(one <= 1e-5, string.format("after-backward on 2 ranks differs from 1 rank by %.3g", one))
+  end)
+
   it("with synchronised BatchNorm too (and per-rank BatchNorm differs, as it should)", function()
     must("1 rank", alone("tests/lua/dist/train.lua", dir .. "/bn-one.safetensors", "encoder=drl"))
-    must("2 ranks, sync", job(2, "tests/lua/dist/train.lua", dir .. "/bn-sync.safetensors", "encoder=drl", "sync_bn=true"))
+    -- synchronised BatchNorm's own sums run during the backward, between the buckets' (0.1 MB)
+    must("2 ranks, sync", job(2, "tests/lua/dist/train.lua", dir .. "/bn-sync.safetensors", "encoder=drl",
+      "sync_bn=true", "bucket_mb=0.1"))
     must("2 ranks, per rank", job(2, "tests/lua/dist/train.lua", dir .. "/bn-rank.safetensors", "encoder=drl"))
     local d = rel_diff(dir .. "/bn-one.safetensors", dir .. "/bn-sync.safetensors")
     local per_rank = rel_diff(dir .. "/bn-one.safetensors", dir .. "/bn-rank.safetensors")

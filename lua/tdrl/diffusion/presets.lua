@@ -16,8 +16,9 @@ local common = {
   ema = 0.999, batch = 100, seed = 0,
   eval_every = 1000, eval_batches = 4, ckpt_every = 1000, log_every = 50, sample_every = 0,
   -- under mpirun (tdrl.data_parallel): noise streams per rank ("rank") or the global batch's
-  -- drawn on every rank ("global", the steps of one process), BatchNorm statistics over ranks
-  dist_noise = "rank", sync_bn = false,
+  -- drawn on every rank ("global", the steps of one process), BatchNorm statistics over ranks,
+  -- gradients all-reduced during the backward (false: after it) in buckets of this many MB
+  dist_noise = "rank", sync_bn = false, dist_overlap = true, dist_bucket_mb = 25,
 }
 
 M.small = {

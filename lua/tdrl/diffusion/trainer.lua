@@ -12,8 +12,8 @@
 -- thread count, because every random draw (batch indices, t, noise, dropout) comes from one
 -- generator whose state is in the checkpoint.
 -- Under mpirun every rank trains on its slice of each global batch (tdrl.data_parallel: the
--- gradients summed over ranks, cfg.dist_noise, cfg.sync_bn); rank 0 alone writes the run folder,
--- and a checkpoint written by N ranks resumes on any number.
+-- gradients summed over ranks, cfg.dist_noise, cfg.sync_bn, cfg.dist_overlap); rank 0 alone
+-- writes the run folder, and a checkpoint written by N ranks resumes on any number.
 local T = require 'tdrl'
 local optim = require 'tdrl.optim'
 local checkpoint = require 'tdrl.checkpoint'
@@ -117,7 +117,8 @@ function M.run(cfg, data, opts)
     if not opts.quiet and main then print(string.format("resuming %s from step %d", ckpt_path, step)) end
   end
   if out and main then fs.write(out .. "/config.json", json.encode(cfg, "  ") .. "\n") end
-  local dp = DataParallel.new(model, {noise = cfg.dist_noise, sync_bn = cfg.sync_bn})
+  local dp = DataParallel.new(model, {noise = cfg.dist_noise, sync_bn = cfg.sync_bn, overlap = cfg.dist_overlap,
+    bucket_mb = cfg.dist_bucket_mb})
   dp:broadcast_state({ema.shadow})
   local function save()
     if ckpt_path and main then
