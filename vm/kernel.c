@@ -84,6 +84,15 @@ static json_t *bundle_json(lua_State *L, int idx) {
 }
 
 /* K.publish(bundle): display_data below the cell being run */
+/* K.shell_pending() -> true when a request waits on the shell channel: read by
+ * require('tdrl.kernel').shell_pending() in a cell (the tests use it to know that a request is
+ * queued behind the running one, which no message from the client can tell them) */
+static int l_shell_pending(lua_State *L) {
+    zmq_pollitem_t it = {kw.shell, 0, ZMQ_POLLIN, 0};
+    lua_pushboolean(L, zmq_poll(&it, 1, 0) > 0 && (it.revents & ZMQ_POLLIN));
+    return 1;
+}
+
 static int l_publish(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     json_t *data = bundle_json(L, 1);
@@ -142,6 +151,8 @@ static int lua_setup(lua_State *L) {
     lua_newtable(L);
     lua_pushcfunction(L, l_publish);
     lua_setfield(L, -2, "publish");
+    lua_pushcfunction(L, l_shell_pending);
+    lua_setfield(L, -2, "shell_pending");
     kstdin_register(L);
     lua_pushcfunction(L, host_l_pretty);
     lua_setfield(L, -2, "pretty");

@@ -288,4 +288,7 @@ const char tdrl_kernel_lua[] =
     "  return fmt('%s: %s\\n%s', chain, t, tostring(v))\n"
     "end\n"
     "\n"
+    "-- what a cell may ask of the kernel: require('tdrl.kernel').shell_pending()\n"
+    "package.loaded['tdrl.kernel'] = {shell_pending = K.shell_pending}\n"
+    "\n"
     "return H\n";

@@ -456,15 +456,13 @@ try:
     ok("a silent execution publishes nothing", r["status"] == "ok" and not of_type(outs, "execute_input"), outs)
 
     # stop_on_error: a request queued behind a failing one is aborted
-    # m1 runs until the test creates a file; m2 is queued meanwhile. A heartbeat echo after m2 was
-    # sent means the kernel's ZeroMQ I/O thread has read the connection that carried m2 (sent
-    # first): only then is m1 let go.
-    go = os.path.join(tmp, "go-m1")
-    m1 = kc.execute("print('m1 waits') while not io.open(%s) do end error('first')" % json.dumps(go))
+    # m1 runs until the kernel itself sees m2 waiting on its shell socket, then fails: no message
+    # from this side could say when m2 has arrived there (a heartbeat travels on another
+    # connection, and under load it overtook m2)
+    m1 = kc.execute("print('m1 waits') local K = require('tdrl.kernel') while not K.shell_pending() do end "
+                    "error('first')")
     wait_marker(m1, "m1 waits")
     m2 = kc.execute("second_ran = true")
-    hb_ping()
-    open(go, "w").close()
     r1, r2 = shell_reply(m1)["content"], shell_reply(m2)["content"]
     collect(m1), collect(m2)
     r, outs = execute("second_ran")
