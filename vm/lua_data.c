@@ -228,8 +228,8 @@ static int l_cifar_source(lua_State *L) {
 }
 
 static int l_synthetic_source(lua_State *L) {
-    lua_Integer n = luaL_checkinteger(L, 1), seed = luaL_optinteger(L, 2, 0);
-    return push_source(L, td_synthetic_source(n, (uint64_t)seed));
+    lua_Integer n = luaL_checkinteger(L, 1), seed = luaL_optinteger(L, 2, 0), scale = luaL_optinteger(L, 3, 1);
+    return push_source(L, td_synthetic_source_scaled(n, (uint64_t)seed, (int)scale));
 }
 
 static int l_pad_source(lua_State *L) {

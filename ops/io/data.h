@@ -151,6 +151,9 @@ const uint8_t *td_shape_mask(int shape);
 /* Synthetic: n scenes 3 x 32 x 32; tasks background (9), foreground (9, never the background),
  * location (16: the 4 x 4 grid of 8 x 8 cells, row-major), shape (5). Same seed, same bytes. */
 td_source *td_synthetic_source(int64_t n, uint64_t seed);
+/* The same scenes with the object magnified scale times (1-3: 7, 14 or 21 pixels wide), its 4 x 4
+ * places spread evenly over the scene; scale 1 is td_synthetic_source. */
+td_source *td_synthetic_source_scaled(int64_t n, uint64_t seed, int scale);
 /* Colored-MNIST over a grey digit source (n, 1, 28, 28; task 0 = digit): digits padded to 32 x 32,
  * a foreground colour (9) on a background colour (9, never the foreground); tasks digit,
  * background, foreground; colours drawn from seed. */

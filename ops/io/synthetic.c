@@ -51,10 +51,16 @@ const uint8_t *td_shape_mask(int shape) {
     return masks[shape];
 }
 
-enum { SYN = 32, CELL = 8, GRID = 4 };
+enum { SYN = 32, GRID = 4 };
 
-td_source *td_synthetic_source(int64_t n, uint64_t seed) {
+td_source *td_synthetic_source(int64_t n, uint64_t seed) { return td_synthetic_source_scaled(n, seed, 1); }
+
+td_source *td_synthetic_source_scaled(int64_t n, uint64_t seed, int scale) {
     if (n < 0 || n > ((int64_t)1 << 31)) return td_fail("synthetic: number of samples %lld out of range", (long long)n);
+    if (scale < 1 || scale > 3) return td_fail("synthetic: object scale %d out of range (1, 2 or 3)", scale);
+    /* the object is the 7 x 7 art magnified scale times; its top-left corner takes one of 4 x 4
+     * places `step` pixels apart (8 at scale 1: the cells), plus the 1-pixel jitter */
+    int size = TD_SHAPE_SIZE * scale, step = (SYN - size - 1) / (GRID - 1);
     td_source *s = td_source_new_bytes(n, 3, SYN, SYN, 4, "synthetic");
     if (!s) return NULL;
     td_generator g;
@@ -74,13 +80,13 @@ td_source *td_synthetic_source(int64_t n, uint64_t seed) {
         sh_l[i] = shape;
         uint8_t *px = s->pixels + i * 3 * SYN * SYN;
         const uint8_t *m = td_shape_mask(shape);
-        int y0 = (loc / GRID) * CELL + dy, x0 = (loc % GRID) * CELL + dx;
+        int y0 = (loc / GRID) * step + dy, x0 = (loc % GRID) * step + dx;
         for (int c = 0; c < 3; c++) {
             uint8_t *p = px + c * SYN * SYN;
             memset(p, td_palette[bg][c], SYN * SYN);
-            for (int y = 0; y < TD_SHAPE_SIZE; y++)
-                for (int x = 0; x < TD_SHAPE_SIZE; x++)
-                    if (m[y * TD_SHAPE_SIZE + x]) p[(y0 + y) * SYN + x0 + x] = td_palette[fg][c];
+            for (int y = 0; y < size; y++)
+                for (int x = 0; x < size; x++)
+                    if (m[(y / scale) * TD_SHAPE_SIZE + x / scale]) p[(y0 + y) * SYN + x0 + x] = td_palette[fg][c];
         }
     }
     return s;

@@ -522,6 +522,36 @@ static void test_synthetic(void) {
     for (int k = 0; k < 4; k++)
         for (int v = 0; v < nc[k]; v++) all &= counts[k][v] > 4000 / nc[k] / 2;
     CHECK(all, "synthetic: every class of every task occurs (balanced within a factor 2)");
+    /* the magnified object: scale 1 is the same bytes; at 2 and 3 the labels are the same draws,
+     * and each scene has scale^2 x the mask's pixels in the fg colour, inside the object's box
+     * (top-left at 4 x 4 places step = (32 - 7 scale - 1) / 3 apart, plus the jitter) */
+    td_source *s1 = td_synthetic_source_scaled(4000, 7, 1);
+    CHECK(s1 && memcmp(s1->pixels, a->pixels, nb) == 0, "synthetic: scale 1 is the plain generator");
+    td_source_release(s1);
+    for (int scale = 2; scale <= 3; scale++) {
+        td_source *z = td_synthetic_source_scaled(200, 7, scale);
+        int size = 7 * scale, step = (32 - size - 1) / 3, ok = z != NULL;
+        for (int64_t i = 0; ok && i < 200; i++) {
+            ok &= z->labels[i] == a->labels[i] && z->labels[3 * 200 + i] == a->labels[3 * 4000 + i];
+            int64_t bg = z->labels[i], loc = z->labels[2 * 200 + i], sh = z->labels[3 * 200 + i];
+            int r0 = (int)(loc / 4) * step, c0 = (int)(loc % 4) * step, npx = 0, nmask = 0;
+            for (int q = 0; q < 49; q++) nmask += td_shape_mask((int)sh)[q];
+            const uint8_t *p = z->pixels + i * 3072;
+            for (int y = 0; y < 32; y++)
+                for (int x = 0; x < 32; x++)
+                    if (p[y * 32 + x] != td_palette[bg][0] || p[1024 + y * 32 + x] != td_palette[bg][1] ||
+                        p[2048 + y * 32 + x] != td_palette[bg][2]) {
+                        npx++;
+                        ok &= y >= r0 && y <= r0 + size && x >= c0 && x <= c0 + size;
+                    }
+            ok &= npx == nmask * scale * scale;
+        }
+        CHECK(ok, "synthetic: object scale %d: same labels, a %dx%d object of scale^2 x its mask's pixels", scale,
+              size, size);
+        td_source_release(z);
+    }
+    CHECK(!td_synthetic_source_scaled(10, 7, 4) && has(td_last_error(), "object scale 4"),
+          "synthetic: scale 4 refused, named");
     /* shapes stay distinguishable: pairwise mask differences */
     int mind = 49;
     for (int s = 0; s < TD_SHAPES; s++)

