@@ -47,7 +47,7 @@ local runs = {}
 for i, d in ipairs(dirs) do runs[i] = load_run(d) end
 local cfg = runs[1].cfg
 local _, val = P.datasets(cfg.dataset or "synthetic", {data_dir = cfg.data_dir ~= "" and cfg.data_dir or nil})
-local X = P.images(val)
+local X, Lv = P.images(val)
 local n = math.min(o.n, X:size(1))
 X = X:narrow(1, 1, n)
 local sde = runs[1].model.sde
@@ -58,7 +58,6 @@ local swaps = {}
 if o.swap ~= "" then
   local train = P.datasets(cfg.dataset or "synthetic", {data_dir = cfg.data_dir ~= "" and cfg.data_dir or nil})
   local Xt, Lt = P.images(train)
-  local _, Lv = P.images(val)
   local tasks = train.tasks
   local function key(L, i, skip)
     local parts = {}

@@ -81,6 +81,9 @@ function ResBlock:__init(cin, cout, temb_dim, o)
   self.up, self.down = o.up or false, o.down or false
   self.gn0 = M.group_norm(cin)
   self.conv0 = M.conv3x3(cin, cout, o)
+  if o.cond ~= nil and o.cond ~= "bias" and o.cond ~= "scale_shift" then
+    error(string.format("ResBlock: cond must be 'bias' or 'scale_shift', got %s", tostring(o.cond)), 2)
+  end
   self.scale_shift = o.cond == "scale_shift" and temb_dim ~= nil
   if temb_dim then self.dense = M.dense(temb_dim, self.scale_shift and 2 * cout or cout, o) end
   self.gn1 = M.group_norm(cout)

@@ -90,9 +90,6 @@ M.NCSNpp = NCSNpp
 function NCSNpp:__init(cfg, o)
   nn.Module.__init(self)
   o = o or {}
-  if cfg.cond ~= nil and cfg.cond ~= "bias" and cfg.cond ~= "scale_shift" then
-    error(string.format("NCSNpp: cond must be 'bias' or 'scale_shift', got %s", tostring(cfg.cond)), 2)
-  end
   self.cfg = cfg
   self.sde = o.sde or SDE.new(cfg)
   local nf, mult, nrb, C = cfg.nf, cfg.ch_mult, cfg.num_res_blocks, cfg.channels

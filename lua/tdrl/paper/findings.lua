@@ -30,6 +30,14 @@ end
 
 local CEILING = 0.995
 
+-- a's test accuracies against b's over seeds; inconclusive when both sit at the ceiling
+local function compare_heads(a, b)
+  if a.test_min >= CEILING and b.test_min >= CEILING then
+    return {verdict = V.UNSURE, text = "inconclusive (both at the ceiling)", diff_mean = 0}
+  end
+  return V.compare(a.test, b.test)
+end
+
 --- C1 per task: the trajectory head chosen on validation against the best single point chosen on
 --- validation, over head seeds
 function M.c1(h)
@@ -38,12 +46,7 @@ function M.c1(h)
   for _, task in ipairs(h.tasks) do
     local b = by[task]
     if b.traj and b.best then
-      local v
-      if b.traj.test_min >= CEILING and b.best.test_min >= CEILING then
-        v = {verdict = V.UNSURE, text = "inconclusive (both at the ceiling)", diff_mean = 0}
-      else
-        v = V.compare(b.traj.test, b.best.test)
-      end
+      local v = compare_heads(b.traj, b.best)
       vs[#vs + 1] = v
       rows[#rows + 1] = {task, string.format("%.2f", b.best.t), b.best.test_mean, b.gru and b.gru.test_mean or 0 / 0,
         b.transformer and b.transformer.test_mean or 0 / 0, b.traj.head, v.diff_mean, v.verdict}
@@ -153,12 +156,7 @@ function M.c0(res)
   for _, task in ipairs(res.heads.tasks) do
     local a, b = M.chosen(tr[task]), un[task] and M.chosen(un[task])
     if a and b then
-      local v
-      if a.test_min >= CEILING and b.test_min >= CEILING then
-        v = {verdict = V.UNSURE, text = "inconclusive (both at the ceiling)", diff_mean = 0}
-      else
-        v = V.compare(a.test, b.test)
-      end
+      local v = compare_heads(a, b)
       vs[#vs + 1] = v
       rows[#rows + 1] = {task, un[task].best and un[task].best.test_mean or 0 / 0,
         un[task].traj and un[task].traj.test_mean or 0 / 0, b.test_mean, a.test_mean, v.diff_mean, v.verdict}

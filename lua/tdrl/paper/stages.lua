@@ -42,9 +42,14 @@ end
 
 --- trains (or resumes, or just loads when finished) a diffusion model in dir/model-<name>;
 --- over: fields of the diffusion config to change (encoder, latent, iters, ...)
-function P.model(cfg, dir, name, over, sets)
+local function model_config(cfg, over)
   local dcfg = C.diffusion_config(cfg)
   for k, v in pairs(over or {}) do dcfg[k] = v end
+  return dcfg
+end
+
+function P.model(cfg, dir, name, over, sets)
+  local dcfg = model_config(cfg, over)
   sets = sets or E.sets(cfg)
   local out = dir .. "/model-" .. name
   local model, summary = P.train_model(dcfg, sets, out, "diffusion " .. name)
@@ -55,10 +60,9 @@ end
 --- step (the same draw its training starts from), in eval mode: the control that tells what
 --- training put in the code from what any convolutional feature map of the image holds
 function P.untrained(cfg, over, sets)
-  local dcfg = C.diffusion_config(cfg)
-  for k, v in pairs(over or {}) do dcfg[k] = v end
-  local X = E.images((sets or E.sets(cfg)).train)
-  dcfg.channels, dcfg.image_size = X:size(2), X:size(3)
+  local dcfg = model_config(cfg, over)
+  local train = (sets or E.sets(cfg)).train
+  dcfg.channels, dcfg.image_size = train.channels, train.height
   local model = trainer.setup(dcfg).model
   model:eval()
   return model, dcfg
